@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One command installs everything Shammie and its tests need into ./.venv:
+#   ./install.sh
+# uv resolves the dependency set in seconds (pip's resolver can backtrack for tens
+# of minutes on s3fs/aiobotocore + boto3). torch is installed first with pip as the
+# CPU build (`torch==2.13.0`; on machines that carry the wheel locally pip takes it
+# from disk, elsewhere pass SHAMMIE_TORCH_INDEX=https://download.pytorch.org/whl/cpu).
+# Set SHAMMIE_NO_TORCH=1 to skip torch and the training/transformers extras.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+VENV=${SHAMMIE_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip uv
+EXTRAS="test"
+if [ "${SHAMMIE_NO_TORCH:-0}" != "1" ]; then
+  if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    if [ -n "${SHAMMIE_TORCH_INDEX:-}" ]; then
+      "$VENV/bin/python" -m pip install -q "torch==2.13.0" --index-url "$SHAMMIE_TORCH_INDEX"
+    else
+      "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+    fi
+  fi
+  EXTRAS="test,torch"
+fi
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" -q -e ".[${EXTRAS}]"
+echo "installed: $("$VENV/bin/shammie" --version)"
+echo "activate with: source $VENV/bin/activate"

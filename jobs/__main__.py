@@ -1,0 +1,5 @@
+import sys
+
+from shammie.jobs.cli import main
+
+sys.exit(main())

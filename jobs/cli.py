@@ -1,0 +1,75 @@
+"""The `shammie` command.
+
+Each subcommand lives next to the code it drives and is imported only when it is
+used, so `shammie --help` stays fast and a missing optional dependency of one
+stage (torch, transformers) never breaks another. A subcommand module exposes
+`add_arguments(parser)` and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from shammie.pipeline.errors import UserError
+
+__version__ = "0.1.0"
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "crawl": ("shammie.pipeline.crawl_cli", "WARC files -> FineWeb-filtered text (documents/)"),
+    "dedup": ("shammie.dedup.cli", "MinHash near-duplicate removal per snapshot (deduped/)"),
+    "edu": ("shammie.filters.edu_cli", "educational-quality scoring: annotate, train, score, subset"),
+    "classify": ("shammie.filters.classify_cli", "DCLM-style fastText quality classifier: train, score"),
+    "shard": ("shammie.mixing.shard_cli", "write the domain-grouped, tokenized shard store (store/)"),
+    "mix": ("shammie.mixing.mix_cli", "online data mixing utilities (report)"),
+    "run": ("shammie.jobs.run_cli", "run a whole job from a YAML config (crawl -> shards)"),
+    "report": ("shammie.jobs.report_cli", "write report.html for a job directory"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shammie",
+        description="Shammie: Common Crawl to training-ready shards, on Ray. "
+        "Each stage reads one folder of a job directory and writes its own: "
+        "documents/ -> deduped/ -> scored/ -> subsets (edu-3/) -> store/.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `shammie COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"shammie {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module = importlib.import_module(module_name)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    only = command if command in SUBCOMMANDS else "__none__"
+    parser = build_parser(only=only)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as e:
+        print(f"shammie {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"shammie {args.command}: interrupted; re-run the same command to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

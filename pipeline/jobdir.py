@@ -1,0 +1,124 @@
+"""The contract between stages: one job = one directory (local or s3://).
+
+    documents/  (crawl)  -> deduped/ -> scored/ -> subsets (edu-3/, ...) -> store/
+
+Each stage reads one folder and writes its own. A folder is complete when its
+`_SUCCESS` marker exists (written last, atomically); per-task markers live in
+`<stage>/_tasks/`. `stats.json` at the job root has one section per stage.
+A stage's default input is the most downstream *complete* folder present;
+`--input-stage` overrides. Columns are only ever added downstream.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from typing import Any
+
+from shammie.pipeline import storage
+from shammie.pipeline.errors import UserError
+
+DOCUMENTS = "documents"
+DEDUPED = "deduped"
+SCORED = "scored"
+STORE = "store"
+# Stage folders that hold document Parquet files, upstream first. Subset folders
+# (e.g. "edu-3") are downstream of "scored" and found by prefix.
+DOCUMENT_STAGES = [DOCUMENTS, DEDUPED, SCORED]
+SUBSET_PREFIXES = ("edu-", "subset-")
+SUCCESS = "_SUCCESS"
+TASKS = "_tasks"
+STATS = "stats.json"
+
+
+def stage_path(job: str, stage: str) -> str:
+    return storage.join(job, stage)
+
+
+def success_path(job: str, stage: str) -> str:
+    return storage.join(job, stage, SUCCESS)
+
+
+def is_complete(job: str, stage: str) -> bool:
+    return storage.exists(success_path(job, stage))
+
+
+def mark_complete(job: str, stage: str, info: dict[str, Any] | None = None) -> None:
+    payload = {"stage": stage, "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+    payload.update(info or {})
+    storage.write_json_atomic(success_path(job, stage), payload)
+
+
+def clear_complete(job: str, stage: str) -> None:
+    storage.remove(success_path(job, stage))
+
+
+def task_marker_path(job: str, stage: str, task: str) -> str:
+    return storage.join(job, stage, TASKS, f"{task}.json")
+
+
+def read_task_marker(job: str, stage: str, task: str) -> dict | None:
+    return storage.read_json(task_marker_path(job, stage, task))
+
+
+def write_task_marker(job: str, stage: str, task: str, info: dict[str, Any]) -> None:
+    storage.write_json_atomic(task_marker_path(job, stage, task), info)
+
+
+def subset_stages(job: str) -> list[str]:
+    return sorted(n for n in storage.listdir(job) if n.startswith(SUBSET_PREFIXES))
+
+
+def ordered_document_stages(job: str) -> list[str]:
+    """Document folders present in the job, upstream first."""
+    present = set(storage.listdir(job))
+    return [s for s in DOCUMENT_STAGES if s in present] + subset_stages(job)
+
+
+def resolve_input_stage(job: str, requested: str | None = None, before: str | None = None) -> str:
+    """The folder a stage reads: `requested`, else the most downstream complete one.
+
+    `before` excludes the stage's own output folder and everything after it in
+    the canonical order (dedup must not read `scored/` because it was re-run)."""
+    if requested:
+        if not storage.exists(stage_path(job, requested)):
+            raise UserError(f"--input-stage {requested!r}: {stage_path(job, requested)} does not exist")
+        if not is_complete(job, requested):
+            raise UserError(f"--input-stage {requested!r} is not complete (no {SUCCESS}); re-run the stage that writes it")
+        return requested
+    candidates = [s for s in ordered_document_stages(job) if is_complete(job, s)]
+    if before is not None:
+        order = DOCUMENT_STAGES + subset_stages(job)
+        if before in order:
+            limit = order.index(before)
+            candidates = [s for s in candidates if s in order and order.index(s) < limit]
+    if not candidates:
+        raise UserError(
+            f"{job} has no complete document folder to read (looked for {', '.join(DOCUMENT_STAGES)}); "
+            "run `shammie crawl` first"
+        )
+    return candidates[-1]
+
+
+def stage_files(job: str, stage: str, suffix: str = ".parquet") -> list[str]:
+    """Data files of a stage folder, sorted by name (stable task order)."""
+    return [storage.join(job, stage, n) for n in storage.listdir(stage_path(job, stage))
+            if n.endswith(suffix) and not n.startswith((".", "_"))]
+
+
+def read_stats(job: str) -> dict[str, Any]:
+    return storage.read_json(storage.join(job, STATS), default={}) or {}
+
+
+def update_stats(job: str, section: str, data: dict[str, Any]) -> None:
+    """Replace one stage's section of stats.json (the driver is the only writer)."""
+    stats = read_stats(job)
+    stats[section] = data
+    storage.write_json_atomic(storage.join(job, STATS), stats)
+
+
+def ensure_job_dir(job: str) -> None:
+    if not storage.is_remote(job):
+        if os.path.exists(job) and not os.path.isdir(job):
+            raise UserError(f"{job} exists and is not a directory")
+        os.makedirs(job, exist_ok=True)
