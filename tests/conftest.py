@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Test helper modules (e.g. warc_fixtures) are imported by plain name.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 SHARED_DATA = Path(os.environ.get("SHAMMIE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -25,11 +27,26 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole test session (ray.init takes ~15 s here)."""
+    """One local Ray for the whole test session (ray.init takes ~15 s here).
+
+    SHAMMIE_TEST_RAY_ADDRESS=host:port runs the tests on an already-started Ray instead."""
     import ray
 
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = os.environ.get("SHAMMIE_TEST_RAY_ADDRESS")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        for attempt in range(3):  # a raylet can miss its start-up deadline on a loaded machine
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt == 2:
+                    raise
+                time.sleep(5)
     yield ray
     ray.shutdown()
 

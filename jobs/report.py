@@ -1,0 +1,402 @@
+"""`report.html` for a job directory: one self-contained page with the job's plots.
+
+Everything comes from what the stages already wrote: `stats.json` (one section
+per stage), `store/manifest.json`, and the `edu_score` / `language` columns of
+the Parquet folders when a stats section lacks the detail. The PNGs (matplotlib,
+Agg backend) are embedded as base64 `data:` URIs, so the file opens anywhere
+without its job directory. A section whose data is missing is listed at the top
+with the command that would produce it; the rest of the report is still written.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from shammie.pipeline import jobdir, storage
+
+REPORT_NAME = "report.html"
+# Sections of stats.json that count documents through a stage, in pipeline order.
+STAGE_SECTIONS = ("crawl", "dedup", "edu_score", "edu_subset", "shard")
+FILTER_LABELS = {
+    "url_filter": "URL filter", "extraction_empty": "no text extracted", "language": "language",
+    "gopher_repetition": "Gopher repetition", "gopher_quality": "Gopher quality",
+    "c4_quality": "C4 quality", "fineweb_quality": "FineWeb quality",
+}
+
+
+@dataclass
+class Plot:
+    key: str                      # stable id (tests and links use it)
+    title: str
+    png: bytes | None = None
+    table: list[tuple[str, Any]] = field(default_factory=list)
+    note: str = ""
+    missing: str = ""             # why there is no plot, and how to get one
+
+
+# ---------------------------------------------------------------- data access
+
+
+class JobData:
+    """Lazy access to the job's stats, manifest and Parquet columns."""
+
+    def __init__(self, job: str):
+        self.job = job
+        self.stats = jobdir.read_stats(job)
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.stats.get(name)
+        return value if isinstance(value, dict) else {}
+
+    def manifest(self) -> dict[str, Any]:
+        store = self.section("shard").get("store") or storage.join(self.job, jobdir.STORE)
+        try:
+            return storage.read_json(storage.join(store, "manifest.json"), default={}) or {}
+        except Exception:
+            return {}
+
+    def column(self, stage: str, name: str) -> list | None:
+        """All values of one column of a stage folder, or None when absent."""
+        import pyarrow.parquet as pq
+
+        files = jobdir.stage_files(self.job, stage)
+        if not files:
+            return None
+        values: list = []
+        for url in files:
+            fs, path = storage.get_fs(url)
+            with fs.open(path, "rb") as f:
+                pf = pq.ParquetFile(f)
+                if name not in pf.schema_arrow.names:
+                    return None
+                values.extend(pf.read(columns=[name]).column(name).to_pylist())
+        return values
+
+
+# ---------------------------------------------------------------- plotting helpers
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # no display needed (servers, CI)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure(width: float = 7.5, height: float = 3.8):
+    return _pyplot().subplots(figsize=(width, height), dpi=100)
+
+
+def _png(fig) -> bytes:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _barh(labels: list[str], values: list[float], xlabel: str, color: str = "#4C72B0", annotate: bool = True):
+    fig, ax = _figure(7.5, max(2.2, 0.42 * len(labels) + 1.2))
+    ys = list(range(len(labels)))[::-1]
+    ax.barh(ys, values, color=color)
+    ax.set_yticks(ys, labels)
+    ax.set_xlabel(xlabel)
+    if annotate:
+        top = max(values) if values else 0
+        for y, v in zip(ys, values):
+            ax.text(v + top * 0.01, y, f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}", va="center", fontsize=8)
+        ax.set_xlim(0, top * 1.15 if top else 1)
+    return fig, ax
+
+
+# ---------------------------------------------------------------- the six plots
+
+
+def funnel_plot(data: JobData) -> Plot:
+    plot = Plot("funnel", "Filter funnel")
+    crawl = data.section("crawl")
+    if not crawl:
+        plot.missing = "no \"crawl\" section in stats.json (run `shammie crawl` or the crawl step)"
+        return plot
+    steps: list[tuple[str, float]] = [("records read", crawl.get("records_read", 0))]
+    remaining = crawl.get("records_read", 0)
+    dropped = dict(crawl.get("dropped") or {})
+    order = list(crawl.get("filter_order") or FILTER_LABELS)
+    # Records that were never candidate pages (requests, metadata, non-HTML) leave first.
+    skipped = sum(v for k, v in dropped.items() if k not in order) + sum((crawl.get("errors") or {}).values())
+    if skipped:
+        remaining -= skipped
+        steps.append(("HTML pages" if "html_responses" in crawl else "after non-page records", remaining))
+    for name in order:
+        if dropped.get(name):
+            remaining -= dropped[name]
+            steps.append((f"after {FILTER_LABELS.get(name, name)}", remaining))
+    steps.append(("kept by crawl", crawl.get("kept", crawl.get("documents", remaining))))
+    dedup = data.section("dedup")
+    if dedup:
+        steps.append(("after dedup", dedup.get("kept", dedup.get("documents", 0))))
+    subset = data.section("edu_subset")
+    if subset:
+        steps.append((f"edu >= {subset.get('threshold', '?')}", subset.get("documents", 0)))
+    labels = [s[0] for s in steps]
+    values = [float(s[1]) for s in steps]
+    fig, ax = _barh(labels, values, "documents (records)", color="#55A868")
+    ax.set_title("Documents remaining after each step")
+    plot.png = _png(fig)
+    plot.table = [(k, int(v)) for k, v in steps] + [(f"dropped: {k}", v) for k, v in sorted(dropped.items())]
+    plot.table += [(f"error: {k}", v) for k, v in sorted((crawl.get("errors") or {}).items())]
+    return plot
+
+
+def domains_plot(data: JobData) -> Plot:
+    plot = Plot("domains", "Documents and tokens per domain")
+    manifest = data.manifest()
+    domains = manifest.get("domains") or data.section("shard").get("domains") or {}
+    if not domains:
+        plot.missing = "no shard store (store/manifest.json) and no \"shard\" section (run `shammie shard`)"
+        return plot
+    rows = sorted(((name, int(d.get("documents", 0)), int(d.get("tokens", 0))) for name, d in domains.items()),
+                  key=lambda r: -r[2])
+    plt = _pyplot()
+    shown = rows[:25]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, max(2.5, 0.34 * len(shown) + 1.4)), dpi=100, sharey=True)
+    ys = list(range(len(shown)))[::-1]
+    left.barh(ys, [r[1] for r in shown], color="#4C72B0")
+    left.set_yticks(ys, [r[0] for r in shown])
+    left.set_xlabel("documents")
+    right.barh(ys, [r[2] for r in shown], color="#C44E52")
+    right.set_xlabel("tokens")
+    group_by = manifest.get("group_by") or data.section("shard").get("group_by")
+    fig.suptitle(f"Store domains (grouped by {group_by})" if group_by else "Store domains")
+    plot.png = _png(fig)
+    plot.table = [(name, f"{docs:,} documents, {tokens:,} tokens") for name, docs, tokens in rows]
+    if len(rows) > len(shown):
+        plot.note = f"the {len(shown)} largest of {len(rows)} domains are plotted"
+    return plot
+
+
+def edu_plot(data: JobData) -> Plot:
+    plot = Plot("edu", "Edu score histogram")
+    scores = data.column(jobdir.SCORED, "edu_score")
+    section = data.section("edu_score")
+    threshold = data.section("edu_subset").get("threshold")
+    if scores:
+        fig, ax = _figure()
+        ax.hist([s for s in scores if s is not None], bins=30, range=(0, 5), color="#8172B2")
+        ax.set_xlabel("edu_score")
+        ax.set_ylabel("documents")
+        if threshold is not None:
+            ax.axvline(float(threshold) - 0.5, color="black", linestyle="--", label=f"subset threshold {threshold}")
+            ax.legend()
+        ax.set_title(f"Edu score of {len(scores):,} documents (scored/)")
+        plot.png = _png(fig)
+    elif section.get("histogram"):
+        hist = {str(k): int(v) for k, v in section["histogram"].items()}
+        keys = sorted(hist, key=float)
+        fig, ax = _figure()
+        ax.bar(keys, [hist[k] for k in keys], color="#8172B2")
+        ax.set_xlabel("edu_int_score")
+        ax.set_ylabel("documents")
+        ax.set_title("Edu score (integer buckets, stats.json)")
+        plot.png = _png(fig)
+    else:
+        plot.missing = "no edu scores (edu disabled; run `shammie edu score` with a model from `shammie edu train`)"
+        return plot
+    if section.get("histogram"):
+        plot.table = [(f"edu_int_score {k}", v) for k, v in sorted(section["histogram"].items(), key=lambda kv: float(kv[0]))]
+    return plot
+
+
+def language_plot(data: JobData) -> Plot:
+    plot = Plot("language", "Language distribution")
+    languages = dict(data.section("crawl").get("languages") or {})
+    source = "documents kept by crawl"
+    if not languages:
+        column = data.column(jobdir.DOCUMENTS, "language")
+        if column:
+            from collections import Counter
+
+            languages = dict(Counter(str(v) for v in column))
+            source = "documents/ Parquet"
+    if not languages:
+        plot.missing = "no language counts (run the crawl step)"
+        return plot
+    rows = sorted(languages.items(), key=lambda kv: -kv[1])
+    fig, ax = _barh([str(k) for k, _ in rows[:20]], [float(v) for _, v in rows[:20]], "documents", color="#DD8452")
+    ax.set_title(f"Language of the {source}")
+    plot.png = _png(fig)
+    plot.table = rows
+    settings = data.section("crawl").get("settings") or {}
+    if settings.get("languages"):
+        plot.note = (f"crawl keeps {', '.join(settings['languages'])} with a lid.176 score >= "
+                     f"{settings.get('language_threshold')}; other languages are counted in the funnel")
+    return plot
+
+
+def dedup_plot(data: JobData) -> Plot:
+    plot = Plot("dedup", "Dedup cluster-size distribution")
+    dedup = data.section("dedup")
+    if not dedup:
+        plot.missing = "no \"dedup\" section in stats.json (run `shammie dedup` or the dedup step)"
+        return plot
+    sizes = dedup.get("cluster_sizes") or dedup.get("cluster_size_histogram")
+    fig, ax = _figure()
+    if sizes:
+        items = sorted(((int(k), int(v)) for k, v in sizes.items()))
+        ax.bar([str(k) for k, _ in items], [v for _, v in items], color="#937860")
+        ax.set_xlabel("cluster size (documents)")
+        ax.set_ylabel("clusters")
+        plot.table = [(f"size {k}", v) for k, v in items]
+    else:
+        # The dedup section gives totals only: documents outside any cluster are
+        # `kept - clusters`, the clusters hold `clusters + removed` documents.
+        clusters = int(dedup.get("clusters", 0))
+        removed = int(dedup.get("removed", 0))
+        kept = int(dedup.get("kept", dedup.get("documents", 0)))
+        unique = max(kept - clusters, 0)
+        labels = ["1 (unique)", "2 or more"]
+        values = [unique, clusters]
+        ax.bar(labels, values, color=["#8C8C8C", "#937860"])
+        ax.set_xlabel("cluster size (documents)")
+        ax.set_ylabel("count")
+        mean = (clusters + removed) / clusters if clusters else 0
+        plot.note = (f"{clusters} duplicate clusters holding {clusters + removed} documents "
+                     f"(mean size {mean:.2f}, largest {dedup.get('largest_cluster', 0)}); "
+                     "stats.json has no per-size counts, so sizes >= 2 share one bar")
+        for i, v in enumerate(values):
+            ax.text(i, v, f"{v:,}", ha="center", va="bottom", fontsize=9)
+    ax.set_title(f"Near-duplicate clusters ({dedup.get('scope', 'MinHash')})")
+    plot.png = _png(fig)
+    plot.table = plot.table or [("documents in", dedup.get("documents_in")), ("clusters", dedup.get("clusters")),
+                                ("removed", dedup.get("removed")), ("kept", dedup.get("kept")),
+                                ("largest cluster", dedup.get("largest_cluster"))]
+    for name, snap in sorted((dedup.get("per_snapshot") or {}).items()):
+        plot.table.append((f"{name}", f"{snap.get('documents_in')} in, {snap.get('removed')} removed"))
+    return plot
+
+
+def throughput_plot(data: JobData) -> Plot:
+    plot = Plot("throughput", "Per-stage throughput")
+    rows = []
+    for name in STAGE_SECTIONS:
+        section = data.section(name)
+        docs, seconds = section.get("documents"), section.get("seconds")
+        if name == "crawl":
+            docs = section.get("records_read", docs)  # crawl's work is every record it reads
+        if docs is None or not seconds:
+            continue
+        rows.append((name, float(docs), float(seconds)))
+    if not rows:
+        plot.missing = "no stage section with \"documents\" and \"seconds\" in stats.json"
+        return plot
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, max(2.5, 0.45 * len(rows) + 1.3)), dpi=100, sharey=True)
+    ys = list(range(len(rows)))[::-1]
+    left.barh(ys, [d / s for _, d, s in rows], color="#4C72B0")
+    left.set_yticks(ys, [r[0] for r in rows])
+    left.set_xlabel("documents / second (crawl: records / second)")
+    right.barh(ys, [s for _, _, s in rows], color="#8C8C8C")
+    right.set_xlabel("wall-clock seconds")
+    fig.suptitle("Throughput per stage")
+    plot.png = _png(fig)
+    plot.table = [(name, f"{int(d):,} in {s:.1f} s = {d / s:,.1f}/s") for name, d, s in rows]
+    return plot
+
+
+PLOTS: list[Callable[[JobData], Plot]] = [funnel_plot, domains_plot, edu_plot, language_plot, dedup_plot,
+                                          throughput_plot]
+
+
+# ---------------------------------------------------------------- HTML
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem} .meta{color:#666;margin-top:0}
+section{border-top:1px solid #ddd;padding:1rem 0}
+img{max-width:100%;height:auto} table{border-collapse:collapse;font-size:.9rem;margin-top:.5rem}
+td{padding:.15rem .8rem;border-bottom:1px solid #eee} td:last-child{text-align:right}
+.missing{background:#fff6e0;border:1px solid #f0d090;padding:.6rem 1rem;border-radius:4px}
+.note{color:#555;font-size:.9rem} nav a{margin-right:1rem}
+"""
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
+    return f"<details><summary>numbers</summary><table>{body}</table></details>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    return str(value)
+
+
+def render_html(job: str, plots: list[Plot], stats: dict[str, Any]) -> str:
+    missing = [p for p in plots if p.png is None]
+    parts = [
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<title>Shammie report: {html.escape(job)}</title><style>{CSS}</style></head><body>",
+        "<h1>Shammie job report</h1>",
+        f"<p class=\"meta\">{html.escape(job)} &middot; generated "
+        f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} &middot; stats sections: "
+        f"{html.escape(', '.join(sorted(stats)) or 'none')}</p>",
+        "<nav>" + "".join(f"<a href=\"#{p.key}\">{html.escape(p.title)}</a>" for p in plots) + "</nav>",
+    ]
+    if missing:
+        items = "".join(f"<li><b>{html.escape(p.title)}</b>: {html.escape(p.missing)}</li>" for p in missing)
+        parts.append(f"<div class=\"missing\" id=\"missing\"><p>Not in this report (the job has no data for them yet):"
+                     f"</p><ul>{items}</ul></div>")
+    for p in plots:
+        parts.append(f"<section id=\"{p.key}\"><h2>{html.escape(p.title)}</h2>")
+        if p.png is not None:
+            data = base64.b64encode(p.png).decode("ascii")
+            parts.append(f"<img id=\"plot-{p.key}\" alt=\"{html.escape(p.title)}\" src=\"data:image/png;base64,{data}\">")
+        else:
+            parts.append(f"<p class=\"missing\">{html.escape(p.missing)}</p>")
+        if p.note:
+            parts.append(f"<p class=\"note\">{html.escape(p.note)}</p>")
+        parts.append(_table(p.table) + "</section>")
+    parts.append("<section id=\"stats\"><h2>stats.json</h2><details><summary>raw</summary><pre>"
+                 + html.escape(json.dumps(stats, indent=1, sort_keys=True, default=str)[:200_000])
+                 + "</pre></details></section></body></html>\n")
+    return "\n".join(parts)
+
+
+def build_plots(job: str) -> tuple[list[Plot], dict[str, Any]]:
+    data = JobData(job)
+    plots = []
+    for make in PLOTS:
+        try:
+            plots.append(make(data))
+        except Exception as e:  # one unreadable section must not cost the whole report
+            name = make.__name__.removesuffix("_plot")
+            plots.append(Plot(name, name, missing=f"could not draw: {type(e).__name__}: {e}"))
+    return plots, data.stats
+
+
+def write_report(job: str, output: str | None = None) -> tuple[str, list[Plot]]:
+    """Write the report; return its path and the plots (those without `png` are missing)."""
+    from shammie.pipeline.errors import UserError
+
+    if not storage.exists(job):
+        raise UserError(f"job directory {job} does not exist")
+    plots, stats = build_plots(job)
+    if not stats and all(p.png is None for p in plots):
+        raise UserError(f"{job} has no stats.json and no stage output: is it a Shammie job directory?")
+    output = output or storage.join(job, REPORT_NAME)
+    storage.write_bytes_atomic(output, render_html(job, plots, stats).encode("utf-8"))
+    return output, plots

@@ -1,0 +1,42 @@
+"""`shammie run CONFIG`: a whole crawl-to-shards job from one YAML file."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+examples:
+  shammie run jobs/example-local.yaml                 # offline example, embedded Ray
+  shammie run jobs/fineweb.yaml --set input=[s3://bucket/warc/] --set output=s3://bucket/job
+  shammie run jobs/fineweb-edu.yaml --set edu.model=models/edu.bin --dry-run
+  shammie run jobs/fineweb.yaml --ray-address auto    # on a running Ray cluster
+
+Re-running the same command resumes: complete steps and finished tasks are skipped.
+Relative paths in the file resolve against the file's folder; those given with
+--set resolve against the current directory. Reference: docs/jobs.md.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("config", help="job config (YAML), e.g. jobs/fineweb.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key (dotted, YAML value), e.g. --set crawl.limit_files=2; repeatable")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to run on (default: config ray_address, else RAY_ADDRESS, else an embedded local Ray)")
+    parser.add_argument("--dry-run", action="store_true", help="validate the config, print the plan, run nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from shammie.jobs.config import load_config
+    from shammie.jobs.runner import format_plan, plan, run_job
+
+    config = load_config(args.config, args.overrides, prepare_example=not args.dry_run)
+    if args.dry_run:
+        print(format_plan(config, plan(config, ray_address=args.ray_address), ray_address=args.ray_address))
+        return 0
+    run_job(config, ray_address=args.ray_address, progress=not args.no_progress)
+    print(f"job {config['name']!r} complete: {config.output}  (next: shammie report {config.output})")
+    return 0

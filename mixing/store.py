@@ -1,0 +1,419 @@
+"""The domain-grouped shard store: reader API (`open_store`) and builder (`build_store`).
+
+Format: see `shammie.mixing.store_format`. A reader starts from `manifest.json`
+and only ever opens files it lists, so a store being rebuilt stays readable.
+Every shard file is checked against the manifest's size and xxh3-128 checksum the
+first time this process opens it; a damaged file raises `CorruptShardError`
+naming it. Stores on `s3://` are read by downloading each shard when it is first
+needed into a local cache (`cache_dir`, default `~/.cache/shammie/stores`), then
+memory-mapping the cached copy.
+
+Each domain's documents form one token stream (every document ends with the
+end-of-document id). `sequence(domain, L, j)` is tokens [j*L, (j+1)*L) of that
+stream: packing across document boundaries, with the tail shorter than L dropped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import zlib
+from collections import OrderedDict
+from typing import Any, Iterator
+
+import numpy as np
+
+from shammie.mixing import store_format as fmt
+from shammie.pipeline import storage
+from shammie.pipeline.errors import UserError
+
+_TEXT_CACHE_GROUPS = 8
+
+
+class CorruptShardError(UserError):
+    """A shard file does not match the manifest (truncated, overwritten or damaged)."""
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("SHAMMIE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "shammie", "stores")
+
+
+class _Domain:
+    """One domain's shards: lazily opened memmaps, boundary indexes and Parquet text."""
+
+    def __init__(self, store: "ShardStore", name: str, entry: dict[str, Any]):
+        self.store = store
+        self.name = name
+        self.entry = entry
+        self.shards = entry["shards"]
+        self.doc_starts = [0]
+        self.tok_starts = [0]
+        for shard in self.shards:
+            self.doc_starts.append(self.doc_starts[-1] + int(shard["documents"]))
+            self.tok_starts.append(self.tok_starts[-1] + int(shard["tokens"]))
+        n = len(self.shards)
+        self._tokens: list[np.ndarray | None] = [None] * n
+        self._offsets: list[np.ndarray | None] = [None] * n
+        self._text: list[Any] = [None] * n
+        self._text_cache: OrderedDict = OrderedDict()
+
+    @property
+    def num_documents(self) -> int:
+        return self.doc_starts[-1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.tok_starts[-1]
+
+    def tokens_of(self, k: int) -> np.ndarray:
+        arr = self._tokens[k]
+        if arr is None:
+            path = self.store._local_file(self.shards[k]["files"]["tokens"])
+            dtype = np.dtype(self.store.manifest["token_dtype"])
+            if os.path.getsize(path) == 0:
+                arr = np.empty(0, dtype=dtype)
+            else:
+                # A plain ndarray view of the memmap: slicing np.memmap itself costs a
+                # few microseconds per call (subclass hooks), a third of a sequence's budget.
+                arr = np.memmap(path, dtype=dtype, mode="r").view(np.ndarray)
+            self._tokens[k] = arr
+        return arr
+
+    def offsets_of(self, k: int) -> np.ndarray:
+        arr = self._offsets[k]
+        if arr is None:
+            path = self.store._local_file(self.shards[k]["files"]["index"])
+            arr = self._offsets[k] = np.fromfile(path, dtype=np.dtype(self.store.manifest["index_dtype"]))
+        return arr
+
+    def _locate_document(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < self.num_documents:
+            raise IndexError(f"document {i} out of range for domain {self.name!r} ({self.num_documents} documents)")
+        k = bisect.bisect_right(self.doc_starts, i) - 1
+        return k, i - self.doc_starts[k]
+
+    def document_tokens(self, i: int) -> np.ndarray:
+        k, local = self._locate_document(i)
+        offsets = self.offsets_of(k)
+        return self.tokens_of(k)[int(offsets[local]):int(offsets[local + 1])]
+
+    def _parquet(self, k: int):
+        if self._text[k] is None:
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(self.store._local_file(self.shards[k]["files"]["text"]))
+            starts = [0]
+            for g in range(pf.metadata.num_row_groups):
+                starts.append(starts[-1] + pf.metadata.row_group(g).num_rows)
+            self._text[k] = (pf, starts)
+        return self._text[k]
+
+    def _row_group(self, k: int, g: int, columns: list[str] | None):
+        key = (k, g, tuple(columns) if columns else None)
+        table = self._text_cache.get(key)
+        if table is None:
+            pf, _ = self._parquet(k)
+            table = pf.read_row_group(g, columns=columns)
+            self._text_cache[key] = table
+            if len(self._text_cache) > _TEXT_CACHE_GROUPS:
+                self._text_cache.popitem(last=False)
+        else:
+            self._text_cache.move_to_end(key)
+        return table
+
+    def row(self, i: int, columns: list[str] | None) -> dict[str, Any]:
+        k, local = self._locate_document(i)
+        _, starts = self._parquet(k)
+        g = bisect.bisect_right(starts, local) - 1
+        table = self._row_group(k, g, columns)
+        return table.slice(local - starts[g], 1).to_pylist()[0]
+
+    def iter_rows(self, columns: list[str] | None) -> Iterator[dict[str, Any]]:
+        for k in range(len(self.shards)):
+            pf, _ = self._parquet(k)
+            for batch in pf.iter_batches(columns=columns):
+                yield from batch.to_pylist()
+
+    def token_slice(self, start: int, stop: int) -> np.ndarray:
+        """tokens[start:stop] of the domain's stream; a zero-copy memmap view unless it spans shards."""
+        k = bisect.bisect_right(self.tok_starts, start) - 1
+        base = self.tok_starts[k]
+        if stop <= self.tok_starts[k + 1]:
+            return self.tokens_of(k)[start - base:stop - base]
+        pieces = []
+        while start < stop:
+            end = min(stop, self.tok_starts[k + 1])
+            pieces.append(self.tokens_of(k)[start - base:end - base])
+            start = end
+            k += 1
+            base = self.tok_starts[k]
+        return np.concatenate(pieces)
+
+
+class ShardStore:
+    """A read-only view of one published store (the manifest as of `open_store`)."""
+
+    def __init__(self, url: str, cache_dir: str | None = None):
+        self.url = storage.strip_file_scheme(url).rstrip("/")
+        self.remote = storage.is_remote(self.url)
+        manifest_url = storage.join(self.url, fmt.MANIFEST)
+        try:
+            manifest = storage.read_json(manifest_url)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {manifest_url}: {e}") from None
+        if manifest is None:
+            raise UserError(f"{self.url} is not a shard store (no {fmt.MANIFEST}); build one with `shammie shard`")
+        if manifest.get("format") != fmt.FORMAT or manifest.get("format_version") != fmt.FORMAT_VERSION:
+            raise UserError(f"{manifest_url}: unsupported store format "
+                            f"{manifest.get('format')!r} version {manifest.get('format_version')!r}")
+        self.manifest = manifest
+        self.cache_dir = cache_dir
+        if self.remote:
+            base = cache_dir or default_cache_dir()
+            self._cache_root = os.path.join(base, hashlib.sha1(self.url.encode()).hexdigest()[:16])
+        else:
+            self._cache_root = None
+        self._verified: dict[str, str] = {}
+        self._domains = {name: _Domain(self, name, entry) for name, entry in sorted(manifest["domains"].items())}
+        self._tokenizer = None
+
+    def __repr__(self) -> str:
+        return (f"ShardStore({self.url!r}, {len(self._domains)} domains, {self.manifest['documents']} documents, "
+                f"{self.manifest['tokens']} tokens)")
+
+    # Picklable for DataLoader workers started with spawn: they re-open the manifest
+    # (and re-verify what they open), never share file handles.
+    def __getstate__(self):
+        return {"url": self.url, "cache_dir": self.cache_dir}
+
+    def __setstate__(self, state):
+        self.__init__(state["url"], state["cache_dir"])
+
+    # ------------------------------------------------------------ files
+    def _verify(self, path: str, entry: dict[str, Any], shown: str) -> None:
+        size = os.path.getsize(path)
+        if size != entry["bytes"]:
+            raise CorruptShardError(
+                f"{shown}: {size} bytes, the manifest says {entry['bytes']} (truncated or overwritten); "
+                "re-run `shammie shard` to rebuild the store")
+        actual = fmt.file_checksum(path)
+        if actual != entry["checksum"]:
+            raise CorruptShardError(f"{shown}: checksum {actual} does not match the manifest's {entry['checksum']}; "
+                                    "re-run `shammie shard` to rebuild the store")
+
+    def _local_file(self, entry: dict[str, Any]) -> str:
+        """Local path of a manifest file entry, downloaded (remote) and verified on first use."""
+        rel = entry["path"]
+        done = self._verified.get(rel)
+        if done is not None:
+            return done
+        if not self.remote:
+            path = os.path.join(self.url, *rel.split("/"))
+            if not os.path.exists(path):
+                raise CorruptShardError(f"{path}: listed in the manifest but missing; re-run `shammie shard`")
+            self._verify(path, entry, path)
+        else:
+            path = self._fetch(entry)
+        self._verified[rel] = path
+        return path
+
+    def _fetch(self, entry: dict[str, Any]) -> str:
+        rel = entry["path"]
+        remote = storage.join(self.url, rel)
+        local = os.path.join(self._cache_root, *rel.split("/"))
+        if os.path.exists(local):
+            try:
+                self._verify(local, entry, local)
+                return local
+            except CorruptShardError:
+                os.unlink(local)  # a damaged cache entry: fetch it again
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        fs, path = storage.get_fs(remote)
+        tmp = f"{local}.part-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            try:
+                fs.get_file(path, tmp)
+            except FileNotFoundError:
+                raise CorruptShardError(f"{remote}: listed in the manifest but missing; re-run `shammie shard`") from None
+            self._verify(tmp, entry, remote)
+            os.replace(tmp, local)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return local
+
+    def verify(self) -> int:
+        """Check every file of the store now; returns the number of files checked."""
+        n = 0
+        for domain in self._domains.values():
+            for shard in domain.shards:
+                for entry in shard["files"].values():
+                    self._local_file(entry)
+                    n += 1
+        self._local_file(self.manifest["tokenizer"])
+        return n + 1
+
+    # ------------------------------------------------------------ domains
+    def _domain(self, domain: str) -> _Domain:
+        try:
+            return self._domains[domain]
+        except KeyError:
+            raise KeyError(f"no domain {domain!r} in {self.url}; domains: {', '.join(self._domains)}") from None
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self._domains)
+
+    def num_documents(self, domain: str) -> int:
+        return self._domain(domain).num_documents
+
+    def num_tokens(self, domain: str) -> int:
+        return self._domain(domain).num_tokens
+
+    def domain_info(self, domain: str) -> dict[str, Any]:
+        return self._domain(domain).entry
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        return {d: {"documents": v.num_documents, "tokens": v.num_tokens} for d, v in self._domains.items()}
+
+    @property
+    def seq_len(self) -> int:
+        """The default sequence length chosen at build time (readers may use any)."""
+        return int(self.manifest["seq_len"])
+
+    # ------------------------------------------------------------ documents
+    def document(self, domain: str, i: int) -> str:
+        return self._domain(domain).row(i, ["text"])["text"]
+
+    def document_record(self, domain: str, i: int) -> dict[str, Any]:
+        """All stored columns of document i (id, text, url, ..., n_tokens)."""
+        return self._domain(domain).row(i, None)
+
+    def iter_documents(self, domain: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Rows of a domain in store order (streams the Parquet shards)."""
+        return self._domain(domain).iter_rows(columns)
+
+    def document_tokens(self, domain: str, i: int) -> np.ndarray:
+        """Token ids of document i, ending with `eod_id` (a read-only memmap view)."""
+        return self._domain(domain).document_tokens(i)
+
+    # ------------------------------------------------------------ packed sequences
+    def num_sequences(self, domain: str, seq_len: int) -> int:
+        _check_seq_len(seq_len)
+        return self._domain(domain).num_tokens // seq_len
+
+    def sequence(self, domain: str, seq_len: int, j: int, dtype: Any = None) -> np.ndarray:
+        """Tokens [j*seq_len, (j+1)*seq_len) of the domain's stream, in the stored dtype unless `dtype`."""
+        d = self._domain(domain)
+        n = self.num_sequences(domain, seq_len)
+        if not 0 <= j < n:
+            raise IndexError(f"sequence {j} out of range for domain {domain!r} ({n} sequences of {seq_len})")
+        out = d.token_slice(j * seq_len, (j + 1) * seq_len)
+        return out if dtype is None else out.astype(dtype)
+
+    def sequence_order(self, domain: str, seq_len: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
+                       rank: int = 0, world_size: int = 1, worker_id: int = 0, num_workers: int = 1,
+                       drop_last: bool = False) -> np.ndarray:
+        """Sequence indices of one (rank, worker) partition, in the order `sequences` yields them.
+
+        All partitions together cover every index exactly once; `drop_last` trims
+        each to the same length (what lock-step data-parallel training wants)."""
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        if num_workers < 1 or not 0 <= worker_id < num_workers:
+            raise ValueError(f"worker_id {worker_id} is not in [0, num_workers={num_workers})")
+        n = self.num_sequences(domain, seq_len)
+        if shuffle:
+            rng = np.random.default_rng([seed, epoch, zlib.crc32(domain.encode())])
+            order = rng.permutation(n)
+        else:
+            order = np.arange(n)
+        parts = world_size * num_workers
+        mine = order[rank * num_workers + worker_id::parts]
+        if drop_last:
+            mine = mine[: n // parts]
+        return mine
+
+    def sequences(self, domain: str, seq_len: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
+                  rank: int = 0, world_size: int = 1, worker_id: int = 0, num_workers: int = 1,
+                  drop_last: bool = False, dtype: Any = None) -> Iterator[np.ndarray]:
+        """This partition's share of a seeded permutation of the domain's sequences."""
+        order = self.sequence_order(domain, seq_len, seed=seed, epoch=epoch, shuffle=shuffle, rank=rank,
+                                    world_size=world_size, worker_id=worker_id, num_workers=num_workers,
+                                    drop_last=drop_last)
+        return self._iter_sequences(self._domain(domain), seq_len, order, dtype)
+
+    @staticmethod
+    def _iter_sequences(d: _Domain, seq_len: int, order: np.ndarray, dtype: Any) -> Iterator[np.ndarray]:
+        # The hot loop of training-time reading: plain lists and bisect beat numpy
+        # scalar calls, and a sequence inside one shard is a zero-copy memmap view.
+        # Shards are opened (fetched, verified) only when a sequence first needs them.
+        tok_starts = d.tok_starts
+        arrays: list[np.ndarray | None] = [None] * len(d.shards)
+        for j in order.tolist():
+            start = j * seq_len
+            stop = start + seq_len
+            k = bisect.bisect_right(tok_starts, start) - 1
+            if stop <= tok_starts[k + 1]:
+                arr = arrays[k]
+                if arr is None:
+                    arr = arrays[k] = d.tokens_of(k)
+                base = tok_starts[k]
+                out = arr[start - base:stop - base]
+            else:
+                out = d.token_slice(start, stop)
+            yield out if dtype is None else out.astype(dtype)
+
+    # ------------------------------------------------------------ tokenizer
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["tokenizer"]["vocab_size"])
+
+    @property
+    def eod_id(self) -> int:
+        return int(self.manifest["tokenizer"]["eod_id"])
+
+    @property
+    def token_dtype(self) -> np.dtype:
+        return np.dtype(self.manifest["token_dtype"])
+
+    @property
+    def tokenizer_path(self) -> str:
+        """Local path of the store's sentencepiece model (downloaded and verified if remote)."""
+        return self._local_file(self.manifest["tokenizer"])
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from shammie.mixing.tokenizer import Tokenizer
+
+            with open(self.tokenizer_path, "rb") as f:
+                self._tokenizer = Tokenizer(f.read(), source=self.tokenizer_path)
+        return self._tokenizer
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(ids)
+
+
+def _check_seq_len(seq_len: int) -> None:
+    if int(seq_len) < 1:
+        raise ValueError(f"seq_len must be >= 1, not {seq_len}")
+
+
+def open_store(path_or_url: str, cache_dir: str | None = None) -> ShardStore:
+    """Open a published store (local path or s3://); raises UserError if it has no manifest."""
+    return ShardStore(path_or_url, cache_dir=cache_dir)
+
+
+def build_store(job: str, store: str | None = None, *, group_by: str = "edu", tokenizer: str | None = None,
+                train_tokenizer: int | None = None, tokenizer_type: str = "bpe", seq_len: int = 2048,
+                top_k: int | None = None, input_stage: str | None = None, workers: int | None = None,
+                ray_address: str | None = None, progress: bool = True, **options: Any) -> dict[str, Any]:
+    """Build the store from `job`'s documents; see `shammie.mixing.store_build` (options: shard_tokens,
+    tokenizer_sample_bytes). `top_k=None` means 100 for `site` and no folding otherwise."""
+    from shammie.mixing.store_build import build_store as _build
+
+    return _build(job, store, group_by=group_by, tokenizer=tokenizer, train_tokenizer=train_tokenizer,
+                  tokenizer_type=tokenizer_type, seq_len=seq_len, top_k=top_k, input_stage=input_stage,
+                  workers=workers, ray_address=ray_address, progress=progress, **options)

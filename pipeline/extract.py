@@ -1,0 +1,55 @@
+"""Main-text extraction with trafilatura, with FineWeb's settings, made deterministic.
+
+FineWeb ran `trafilatura.extract(html, favor_precision=True, include_comments=False,
+deduplicate=True)` (datatrove's `Trafilatura` step) under a 1 s wall-clock timeout
+in a sandbox process. Two of those choices make output depend on load and order:
+- the timeout drops different pages under different load: Shammie has no
+  wall-clock limit by default (payloads over 20 MB are dropped before decoding, a
+  deterministic guard); `timeout_s` adds an opt-in safety net, counted as an error;
+- `deduplicate=True` uses a process-wide cache that remembers earlier documents:
+  Shammie passes a fresh cache per input file instead, so a file's output depends
+  only on that file (the same as datatrove with one file per task).
+Extraction runs in-process: no sandbox process and no pickling per page.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+
+class ExtractionTimeout(Exception):
+    pass
+
+
+class Extractor:
+    """One per input file (holds that file's dedup cache)."""
+
+    def __init__(self, timeout_s: float | None = None):
+        from trafilatura.deduplication import LRU_SIZE, LRUCache
+
+        self._cache = LRUCache(maxsize=LRU_SIZE)
+        self._timeout_s = timeout_s
+
+    def extract(self, html: str) -> str | None:
+        from trafilatura import extract
+
+        def run():
+            return extract(html, favor_precision=True, include_comments=False, deduplicate=self._cache)
+
+        if not self._timeout_s or threading.current_thread() is not threading.main_thread():
+            return run()
+        return _with_alarm(run, self._timeout_s)
+
+
+def _with_alarm(fn, seconds: float):
+    def on_alarm(signum, frame):
+        raise ExtractionTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

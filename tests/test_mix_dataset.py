@@ -1,0 +1,180 @@
+"""MixtureDataset: per-domain epochs without repeats, identical streams with 0 and
+2 DataLoader workers, exact resume in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shammie.mixing.dataset import MixtureDataset
+from shammie.mixing.mixer import OnlineDataMixer, StaticMixer
+from shammie.pipeline.errors import UserError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # --import-mode=importlib
+from test_mix_fakes import FakeStore, identify  # noqa: E402
+
+SEQ = 8
+SIZES = {"code": 40 * SEQ, "news": 25 * SEQ, "wiki": 60 * SEQ + 5}
+
+
+def fake_loss(batch) -> dict[str, float]:
+    """A deterministic 'training loss' per domain that depends on the batch content."""
+    out: dict[str, list[float]] = {}
+    for row, d in zip(batch["input_ids"], batch["domain"]):
+        out.setdefault(d, []).append(1.0 + (int(row[0]) % 97) / 50 + {"code": 1.5, "news": 0.5}.get(d, 0.0))
+    return {d: sum(v) / len(v) for d, v in out.items()}
+
+
+def run(loader_or_iter, mixer, steps):
+    got = []
+    it = iter(loader_or_iter)
+    for _ in range(steps):
+        batch = next(it)
+        got.append((batch["step"], [identify(r, mixer.domains) for r in batch["input_ids"]]))
+        mixer.update(fake_loss(batch))
+    return got
+
+
+def make(mixer_kind="odm", batch_size=4, per_sample=False, **kw):
+    store = FakeStore(SIZES)
+    if mixer_kind == "odm":
+        mixer = OnlineDataMixer.from_store(store, seed=11, lag=4, **kw)
+    else:
+        mixer = StaticMixer.from_store(store, mixer_kind, seed=11, **kw)
+    return store, mixer, MixtureDataset(store, mixer, SEQ, batch_size, per_sample=per_sample)
+
+
+def test_batches_are_one_domain_and_epochs_never_repeat():
+    store, mixer, ds = make("uniform", batch_size=4)
+    got = run(ds, mixer, 150)
+    assert [s for s, _ in got] == list(range(1, 151))
+    served = [x for _, rows in got for x in rows]
+    assert all(len({d for d, _ in rows}) == 1 for _, rows in got)
+    for d in store.domains:
+        idx = [j for dd, j in served if dd == d]
+        n = store.num_sequences(d, SEQ)
+        for start in range(0, len(idx) - n + 1, n):                   # each full epoch is a permutation
+            assert sorted(idx[start:start + n]) == list(range(n))
+        tail = idx[len(idx) // n * n:]
+        assert len(set(tail)) == len(tail)
+        assert len(idx) > n                                           # at least one epoch boundary crossed
+    assert Counter(d for d, _ in served)["wiki"] > 0
+
+
+def test_per_sample_mixing_draws_each_sequence():
+    _, mixer, ds = make("uniform", batch_size=6, per_sample=True)
+    got = run(ds, mixer, 40)
+    mixed = sum(len({d for d, _ in rows}) > 1 for _, rows in got)
+    assert mixed > 30
+
+
+@pytest.mark.parametrize("kind,per_sample", [("odm", False), ("odm", True), ("natural", False)])
+def test_two_workers_serve_exactly_the_single_process_stream(kind, per_sample):
+    _, m0, ds0 = make(kind, per_sample=per_sample)
+    ref = run(ds0.dataloader(num_workers=0), m0, 60)
+    _, m2, ds2 = make(kind, per_sample=per_sample)
+    got = run(ds2.dataloader(num_workers=2), m2, 60)
+    assert got == ref
+    assert m2.state_dict() == m0.state_dict()
+    if kind == "odm":
+        assert m2.weights() != pytest.approx({d: 1 / 3 for d in m2.domains})   # the bandit did move
+
+
+def test_workers_that_outrun_the_lag_wait_and_stay_exact():
+    # lag 0 with 2 workers x prefetch 2: workers must block on every update, yet serve the same stream
+    store = FakeStore(SIZES)
+    m0 = OnlineDataMixer.from_store(store, seed=2, lag=0)
+    ref = run(MixtureDataset(store, m0, SEQ, 2).dataloader(), m0, 25)
+    m2 = OnlineDataMixer.from_store(store, seed=2, lag=0)
+    got = run(torch.utils.data.DataLoader(MixtureDataset(store, m2, SEQ, 2), batch_size=None,
+                                          num_workers=2, prefetch_factor=2), m2, 25)
+    assert got == ref
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch
+    sys.path.insert(0, sys.argv[1])
+    from test_mix_fakes import FakeStore, identify
+    from test_mix_dataset import SIZES, SEQ, fake_loss
+    from shammie.mixing.dataset import MixtureDataset
+    from shammie.mixing.mixer import OnlineDataMixer
+    store = FakeStore(SIZES)
+    mixer = OnlineDataMixer.from_store(store, seed=11, lag=4, warmup_steps=5)
+    ds = MixtureDataset(store, mixer, SEQ, 4)
+    ds.load_state_dict(torch.load(sys.argv[2], weights_only=False))
+    it = iter(ds.dataloader(num_workers=2))
+    out = []
+    for _ in range(int(sys.argv[3])):
+        b = next(it)
+        out.append([b["step"], [list(identify(r, mixer.domains)) for r in b["input_ids"]]])
+        mixer.update(fake_loss(b))
+    print(json.dumps({"batches": out, "rewards": mixer.rewards.tolist()}))
+""")
+
+
+@pytest.mark.slow
+def test_exact_resume_in_a_fresh_process(tmp_path):
+    _, m_full, ds_full = make(warmup_steps=5)
+    full = run(ds_full.dataloader(num_workers=2), m_full, 70)
+
+    _, m_a, ds_a = make(warmup_steps=5)
+    first = run(ds_a.dataloader(num_workers=2), m_a, 30)      # the loader prefetched beyond step 30
+    assert first == full[:30]
+    torch.save(ds_a.state_dict(), tmp_path / "state.pt")
+    here = Path(__file__).resolve().parent
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(here), str(tmp_path / "state.pt"), "40"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    resumed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [(s, [tuple(x) for x in rows]) for s, rows in resumed["batches"]] == full[30:]
+    assert resumed["rewards"] == pytest.approx(m_full.rewards.tolist(), abs=0)
+
+
+def test_resume_with_other_settings_is_refused():
+    _, m, ds = make()
+    state = ds.state_dict()
+    store = FakeStore(SIZES)
+    other = MixtureDataset(store, OnlineDataMixer.from_store(store, seed=11, lag=4), SEQ, batch_size=8)
+    with pytest.raises(UserError, match="different settings"):
+        other.load_state_dict(state)
+
+
+def test_domains_must_match_and_fit_ranks():
+    store = FakeStore(SIZES)
+    with pytest.raises(UserError, match="differ"):
+        MixtureDataset(store, StaticMixer(["code", "news"]), SEQ, 2)
+    with pytest.raises(UserError, match="fewer packed sequences"):
+        MixtureDataset(FakeStore({"a": 3, "b": 100}), StaticMixer(["a", "b"]), SEQ, 2)
+
+
+def test_real_shard_store_with_workers(tmp_path):
+    from shammie.mixing.store import open_store
+    from shammie.mixing.store_testing import write_token_store
+    rng = np.random.default_rng(0)
+    docs = {d: [rng.integers(3, 300, size=int(n)) for n in rng.integers(20, 200, 40)] for d in ("x", "y", "z")}
+    write_token_store(str(tmp_path / "store"), docs, seq_len=16)
+    store = open_store(str(tmp_path / "store"))
+    mixer = OnlineDataMixer.from_store(store, seed=4, lag=4)
+    loader = MixtureDataset(store, mixer, 16, 3).dataloader(num_workers=2)
+    seen = {d: set() for d in store.domains}
+    it = iter(loader)
+    for _ in range(30):
+        b = next(it)
+        d = b["domain"][0]
+        rows = {tuple(r.tolist()) for r in b["input_ids"]}
+        all_seqs = {tuple(store.sequence(d, 16, j).tolist()): j for j in range(store.num_sequences(d, 16))}
+        assert rows <= set(all_seqs)                        # served rows are that domain's packed sequences
+        seen[d] |= {all_seqs[r] for r in rows}
+        mixer.update({d: float(b["input_ids"].float().mean()) / 100})
+    assert sum(len(v) for v in seen.values()) == 90          # 30 steps x 3 rows, none repeated (no epoch wrap)

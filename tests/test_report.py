@@ -1,0 +1,142 @@
+"""`shammie report DIR`: a self-contained report.html with every plot, tolerant of missing stages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shammie.jobs.cli import main
+from shammie.jobs.report import write_report
+
+ALL_PLOTS = {"funnel", "domains", "edu", "language", "dedup", "throughput"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+CRAWL = {
+    "records_read": 30, "html_responses": 24, "extracted": 20, "kept": 12, "documents": 12,
+    "dropped": {"not_html": 6, "extraction_empty": 4, "language": 5, "gopher_quality": 3},
+    "errors": {}, "languages": {"en": 12}, "filter_order": ["url_filter", "extraction_empty", "language",
+                                                             "gopher_repetition", "gopher_quality", "c4_quality",
+                                                             "fineweb_quality"],
+    "settings": {"languages": ["en"], "language_threshold": 0.65}, "seconds": 6.0,
+}
+DEDUP = {"documents": 9, "documents_in": 12, "clusters": 2, "removed": 3, "kept": 9, "largest_cluster": 3,
+         "scope": "per snapshot", "per_snapshot": {"CC-MAIN-2024-22": {"documents_in": 12, "removed": 3}},
+         "seconds": 1.5}
+EDU_SCORE = {"documents": 9, "histogram": {"0": 1, "1": 2, "2": 2, "3": 3, "4": 1, "5": 0}, "seconds": 0.9}
+EDU_SUBSET = {"documents": 4, "threshold": 3, "seconds": 0.1}
+SHARD = {"documents": 4, "tokens": 900, "group_by": "edu", "seconds": 2.0,
+         "domains": {"3": {"documents": 3, "tokens": 700}, "4": {"documents": 1, "tokens": 200}}}
+
+
+def make_job(root: Path, sections: dict, manifest: dict | None = None, scored: list[float] | None = None) -> Path:
+    job = root / "job"
+    job.mkdir()
+    (job / "stats.json").write_text(json.dumps(sections))
+    if manifest is not None:
+        (job / "store").mkdir()
+        (job / "store" / "manifest.json").write_text(json.dumps(manifest))
+    if scored is not None:
+        (job / "scored").mkdir()
+        pq.write_table(pa.table({"id": [str(i) for i in range(len(scored))], "edu_score": scored}),
+                       job / "scored" / "part-0.parquet")
+        (job / "scored" / "_SUCCESS").write_text("{}")
+    return job
+
+
+def embedded_plots(html: str) -> dict[str, bytes]:
+    found = re.findall(r'<img id="plot-(\w+)" alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    return {key: base64.b64decode(data) for key, data in found}
+
+
+def test_full_job_report_has_every_plot_as_an_embedded_png(tmp_path):
+    manifest = {"group_by": "edu", "domains": {"3": {"documents": 3, "tokens": 700, "shards": []},
+                                               "4": {"documents": 1, "tokens": 200, "shards": []},
+                                               "5": {"documents": 0, "tokens": 0, "shards": []}}}
+    job = make_job(tmp_path, {"crawl": CRAWL, "dedup": DEDUP, "edu_score": EDU_SCORE, "edu_subset": EDU_SUBSET,
+                              "shard": SHARD}, manifest=manifest, scored=[0.2, 1.1, 2.9, 3.4, 4.8, 3.0, 2.2, 1.7, 3.9])
+    path, plots = write_report(str(job))
+    assert path == str(job / "report.html")
+    html = Path(path).read_text()
+    pngs = embedded_plots(html)
+    assert set(pngs) == ALL_PLOTS
+    assert all(png.startswith(PNG_MAGIC) and len(png) > 2000 for png in pngs.values())
+    for title in ("Filter funnel", "Documents and tokens per domain", "Edu score histogram",
+                  "Language distribution", "Dedup cluster-size distribution", "Per-stage throughput"):
+        assert title in html
+    # self-contained: nothing is fetched from elsewhere
+    assert not re.search(r'(src|href)="(https?:|//|file:)', html)
+    assert 'id="missing"' not in html
+    # the manifest (not the stats section) is the source of the domain numbers: it has domain 5
+    assert "5</td><td>0 documents, 0 tokens" in html
+    # the funnel follows the documents through every stage
+    funnel = {k: v for k, v in next(p for p in plots if p.key == "funnel").table}
+    assert funnel["records read"] == 30 and funnel["kept by crawl"] == 12
+    assert funnel["after dedup"] == 9 and funnel["edu >= 3"] == 4
+    assert funnel["after no text extracted"] == 24 - 4 and funnel["after language"] == 15
+
+
+def test_crawl_only_job_still_gets_a_report_that_names_what_is_missing(tmp_path, capsys):
+    job = make_job(tmp_path, {"crawl": CRAWL})
+    assert main(["report", str(job)]) == 0
+    out = capsys.readouterr().out
+    html = (job / "report.html").read_text()
+    assert set(embedded_plots(html)) == {"funnel", "language", "throughput"}
+    missing = html[html.index('id="missing"'):html.index("</div>", html.index('id="missing"'))]
+    for title in ("Documents and tokens per domain", "Edu score histogram", "Dedup cluster-size distribution"):
+        assert title in missing
+        assert f"missing {title}" in out
+    assert "shammie dedup" in missing and "shammie shard" in missing
+
+
+def test_edu_histogram_falls_back_to_the_stats_buckets(tmp_path):
+    job = make_job(tmp_path, {"edu_score": EDU_SCORE})
+    _, plots = write_report(str(job))
+    edu = next(p for p in plots if p.key == "edu")
+    assert edu.png is not None and edu.png.startswith(PNG_MAGIC)
+    assert ("edu_int_score 3", 3) in edu.table
+
+
+def test_dedup_cluster_sizes_are_plotted_per_size_when_the_section_has_them(tmp_path):
+    job = make_job(tmp_path, {"dedup": {**DEDUP, "cluster_sizes": {"2": 1, "3": 1}}})
+    _, plots = write_report(str(job))
+    dedup = next(p for p in plots if p.key == "dedup")
+    assert dedup.table == [("size 2", 1), ("size 3", 1), ("CC-MAIN-2024-22", "12 in, 3 removed")]
+
+
+def test_language_distribution_falls_back_to_the_documents_column(tmp_path):
+    job = make_job(tmp_path, {"dedup": DEDUP})
+    (job / "documents").mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "language": ["en", "en", "de"]}), job / "documents" / "x.parquet")
+    _, plots = write_report(str(job))
+    language = next(p for p in plots if p.key == "language")
+    assert language.table == [("en", 2), ("de", 1)]
+
+
+def test_report_of_a_folder_that_is_not_a_job_is_a_user_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "absent")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "is it a Shammie job directory" in capsys.readouterr().err
+
+
+def test_report_output_option(tmp_path):
+    job = make_job(tmp_path, {"crawl": CRAWL})
+    target = tmp_path / "elsewhere" / "r.html"
+    assert main(["report", str(job), "--output", str(target)]) == 0
+    assert target.exists() and not (job / "report.html").exists()
+
+
+@pytest.mark.parametrize("broken", [{"crawl": {"records_read": "many"}}, {"shard": {"domains": {"x": "y"}}}])
+def test_a_malformed_section_costs_only_its_own_plot(tmp_path, broken):
+    job = make_job(tmp_path, {**broken, "dedup": DEDUP})
+    _, plots = write_report(str(job))
+    assert next(p for p in plots if p.key == "dedup").png is not None
+    bad = next(p for p in plots if p.key == ("funnel" if "crawl" in broken else "domains"))
+    assert bad.png is None and "could not draw" in bad.missing

@@ -1,0 +1,488 @@
+"""Shard store: tokenizer round trip, grouping, layout, atomicity, checksums, partitioning.
+
+Single-input-file jobs build in-process (no Ray); the multi-file test uses `ray_session`."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shammie.mixing import domains as dom
+from shammie.mixing import store_format as fmt
+from shammie.mixing import store_writer
+from shammie.mixing.store import CorruptShardError, build_store, open_store
+from shammie.mixing.store_testing import (synthetic_documents, synthetic_texts, tiny_tokenizer, write_job,
+                                          write_token_store)
+from shammie.mixing.tokenizer import Tokenizer, token_dtype, train_tokenizer
+from shammie.pipeline import jobdir
+from shammie.pipeline.errors import UserError
+
+TRICKY = ["  leading and trailing  ", "tabs\tand\r\nwindows lines\n\n\nblank", "", "emoji 🙂 and ☃ and 日本語",
+          "Straße ﬁ ½ x²", "nul\x00byte", "digits 1234567890 3.14159"]
+
+
+def _build(job, store=None, **kw):
+    kw.setdefault("group_by", "edu")
+    kw.setdefault("train_tokenizer", 400)
+    kw.setdefault("progress", False)
+    kw.setdefault("tokenizer_sample_bytes", 2_000_000)
+    return build_store(str(job), None if store is None else str(store), **kw)
+
+
+def _input_rows(job: Path, stage: str = "scored") -> list[dict]:
+    rows = []
+    for url in jobdir.stage_files(str(job), stage):
+        rows.extend(pq.read_table(url).to_pylist())
+    return rows
+
+
+@pytest.fixture(scope="module")
+def edu_job(tmp_path_factory):
+    job = tmp_path_factory.mktemp("job")
+    table = synthetic_documents(600, seed=3)
+    # Documents whose round trip is hard: whitespace, control characters, non-BMP.
+    extra = synthetic_documents(len(TRICKY), seed=99, prefix="tricky")
+    extra = extra.set_column(extra.column_names.index("text"), extra.schema.field("text"), pa.array(TRICKY))
+
+    write_job(str(job), [pa.concat_tables([table, extra])])
+    stats = _build(job, seq_len=64, shard_tokens=15_000)
+    return job, stats
+
+
+# ---------------------------------------------------------------- tokenizer and domains
+
+def test_trained_tokenizer_round_trips_text_and_ends_documents_with_eod():
+    tok = tiny_tokenizer()
+    texts = synthetic_texts(50, seed=7) + TRICKY
+    tokens, lengths = tok.encode_documents(texts)
+    assert tokens.dtype == np.uint16 and int(lengths.sum()) == len(tokens)
+    ends = np.cumsum(lengths) - 1
+    assert (tokens[ends] == tok.eod_id).all()
+    assert np.count_nonzero(tokens == tok.eod_id) == len(texts)
+    starts = ends - lengths + 1
+    for text, s, e in zip(texts, starts, ends):
+        assert tok.decode(tokens[s:e + 1]) == text
+
+
+def test_unigram_training_and_dtype_by_vocabulary():
+    tok = train_tokenizer(synthetic_texts(300, seed=1), 400, "unigram")
+    assert tok.model_type == "unigram"
+    assert tok.decode(tok.encode_documents(["ka lo mi. 42"])[0]) == "ka lo mi. 42"
+    assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
+    with pytest.raises(UserError, match="tokenizer-type"):
+        train_tokenizer(["x"], 400, "wordpiece")
+
+
+def test_tokenizer_without_eos_is_rejected(tmp_path):
+    import io
+
+    import sentencepiece as spm
+
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(synthetic_texts(200)), model_writer=out, vocab_size=300,
+                                   eos_id=-1, byte_fallback=True, hard_vocab_limit=False, minloglevel=2)
+    path = tmp_path / "noeos.model"
+    path.write_bytes(out.getvalue())
+    with pytest.raises(UserError, match="end-of-sentence"):
+        Tokenizer.load(str(path))
+    with pytest.raises(UserError, match="not a sentencepiece model"):
+        Tokenizer(b"garbage", source="junk.model")
+
+
+def test_domain_names_are_safe_path_components():
+    assert dom.safe_component("en") == "en"
+    assert dom.safe_component("a/b\\c d") == "a_b_c_d"
+    assert dom.safe_component("../..") == "unknown"
+    assert dom.safe_component(None) == "unknown"
+    assert dom.safe_component("manifest.json") == "d_manifest.json"
+    assert dom.safe_component("_staging") == "staging"
+    assert dom.safe_component("x" * 300) == "x" * 100
+    assert dom.registered_site("https://news.bbc.co.uk/a") == "bbc.co.uk"
+    assert dom.registered_site("https://Foo.GitHub.io/x") == "github.io"
+    assert dom.registered_site("http://192.168.0.1/x") == "192.168.0.1"
+    assert dom.registered_site(None) is None
+
+
+def test_domain_folder_keeps_top_k_and_folds_the_rest():
+    counts = Counter({"a.com": 5, "b.com": 3, "c.com": 3, "d.com": 1, None: 2})
+    folder = dom.DomainFolder(counts, "site", 2)
+    assert folder("a.com") == "a.com"
+    assert folder("b.com") == "b.com"  # ties broken by name
+    assert folder("c.com") == folder("d.com") == folder(None) == dom.OTHER
+    with pytest.raises(UserError, match="--top-k"):
+        dom.DomainFolder(Counter({str(i): 1 for i in range(dom.MAX_DOMAINS_WITHOUT_TOP_K + 1)}), "id", None)
+
+
+# ---------------------------------------------------------------- build + read
+
+def test_round_trip_text_and_tokens(edu_job):
+    job, stats = edu_job
+    store = open_store(str(job / "store"))
+    rows = _input_rows(job)
+    by_id = {r["id"]: r for r in rows}
+    assert store.domains == sorted(store.domains)
+    assert sum(store.num_documents(d) for d in store.domains) == len(rows) == stats["documents"]
+    assert stats["tokens"] == sum(store.num_tokens(d) for d in store.domains)
+    seen = []
+    for d in store.domains:
+        expected_ids = [r["id"] for r in rows if f"edu-{r['edu_int_score']}" == d]
+        got = list(store.iter_documents(d))
+        # Store order is input order within a domain; every column survives unchanged.
+        assert [g["id"] for g in got] == expected_ids
+        for i, g in enumerate(got):
+            src = by_id[g["id"]]
+            assert {k: g[k] for k in src} == src
+            assert store.document(d, i) == src["text"]
+            toks = store.document_tokens(d, i)
+            assert len(toks) == g["n_tokens"] and toks[-1] == store.eod_id
+            assert store.decode(toks) == src["text"]
+        seen += expected_ids
+    assert sorted(seen) == sorted(by_id)
+    tricky = {by_id[i]["text"] for i in by_id if "tricky" in i}
+    assert tricky == set(TRICKY)
+
+
+def test_manifest_layout_and_stats(edu_job):
+    job, stats = edu_job
+    root = job / "store"
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["format_version"] == fmt.FORMAT_VERSION and manifest["seq_len"] == 64
+    assert manifest["tokenizer"]["vocab_size"] <= 400 and manifest["token_dtype"] == "<u2"
+    assert (root / manifest["tokenizer"]["path"]).exists()
+    assert not (root / "_staging").exists()
+    assert (root / "_SUCCESS").exists()
+    multi = 0
+    for name, entry in manifest["domains"].items():
+        assert sum(s["documents"] for s in entry["shards"]) == entry["documents"]
+        multi += len(entry["shards"]) > 1
+        for shard in entry["shards"]:
+            for kind, f in shard["files"].items():
+                path = root / f["path"]
+                assert path.parent.name == name and path.stat().st_size == f["bytes"]
+                assert fmt.file_checksum(str(path)) == f["checksum"]
+            tokens = np.fromfile(root / shard["files"]["tokens"]["path"], dtype="<u2")
+            index = np.fromfile(root / shard["files"]["index"]["path"], dtype="<u8")
+            assert len(tokens) == shard["tokens"] == index[-1] and len(index) == shard["documents"] + 1
+            # Text shards are plain Parquet, readable without shammie.
+            assert pq.read_table(root / shard["files"]["text"]["path"]).num_rows == shard["documents"]
+    assert multi, "shard_tokens was small enough to split some domain"
+    section = jobdir.read_stats(str(job))["shard"]
+    assert section["documents"] == stats["documents"] and section["tokens_per_s"] > 0
+    assert set(section["domains"]) == set(manifest["domains"])
+    assert all(set(v) >= {"documents", "tokens"} for v in section["domains"].values())
+    assert section["seconds"] > 0
+
+
+def test_sequences_pack_documents_across_boundaries(edu_job):
+    job, _ = edu_job
+    store = open_store(str(job / "store"))
+    d = max(store.domains, key=lambda d: len(store.domain_info(d)["shards"]))
+    stream = np.concatenate([store.document_tokens(d, i) for i in range(store.num_documents(d))])
+    assert len(stream) == store.num_tokens(d)
+    for seq_len in (64, 1000, 7):
+        n = store.num_sequences(d, seq_len)
+        assert n == len(stream) // seq_len
+        for j in range(n):
+            assert np.array_equal(store.sequence(d, seq_len, j), stream[j * seq_len:(j + 1) * seq_len])
+        got = sorted(tuple(s) for s in store.sequences(d, seq_len, shuffle=False))
+        assert got == sorted(tuple(stream[j * seq_len:(j + 1) * seq_len]) for j in range(n))
+    assert store.sequence(d, 64, 0, dtype=np.int64).dtype == np.int64
+    with pytest.raises(IndexError):
+        store.sequence(d, 64, store.num_sequences(d, 64))
+
+
+def test_rank_and_worker_partitions_cover_every_sequence_once(edu_job):
+    job, _ = edu_job
+    store = open_store(str(job / "store"))
+    d = store.domains[0]
+    seq_len = 16
+    n = store.num_sequences(d, seq_len)
+    assert n > 50
+    parts = [store.sequence_order(d, seq_len, seed=5, rank=r, world_size=3, worker_id=w, num_workers=2)
+             for r in range(3) for w in range(2)]
+    allidx = np.concatenate(parts)
+    assert len(allidx) == n and sorted(allidx.tolist()) == list(range(n))
+    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+    # The iterator yields exactly those sequences, deterministically for a seed.
+    seqs = list(store.sequences(d, seq_len, seed=5, rank=1, world_size=3, worker_id=0, num_workers=2))
+    assert [s.tolist() for s in seqs] == [store.sequence(d, seq_len, int(j)).tolist() for j in parts[2]]
+    again = store.sequence_order(d, seq_len, seed=5, rank=1, world_size=3, worker_id=0, num_workers=2)
+    assert np.array_equal(again, parts[2])
+    assert not np.array_equal(store.sequence_order(d, seq_len, seed=5, epoch=1), store.sequence_order(d, seq_len, seed=5))
+    assert not np.array_equal(store.sequence_order(d, seq_len, seed=6), store.sequence_order(d, seq_len, seed=5))
+    even = [store.sequence_order(d, seq_len, rank=r, world_size=4, drop_last=True) for r in range(4)]
+    assert len({len(p) for p in even}) == 1 and len(set(np.concatenate(even).tolist())) == 4 * (n // 4)
+    with pytest.raises(ValueError):
+        store.sequence_order(d, seq_len, rank=2, world_size=2)
+
+
+def test_store_pickles_for_dataloader_workers(edu_job):
+    job, _ = edu_job
+    store = open_store(str(job / "store"))
+    d = store.domains[0]
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.domains == store.domains
+    assert np.array_equal(clone.sequence(d, 32, 3), store.sequence(d, 32, 3))
+
+
+def test_rerun_with_same_options_is_up_to_date_and_touches_nothing(edu_job):
+    job, _ = edu_job
+    before = {p: p.stat().st_mtime_ns for p in (job / "store").rglob("*")}
+    stats = _build(job, seq_len=64, shard_tokens=15_000)
+    assert stats["up_to_date"] is True
+    assert {p: p.stat().st_mtime_ns for p in (job / "store").rglob("*")} == before
+
+
+@pytest.mark.parametrize("key,top_k", [("language", None), ("site", 3), ("dump", None), ("edu", 2)])
+def test_group_by(tmp_path, key, top_k):
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(200, seed=11)])
+    stats = _build(job, group_by=key, top_k=top_k)
+    store = open_store(str(job / "store"))
+    rows = _input_rows(job)
+    if key == "site":
+        raw = [dom.registered_site(r["url"]) for r in rows]
+    elif key == "edu":
+        raw = [f"edu-{r['edu_int_score']}" for r in rows]
+    else:
+        raw = [r[key] for r in rows]
+    counts = Counter(raw)
+    kept = {k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k or len(counts)]}
+    expected = Counter(k if k in kept else "other" for k in raw)
+    assert {d: store.num_documents(d) for d in store.domains} == dict(expected)
+    assert stats["group_by"] == key and len(stats["domains"]) == len(expected)
+    for d in store.domains:
+        for rec in store.iter_documents(d, ["id", "url", "language", "dump", "edu_int_score"]):
+            value = {"site": lambda r: dom.registered_site(r["url"]), "language": lambda r: r["language"],
+                     "dump": lambda r: r["dump"], "edu": lambda r: f"edu-{r['edu_int_score']}"}[key](rec)
+            assert (value if value in kept else "other") == d
+    if key == "site":
+        assert "other" in store.domains and "bbc.co.uk" in set(raw)
+
+
+def test_user_errors(tmp_path):
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(20, seed=1, scores=False)], stage="deduped")
+    with pytest.raises(UserError, match="edu_int_score"):
+        _build(job)
+    with pytest.raises(UserError, match="no such column"):
+        _build(job, group_by="colour")
+    with pytest.raises(UserError, match="not both"):
+        _build(job, group_by="language", tokenizer="x.model")
+    with pytest.raises(UserError, match="does not exist"):
+        _build(job, group_by="language", tokenizer=str(tmp_path / "missing.model"), train_tokenizer=None)
+    with pytest.raises(UserError, match="no manifest"):
+        open_store(str(tmp_path))
+    from shammie.jobs.cli import main
+
+    assert main(["shard", str(job), "--group-by", "colour", "--no-progress"]) == 2
+    assert main(["shard", str(tmp_path / "nojob"), "--no-progress"]) == 2
+
+
+def test_cli_with_user_tokenizer_and_input_stage(tmp_path, capsys):
+    from shammie.jobs.cli import main
+
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(50, seed=2, scores=False)], stage="deduped")
+    write_job(str(job), [synthetic_documents(30, seed=3)], stage="scored")
+    model = tmp_path / "mine.model"
+    model.write_bytes(tiny_tokenizer(350).model_proto)
+    out = tmp_path / "elsewhere"
+    rc = main(["shard", str(job), "--store", str(out), "--tokenizer", str(model), "--group-by", "language",
+               "--input-stage", "deduped", "--seq-len", "128", "--no-progress"])
+    assert rc == 0
+    assert "50 documents" in capsys.readouterr().out
+    store = open_store(str(out))
+    assert store.seq_len == 128
+    assert Path(store.tokenizer_path).read_bytes() == model.read_bytes()
+    assert sum(store.num_documents(d) for d in store.domains) == 50
+    # Building without tokenizer options later reuses the store's tokenizer.
+    stats = build_store(str(job), str(out), group_by="dump", input_stage="deduped", progress=False)
+    assert stats["tokenizer"]["vocab_size"] == store.vocab_size
+    assert Path(open_store(str(out)).tokenizer_path).read_bytes() == model.read_bytes()
+
+
+def test_uint32_token_shards_round_trip(tmp_path):
+    tok = tiny_tokenizer()
+    tok.dtype = np.dtype(np.uint32)  # as for a vocabulary above 65536
+    docs = {"a": [np.array([70000, 5, 6], np.uint32), np.array([1 << 20], np.uint32)]}
+    write_token_store(str(tmp_path / "s"), docs, tok)
+    store = open_store(str(tmp_path / "s"))
+    assert store.token_dtype == np.dtype("<u4")
+    assert store.document_tokens("a", 0).tolist() == [70000, 5, 6, tok.eod_id]
+    assert store.sequence("a", 3, 1).tolist() == [tok.eod_id, 1 << 20, tok.eod_id]
+
+
+# ---------------------------------------------------------------- integrity
+
+def _small_store(tmp_path, name="s"):
+    rng = np.random.default_rng(0)
+    docs = {"x": [rng.integers(3, 300, rng.integers(1, 50)).astype(np.uint16) for _ in range(300)]}
+    write_token_store(str(tmp_path / name), docs, shard_tokens=2000)
+    return tmp_path / name
+
+
+def test_truncated_token_shard_raises_naming_the_file(tmp_path):
+    root = _small_store(tmp_path)
+    manifest = json.loads((root / "manifest.json").read_text())
+    victim = root / manifest["domains"]["x"]["shards"][1]["files"]["tokens"]["path"]
+    with open(victim, "r+b") as f:
+        f.truncate(victim.stat().st_size - 10)
+    store = open_store(str(root))
+    assert store.sequence("x", 10, 0) is not None  # shard 0 is fine
+    with pytest.raises(CorruptShardError, match=victim.name) as err:
+        for _ in store.sequences("x", 10):
+            pass
+    assert "truncated" in str(err.value)
+
+
+def test_flipped_byte_in_text_shard_fails_checksum(tmp_path):
+    root = _small_store(tmp_path)
+    manifest = json.loads((root / "manifest.json").read_text())
+    victim = root / manifest["domains"]["x"]["shards"][0]["files"]["text"]["path"]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    store = open_store(str(root))
+    assert len(store.document_tokens("x", 0)) > 0  # tokens of shard 0 are intact
+    with pytest.raises(CorruptShardError, match=f"{victim.name}: checksum"):
+        store.document("x", 0)
+    with pytest.raises(CorruptShardError):
+        open_store(str(root)).verify()
+
+
+def test_crash_while_writing_leaves_previous_store_valid_and_rerun_completes(tmp_path, monkeypatch):
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(300, seed=4)])
+    _build(job, shard_tokens=10_000)
+    root = job / "store"
+    old_manifest = (root / "manifest.json").read_text()
+    old = open_store(str(root))
+    old_docs = {d: [old.document(d, i) for i in range(old.num_documents(d))] for d in old.domains}
+
+    calls = {"n": 0}
+    real_finish = store_writer._ShardWriter.finish
+
+    def crash_after_two(self):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt("simulated crash")
+        return real_finish(self)
+
+    monkeypatch.setattr(store_writer._ShardWriter, "finish", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _build(job, shard_tokens=3_000)
+    monkeypatch.undo()
+    assert (root / "manifest.json").read_text() == old_manifest
+    new_files = [p for p in root.rglob("*.tokens") if p.name[:12] != json.loads(old_manifest)["build_id"]]
+    assert new_files, "the crashed build had published some shards"
+    reopened = open_store(str(root))
+    assert reopened.verify() > 0
+    assert {d: [reopened.document(d, i) for i in range(reopened.num_documents(d))] for d in reopened.domains} == old_docs
+
+    _build(job, shard_tokens=3_000)
+    fresh = open_store(str(root))
+    assert fresh.manifest["build_id"] != json.loads(old_manifest)["build_id"]
+    assert {d: [fresh.document(d, i) for i in range(fresh.num_documents(d))] for d in fresh.domains} == old_docs
+    # Older builds' files are gone; only what the manifest lists (plus manifest/_SUCCESS) remains.
+    listed = store_writer.referenced_files(fresh.manifest)
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    assert present == listed | {"manifest.json", "_SUCCESS"}
+
+
+@pytest.mark.slow
+def test_sigkill_midway_leaves_previous_manifest_valid(tmp_path):
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(300, seed=4)])
+    _build(job, shard_tokens=10_000)
+    root = job / "store"
+    old_manifest = (root / "manifest.json").read_text()
+    script = textwrap.dedent(f"""
+        import os, signal
+        from shammie.mixing import store_writer
+        from shammie.mixing.store import build_store
+        real = store_writer._ShardWriter.finish
+        calls = []
+        def finish(self):
+            calls.append(1)
+            if len(calls) == 3:
+                self._tokens.write(b"half")  # mid-file, like a real crash
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(self)
+        store_writer._ShardWriter.finish = finish
+        build_store({str(job)!r}, group_by="edu", train_tokenizer=400, shard_tokens=3000, progress=False,
+                    tokenizer_sample_bytes=2_000_000)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert (root / "manifest.json").read_text() == old_manifest
+    assert any(p.name.startswith(".tmp-") for p in root.rglob("*")), "the kill left temporaries behind"
+    assert open_store(str(root)).verify() > 0
+    _build(job, shard_tokens=3000)
+    assert not any(p.name.startswith(".tmp-") for p in root.rglob("*"))
+    assert open_store(str(root)).verify() > 0
+
+
+# ---------------------------------------------------------------- parallel build
+
+def test_multi_file_build_on_ray_is_deterministic(tmp_path, ray_session):
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(150, seed=s, prefix=f"f{s}") for s in range(3)])
+    stats = _build(job, group_by="language", shard_tokens=8_000)
+    assert stats["documents"] == 450
+    store = open_store(str(job / "store"))
+    rows = _input_rows(job)
+    for d in store.domains:
+        # Input file order, then row order, whatever order the Ray tasks finished in.
+        assert [r["id"] for r in store.iter_documents(d, ["id"])] == [r["id"] for r in rows if r["language"] == d]
+    texts = {r["id"]: r["text"] for r in rows}
+    for d in store.domains:
+        for i in range(0, store.num_documents(d), 17):
+            rec = store.document_record(d, i)
+            assert store.decode(store.document_tokens(d, i)) == texts[rec["id"]]
+
+
+def test_empty_input_file_gives_empty_staging_output(tmp_path):
+    from shammie.mixing.store_build import KEY_COLUMN, TOKENS_COLUMN, tokenize_file
+    from shammie.pipeline.documents import DOCUMENT_SCHEMA, write_table
+
+    write_table(DOCUMENT_SCHEMA.empty_table(), str(tmp_path / "in.parquet"))
+    result = tokenize_file({"input": str(tmp_path / "in.parquet"), "output": str(tmp_path / "out.parquet"),
+                            "tokenizer": tiny_tokenizer().model_proto, "group_by": "language"})
+    assert result["documents"] == 0 and result["tokens"] == 0 and result["keys"] == []
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.num_rows == 0 and {KEY_COLUMN, TOKENS_COLUMN, "n_tokens"} <= set(out.column_names)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_real_multilingual_text_round_trips(tmp_path, shared_data):
+    """Real Common Crawl documents (DCLM labels) and Leipzig sentences in 12 scripts/languages."""
+    texts = [json.loads(line)["text"] for line in (shared_data / "labels" / "dclm-human-quality-agreement.jsonl").open()][:80]
+    for f in sorted((shared_data / "lid").glob("*.txt")):
+        texts.append(f.read_text(encoding="utf-8"))
+    table = synthetic_documents(len(texts), seed=5)
+    table = table.set_column(table.column_names.index("text"), table.schema.field("text"), pa.array(texts))
+    job = tmp_path / "job"
+    write_job(str(job), [table])
+    _build(job, group_by="language", train_tokenizer=4000, tokenizer_type="bpe")
+    store = open_store(str(job / "store"))
+    wanted = {r["id"]: r["text"] for r in table.to_pylist()}
+    n = 0
+    for d in store.domains:
+        for i, rec in enumerate(store.iter_documents(d, ["id", "text"])):
+            assert rec["text"] == wanted[rec["id"]]
+            assert store.decode(store.document_tokens(d, i)) == rec["text"]
+            n += 1
+    assert n == len(texts)
