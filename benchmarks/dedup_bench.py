@@ -85,7 +85,7 @@ def start_ray(workers: int) -> None:
 
     from shammie.pipeline.ray_runtime import init_ray
 
-    for attempt in range(5):
+    for attempt in range(10):
         try:
             init_ray(None, num_cpus=workers)
             return
@@ -102,7 +102,8 @@ def run_shammie(job: str, workers: int) -> dict:
     kept = {i for f in jobdir.stage_files(job, "deduped") for i in documents.read_table(f, ["id"])["id"].to_pylist()}
     n = stats["documents_in"]
     stages = {k: {"docs_per_s": v["docs_per_s"]} for k, v in stats["stages"].items()}
-    stages["signatures"]["docs_per_cpu_s"] = stats["stages"]["signatures"]["docs_per_cpu_s"]
+    for key in ("docs_per_cpu_s", "hash_docs_per_cpu_s"):
+        stages["signatures"][key] = stats["stages"]["signatures"][key]
     # Memory: each stage's largest task again, in this process, untimed.
     work = Path(job) / "deduped" / "_work"
     files = sorted(jobdir.stage_files(job, "documents"), key=os.path.getsize)

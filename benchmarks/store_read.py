@@ -9,6 +9,10 @@ cache, then, on one core, times:
   raw-seq   : the same memmaps sliced sequentially seq_len at a time, each copied to an int64 buffer
   packed    : ShardStore.sequences(shuffle=True), each sequence copied to an int64 buffer
   packed-seq: ShardStore.sequences(shuffle=False), same copy
+  batches   : ShardStore.batches(batch_size, shuffle=True, reuse_buffer=True): int64 (batch, seq_len)
+              arrays filled by one gather per shard (one buffer reused, like raw-bulk's)
+  batches-seq: the same with shuffle=False
+  batches-new: batches with a fresh array per batch (reuse_buffer=False)
 Every variant touches every token once and does the same int64 conversion a
 training loader does; results are tokens/s.
 """
@@ -49,6 +53,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--shard-tokens", type=float, default=32e6)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--dir", default=None)
     args = ap.parse_args()
     try:
@@ -100,15 +105,25 @@ def main() -> None:
             return n
         return run
 
+    def batched(shuffle, reuse=True):
+        def run():
+            n = 0
+            for batch in store.batches("bench", L, args.batch_size, seed=0, shuffle=shuffle, reuse_buffer=reuse):
+                n += batch.size  # already int64: the conversion is part of the gather
+            return n
+        return run
+
     results = {}
     for name, fn in [("raw-bulk", raw_bulk), ("raw-seq", raw_seq), ("packed", packed(True)),
-                     ("packed-seq", packed(False))]:
+                     ("packed-seq", packed(False)), ("batches", batched(True)), ("batches-seq", batched(False)),
+                     ("batches-new", batched(True, reuse=False))]:
         rates = [_rate(fn) for _ in range(args.repeat)]
         best = max(r for r, _ in rates)
         results[name] = best
         print(f"{name:11s} {best / 1e6:9.1f} M tokens/s  (best of {args.repeat}; {rates[0][1]} tokens)")
-    print(f"packed / raw-bulk = {results['packed'] / results['raw-bulk']:.2f}; "
-          f"packed / raw-seq = {results['packed'] / results['raw-seq']:.2f}")
+    for name in ("packed", "batches"):
+        print(f"{name} / raw-bulk = {results[name] / results['raw-bulk']:.2f}; "
+              f"{name} / raw-seq = {results[name] / results['raw-seq']:.2f}")
 
 
 if __name__ == "__main__":

@@ -203,10 +203,16 @@ def train(kind: str, seed: int, args, train_path: str, val_path: str) -> str:
     return log_path
 
 
-def steps_to_reach(records, target: float, key: str) -> int | None:
-    for rec in records:
-        if rec.get("kind") == "eval" and rec["step"] > 0 and rec["loss"][key] <= target:
-            return rec["step"]
+def steps_to_reach(records, target: float, key: str) -> float | None:
+    """First step at which validation loss `key` is <= target, interpolated between evals."""
+    prev = None
+    for rec in (r for r in records if r.get("kind") == "eval"):
+        step, loss = rec["step"], rec["loss"][key]
+        if loss <= target:
+            if prev is None or prev[1] == loss:
+                return float(step)
+            return round(prev[0] + (step - prev[0]) * (prev[1] - target) / (prev[1] - loss), 1)
+        prev = (step, loss)
     return None
 
 
@@ -247,7 +253,16 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")
     p.add_argument("--out", default="runs/tiny-gpt-mixing")
+    p.add_argument("--summarize", action="store_true",
+                   help="only recompute summary.json and the plots from the logs already in --out")
     args = p.parse_args(argv)
+    if args.summarize:
+        logs = {(k, s): os.path.join(args.out, f"{k}-s{s}.jsonl") for s in args.seeds
+                for k in ("uniform", "natural", "odm") if os.path.exists(os.path.join(args.out, f"{k}-s{s}.jsonl"))}
+        from shammie.mixing.mix_cli import report
+        report(list(logs.values()), os.path.join(args.out, "report"))
+        print(json.dumps(compare(logs, args.out), indent=1))
+        return 0
     if not SHARED.is_dir():
         print(f"This example trains on the real text in {SHARED}, which is absent here; "
               "set SHAMMIE_SHARED_DATA to that folder to run it. Nothing to do.")

@@ -98,7 +98,7 @@ def cross_validate(texts: Sequence[str], positive: np.ndarray, params, k: int = 
 def train(inputs: Sequence[str], output: str, *, text_column: str = "text", label_column: str = "label",
           cv: int = 5, seed: int = 0, params=None) -> dict:
     """Cross-validate (unless cv=0), then train on everything and save MODEL.bin (+ MODEL.bin.json)."""
-    from shammie.filters.edu_fasttext import FastTextParams, save_model
+    from shammie.filters.edu_fasttext import FastTextParams, fasttext_args, save_model
     from shammie.filters.edu_tables import read_labelled
     from shammie.pipeline import storage
 
@@ -112,6 +112,7 @@ def train(inputs: Sequence[str], output: str, *, text_column: str = "text", labe
     if cv:
         report["cross_validation"] = cross_validate(texts, positive, params, k=cv, seed=seed)
     model = _fit(texts, positive, params)
+    report["fasttext_used"] = fasttext_args(model)
     save_model(model, output)
     report["seconds"] = round(time.monotonic() - started, 3)
     storage.write_json_atomic(output + ".json", report)

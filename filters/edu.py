@@ -303,7 +303,8 @@ def train(inputs: Sequence[str], output: str, *, text_column: str = "text", scor
 
     The saved model is the one the metrics describe (trained without the held-out
     split); `holdout=0` trains on everything and reports no metrics."""
-    from shammie.filters.edu_fasttext import FastTextEduScorer, FastTextParams, save_model, train_fasttext
+    from shammie.filters.edu_fasttext import (FastTextEduScorer, FastTextParams, fasttext_args, save_model,
+                                              train_fasttext)
     from shammie.filters.edu_metrics import edu_report
     from shammie.filters.edu_tables import read_labelled
     from shammie.pipeline import storage
@@ -337,6 +338,7 @@ def train(inputs: Sequence[str], output: str, *, text_column: str = "text", scor
         "label_counts": {str(k): int(np.sum(labels == k)) for k in range(6)},
         "params": params.as_dict(),
         "epochs_used": int(model.epoch),
+        "fasttext_used": fasttext_args(model),
     }
     if n_test:
         scorer = FastTextEduScorer(model, max_chars=params.max_chars)

@@ -79,23 +79,37 @@ def train_fasttext(texts: Sequence[str], labels: Sequence[str], params: FastText
                 tokens += line.count(" ") + 1
                 f.write(f"{LABEL_PREFIX}{label} {line}\n")
         kwargs = params.fasttext_kwargs(tokens)
-        for _ in range(4):
+        # fastText stops with "Encountered NaN" for some data/settings: frequent-word
+        # subsampling can drop every word of a short line of common words (0/0 average),
+        # lr can be too high, and (measured, cause unknown) very small models -- unigrams
+        # only on a tiny vocabulary, or dim 8 -- fail deterministically. Each retry
+        # changes one thing and says so; the model records what it was trained with.
+        fallbacks = [("without frequent-word subsampling", {"t": 1.0}),
+                     ("with half the learning rate", {"lr": kwargs["lr"] / 2}),
+                     ("with a larger model (dim x2, word bigrams)",
+                      {"dim": kwargs["dim"] * 2, "wordNgrams": max(2, kwargs["wordNgrams"]),
+                       "bucket": max(kwargs["bucket"], 100_000)}),
+                     ("with a quarter of the learning rate", {"lr": kwargs["lr"] / 4})]
+        while True:
             try:
                 return fasttext.train_supervised(input=path, **kwargs)
             except RuntimeError as e:
                 if "NaN" not in str(e):
                     raise
-                # "Encountered NaN" has two causes: frequent-word subsampling (t) can drop every
-                # word of a short line of common words (0/0 average), or lr is too high.
-                if kwargs["t"] < 1.0:
-                    kwargs["t"] = 1.0
-                    print("fastText hit NaN; retrying without frequent-word subsampling", file=sys.stderr)
-                else:
-                    kwargs["lr"] /= 2
-                    print(f"fastText diverged; retrying with lr={kwargs['lr']:g}", file=sys.stderr)
-        raise UserError(f"fastText training diverged even at lr={kwargs['lr']:g}; pass a smaller --lr")
+                if not fallbacks:
+                    raise UserError("fastText training hit NaN with every fallback; try other --lr/--dim/"
+                                    "--word-ngrams values or more data") from None
+                why, change = fallbacks.pop(0)
+                kwargs.update(change)
+                print(f"fastText hit NaN; retrying {why}", file=sys.stderr)
     finally:
         os.unlink(path)
+
+
+def fasttext_args(model) -> dict:
+    """The settings a trained model really used (after any NaN fallback)."""
+    return {"epoch": model.epoch, "lr": model.lr, "dim": model.dim, "wordNgrams": model.wordNgrams,
+            "bucket": model.bucket, "t": model.t, "minCount": model.minCount}
 
 
 def save_model(model, url: str) -> None:

@@ -131,10 +131,17 @@ def plot_compare(logs: dict[str, list], path: str, key: str = "mean") -> None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = 0
+    # runs named "<mixer>-s<seed>" share a colour per mixer, so many seeds stay readable
+    groups = sorted({name.rsplit("-s", 1)[0] for name in logs})
+    labelled: set[str] = set()
     for name, records in logs.items():
         series = _series(records, "loss", "eval").get(key)
         if series:
-            ax.plot(*series, marker=".", label=name)
+            group = name.rsplit("-s", 1)[0]
+            ax.plot(*series, marker=".", lw=1.2, alpha=0.8, color=plt.get_cmap("tab10")(groups.index(group) % 10),
+                    label=group if len(groups) < len(logs) and group not in labelled else
+                    (None if len(groups) < len(logs) else name))
+            labelled.add(group)
             drawn += 1
     if not drawn:
         plt.close(fig)

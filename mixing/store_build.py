@@ -78,7 +78,10 @@ def tokenize_file(payload: dict[str, Any]) -> dict[str, Any]:
     table = read_table(payload["input"])
     tokenizer = _worker_tokenizer(payload["tokenizer"])
     keys = dom.raw_domain_keys(table, payload["group_by"])
-    tokens, lengths = tokenizer.encode_documents(table.column("text").to_pylist(), threads=payload.get("threads", 1))
+    from shammie.pipeline.parallel import report_progress
+
+    tokens, lengths = tokenizer.encode_documents(table.column("text").to_pylist(), threads=payload.get("threads", 1),
+                                                 on_batch=report_progress)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     token_lists = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(tokens))

@@ -13,7 +13,7 @@ import hashlib
 import io
 import itertools
 import random
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -68,7 +68,8 @@ class Tokenizer:
         # Ray ships the model bytes, not the C++ processor.
         return (Tokenizer, (self.model_proto, self.source))
 
-    def encode_documents(self, texts: Sequence[str], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def encode_documents(self, texts: Sequence[str], threads: int = 1,
+                         on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All documents' token ids, each followed by the end-of-document id, and per-document lengths.
 
         `threads` > 1 lets sentencepiece encode a batch on several threads (it releases the GIL)."""
@@ -83,6 +84,8 @@ class Tokenizer:
                                dtype=self.dtype, count=n)
             lengths[start:start + len(batch)] = [len(ids) + 1 for ids in batch]
             pieces.append(flat)
+            if on_batch is not None:
+                on_batch(len(batch))
         tokens = np.concatenate(pieces) if pieces else np.empty(0, dtype=self.dtype)
         return tokens, lengths
 

@@ -56,16 +56,22 @@ class _ProgressCounter:
         return self.done
 
 
-# Storage settings the driver was given must hold in the workers too (workers of an
-# already-running Ray do not see variables set after it started). Credentials are
-# forwarded only when set explicitly in the environment; instance roles need nothing.
-FORWARDED_ENV_PREFIXES = ("AWS_", "SHAMMIE_", "HF_")
+# Storage settings given to the driver must hold in the workers too: workers of an
+# already-running Ray do not see variables set after it started (a custom S3 endpoint,
+# test credentials). Forwarded only when an endpoint or a Shammie setting is set, because
+# a runtime_env makes Ray start a separate worker pool.
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")
 
 
 def forwarded_env() -> dict[str, str]:
     import os
 
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("SHAMMIE_")})
+    if not any(k.startswith(("AWS_ENDPOINT_URL", "SHAMMIE_")) for k in env):
+        return {}
+    return env
 
 
 def _run_and_mark(fn: Callable[[Any], dict], payload: Any, job: str, stage: str, name: str, progress=None) -> dict:

@@ -29,7 +29,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise UserError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
         return f"Ray cluster at {address}"
-    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
+    # address="local": always a new in-process Ray, even when `ray start` left a cluster on this machine
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
     return f"local Ray ({num_cpus or os.cpu_count()} CPUs)"
 
 

@@ -40,7 +40,7 @@ def ray_session():
                 if address:
                     ray.init(address=address, log_to_driver=False)
                 else:
-                    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
                 break
             except Exception:
                 ray.shutdown()

@@ -1,9 +1,13 @@
 """Resume after an interrupted job: SIGKILL the `shammie run` driver mid-stage, run the
 same command again, get output identical to an undisturbed run, with no duplicate shards.
 
-`shammie run` runs as a subprocess with its own embedded Ray (never the pytest
-process's `ray_session`). Every process it started is killed on the way out.
-The helpers here are shared with tests/test_multinode.py.
+`shammie run` runs as a subprocess driver with RAY_ADDRESS pointing at a Ray head
+this module starts (`ray start --head`, own temp dir and ports; never the pytest
+process's `ray_session`). One test-owned head serves every run: on a machine
+shared with other jobs, starting a Ray node can exceed Ray's fixed 15-30 s
+start-up waits, and a driver that only connects never hits them. Every process
+started here is SIGKILLed on the way out. The helpers are shared with
+tests/test_multinode.py.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import json
 import os
 import re
 import runpy
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -24,6 +31,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+RAY = str(Path(sys.executable).parent / "ray")
+# The test's nodes and drivers must not depend on the user-wide ~/.ray/auth_token,
+# which any other `ray start` on the machine may replace while the test runs.
+TEST_RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 STAGES = ("documents", "deduped", "store")
 JOB_TIMEOUT = 900
 
@@ -57,6 +68,7 @@ def job_config(base: Path, warc: Path, name: str = "job.yaml", workers: int | No
 def shammie_run(config: Path, output: Path, *, env_extra: dict | None = None, log: Path | None = None,
                 **popen) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(TEST_RAY_ENV)
     env.update(env_extra or {})
     out = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen(
@@ -230,7 +242,7 @@ def job_fingerprint(job: Path) -> dict:
     return fp
 
 
-def reference_fingerprint(base: Path, warc: Path) -> dict:
+def reference_fingerprint(base: Path, warc: Path, address: str) -> dict:
     """An undisturbed run of the same job (computed once per session, then read back)."""
     cache = base / "reference.json"
     if cache.exists():
@@ -238,7 +250,7 @@ def reference_fingerprint(base: Path, warc: Path) -> dict:
     base.mkdir(parents=True, exist_ok=True)
     config = job_config(base, warc)
     log = base / "reference.log"
-    run_to_completion(config, base / "job", log)
+    run_to_completion(config, base / "job", log, env_extra={"RAY_ADDRESS": address})
     fp = job_fingerprint(base / "job")
     assert fp["store"]["documents"] > 0, "the reference job kept no document: the fixture pages are too weak"
     cache.write_text(json.dumps(fp))
@@ -252,19 +264,115 @@ def shared_inputs(tmp_path_factory):
     return base, example_warcs(base)
 
 
+
+# ---------------------------------------------------------------- test-owned Ray nodes
+
+
+def free_ports(n: int) -> list[int]:
+    sockets, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+        ports.append(s.getsockname()[1])
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def node_ports() -> list[str]:
+    """Every port a node would otherwise take from a fixed default (two nodes on one host collide)."""
+    names = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
+    return [f"{name}={port}" for name, port in zip(names, free_ports(len(names)))]
+
+
+def start_node(args: list[str], temp_dir: str, log: Path, cpus: int = 1) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(TEST_RAY_ENV)
+    return subprocess.Popen(
+        [RAY, "start", "--block", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
+         "--disable-usage-stats", *node_ports(), *args],
+        env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def alive_nodes(address: str) -> int:
+    result = subprocess.run([RAY, "status", f"--address={address}"], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        return 0
+    active = result.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]  # Active + Idle sections
+    return len(re.findall(r"\bnode_[0-9a-f]+", active))
+
+
+def wait_started(proc: subprocess.Popen, log: Path, offset: int, timeout: float = 150) -> bool:
+    """True once `ray start` reports the node up (cheaper than polling `ray status`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "Ray runtime started" in log.read_text(errors="replace")[offset:]:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.5)
+    return False
+
+
+def start_head(log: Path, cpus: int, attempts: int = 6) -> tuple[subprocess.Popen, str, str]:
+    """A Ray head on 127.0.0.1, retried: the raylet gives the dashboard agent (a Python
+    process that imports for ~5 CPU-seconds) a fixed ~15 s to come up and exits
+    otherwise, which a machine shared with other jobs can exceed."""
+    for _ in range(attempts):
+        port = free_ports(1)[0]
+        # Short temp dir: Ray's Unix sockets live there and paths are limited to ~107 bytes.
+        temp_dir = tempfile.mkdtemp(prefix="shh-", dir="/tmp")
+        offset = log.stat().st_size if log.exists() else 0
+        client_port, dashboard_port = free_ports(2)
+        head = start_node(["--head", f"--port={port}", "--include-dashboard=false",
+                           f"--ray-client-server-port={client_port}", f"--dashboard-port={dashboard_port}"],
+                          temp_dir, log, cpus=cpus)
+        address = f"127.0.0.1:{port}"
+        if wait_started(head, log, offset):
+            return head, address, temp_dir
+        kill_tree(head)
+        forget_cluster(address, temp_dir)
+    pytest.fail(f"no Ray head came up in {attempts} attempts; log:\n{log.read_text()[-3000:]}")
+
+
+def forget_cluster(address: str, temp_dir: str) -> None:
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    try:
+        if address in current.read_text():
+            current.unlink()  # do not leave `ray.init("auto")` pointing at a dead cluster
+    except OSError:
+        pass
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """A 2-CPU Ray head owned by this test session; yields its address."""
+    log = tmp_path_factory.getbasetemp() / "ray-head.log"
+    head, address, temp_dir = start_head(log, cpus=2)
+    try:
+        yield address
+    finally:
+        kill_tree(head)
+        forget_cluster(address, temp_dir)
+
+
 # ---------------------------------------------------------------- the test
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_killed_driver_resumes_to_identical_output_without_duplicate_shards(tmp_path, shared_inputs):
+def test_killed_driver_resumes_to_identical_output_without_duplicate_shards(tmp_path, shared_inputs, ray_head):
     base, warc = shared_inputs
-    reference = reference_fingerprint(base / "reference", warc)
+    reference = reference_fingerprint(base / "reference", warc, ray_head)
+    on_head = {"RAY_ADDRESS": ray_head}
 
     config = job_config(tmp_path, warc)
     job = tmp_path / "job"
     log = tmp_path / "run.log"
-    proc = started_run(config, job, log)
+    proc = started_run(config, job, log, env_extra=on_head)
     killed_in = None
     try:
         deadline = time.monotonic() + JOB_TIMEOUT
@@ -284,7 +392,7 @@ def test_killed_driver_resumes_to_identical_output_without_duplicate_shards(tmp_
     done_before = task_markers(job)
     assert done_before, "no task had finished when the driver was killed"
 
-    run_to_completion(config, job, log)
+    run_to_completion(config, job, log, env_extra=on_head)
 
     # finished tasks were skipped, not redone: their markers were not rewritten
     after = task_markers(job)

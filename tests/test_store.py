@@ -5,7 +5,6 @@ Single-input-file jobs build in-process (no Ray); the multi-file test uses `ray_
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -184,6 +183,17 @@ def test_manifest_layout_and_stats(edu_job):
     assert section["seconds"] > 0
 
 
+def test_text_shards_load_with_datasets_as_is(edu_job, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    job, _ = edu_job
+    store = open_store(str(job / "store"))
+    d = store.domains[0]
+    files = [str(job / "store" / s["files"]["text"]["path"]) for s in store.domain_info(d)["shards"]]
+    ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path))
+    assert ds["id"] == [r["id"] for r in store.iter_documents(d, ["id"])]
+    assert ds[0]["text"] == store.document(d, 0)
+
+
 def test_sequences_pack_documents_across_boundaries(edu_job):
     job, _ = edu_job
     store = open_store(str(job / "store"))
@@ -200,6 +210,26 @@ def test_sequences_pack_documents_across_boundaries(edu_job):
     assert store.sequence(d, 64, 0, dtype=np.int64).dtype == np.int64
     with pytest.raises(IndexError):
         store.sequence(d, 64, store.num_sequences(d, 64))
+
+
+def test_gather_and_batches_match_single_sequences(edu_job):
+    job, _ = edu_job
+    store = open_store(str(job / "store"))
+    d = max(store.domains, key=lambda d: len(store.domain_info(d)["shards"]))
+    for seq_len in (64, 33):
+        n = store.num_sequences(d, seq_len)
+        idx = np.random.default_rng(1).permutation(n)  # includes sequences spanning two shards
+        got = store.gather(d, seq_len, idx)
+        assert got.dtype == np.int64 and got.shape == (n, seq_len)
+        assert all(np.array_equal(got[i], store.sequence(d, seq_len, int(j))) for i, j in enumerate(idx))
+        for reuse in (False, True):
+            batches = [b.copy() for b in store.batches(d, seq_len, 10, seed=4, rank=1, world_size=2,
+                                                       reuse_buffer=reuse)]
+            singles = list(store.sequences(d, seq_len, seed=4, rank=1, world_size=2))
+            assert [len(b) for b in batches[:-1]] == [10] * (len(batches) - 1)
+            assert np.array_equal(np.concatenate(batches), np.stack(singles))
+    with pytest.raises(IndexError):
+        store.gather(d, 64, [store.num_sequences(d, 64)])
 
 
 def test_rank_and_worker_partitions_cover_every_sequence_once(edu_job):
@@ -288,6 +318,17 @@ def test_user_errors(tmp_path):
 
     assert main(["shard", str(job), "--group-by", "colour", "--no-progress"]) == 2
     assert main(["shard", str(tmp_path / "nojob"), "--no-progress"]) == 2
+
+
+def test_cli_help_explains_the_options(capsys):
+    from shammie.jobs.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["shard", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--store", "--group-by", "--tokenizer", "--train-tokenizer", "--seq-len", "--top-k", "--input-stage"):
+        assert option in out
 
 
 def test_cli_with_user_tokenizer_and_input_stage(tmp_path, capsys):
@@ -486,3 +527,67 @@ def test_real_multilingual_text_round_trips(tmp_path, shared_data):
             assert store.decode(store.document_tokens(d, i)) == rec["text"]
             n += 1
     assert n == len(texts)
+
+
+class _ReverseOrderRay:
+    """Stands in for `ray` in run_tasks: tasks run in the driver and finish last-submitted first,
+    so the test sees whether the store's order depends on task completion order."""
+
+    def __init__(self):
+        self.calls = {}
+        self.finished = []
+
+    def is_initialized(self):
+        return True
+
+    def cluster_resources(self):
+        return {"CPU": 8}  # all tasks in flight at once
+
+    def remote(self, **_options):
+        def wrap(fn):
+            fake = self
+
+            class Remote:
+                @staticmethod
+                def remote(*args):
+                    ref = object()
+                    fake.calls[ref] = (fn, args)
+                    return ref
+
+            return Remote
+        return wrap
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        return refs[-num_returns:], refs[:-num_returns]
+
+    def get(self, ref):
+        fn, args = self.calls.pop(ref)
+        self.finished.append(args[4])  # (fn, payload, job, stage, name, ...)
+        return fn(*args)
+
+    def cancel(self, ref, force=False):
+        self.calls.pop(ref, None)
+
+
+def test_multi_file_order_does_not_depend_on_task_completion_order(tmp_path, monkeypatch):
+    fake = _ReverseOrderRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(60, seed=s, prefix=f"f{s}") for s in range(3)])
+    stats = _build(job, group_by="language", shard_tokens=4_000)
+    assert fake.finished == sorted(fake.finished, reverse=True) and len(fake.finished) == 3
+    assert stats["documents"] == 180
+    store = open_store(str(job / "store"))
+    rows = _input_rows(job)
+    for d in store.domains:
+        assert [r["id"] for r in store.iter_documents(d, ["id"])] == [r["id"] for r in rows if r["language"] == d]
+    # Resume: a re-run after a crash reuses the finished tasks' markers and outputs.
+    monkeypatch.setattr(store_writer.StoreWriter, "commit", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        _build(job, group_by="dump", shard_tokens=4_000)
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    fake.finished.clear()
+    _build(job, group_by="dump", shard_tokens=4_000)
+    assert fake.finished == [], "all three tokenize tasks were resumed from their markers"
+    assert set(open_store(str(job / "store")).domains) == {r["dump"] for r in rows}
