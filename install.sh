@@ -25,6 +25,8 @@ if [ "${SHAMMIE_NO_TORCH:-0}" != "1" ]; then
   fi
   EXTRAS="test,torch"
 fi
-"$VENV/bin/uv" pip install --python "$VENV/bin/python" -q -e ".[${EXTRAS}]"
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set, every process (each Ray worker and
+# Ray's own agents) would otherwise compile its imports from source at every start.
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --compile-bytecode -e ".[${EXTRAS}]"
 echo "installed: $("$VENV/bin/shammie" --version)"
 echo "activate with: source $VENV/bin/activate"

@@ -1,0 +1,32 @@
+"""The end of the pipeline: the domain-grouped shard store and online data mixing.
+
+    from shammie.mixing import open_store, OnlineDataMixer, StaticMixer, MixtureDataset
+
+Names are imported lazily so that `import shammie.mixing` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "open_store": "shammie.mixing.store",
+    "ShardStore": "shammie.mixing.store",
+    "CorruptShardError": "shammie.mixing.store",
+    "build_store": "shammie.mixing.store",
+    "Mixer": "shammie.mixing.mixer",
+    "OnlineDataMixer": "shammie.mixing.mixer",
+    "StaticMixer": "shammie.mixing.mixer",
+    "MixLog": "shammie.mixing.mixer",
+    "exploration_rate": "shammie.mixing.mixer",
+    "exp3_policy": "shammie.mixing.mixer",
+    "MixtureDataset": "shammie.mixing.dataset",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'shammie.mixing' has no attribute {name!r}")

@@ -189,7 +189,6 @@ class Mixer:
         if batch_size < 1:
             raise UserError("batch_size must be >= 1")
         self.batch_size, self.per_sample = int(batch_size), bool(per_sample)
-        self._draw_cache = None
         dist_rank, dist_world = _dist_info()
         if dist_world > 1 and rank is None and world_size is None:
             rank, world_size = dist_rank, dist_world   # the process group may postdate the mixer

@@ -340,3 +340,14 @@ def test_killed_process_resumes_to_identical_output(tmp_path, ray_session):
     minhash.dedup(str(job), progress=False)
     assert kept_ids(job) == kept_ids(clean)
     assert jobdir.read_stats(str(job))["dedup"]["removed"] == jobdir.read_stats(str(clean))["dedup"]["removed"] == 40
+
+
+def test_empty_input_gives_empty_complete_output(tmp_path, ray_session):
+    job = tmp_path / "job"
+    write_docs(job, "00.parquet", [])
+    write_docs(job, "01.parquet", [("short", "too few words", "CC-X"), ("empty", "", "CC-X")])
+    jobdir.mark_complete(str(job), "documents")
+    stats = minhash.dedup(str(job), progress=False)
+    assert kept_ids(job) == {"00.parquet": [], "01.parquet": ["short", "empty"]}
+    assert (stats["documents_in"], stats["removed"], stats["clusters"]) == (2, 0, 0)
+    assert jobdir.is_complete(str(job), "deduped")

@@ -236,10 +236,10 @@ def job_fingerprint(job: Path) -> dict:
     fp["store"] = {
         "documents": manifest["documents"], "tokens": manifest["tokens"],
         "tokenizer": _sha(store / manifest["tokenizer"]["path"]),
-        "domains": {name: [(s["documents"], s["tokens"], [s["files"][k]["checksum"] for k in ("text", "tokens", "index")])
+        "domains": {name: [[s["documents"], s["tokens"], [s["files"][k]["checksum"] for k in ("text", "tokens", "index")]]
                            for s in d["shards"]] for name, d in manifest["domains"].items()},
     }
-    return fp
+    return json.loads(json.dumps(fp))  # the same types as the reference read back from JSON
 
 
 def reference_fingerprint(base: Path, warc: Path, address: str) -> dict:
