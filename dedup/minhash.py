@@ -204,8 +204,10 @@ def cluster_task(p: dict) -> dict:
             np.bincount(snapshot[removed], minlength=k) if removed.size else np.zeros(k, int),
         )
     }
+    size_values, size_counts = np.unique(sizes, return_counts=True) if roots.size else (np.empty(0), np.empty(0))
     return {"documents": n, "clusters": int(roots.size), "removed": int(removed.size),
-            "largest_cluster": int(sizes.max()) if roots.size else 0, "per_snapshot": per}
+            "largest_cluster": int(sizes.max()) if roots.size else 0, "per_snapshot": per,
+            "cluster_sizes": {str(int(v)): int(c) for v, c in zip(size_values, size_counts)}}
 
 
 # --------------------------------------------------------------------------- stage 4
@@ -349,6 +351,7 @@ def dedup(job: str, *, workers: int | None = None, ray_address: str | None = Non
     stats = {
         "documents": kept, "documents_in": total, "clusters": clusters["clusters"],
         "removed": total - kept, "kept": kept, "largest_cluster": clusters["largest_cluster"],
+        "cluster_sizes": clusters.get("cluster_sizes", {}),
         "per_snapshot": per_snapshot, "scope": "across snapshots" if across_snapshots else "per snapshot",
         "input_stage": source, "files": len(inputs),
         "params": {**params.to_dict(), "num_perm": params.num_perm, "threshold": round(params.threshold, 4)},

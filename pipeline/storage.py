@@ -53,7 +53,9 @@ def get_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """Filesystem and in-filesystem path for a URL or local path."""
     url = strip_file_scheme(url)
     if url.startswith("s3://"):
-        fs = fsspec.filesystem("s3", **s3_storage_options())
+        # Common Crawl's bucket is public: read it unsigned, so no AWS account is needed.
+        anon = True if url.startswith("s3://commoncrawl/") and os.environ.get("SHAMMIE_CC_SIGNED") != "1" else None
+        fs = fsspec.filesystem("s3", **s3_storage_options(anon=anon))
         return fs, url[len("s3://"):]
     if is_remote(url):
         fs, path = fsspec.core.url_to_fs(url)
@@ -108,6 +110,7 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; outputs should read like any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -117,6 +120,12 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(url: str, obj: Any) -> None:

@@ -188,10 +188,11 @@ def test_s3_prefix_and_cc_snapshot_inputs(ray_session, s3_server, s3_bucket, fil
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass
     keys = [f"crawl-data/CC-MAIN-2099-01/segments/1/warc/w-{i}.warc.gz" for i in range(3)]
-    s3.put_object(Bucket="commoncrawl", Key="crawl-data/CC-MAIN-2099-01/warc.paths.gz",
+    # public objects, like the real bucket's: Shammie reads them with unsigned requests
+    s3.put_object(Bucket="commoncrawl", Key="crawl-data/CC-MAIN-2099-01/warc.paths.gz", ACL="public-read",
                   Body=gzip.compress(("\n".join(keys) + "\n").encode()))
     for key in keys:
-        s3.put_object(Bucket="commoncrawl", Key=key, Body=data)
+        s3.put_object(Bucket="commoncrawl", Key=key, Body=data, ACL="public-read")
     section = crawl(["cc:CC-MAIN-2099-01"], str(tmp_path / "from-cc"), limit_files=2, progress=False)
     assert section["files"] == 2
     files = {r["warc_file"] for rows in read_documents(tmp_path / "from-cc").values() for r in rows}

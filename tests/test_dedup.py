@@ -219,6 +219,7 @@ def test_snapshots_deduplicated_separately_by_default(tmp_path, ray_session):
     stats = minhash.dedup(str(job), across_snapshots=True, progress=False)
     assert kept_ids(job)["00.parquet"] == ["a-shared", "a-other"]
     assert stats["removed"] == 2 and stats["clusters"] == 1 and stats["scope"] == "across snapshots"
+    assert stats["cluster_sizes"] == {"3": 1}  # one cluster of three copies
     assert stats["per_snapshot"]["CC-MAIN-2024-10"]["removed"] == 2
 
 

@@ -242,7 +242,7 @@ def job_fingerprint(job: Path) -> dict:
     return json.loads(json.dumps(fp))  # the same types as the reference read back from JSON
 
 
-def reference_fingerprint(base: Path, warc: Path, address: str) -> dict:
+def reference_fingerprint(base: Path, warc: Path, head: "LazyHead") -> dict:
     """An undisturbed run of the same job (computed once per session, then read back)."""
     cache = base / "reference.json"
     if cache.exists():
@@ -250,7 +250,7 @@ def reference_fingerprint(base: Path, warc: Path, address: str) -> dict:
     base.mkdir(parents=True, exist_ok=True)
     config = job_config(base, warc)
     log = base / "reference.log"
-    run_to_completion(config, base / "job", log, env_extra={"RAY_ADDRESS": address})
+    run_to_completion(config, base / "job", log, env_extra={"RAY_ADDRESS": head.address})
     fp = job_fingerprint(base / "job")
     assert fp["store"]["documents"] > 0, "the reference job kept no document: the fixture pages are too weak"
     cache.write_text(json.dumps(fp))
@@ -347,16 +347,33 @@ def forget_cluster(address: str, temp_dir: str) -> None:
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+class LazyHead:
+    """A 2-CPU Ray head owned by the test session, started on first use of `address`."""
+
+    def __init__(self, log: Path):
+        self.log = log
+        self._started: tuple[subprocess.Popen, str, str] | None = None
+
+    @property
+    def address(self) -> str:
+        if self._started is None:
+            self._started = start_head(self.log, cpus=2)
+        return self._started[1]
+
+    def stop(self) -> None:
+        if self._started is not None:
+            head, address, temp_dir = self._started
+            kill_tree(head)
+            forget_cluster(address, temp_dir)
+
+
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
-    """A 2-CPU Ray head owned by this test session; yields its address."""
-    log = tmp_path_factory.getbasetemp() / "ray-head.log"
-    head, address, temp_dir = start_head(log, cpus=2)
+    head = LazyHead(tmp_path_factory.getbasetemp() / "ray-head.log")
     try:
-        yield address
+        yield head
     finally:
-        kill_tree(head)
-        forget_cluster(address, temp_dir)
+        head.stop()
 
 
 # ---------------------------------------------------------------- the test
@@ -367,7 +384,7 @@ def ray_head(tmp_path_factory):
 def test_killed_driver_resumes_to_identical_output_without_duplicate_shards(tmp_path, shared_inputs, ray_head):
     base, warc = shared_inputs
     reference = reference_fingerprint(base / "reference", warc, ray_head)
-    on_head = {"RAY_ADDRESS": ray_head}
+    on_head = {"RAY_ADDRESS": ray_head.address}
 
     config = job_config(tmp_path, warc)
     job = tmp_path / "job"
