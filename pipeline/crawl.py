@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import pyarrow as pa
+
 from shammie.filters.fineweb import FineWebConfig, build_steps, make_pii_formatter, resolve_lid_model
 from shammie.pipeline import jobdir, parallel, storage
 from shammie.pipeline.documents import DOCUMENT_SCHEMA, write_table
@@ -32,6 +34,9 @@ REMOVED = "removed"
 # Funnel order for reports: where a page can leave the pipeline, upstream first.
 FILTER_ORDER = ["url_filter", "extraction_empty", "language", "gopher_repetition", "gopher_quality",
                 "c4_quality", "fineweb_quality"]
+
+REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("warc_offset", pa.int64()),
+                            ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string())])
 
 _steps_cache: dict[tuple, Any] = {}
 
@@ -141,11 +146,9 @@ def process_warc(task: dict) -> dict:
     dump = dump_from_name(warcinfo.get("isPartOf", "")) or dump_from_name(url) or "unknown"
     cols["dump"] = [dump] * kept
 
-    import pyarrow as pa
-
     write_table(pa.Table.from_pydict(cols, schema=DOCUMENT_SCHEMA), storage.join(job, STAGE, f"{name}.parquet"))
     if task.get("keep_removed"):
-        write_table(pa.Table.from_pylist(removed, schema=_REMOVED_SCHEMA()),
+        write_table(pa.Table.from_pylist(removed, schema=REMOVED_SCHEMA),
                     storage.join(job, REMOVED, f"{name}.parquet"))
     funnel = {
         "file": url,
@@ -164,13 +167,6 @@ def process_warc(task: dict) -> dict:
     }
     _check_identity(funnel, where=url)
     return funnel
-
-
-def _REMOVED_SCHEMA():
-    import pyarrow as pa
-
-    return pa.schema([("id", pa.string()), ("url", pa.string()), ("warc_offset", pa.int64()),
-                      ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string())])
 
 
 def _check_identity(funnel: dict, where: str) -> None:

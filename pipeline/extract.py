@@ -26,16 +26,16 @@ class Extractor:
     """One per input file (holds that file's dedup cache)."""
 
     def __init__(self, timeout_s: float | None = None):
+        from trafilatura import extract
         from trafilatura.deduplication import LRU_SIZE, LRUCache
 
+        self._extract = extract
         self._cache = LRUCache(maxsize=LRU_SIZE)
         self._timeout_s = timeout_s
 
     def extract(self, html: str) -> str | None:
-        from trafilatura import extract
-
         def run():
-            return extract(html, favor_precision=True, include_comments=False, deduplicate=self._cache)
+            return self._extract(html, favor_precision=True, include_comments=False, deduplicate=self._cache)
 
         if not self._timeout_s or threading.current_thread() is not threading.main_thread():
             return run()

@@ -13,6 +13,7 @@ actor at most twice a second, and the driver's bar shows them (docs and docs/s).
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Any, Callable, Sequence
 
@@ -136,11 +137,11 @@ def run_tasks(
     start = time.monotonic()
     finished_count = 0
     pending: dict[Any, str] = {}
-    queue = list(todo)
+    queue = collections.deque(todo)
     try:
         while queue or pending:
             while queue and len(pending) < max_in_flight:
-                name, payload = queue.pop(0)
+                name, payload = queue.popleft()
                 pending[remote.remote(fn, payload, job, stage, name, counter)] = name
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=_FLUSH_EVERY_S)
             for ref in ready:

@@ -24,6 +24,10 @@ from typing import Any, Iterator
 
 import fsspec
 
+# Read once: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
@@ -110,7 +114,7 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; outputs should read like any file
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs should read like any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -120,12 +124,6 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_json_atomic(url: str, obj: Any) -> None:

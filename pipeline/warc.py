@@ -62,10 +62,18 @@ def dump_from_name(name: str) -> str | None:
     return m.group(0) if m else None
 
 
+try:
+    import magic
+except ImportError:  # libmagic missing: the HTTP Content-Type header decides instead
+    magic = None
+try:
+    import cchardet
+except ImportError:
+    cchardet = None
+
+
 def _magic_mime(content: bytes) -> str | None:
-    try:
-        import magic
-    except ImportError:  # libmagic missing: fall back to the HTTP Content-Type header
+    if magic is None:
         return None
     try:
         return magic.from_buffer(content[:65536], mime=True)
@@ -79,11 +87,9 @@ def _decode(content: bytes) -> str | None:
         return content.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    try:
-        import cchardet
-
+    if cchardet is not None:
         encoding = cchardet.detect(content)["encoding"]
-    except ImportError:
+    else:
         from charset_normalizer import from_bytes
 
         best = from_bytes(content).best()
@@ -110,15 +116,14 @@ def _record_outcome(record, offset: int, warcinfo: dict) -> Outcome:
     if rec_type not in ("response", "conversion"):
         return Outcome(offset, drop=f"record_{rec_type}", id=rid, url=url)
 
-    raw = record.raw_stream.read(MAX_PAYLOAD_BYTES + 1)
-    if len(raw) > MAX_PAYLOAD_BYTES:
+    # warcio undoes HTTP chunking and Content-Encoding (and falls back to the raw bytes
+    # when a body only claims to be compressed), as datatrove's reader sees it.
+    content = record.content_stream().read(MAX_PAYLOAD_BYTES + 1)
+    if len(content) > MAX_PAYLOAD_BYTES:
         return Outcome(offset, drop="too_large", id=rid, url=url)
     # The gzip member ended before Content-Length bytes: the page is processed as far as it
     # goes (as datatrove does) and the truncation is counted as a warning.
     truncated = getattr(record.raw_stream, "limit", 0) > 0
-    content = _content_bytes(record, raw)
-    if content is None:
-        return Outcome(offset, error="bad_content_encoding", id=rid, url=url)
 
     mime = headers.get_header("WARC-Identified-Payload-Type")
     if rec_type == "conversion":
@@ -147,29 +152,6 @@ def _record_outcome(record, offset: int, warcinfo: dict) -> Outcome:
         rid = "<urn:shammie:" + hashlib.sha1(f"{url}\0{date}".encode()).hexdigest() + ">"
     return Outcome(offset, page=Page(rid, url or "", date, offset, text, is_text=rec_type == "conversion"),
                    id=rid, url=url, warning="truncated_record" if truncated else None)
-
-
-def _content_bytes(record, raw: bytes) -> bytes | None:
-    """The payload with HTTP chunking and Content-Encoding undone (warcio's readers)."""
-    import io
-
-    from warcio.bufferedreaders import BufferedReader, ChunkedDataReader
-
-    if not record.http_headers:
-        return raw
-    encoding = (record.http_headers.get_header("content-encoding") or "").lower() or None
-    if encoding and encoding not in BufferedReader.get_supported_decompressors():
-        encoding = None
-    try:
-        if record.http_headers.get_header("transfer-encoding") == "chunked":
-            return ChunkedDataReader(io.BytesIO(raw), decomp_type=encoding).read()
-        if encoding:
-            return BufferedReader(io.BytesIO(raw), decomp_type=encoding).read()
-    except Exception:
-        # a body that claims gzip/chunked but is not: keep the raw bytes (what datatrove would
-        # see from warcio's lenient readers) rather than losing the page
-        return raw
-    return raw
 
 
 def _find_next_member(fh, start: int, compressed: bool, chunk: int = 1 << 20) -> int | None:
