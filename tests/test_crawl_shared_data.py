@@ -58,13 +58,21 @@ def test_every_shared_file_is_processed_and_accounted_for(shared_crawl):
 def test_kept_set_agrees_with_datatrove_fineweb_pipeline(shared_crawl, tmp_path):
     """Same files, same steps and settings through datatrove's own executor: same kept ids, same text."""
     shared_data, job, _ = shared_crawl
-    sys.path.insert(0, BENCHMARKS)
-    from crawl_reference import run_datatrove
-
     # datatrove's WarcReader decompresses with Python's gzip, which raises on a truncated member
     # and fails the whole task: that file is compared separately (Shammie keeps what precedes it).
     files = [f for f in sorted(glob.glob(str(shared_data / "warc" / "*.warc.gz"))) if "truncated" not in f]
-    theirs = {d["id"]: d["text"] for d in run_datatrove(str(shared_data / "warc"), files, str(tmp_path / "dt"))}
+    # In a child process: datatrove's in-process run leaves state behind that makes later
+    # fastText training in the same process fail with "Encountered NaN".
+    import json
+    import subprocess
+
+    script = ("import json, sys; sys.path.insert(0, sys.argv[1]); from crawl_reference import run_datatrove; "
+              "docs = run_datatrove(sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]); "
+              "json.dump({d['id']: d['text'] for d in docs}, open(sys.argv[5], 'w'))")
+    out = tmp_path / "datatrove.json"
+    subprocess.run([sys.executable, "-c", script, BENCHMARKS, str(shared_data / "warc"), json.dumps(files),
+                    str(tmp_path / "dt"), str(out)], check=True, capture_output=True)
+    theirs = json.loads(out.read_text())
     ours = {r["id"]: r["text"] for r in kept_rows(job) if r["warc_file"] in set(files)}
     assert set(ours) == set(theirs)
     assert ours == theirs
