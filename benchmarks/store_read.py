@@ -5,16 +5,21 @@
 Writes a synthetic store (random token ids, document lengths drawn from a
 geometric distribution, mean ~600 tokens) with StoreWriter, warms the page
 cache, then, on one core, times:
-  raw-bulk  : numpy.memmap of each .tokens file, converted to int64 1M tokens at a time (the ceiling)
-  raw-seq   : the same memmaps sliced sequentially seq_len at a time, each copied to an int64 buffer
-  packed    : ShardStore.sequences(shuffle=True), each sequence copied to an int64 buffer
-  packed-seq: ShardStore.sequences(shuffle=False), same copy
-  batches   : ShardStore.batches(batch_size, shuffle=True, reuse_buffer=True): int64 (batch, seq_len)
-              arrays filled by one gather per shard (one buffer reused, like raw-bulk's)
-  batches-seq: the same with shuffle=False
-  batches-new: batches with a fresh array per batch (reuse_buffer=False)
+  raw-bulk      : numpy.memmap of each .tokens file, converted to int64 1M tokens at a time (the ceiling)
+  raw-seq       : the same memmaps sliced sequentially seq_len at a time, each copied to an int64 buffer
+  batches       : ShardStore.batches(batch_size, reuse_buffer=True): the loader path, default shuffle
+                  (blocks of auto_shuffle_block consecutive sequences), int64 (batch, seq_len)
+  batches-full  : the same with shuffle_block=1 (every sequence placed independently)
+  batches-seq   : the same with shuffle=False
+  batches-new   : default shuffle with a fresh array per batch (reuse_buffer=False)
+  packed        : ShardStore.sequences(), default shuffle, each sequence copied to an int64 buffer
+  packed-full   : sequences(shuffle_block=1)
+  packed-seq    : sequences(shuffle=False)
 Every variant touches every token once and does the same int64 conversion a
-training loader does; results are tokens/s.
+training loader does; results are tokens/s. The variants run interleaved, one
+after another in each of --repeat rounds, so a change in machine load hits all
+of them; the table gives each variant's best round and the median over rounds of
+its ratio to raw-bulk in the same round.
 """
 
 from __future__ import annotations
@@ -96,34 +101,42 @@ def main() -> None:
                 n += L
         return n
 
-    def packed(shuffle):
+    def packed(shuffle, block=None):
         def run():
             n = 0
-            for seq in store.sequences("bench", L, seed=0, shuffle=shuffle):
+            for seq in store.sequences("bench", L, seed=0, shuffle=shuffle, shuffle_block=block):
                 buf[:] = seq
                 n += L
             return n
         return run
 
-    def batched(shuffle, reuse=True):
+    def batched(shuffle, block=None, reuse=True):
         def run():
             n = 0
-            for batch in store.batches("bench", L, args.batch_size, seed=0, shuffle=shuffle, reuse_buffer=reuse):
+            for batch in store.batches("bench", L, args.batch_size, seed=0, shuffle=shuffle, shuffle_block=block,
+                                       reuse_buffer=reuse):
                 n += batch.size  # already int64: the conversion is part of the gather
             return n
         return run
 
-    results = {}
-    for name, fn in [("raw-bulk", raw_bulk), ("raw-seq", raw_seq), ("packed", packed(True)),
-                     ("packed-seq", packed(False)), ("batches", batched(True)), ("batches-seq", batched(False)),
-                     ("batches-new", batched(True, reuse=False))]:
-        rates = [_rate(fn) for _ in range(args.repeat)]
-        best = max(r for r, _ in rates)
-        results[name] = best
-        print(f"{name:11s} {best / 1e6:9.1f} M tokens/s  (best of {args.repeat}; {rates[0][1]} tokens)")
-    for name in ("packed", "batches"):
-        print(f"{name} / raw-bulk = {results[name] / results['raw-bulk']:.2f}; "
-              f"{name} / raw-seq = {results[name] / results['raw-seq']:.2f}")
+    from shammie.mixing.store import auto_shuffle_block
+
+    block = auto_shuffle_block(store.num_sequences("bench", L), L)
+    print(f"default shuffle block: {block} sequences of {L} tokens")
+    variants = [("raw-bulk", raw_bulk), ("raw-seq", raw_seq), ("batches", batched(True)),
+                ("batches-full", batched(True, block=1)), ("batches-seq", batched(False)),
+                ("batches-new", batched(True, reuse=False)), ("packed", packed(True)),
+                ("packed-full", packed(True, block=1)), ("packed-seq", packed(False))]
+    rates: dict[str, list[float]] = {name: [] for name, _ in variants}
+    tokens = {}
+    for _ in range(args.repeat):
+        for name, fn in variants:
+            rate, tokens[name] = _rate(fn)
+            rates[name].append(rate)
+    print(f"{'variant':13s} {'best M tok/s':>12s} {'median ratio to raw-bulk':>25s}")
+    for name, _ in variants:
+        ratio = float(np.median(np.array(rates[name]) / np.array(rates["raw-bulk"])))
+        print(f"{name:13s} {max(rates[name]) / 1e6:12.1f} {ratio:25.2f}   ({tokens[name]} tokens)")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ Arrow tables (fastText's `multilinePredict` does a whole batch in C++).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -63,47 +66,82 @@ class FastTextParams:
 
 
 def train_fasttext(texts: Sequence[str], labels: Sequence[str], params: FastTextParams):
-    """Train a supervised fastText model in memory; labels are bare names ("3", "hq")."""
+    """Train a supervised fastText model; labels are bare names ("3", "hq").
+
+    Training runs in a fresh child process and the parent loads the result. Measured
+    here: repeating the same seeded single-thread training inside one process gives
+    different outcomes (NaN or not, 2 of 30 runs failed every fallback), while a
+    fresh process gives the same outcome every time -- fastText's trainer depends on
+    the state of the heap it starts from. A child process makes training
+    reproducible and keeps whatever else ran in this process out of it."""
     import fasttext
 
     if len(texts) != len(labels):
         raise ValueError("texts and labels differ in length")
     if len(set(labels)) < 2:
         raise UserError(f"training needs at least two different labels, got {sorted(set(labels))}")
-    fd, path = tempfile.mkstemp(prefix="shammie-fasttext-", suffix=".txt")
+    workdir = tempfile.mkdtemp(prefix="shammie-fasttext-")
+    path, model_path = os.path.join(workdir, "train.txt"), os.path.join(workdir, "model.bin")
     tokens = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(path, "w", encoding="utf-8") as f:
             for text, label in zip(texts, labels):
                 line = fasttext_line(text, params.max_chars)
                 tokens += line.count(" ") + 1
                 f.write(f"{LABEL_PREFIX}{label} {line}\n")
-        kwargs = params.fasttext_kwargs(tokens)
-        # fastText stops with "Encountered NaN" for some data/settings: frequent-word
-        # subsampling can drop every word of a short line of common words (0/0 average),
-        # lr can be too high, and (measured, cause unknown) very small models -- unigrams
-        # only on a tiny vocabulary, or dim 8 -- fail deterministically. Each retry
-        # changes one thing and says so; the model records what it was trained with.
-        fallbacks = [("without frequent-word subsampling", {"t": 1.0}),
-                     ("with half the learning rate", {"lr": kwargs["lr"] / 2}),
-                     ("with a larger model (dim x2, word bigrams)",
-                      {"dim": kwargs["dim"] * 2, "wordNgrams": max(2, kwargs["wordNgrams"]),
-                       "bucket": max(kwargs["bucket"], 100_000)}),
-                     ("with a quarter of the learning rate", {"lr": kwargs["lr"] / 4})]
-        while True:
-            try:
-                return fasttext.train_supervised(input=path, **kwargs)
-            except RuntimeError as e:
-                if "NaN" not in str(e):
-                    raise
-                if not fallbacks:
-                    raise UserError("fastText training hit NaN with every fallback; try other --lr/--dim/"
-                                    "--word-ngrams values or more data") from None
-                why, change = fallbacks.pop(0)
-                kwargs.update(change)
-                print(f"fastText hit NaN; retrying {why}", file=sys.stderr)
+        request = json.dumps({"input": path, "output": model_path, "kwargs": params.fasttext_kwargs(tokens)})
+        child = subprocess.run([sys.executable, "-c", "from shammie.filters.edu_fasttext import _train_child; "
+                                "_train_child()"], input=request, stdout=subprocess.PIPE, text=True)
+        if child.returncode == _ALL_NAN_EXIT:
+            raise UserError("fastText training hit NaN with every fallback; try other --lr/--dim/"
+                            "--word-ngrams values or more data")
+        if child.returncode != 0:
+            raise RuntimeError(f"fastText training process failed with exit code {child.returncode}")
+        model = fasttext.load_model(model_path)
+        # As fastText's own train_supervised does: the settings as attributes (the .bin
+        # file does not keep all of them, e.g. lr).
+        for key, value in json.loads(child.stdout).items():
+            setattr(model, key, value)
+        return model
     finally:
-        os.unlink(path)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+_ALL_NAN_EXIT = 3
+
+
+def _train_child() -> None:
+    """Body of the training process: JSON request on stdin, model written to its output path."""
+    import fasttext
+
+    request = json.loads(sys.stdin.read())
+    kwargs = request["kwargs"]
+    # fastText stops with "Encountered NaN" for some data/settings: frequent-word
+    # subsampling can drop every word of a short line of common words (0/0 average),
+    # lr can be too high, and (measured, cause unknown) very small models -- unigrams
+    # only on a tiny vocabulary, or dim 8 -- fail. Each retry changes one thing and
+    # says so; the model records what it was trained with.
+    fallbacks = [("without frequent-word subsampling", {"t": 1.0}),
+                 ("with half the learning rate", {"lr": kwargs["lr"] / 2}),
+                 ("with a larger model (dim x2, word bigrams)",
+                  {"dim": kwargs["dim"] * 2, "wordNgrams": max(2, kwargs["wordNgrams"]),
+                   "bucket": max(kwargs["bucket"], 100_000)}),
+                 ("with a quarter of the learning rate", {"lr": kwargs["lr"] / 4})]
+    while True:
+        try:
+            model = fasttext.train_supervised(input=request["input"], **kwargs)
+            break
+        except RuntimeError as e:
+            if "NaN" not in str(e):
+                raise
+            if not fallbacks:
+                sys.exit(_ALL_NAN_EXIT)
+            why, change = fallbacks.pop(0)
+            kwargs.update(change)
+            print(f"fastText hit NaN; retrying {why}", file=sys.stderr, flush=True)
+    model.save_model(request["output"])
+    json.dump({key: kwargs[key] for key in ("epoch", "lr", "dim", "wordNgrams", "t", "minCount", "loss")}
+              | {"bucket": model.f.getArgs().bucket}, sys.stdout)
 
 
 def fasttext_args(model) -> dict:

@@ -179,6 +179,44 @@ class _Domain:
         return np.concatenate(pieces)
 
 
+class _BatchPlan:
+    """Where every row of every batch of `order` comes from, worked out with numpy once per epoch.
+
+    A run is a maximal stretch of one batch reading consecutive rows of one shard (a
+    shuffle block is one run unless it crosses a shard end): one slice copy. A group is
+    all rows of one batch that come from one shard: one fancy-indexing gather. Rows
+    spanning two shards have shard -1 in `runs` and form their own group."""
+
+    def __init__(self, order: np.ndarray, layout: dict[str, Any], batch_size: int, num_shards: int):
+        n, seq_len = len(order), layout["seq_len"]
+        shard = np.searchsorted(layout["starts"], order * seq_len, side="right") - 1
+        local = order - layout["first"][shard]
+        inside = local < layout["rows"][shard]
+        shard = np.where(inside, shard, -1)
+        batch_of = np.arange(n) // batch_size
+        num_batches = int(batch_of[-1]) + 1
+
+        new_run = np.ones(n, dtype=bool)
+        new_run[1:] = ((order[1:] != order[:-1] + 1) | (shard[1:] != shard[:-1]) | (shard[1:] < 0)
+                       | (batch_of[1:] != batch_of[:-1]))
+        starts = np.flatnonzero(new_run)
+        length = np.diff(np.append(starts, n))
+        row = starts - batch_of[starts] * batch_size
+        # (first row in batch, end row, shard, first shard row, end shard row)
+        self.runs = list(zip(row.tolist(), (row + length).tolist(), shard[starts].tolist(),
+                             local[starts].tolist(), (local[starts] + length).tolist()))
+        self.runs_per_batch = np.bincount(batch_of[starts], minlength=num_batches)
+
+        by_group = np.argsort(batch_of * (num_shards + 1) + shard, kind="stable")
+        key = batch_of[by_group] * (num_shards + 1) + shard[by_group]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        self.group_bounds = list(zip(starts.tolist(), np.append(starts[1:], n).tolist(), shard[by_group[starts]].tolist()))
+        self.groups_per_batch = np.bincount(batch_of[by_group[starts]], minlength=num_batches).tolist()
+        self.group_rows = local[by_group]
+        self.group_pos = by_group - batch_of[by_group] * batch_size
+        self.group_seq = order[by_group]
+
+
 class ShardStore:
     """A read-only view of one published store (the manifest as of `open_store`)."""
 
@@ -342,41 +380,53 @@ class ShardStore:
 
     def sequence_order(self, domain: str, seq_len: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
                        rank: int = 0, world_size: int = 1, worker_id: int = 0, num_workers: int = 1,
-                       drop_last: bool = False) -> np.ndarray:
+                       drop_last: bool = False, shuffle_block: int | None = None) -> np.ndarray:
         """Sequence indices of one (rank, worker) partition, in the order `sequences` yields them.
 
-        All partitions together cover every index exactly once; `drop_last` trims
-        each to the same length (what lock-step data-parallel training wants)."""
+        The shuffle permutes blocks of `shuffle_block` consecutive sequences (default:
+        `auto_shuffle_block`); each partition then takes one contiguous range of that
+        order. All partitions together cover every index exactly once and differ in
+        length by at most one; `drop_last` trims each to the same length (what lock-step
+        data-parallel training wants)."""
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         if num_workers < 1 or not 0 <= worker_id < num_workers:
             raise ValueError(f"worker_id {worker_id} is not in [0, num_workers={num_workers})")
         n = self.num_sequences(domain, seq_len)
         if shuffle:
+            block = auto_shuffle_block(n, seq_len) if shuffle_block is None else int(shuffle_block)
+            if block < 1:
+                raise ValueError(f"shuffle_block must be >= 1, not {shuffle_block}")
             rng = np.random.default_rng([seed, epoch, zlib.crc32(domain.encode())])
-            order = rng.permutation(n)
+            if block == 1:
+                order = rng.permutation(n)
+            else:
+                order = (rng.permutation(-(-n // block))[:, None] * block + np.arange(block)).reshape(-1)
+                order = order[order < n]  # the last block may be partial
         else:
             order = np.arange(n)
+        # Contiguous ranges rather than a stride: a stride would split every block
+        # across partitions and undo the locality the blocks exist for.
         parts = world_size * num_workers
-        mine = order[rank * num_workers + worker_id::parts]
+        p = rank * num_workers + worker_id
+        mine = order[n * p // parts:n * (p + 1) // parts]
         if drop_last:
             mine = mine[: n // parts]
         return mine
 
     def sequences(self, domain: str, seq_len: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
                   rank: int = 0, world_size: int = 1, worker_id: int = 0, num_workers: int = 1,
-                  drop_last: bool = False, dtype: Any = None) -> Iterator[np.ndarray]:
-        """This partition's share of a seeded permutation of the domain's sequences."""
+                  drop_last: bool = False, shuffle_block: int | None = None, dtype: Any = None) -> Iterator[np.ndarray]:
+        """This partition's share of the seeded, block-shuffled order of the domain's sequences."""
         order = self.sequence_order(domain, seq_len, seed=seed, epoch=epoch, shuffle=shuffle, rank=rank,
                                     world_size=world_size, worker_id=worker_id, num_workers=num_workers,
-                                    drop_last=drop_last)
+                                    drop_last=drop_last, shuffle_block=shuffle_block)
         return self._iter_sequences(self._domain(domain), seq_len, order, dtype)
 
     def gather(self, domain: str, seq_len: int, indices, dtype: Any = np.int64, out: np.ndarray | None = None) -> np.ndarray:
         """Sequences `indices` of a domain as one (len(indices), seq_len) array (a copy, `dtype`).
 
-        The fast path for loaders: one vectorised gather per shard instead of a Python
-        call per sequence."""
+        One vectorised gather per shard instead of a Python call per sequence."""
         d = self._domain(domain)
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = self.num_sequences(domain, seq_len)
@@ -403,21 +453,63 @@ class ShardStore:
 
     def batches(self, domain: str, seq_len: int, batch_size: int, *, seed: int = 0, epoch: int = 0,
                 shuffle: bool = True, rank: int = 0, world_size: int = 1, worker_id: int = 0, num_workers: int = 1,
-                drop_last: bool = False, dtype: Any = np.int64, reuse_buffer: bool = False) -> Iterator[np.ndarray]:
+                drop_last: bool = False, shuffle_block: int | None = None, dtype: Any = np.int64,
+                reuse_buffer: bool = False) -> Iterator[np.ndarray]:
         """`sequences()` in (batch_size, seq_len) arrays (the last one may be shorter); same order.
 
-        `reuse_buffer=True` fills one array again for every batch (valid until the next
-        one): a fresh 0.5 MB array per batch costs page faults comparable to the copy itself."""
+        The fast path for loaders; the bookkeeping is vectorised once per epoch. The
+        order is cut into runs of consecutive sequences inside one shard (a shuffle
+        block is one run unless it crosses a shard end). A batch of a few runs is
+        filled with one slice copy per run, which reads memory sequentially; a batch
+        of many short runs (e.g. `shuffle_block=1`) with one fancy-indexing gather per
+        shard it touches. `reuse_buffer=True` fills one array again for every batch
+        (valid until the next one): a fresh 0.5 MB array per batch costs page faults
+        comparable to the copy itself."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         order = self.sequence_order(domain, seq_len, seed=seed, epoch=epoch, shuffle=shuffle, rank=rank,
                                     world_size=world_size, worker_id=worker_id, num_workers=num_workers,
-                                    drop_last=drop_last)
+                                    drop_last=drop_last, shuffle_block=shuffle_block)
+        n = len(order)
+        if not n:
+            return
+        d = self._domain(domain)
+        layout = d.sequence_layout(seq_len)
+        plan = _BatchPlan(order, layout, batch_size, len(d.shards))
+        few_runs = (plan.runs_per_batch <= max(1, batch_size // 4)).tolist()
+        runs_per_batch = plan.runs_per_batch.tolist()
+        views: list[np.ndarray | None] = [None] * len(d.shards)  # shards open on first use
+
+        def view_of(k: int) -> np.ndarray:
+            view = views[k]
+            if view is None:
+                view = views[k] = d.sequence_view(layout, k)
+            return view
+
+        def spanning(j: int) -> np.ndarray:
+            return d.token_slice(j * seq_len, (j + 1) * seq_len)
+
         buffer = np.empty((batch_size, seq_len), dtype=dtype) if reuse_buffer else None
-        for start in range(0, len(order), batch_size):
-            part = order[start:start + batch_size]
-            out = None if buffer is None else buffer[:len(part)]
-            yield self.gather(domain, seq_len, part, dtype=dtype, out=out)
+        r = g = 0
+        for b, num_runs in enumerate(runs_per_batch):
+            rows = min(batch_size, n - b * batch_size)
+            out = np.empty((rows, seq_len), dtype=dtype) if buffer is None else buffer[:rows]
+            if few_runs[b]:
+                for lo, hi, k, first, end in plan.runs[r:r + num_runs]:
+                    if k < 0:
+                        out[lo] = spanning(int(order[b * batch_size + lo]))
+                    else:
+                        out[lo:hi] = view_of(k)[first:end]
+            else:
+                for lo, hi, k in plan.group_bounds[g:g + plan.groups_per_batch[b]]:
+                    if k < 0:
+                        for pos, j in zip(plan.group_pos[lo:hi].tolist(), plan.group_seq[lo:hi].tolist()):
+                            out[pos] = spanning(j)
+                    else:
+                        out[plan.group_pos[lo:hi]] = view_of(k)[plan.group_rows[lo:hi]]
+            r += num_runs
+            g += plan.groups_per_batch[b]
+            yield out
 
     @staticmethod
     def _iter_sequences(d: _Domain, seq_len: int, order: np.ndarray, dtype: Any) -> Iterator[np.ndarray]:
@@ -469,6 +561,21 @@ class ShardStore:
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(ids)
+
+
+AUTO_SHUFFLE_BLOCK_TOKENS = 16384
+AUTO_SHUFFLE_MIN_BLOCKS = 1024
+
+
+def auto_shuffle_block(num_sequences: int, seq_len: int) -> int:
+    """Sequences per shuffle unit: about 16384 tokens, yet never fewer than 1024 units.
+
+    Copying 4 KB rows from random places of a memory-mapped shard runs at 0.3-0.45 of
+    the rate of a streaming copy (a page-table walk and cache misses per row), 16 KB
+    units at ~0.5 and 32 KB units (16384 uint16 tokens) at ~0.7; see
+    docs/benchmarks/store.md. Keeping at least 1024 units per domain means small
+    domains still get a per-sequence shuffle."""
+    return max(1, min(AUTO_SHUFFLE_BLOCK_TOKENS // seq_len, num_sequences // AUTO_SHUFFLE_MIN_BLOCKS))
 
 
 def _check_seq_len(seq_len: int) -> None:

@@ -20,7 +20,7 @@ import pytest
 from shammie.mixing import domains as dom
 from shammie.mixing import store_format as fmt
 from shammie.mixing import store_writer
-from shammie.mixing.store import CorruptShardError, build_store, open_store
+from shammie.mixing.store import CorruptShardError, auto_shuffle_block, build_store, open_store
 from shammie.mixing.store_testing import (synthetic_documents, synthetic_texts, tiny_tokenizer, write_job,
                                           write_token_store)
 from shammie.mixing.tokenizer import Tokenizer, token_dtype, train_tokenizer
@@ -255,6 +255,67 @@ def test_rank_and_worker_partitions_cover_every_sequence_once(edu_job):
     assert len({len(p) for p in even}) == 1 and len(set(np.concatenate(even).tolist())) == 4 * (n // 4)
     with pytest.raises(ValueError):
         store.sequence_order(d, seq_len, rank=2, world_size=2)
+
+
+@pytest.fixture(scope="module")
+def blocky_store(tmp_path_factory):
+    """One domain of 4106 sequences of 16 tokens over 7 shards (shard ends cut sequences)."""
+    rng = np.random.default_rng(3)
+    tok = tiny_tokenizer()
+    docs, n = [], 0
+    while n < 4106 * 16:
+        docs.append(rng.integers(3, tok.vocab_size, int(rng.integers(1, 60)), dtype=np.uint16))
+        n += len(docs[-1]) + 1
+    path = tmp_path_factory.mktemp("blocky") / "store"
+    write_token_store(str(path), {"d": docs}, tok, shard_tokens=9999, seq_len=16)
+    return open_store(str(path))
+
+
+def test_block_shuffle_keeps_blocks_together_and_partitions_exactly(blocky_store):
+    store, L = blocky_store, 16
+    n = store.num_sequences("d", L)
+    assert n >= 4106 and len(store.domain_info("d")["shards"]) >= 7
+    assert auto_shuffle_block(n, L) == n // 1024 == 4      # big enough domain: blocks of 4
+    assert auto_shuffle_block(500, L) == 1 and auto_shuffle_block(10**6, 2048) == 8
+    order = store.sequence_order("d", L, seed=2)
+    assert sorted(order.tolist()) == list(range(n))
+    starts = np.flatnonzero(order % 4 == 0)
+    runs = np.split(order, starts)[1:]
+    assert all(np.array_equal(r, np.arange(r[0], min(r[0] + 4, n))) for r in runs)  # whole, ordered blocks
+    assert order[0] % 4 == 0 and not np.array_equal(order, np.sort(order))
+    full = store.sequence_order("d", L, seed=2, shuffle_block=1)
+    assert sorted(full.tolist()) == list(range(n))
+    assert np.mean(np.diff(full) == 1) < 0.01           # an independent place for every sequence
+    assert not np.array_equal(store.sequence_order("d", L, seed=2, epoch=1), order)
+    assert np.array_equal(store.sequence_order("d", L, seed=2), order)
+    for parts in ((3, 2), (4, 1)):
+        world, workers = parts
+        mine = [store.sequence_order("d", L, seed=2, rank=r, world_size=world, worker_id=w, num_workers=workers)
+                for r in range(world) for w in range(workers)]
+        assert sorted(np.concatenate(mine).tolist()) == list(range(n))
+        assert max(map(len, mine)) - min(map(len, mine)) <= 1
+        even = [store.sequence_order("d", L, seed=2, rank=r, world_size=world * workers, drop_last=True)
+                for r in range(world * workers)]
+        assert {len(p) for p in even} == {n // (world * workers)}
+    with pytest.raises(ValueError):
+        store.sequence_order("d", L, shuffle_block=0)
+
+
+@pytest.mark.parametrize("block", [None, 1, 3, 7])
+def test_batches_equal_the_sequences_they_batch(blocky_store, block):
+    store, L = blocky_store, 16
+    stream = np.concatenate([store.document_tokens("d", i) for i in range(store.num_documents("d"))])
+    for batch_size, kw in ((32, {}), (5, {"rank": 1, "world_size": 3, "drop_last": True}), (64, {"shuffle": False})):
+        order = store.sequence_order("d", L, seed=9, shuffle_block=block, **kw)
+        want = np.stack([stream[j * L:(j + 1) * L] for j in order.tolist()]).astype(np.int64)
+        for reuse in (False, True):
+            got = [b.copy() for b in store.batches("d", L, batch_size, seed=9, shuffle_block=block,
+                                                   reuse_buffer=reuse, **kw)]
+            assert all(b.dtype == np.int64 for b in got)
+            assert [len(b) for b in got[:-1]] == [batch_size] * (len(got) - 1)
+            assert np.array_equal(np.concatenate(got), want)
+        singles = list(store.sequences("d", L, seed=9, shuffle_block=block, **kw))
+        assert np.array_equal(np.stack(singles), want)
 
 
 def test_store_pickles_for_dataloader_workers(edu_job):
