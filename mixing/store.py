@@ -183,18 +183,21 @@ class _BatchPlan:
     """Where every row of every batch of `order` comes from, worked out with numpy once per epoch.
 
     A run is a maximal stretch of one batch reading consecutive rows of one shard (a
-    shuffle block is one run unless it crosses a shard end): one slice copy. A group is
-    all rows of one batch that come from one shard: one fancy-indexing gather. Rows
-    spanning two shards have shard -1 in `runs` and form their own group."""
+    shuffle block is one run unless it crosses a shard end): one slice copy, which reads
+    memory sequentially. A group is all rows of one batch that come from one shard: one
+    fancy-indexing gather, used when a batch has many short runs (e.g. `shuffle_block=1`).
+    Rows spanning two shards have shard -1 and are copied one by one."""
 
-    def __init__(self, order: np.ndarray, layout: dict[str, Any], batch_size: int, num_shards: int):
-        n, seq_len = len(order), layout["seq_len"]
+    def __init__(self, d: "_Domain", order: np.ndarray, seq_len: int, batch_size: int):
+        self.d, self.order, self.seq_len, self.batch_size = d, order, seq_len, batch_size
+        self.layout = layout = d.sequence_layout(seq_len)
+        num_shards = len(d.shards)
+        n = len(order)
         shard = np.searchsorted(layout["starts"], order * seq_len, side="right") - 1
         local = order - layout["first"][shard]
-        inside = local < layout["rows"][shard]
-        shard = np.where(inside, shard, -1)
+        shard = np.where(local < layout["rows"][shard], shard, -1)
         batch_of = np.arange(n) // batch_size
-        num_batches = int(batch_of[-1]) + 1
+        self.num_batches = -(-n // batch_size)
 
         new_run = np.ones(n, dtype=bool)
         new_run[1:] = ((order[1:] != order[:-1] + 1) | (shard[1:] != shard[:-1]) | (shard[1:] < 0)
@@ -205,16 +208,39 @@ class _BatchPlan:
         # (first row in batch, end row, shard, first shard row, end shard row)
         self.runs = list(zip(row.tolist(), (row + length).tolist(), shard[starts].tolist(),
                              local[starts].tolist(), (local[starts] + length).tolist()))
-        self.runs_per_batch = np.bincount(batch_of[starts], minlength=num_batches)
+        runs_per_batch = np.bincount(batch_of[starts], minlength=self.num_batches)
+        self.run_offsets = np.r_[0, np.cumsum(runs_per_batch)].tolist()
+        self.few_runs = (runs_per_batch <= max(1, batch_size // 4)).tolist()
 
         by_group = np.argsort(batch_of * (num_shards + 1) + shard, kind="stable")
         key = batch_of[by_group] * (num_shards + 1) + shard[by_group]
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        self.group_bounds = list(zip(starts.tolist(), np.append(starts[1:], n).tolist(), shard[by_group[starts]].tolist()))
-        self.groups_per_batch = np.bincount(batch_of[by_group[starts]], minlength=num_batches).tolist()
+        self.groups = list(zip(starts.tolist(), np.append(starts[1:], n).tolist(), shard[by_group[starts]].tolist()))
+        groups_per_batch = np.bincount(batch_of[by_group[starts]], minlength=self.num_batches)
+        self.group_offsets = np.r_[0, np.cumsum(groups_per_batch)].tolist()
         self.group_rows = local[by_group]
         self.group_pos = by_group - batch_of[by_group] * batch_size
         self.group_seq = order[by_group]
+
+    def fill(self, b: int, out: np.ndarray) -> np.ndarray:
+        """Copy batch `b`'s sequences into `out` (converting to out's dtype)."""
+        d, layout, L = self.d, self.layout, self.seq_len
+        if self.few_runs[b]:
+            start = b * self.batch_size
+            for lo, hi, k, first, end in self.runs[self.run_offsets[b]:self.run_offsets[b + 1]]:
+                if k < 0:
+                    j = int(self.order[start + lo])
+                    out[lo] = d.token_slice(j * L, (j + 1) * L)
+                else:
+                    out[lo:hi] = d.sequence_view(layout, k)[first:end]
+            return out
+        for lo, hi, k in self.groups[self.group_offsets[b]:self.group_offsets[b + 1]]:
+            if k < 0:
+                for pos, j in zip(self.group_pos[lo:hi].tolist(), self.group_seq[lo:hi].tolist()):
+                    out[pos] = d.token_slice(j * L, (j + 1) * L)
+            else:
+                out[self.group_pos[lo:hi]] = d.sequence_view(layout, k)[self.group_rows[lo:hi]]
+        return out
 
 
 class ShardStore:
@@ -424,9 +450,7 @@ class ShardStore:
         return self._iter_sequences(self._domain(domain), seq_len, order, dtype)
 
     def gather(self, domain: str, seq_len: int, indices, dtype: Any = np.int64, out: np.ndarray | None = None) -> np.ndarray:
-        """Sequences `indices` of a domain as one (len(indices), seq_len) array (a copy, `dtype`).
-
-        One vectorised gather per shard instead of a Python call per sequence."""
+        """Sequences `indices` of a domain as one (len(indices), seq_len) array (a copy, `dtype`)."""
         d = self._domain(domain)
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = self.num_sequences(domain, seq_len)
@@ -434,21 +458,8 @@ class ShardStore:
             raise IndexError(f"sequence index out of range for domain {domain!r} ({n} sequences of {seq_len})")
         if out is None:
             out = np.empty((idx.size, seq_len), dtype=dtype)
-        layout = d.sequence_layout(seq_len)
-        shard = np.searchsorted(layout["starts"], idx * seq_len, side="right") - 1
-        for k in np.unique(shard).tolist():
-            sel = np.flatnonzero(shard == k)
-            rows = idx[sel] - layout["first"][k]
-            inside = rows < layout["rows"][k]
-            if inside.all():
-                view = d.sequence_view(layout, k)
-                if sel.size == idx.size:
-                    out[...] = view[rows]
-                else:
-                    out[sel] = view[rows]
-                continue
-            for pos, j in zip(sel.tolist(), idx[sel].tolist()):
-                out[pos] = d.token_slice(j * seq_len, (j + 1) * seq_len)
+        if idx.size:
+            _BatchPlan(d, idx, seq_len, idx.size).fill(0, out)
         return out
 
     def batches(self, domain: str, seq_len: int, batch_size: int, *, seed: int = 0, epoch: int = 0,
@@ -457,59 +468,22 @@ class ShardStore:
                 reuse_buffer: bool = False) -> Iterator[np.ndarray]:
         """`sequences()` in (batch_size, seq_len) arrays (the last one may be shorter); same order.
 
-        The fast path for loaders; the bookkeeping is vectorised once per epoch. The
-        order is cut into runs of consecutive sequences inside one shard (a shuffle
-        block is one run unless it crosses a shard end). A batch of a few runs is
-        filled with one slice copy per run, which reads memory sequentially; a batch
-        of many short runs (e.g. `shuffle_block=1`) with one fancy-indexing gather per
-        shard it touches. `reuse_buffer=True` fills one array again for every batch
-        (valid until the next one): a fresh 0.5 MB array per batch costs page faults
-        comparable to the copy itself."""
+        The fast path for loaders: where each batch's rows come from is worked out once
+        per epoch (`_BatchPlan`), then a batch is one slice copy per shuffle block.
+        `reuse_buffer=True` fills one array again for every batch (valid until the next
+        one): a fresh 0.5 MB array per batch costs page faults comparable to the copy itself."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         order = self.sequence_order(domain, seq_len, seed=seed, epoch=epoch, shuffle=shuffle, rank=rank,
                                     world_size=world_size, worker_id=worker_id, num_workers=num_workers,
                                     drop_last=drop_last, shuffle_block=shuffle_block)
-        n = len(order)
-        if not n:
+        if not len(order):
             return
-        d = self._domain(domain)
-        layout = d.sequence_layout(seq_len)
-        plan = _BatchPlan(order, layout, batch_size, len(d.shards))
-        few_runs = (plan.runs_per_batch <= max(1, batch_size // 4)).tolist()
-        runs_per_batch = plan.runs_per_batch.tolist()
-        views: list[np.ndarray | None] = [None] * len(d.shards)  # shards open on first use
-
-        def view_of(k: int) -> np.ndarray:
-            view = views[k]
-            if view is None:
-                view = views[k] = d.sequence_view(layout, k)
-            return view
-
-        def spanning(j: int) -> np.ndarray:
-            return d.token_slice(j * seq_len, (j + 1) * seq_len)
-
+        plan = _BatchPlan(self._domain(domain), order, seq_len, batch_size)
         buffer = np.empty((batch_size, seq_len), dtype=dtype) if reuse_buffer else None
-        r = g = 0
-        for b, num_runs in enumerate(runs_per_batch):
-            rows = min(batch_size, n - b * batch_size)
-            out = np.empty((rows, seq_len), dtype=dtype) if buffer is None else buffer[:rows]
-            if few_runs[b]:
-                for lo, hi, k, first, end in plan.runs[r:r + num_runs]:
-                    if k < 0:
-                        out[lo] = spanning(int(order[b * batch_size + lo]))
-                    else:
-                        out[lo:hi] = view_of(k)[first:end]
-            else:
-                for lo, hi, k in plan.group_bounds[g:g + plan.groups_per_batch[b]]:
-                    if k < 0:
-                        for pos, j in zip(plan.group_pos[lo:hi].tolist(), plan.group_seq[lo:hi].tolist()):
-                            out[pos] = spanning(j)
-                    else:
-                        out[plan.group_pos[lo:hi]] = view_of(k)[plan.group_rows[lo:hi]]
-            r += num_runs
-            g += plan.groups_per_batch[b]
-            yield out
+        for b in range(plan.num_batches):
+            rows = min(batch_size, len(order) - b * batch_size)
+            yield plan.fill(b, np.empty((rows, seq_len), dtype=dtype) if buffer is None else buffer[:rows])
 
     @staticmethod
     def _iter_sequences(d: _Domain, seq_len: int, order: np.ndarray, dtype: Any) -> Iterator[np.ndarray]:
