@@ -15,6 +15,7 @@ cache, then, on one core, times:
   packed        : ShardStore.sequences(), default shuffle, each sequence copied to an int64 buffer
   packed-full   : sequences(shuffle_block=1)
   packed-seq    : sequences(shuffle=False)
+  batches-kK    : with --shuffle-blocks K...: batches() with shuffle_block=K
 Every variant touches every token once and does the same int64 conversion a
 training loader does; results are tokens/s. The variants run interleaved, one
 after another in each of --repeat rounds, so a change in machine load hits all
@@ -60,6 +61,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--shuffle-blocks", type=int, nargs="*", default=[],
+                    help="also time batches() with each of these shuffle_block values")
     args = ap.parse_args()
     try:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
@@ -127,6 +130,7 @@ def main() -> None:
                 ("batches-full", batched(True, block=1)), ("batches-seq", batched(False)),
                 ("batches-new", batched(True, reuse=False)), ("packed", packed(True)),
                 ("packed-full", packed(True, block=1)), ("packed-seq", packed(False))]
+    variants += [(f"batches-k{k}", batched(True, block=k)) for k in args.shuffle_blocks]
     rates: dict[str, list[float]] = {name: [] for name, _ in variants}
     tokens = {}
     for _ in range(args.repeat):

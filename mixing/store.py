@@ -544,11 +544,11 @@ AUTO_SHUFFLE_MIN_BLOCKS = 1024
 def auto_shuffle_block(num_sequences: int, seq_len: int) -> int:
     """Sequences per shuffle unit: about 16384 tokens, yet never fewer than 1024 units.
 
-    Copying 4 KB rows from random places of a memory-mapped shard runs at 0.3-0.45 of
-    the rate of a streaming copy (a page-table walk and cache misses per row), 16 KB
-    units at ~0.5 and 32 KB units (16384 uint16 tokens) at ~0.7; see
-    docs/benchmarks/store.md. Keeping at least 1024 units per domain means small
-    domains still get a per-sequence shuffle."""
+    Copying 4 KB rows from random places runs at about half the rate of a streaming
+    copy even in bare numpy; through `batches()`, single sequences read at ~0.35 of it,
+    blocks of 4 (16 KB) at 0.5-0.8 and blocks of 8 (32 KB, 16384 uint16 tokens) at
+    0.7-0.9 (docs/benchmarks/store.md). Keeping at least 1024 units per domain means
+    small domains still get a per-sequence shuffle."""
     return max(1, min(AUTO_SHUFFLE_BLOCK_TOKENS // seq_len, num_sequences // AUTO_SHUFFLE_MIN_BLOCKS))
 
 
