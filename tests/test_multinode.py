@@ -42,7 +42,7 @@ def test_job_across_two_nodes_survives_losing_one(tmp_path, shared_inputs, ray_h
             offset = worker_log.stat().st_size if worker_log.exists() else 0
             worker = resume.start_node([f"--address={address}"], worker_tmp, worker_log, cpus=1)
             procs.append(worker)
-            if resume.wait_started(worker, worker_log, offset) and resume.alive_nodes(address) == 2:
+            if resume.wait_started(worker, worker_log, offset) and resume.wait_nodes(address, 2):
                 break
             resume.kill_tree(worker)
         else:
@@ -66,10 +66,8 @@ def test_job_across_two_nodes_survives_losing_one(tmp_path, shared_inputs, ray_h
         assert worker.returncode is not None
         assert head.poll() is None, "the head died with the worker node"
         resume.wait_ok(driver, log)
-        deadline = time.monotonic() + 120  # the GCS declares a node dead after missed health checks
-        while resume.alive_nodes(address) != 1 and time.monotonic() < deadline:
-            time.sleep(3)
-        assert resume.alive_nodes(address) == 1, "the killed node is still listed as alive"
+        # the GCS declares a node dead after missed health checks
+        assert resume.wait_nodes(address, 1, timeout=120), "the killed node is still listed as alive"
         assert resume.job_fingerprint(job) == reference
         text = log.read_text()
         assert "job 'resume-test' complete" in text

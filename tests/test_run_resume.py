@@ -304,6 +304,17 @@ def alive_nodes(address: str) -> int:
     return len(re.findall(r"\bnode_[0-9a-f]+", active))
 
 
+def wait_nodes(address: str, count: int, timeout: float = 60) -> bool:
+    """True once `ray status` lists `count` alive nodes. It reports the autoscaler's view,
+    refreshed every few seconds, so a node that has just started may not be listed yet."""
+    deadline = time.monotonic() + timeout
+    while alive_nodes(address) != count:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
 def wait_started(proc: subprocess.Popen, log: Path, offset: int, timeout: float = 150) -> bool:
     """True once `ray start` reports the node up (cheaper than polling `ray status`)."""
     deadline = time.monotonic() + timeout
