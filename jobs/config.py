@@ -16,6 +16,7 @@ mean", how to get an edu model) is the part that matters to users.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import difflib
 import glob
@@ -127,19 +128,112 @@ class JobConfig:
 # ---------------------------------------------------------------- loading
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names one key twice (PyYAML would silently keep the last value)."""
+
+    def __init__(self, key_path: str, first_line: int, second_line: int, mark: yaml.Mark):
+        super().__init__(None, None, f"duplicate key {key_path}", mark)
+        self.key_path = key_path
+        self.first_line = first_line
+        self.second_line = second_line
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys at any level, naming the key's dotted path.
+
+    Keys merged in with `<<: *anchor` may be overridden (that is what merge keys are
+    for); only keys written twice in one mapping are errors."""
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self._key_paths: dict[int, str] = {}  # id(node) -> dotted path, filled parent before child
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        path = self._key_paths.get(id(node), "")
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # SafeConstructor reports unhashable keys itself
+            key_path = f"{path}.{key}" if path else str(key)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise DuplicateKeyError(key_path, first_line[key], line, key_node.start_mark)
+            first_line[key] = line
+            self._key_paths.setdefault(id(value_node), key_path)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> list[Any]:
+        path = self._key_paths.get(id(node), "")
+        for i, item in enumerate(node.value):
+            self._key_paths.setdefault(id(item), f"{path}[{i}]")
+        return super().construct_sequence(node, deep=deep)
+
+
 def read_yaml(path: str) -> dict[str, Any]:
+    """Read a config file into a dict; every way it can be unreadable is one-line UserError."""
     if not os.path.exists(path):
         raise UserError(f"config {path} does not exist")
+    if os.path.isdir(path):
+        raise UserError(f"config {path} is a folder; give the YAML file in it (e.g. {os.path.join(path, 'job.yaml')})")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UserError(f"config {path} cannot be read: {e.strerror or e}") from None
+    text = _decode_config(path, raw)
+    try:
+        data = yaml.load(text, Loader=StrictLoader)
+    except DuplicateKeyError as e:
+        lines = (f"twice on line {e.first_line}" if e.first_line == e.second_line
+                 else f"on lines {e.first_line} and {e.second_line}")
+        raise UserError(f"config {path}: duplicate key {e.key_path} {lines} "
+                        "(YAML would silently keep only the last; remove one)") from None
     except yaml.YAMLError as e:
-        raise UserError(f"config {path} is not valid YAML: {e}") from None
+        raise UserError(f"config {path} is not valid YAML: {_one_line_yaml_error(e)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UserError(f"config {path}: the top level must be a mapping of keys (name, input, output, crawl, ...)")
+        raise UserError(f"config {path}: the top level must be a mapping of keys (name, input, output, crawl, ...), "
+                        f"got {_type_name(data)}")
     return data
+
+
+def _decode_config(path: str, raw: bytes) -> str:
+    """UTF-8, with or without a byte-order mark; UTF-16/32 with a BOM (what Windows editors and
+    PowerShell's `>` write) decoded too, since YAML allows them; anything else is a UserError."""
+    boms = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+            (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]  # UTF-32 LE starts like UTF-16 LE
+    encoding = next((name for bom, name in boms if raw.startswith(bom)), "utf-8")
+    if encoding == "utf-8" and b"\x00" in raw[:200]:
+        # NUL is valid UTF-8 but never in a YAML text: every other byte zero is UTF-16 text
+        raise UserError(f"config {path} looks like UTF-16 without a byte-order mark; save it as UTF-8")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        if encoding != "utf-8":
+            raise UserError(f"config {path} starts with a {encoding.upper()} byte-order mark but is not valid "
+                            f"{encoding.upper()}; save it as UTF-8") from None
+        line = raw[:e.start].count(b"\n") + 1
+        raise UserError(f"config {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); "
+                        "save it as UTF-8") from None
+
+
+def _one_line_yaml_error(error: yaml.YAMLError) -> str:
+    """`line 3, column 7: mapping values are not allowed here` instead of PyYAML's multi-line report."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return " ".join(str(error).split())
+    mark = error.problem_mark or error.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = error.problem or error.context or "invalid syntax"
+    context = ""
+    if error.context and error.problem and error.context_mark and mark is not error.context_mark:
+        context = f" ({error.context} on line {error.context_mark.line + 1})"
+    return " ".join(f"{where}{problem}{context}".split())
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
