@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shammie.pipeline.errors import UserError
+from shammie.mixing.store_format import StoreError
 
 BUILTIN_KEYS = ("edu", "language", "site")
 OTHER = "other"
@@ -31,7 +31,7 @@ DEFAULT_TOP_K = {"site": 100}
 MAX_DOMAINS_WITHOUT_TOP_K = 1000
 EDU_MAX = 5
 # Names we write at the top of a store; a domain folder must never collide with them.
-RESERVED_NAMES = {"manifest.json", "_SUCCESS", "_staging"}
+RESERVED_NAMES = {"manifest.json", "_SUCCESS", "_staging", "_builds"}
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -56,20 +56,20 @@ def check_group_by(key: str, columns: Iterable[str]) -> None:
     columns = list(columns)
     if key == "edu":
         if "edu_int_score" not in columns and "edu_score" not in columns:
-            raise UserError(
+            raise StoreError(
                 "--group-by edu needs an `edu_int_score` (or `edu_score`) column; the input has none. "
                 "Run `shammie edu score` first or pick another --input-stage/--group-by."
             )
         return
     if key == "site":
         if "url" not in columns:
-            raise UserError("--group-by site needs a `url` column; the input has none")
+            raise StoreError("--group-by site needs a `url` column; the input has none")
         return
     if key not in columns:
         choices = ", ".join(sorted(set(BUILTIN_KEYS) | set(columns) - {"text"}))
-        raise UserError(f"--group-by {key!r}: no such column in the input. Choices: {choices}")
+        raise StoreError(f"--group-by {key!r}: no such column in the input. Choices: {choices}")
     if key == "text":
-        raise UserError("--group-by text makes no sense (one domain per document)")
+        raise StoreError("--group-by text makes no sense (one domain per document)")
 
 
 def _edu_keys(table: pa.Table) -> list[str | None]:
@@ -131,7 +131,7 @@ class DomainFolder:
         self.top_k = top_k
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], "" if kv[0] is None else kv[0]))
         if top_k is None and len(ranked) > MAX_DOMAINS_WITHOUT_TOP_K:
-            raise UserError(
+            raise StoreError(
                 f"--group-by {key} gives {len(ranked)} distinct values; pass --top-k N to keep the N largest "
                 f"and fold the rest into {OTHER!r}"
             )

@@ -4,7 +4,13 @@ Format: see `shammie.mixing.store_format`. A reader starts from `manifest.json`
 and only ever opens files it lists, so a store being rebuilt stays readable.
 Every shard file is checked against the manifest's size and xxh3-128 checksum the
 first time this process opens it; a damaged file raises `CorruptShardError`
-naming it. Stores on `s3://` are read by downloading each shard when it is first
+naming it. The manifest itself is checked when the store is opened (shape, and
+counts that add up), so a reader never serves a sequence shorter than asked.
+
+A `ShardStore` is pinned to the build it opened: it only reads that build's
+manifest and files, and pickles with that manifest, so DataLoader workers started
+later (spawn) read the same build even if the store was rebuilt meanwhile. Writers
+keep the files of the newest two builds (`store_writer.collect_garbage`). Stores on `s3://` are read by downloading each shard when it is first
 needed into a local cache (`cache_dir`, default `~/.cache/shammie/stores`), then
 memory-mapping the cached copy.
 
@@ -25,14 +31,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from shammie.mixing import store_format as fmt
+from shammie.mixing.store_format import (BuildRemovedError, CorruptShardError, ManifestError,  # noqa: F401 (API)
+                                         StoreError, TokenizerError)
 from shammie.pipeline import storage
-from shammie.pipeline.errors import UserError
 
 _TEXT_CACHE_GROUPS = 8
-
-
-class CorruptShardError(UserError):
-    """A shard file does not match the manifest (truncated, overwritten or damaged)."""
 
 
 def default_cache_dir() -> str:
@@ -78,6 +81,10 @@ class _Domain:
                 # A plain ndarray view of the memmap: slicing np.memmap itself costs a
                 # few microseconds per call (subclass hooks), a third of a sequence's budget.
                 arr = np.memmap(path, dtype=dtype, mode="r").view(np.ndarray)
+            # check_manifest ties the file size to the count; this guards the slicing
+            # arithmetic below against any other way the two could disagree.
+            if len(arr) != int(self.shards[k]["tokens"]):
+                raise CorruptShardError(f"{path}: {len(arr)} tokens, the manifest says {self.shards[k]['tokens']}")
             self._tokens[k] = arr
         return arr
 
@@ -85,7 +92,14 @@ class _Domain:
         arr = self._offsets[k]
         if arr is None:
             path = self.store._local_file(self.shards[k]["files"]["index"])
-            arr = self._offsets[k] = np.fromfile(path, dtype=np.dtype(self.store.manifest["index_dtype"]))
+            arr = np.fromfile(path, dtype=np.dtype(self.store.manifest["index_dtype"]))
+            docs, tokens = int(self.shards[k]["documents"]), int(self.shards[k]["tokens"])
+            if len(arr) != docs + 1 or arr[0] != 0 or int(arr[-1]) != tokens or (np.diff(arr.astype(np.int64)) < 0).any():
+                raise CorruptShardError(
+                    f"{path}: the document index does not describe {docs} documents of {tokens} tokens "
+                    f"({len(arr)} offsets, first {arr[0] if len(arr) else None}, last {arr[-1] if len(arr) else None}); "
+                    "re-run `shammie shard` to rebuild the store")
+            self._offsets[k] = arr
         return arr
 
     def _locate_document(self, i: int) -> tuple[int, int]:
@@ -103,7 +117,11 @@ class _Domain:
         if self._text[k] is None:
             import pyarrow.parquet as pq
 
-            pf = pq.ParquetFile(self.store._local_file(self.shards[k]["files"]["text"]))
+            path = self.store._local_file(self.shards[k]["files"]["text"])
+            pf = pq.ParquetFile(path)
+            if pf.metadata.num_rows != int(self.shards[k]["documents"]):
+                raise CorruptShardError(f"{path}: {pf.metadata.num_rows} rows, the manifest says "
+                                        f"{self.shards[k]['documents']} documents; re-run `shammie shard`")
             starts = [0]
             for g in range(pf.metadata.num_row_groups):
                 starts.append(starts[-1] + pf.metadata.row_group(g).num_rows)
@@ -244,21 +262,19 @@ class _BatchPlan:
 
 
 class ShardStore:
-    """A read-only view of one published store (the manifest as of `open_store`)."""
+    """A read-only view of one published build of a store: the manifest as of `open_store`
+    (or the build `build_id` names), pinned for the life of the object and its pickles."""
 
-    def __init__(self, url: str, cache_dir: str | None = None):
+    def __init__(self, url: str, cache_dir: str | None = None, *, build_id: str | None = None,
+                 manifest: dict[str, Any] | None = None):
         self.url = storage.strip_file_scheme(url).rstrip("/")
         self.remote = storage.is_remote(self.url)
-        manifest_url = storage.join(self.url, fmt.MANIFEST)
-        try:
-            manifest = storage.read_json(manifest_url)
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot read {manifest_url}: {e}") from None
         if manifest is None:
-            raise UserError(f"{self.url} is not a shard store (no {fmt.MANIFEST}); build one with `shammie shard`")
-        if manifest.get("format") != fmt.FORMAT or manifest.get("format_version") != fmt.FORMAT_VERSION:
-            raise UserError(f"{manifest_url}: unsupported store format "
-                            f"{manifest.get('format')!r} version {manifest.get('format_version')!r}")
+            manifest = self._read_manifest(build_id)
+        else:
+            manifest = fmt.check_manifest(manifest, f"pinned manifest of {self.url}")
+        if build_id is not None and manifest["build_id"] != build_id:
+            raise ManifestError(f"{self.url}: asked for build {build_id}, the manifest is build {manifest['build_id']}")
         self.manifest = manifest
         self.cache_dir = cache_dir
         if self.remote:
@@ -270,17 +286,45 @@ class ShardStore:
         self._domains = {name: _Domain(self, name, entry) for name, entry in sorted(manifest["domains"].items())}
         self._tokenizer = None
 
-    def __repr__(self) -> str:
-        return (f"ShardStore({self.url!r}, {len(self._domains)} domains, {self.manifest['documents']} documents, "
-                f"{self.manifest['tokens']} tokens)")
+    def _read_manifest(self, build_id: str | None) -> dict[str, Any]:
+        current_url = storage.join(self.url, fmt.MANIFEST)
+        manifest_url = current_url
+        try:
+            manifest = storage.read_json(manifest_url)
+            if build_id is not None and (manifest is None or manifest.get("build_id") != build_id):
+                # An older build that is still kept: its manifest is in the build records.
+                manifest_url = storage.join(self.url, fmt.build_record_name(build_id))
+                manifest = storage.read_json(manifest_url)
+                if manifest is None:
+                    raise BuildRemovedError(f"{self.url} has no build {build_id} any more (a store keeps the files "
+                                            f"of its newest builds only, {fmt.DEFAULT_KEEP_BUILDS} by default); "
+                                            "open the current one")
+        except StoreError:
+            raise
+        except (OSError, ValueError) as e:
+            raise ManifestError(f"cannot read {manifest_url}: {e}") from None
+        if manifest is None:
+            raise ManifestError(f"{self.url} is not a shard store (no {fmt.MANIFEST}); build one with `shammie shard`")
+        return fmt.check_manifest(manifest, manifest_url)
 
-    # Picklable for DataLoader workers started with spawn: they re-open the manifest
-    # (and re-verify what they open), never share file handles.
+    @property
+    def build_id(self) -> str:
+        """The build this reader is pinned to (file names carry it; a rebuild gets a new one)."""
+        return self.manifest["build_id"]
+
+    def __repr__(self) -> str:
+        return (f"ShardStore({self.url!r}, build {self.build_id}, {len(self._domains)} domains, "
+                f"{self.manifest['documents']} documents, {self.manifest['tokens']} tokens)")
+
+    # Picklable for DataLoader workers started with spawn: they get the pinned manifest
+    # (not whatever manifest.json says when they start: a rebuild in between would give
+    # them other sizes than the parent's) and open and verify files themselves, never
+    # sharing file handles.
     def __getstate__(self):
-        return {"url": self.url, "cache_dir": self.cache_dir}
+        return {"url": self.url, "cache_dir": self.cache_dir, "manifest": self.manifest}
 
     def __setstate__(self, state):
-        self.__init__(state["url"], state["cache_dir"])
+        self.__init__(state["url"], state["cache_dir"], manifest=state["manifest"])
 
     # ------------------------------------------------------------ files
     def _verify(self, path: str, entry: dict[str, Any], shown: str) -> None:
@@ -303,7 +347,7 @@ class ShardStore:
         if not self.remote:
             path = os.path.join(self.url, *rel.split("/"))
             if not os.path.exists(path):
-                raise CorruptShardError(f"{path}: listed in the manifest but missing; re-run `shammie shard`")
+                self._missing(path)
             self._verify(path, entry, path)
         else:
             path = self._fetch(entry)
@@ -327,7 +371,7 @@ class ShardStore:
             try:
                 fs.get_file(path, tmp)
             except FileNotFoundError:
-                raise CorruptShardError(f"{remote}: listed in the manifest but missing; re-run `shammie shard`") from None
+                self._missing(remote)
             self._verify(tmp, entry, remote)
             os.replace(tmp, local)
         finally:
@@ -335,14 +379,33 @@ class ShardStore:
                 os.unlink(tmp)
         return local
 
+    def _missing(self, shown: str):
+        """A listed file is absent: say whether later rebuilds removed this reader's build."""
+        try:
+            current = storage.read_json(storage.join(self.url, fmt.MANIFEST)) or {}
+            recorded = storage.exists(storage.join(self.url, fmt.build_record_name(self.build_id)))
+        except (OSError, ValueError):
+            current, recorded = {}, True
+        if isinstance(current, dict) and current.get("build_id") not in (None, self.build_id) and not recorded:
+            raise BuildRemovedError(
+                f"{shown}: build {self.build_id} of {self.url}, which this reader opened, has been removed by later "
+                f"rebuilds (the store now serves build {current.get('build_id')}; it keeps the files of its newest "
+                f"builds only, {fmt.DEFAULT_KEEP_BUILDS} by default). Files already opened stay readable; re-open the store to read "
+                "the current build")
+        raise CorruptShardError(f"{shown}: listed in the manifest but missing; re-run `shammie shard`")
+
     def verify(self) -> int:
-        """Check every file of the store now; returns the number of files checked."""
+        """Check every file of the store now (size, checksum, and that token, index and text files
+        hold the documents and tokens the manifest counts); returns the number of files checked."""
         n = 0
         for domain in self._domains.values():
-            for shard in domain.shards:
+            for k, shard in enumerate(domain.shards):
                 for entry in shard["files"].values():
                     self._local_file(entry)
                     n += 1
+                domain.tokens_of(k)
+                domain.offsets_of(k)
+                domain._parquet(k)
         self._local_file(self.manifest["tokenizer"])
         return n + 1
 
@@ -557,9 +620,12 @@ def _check_seq_len(seq_len: int) -> None:
         raise ValueError(f"seq_len must be >= 1, not {seq_len}")
 
 
-def open_store(path_or_url: str, cache_dir: str | None = None) -> ShardStore:
-    """Open a published store (local path or s3://); raises UserError if it has no manifest."""
-    return ShardStore(path_or_url, cache_dir=cache_dir)
+def open_store(path_or_url: str, cache_dir: str | None = None, *, build_id: str | None = None) -> ShardStore:
+    """Open a published store (local path or s3://), pinned to its current build or to `build_id`
+    (one of the builds the store still keeps, e.g. the one a checkpoint was trained on).
+
+    Raises ManifestError when there is no valid manifest, BuildRemovedError when `build_id` is gone."""
+    return ShardStore(path_or_url, cache_dir=cache_dir, build_id=build_id)
 
 
 def build_store(job: str, store: str | None = None, *, group_by: str = "edu", tokenizer: str | None = None,

@@ -32,11 +32,11 @@ import pyarrow.parquet as pq
 
 from shammie.mixing import domains as dom
 from shammie.mixing import store_format as fmt
+from shammie.mixing.store_format import StoreError
 from shammie.mixing.store_writer import DEFAULT_SHARD_TOKENS, StoreWriter
 from shammie.mixing.tokenizer import DEFAULT_SAMPLE_BYTES, Tokenizer, sample_texts, train_tokenizer
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.documents import read_table, write_table
-from shammie.pipeline.errors import UserError
 
 DEFAULT_VOCAB = 32000
 KEY_COLUMN = "_domain_key"
@@ -102,7 +102,7 @@ def tokenize_file(payload: dict[str, Any]) -> dict[str, Any]:
 def _resolve_tokenizer(store: str, files: list[str], *, tokenizer: str | None, train_vocab: int | None,
                        tokenizer_type: str, sample_bytes: int, workers: int | None, progress: bool) -> Tokenizer:
     if tokenizer and train_vocab:
-        raise UserError("pass either --tokenizer MODEL or --train-tokenizer VOCAB, not both")
+        raise StoreError("pass either --tokenizer MODEL or --train-tokenizer VOCAB, not both")
     if tokenizer:
         return Tokenizer.load(tokenizer)
     if not train_vocab:
@@ -200,28 +200,34 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
                 top_k: int | None = None, input_stage: str | None = None, workers: int | None = None,
                 ray_address: str | None = None, progress: bool = True,
                 shard_tokens: int = DEFAULT_SHARD_TOKENS,
-                tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES) -> dict[str, Any]:
-    """Build (or rebuild) the shard store of `job` at `store` (default `<job>/store`); return the stats."""
+                tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES,
+                keep_builds: int = fmt.DEFAULT_KEEP_BUILDS) -> dict[str, Any]:
+    """Build (or rebuild) the shard store of `job` at `store` (default `<job>/store`); return the stats.
+
+    `keep_builds`: how many published builds keep their files (this one included), so that
+    readers pinned to an older build keep working through `keep_builds - 1` rebuilds."""
     t0 = time.monotonic()
     store = store or storage.join(job, jobdir.STORE)
     if storage.get_fs(store)[1].rstrip("/") == storage.get_fs(job)[1].rstrip("/"):
         # The store deletes stale files of its own naming patterns; keep it off the job's folders.
-        raise UserError(f"--store {store} is the job directory itself; use a folder of its own (default DIR/store)")
+        raise StoreError(f"--store {store} is the job directory itself; use a folder of its own (default DIR/store)")
     if seq_len < 1:
-        raise UserError("--seq-len must be at least 1")
+        raise StoreError("--seq-len must be at least 1")
     if top_k is not None and top_k < 1:
-        raise UserError("--top-k must be at least 1")
+        raise StoreError("--top-k must be at least 1")
     if shard_tokens < 1:
-        raise UserError("--shard-tokens must be at least 1")
+        raise StoreError("--shard-tokens must be at least 1")
+    if keep_builds < 1:
+        raise StoreError("keep_builds must be at least 1 (the build being published)")
     stage = jobdir.resolve_input_stage(job, input_stage)
     files = jobdir.stage_files(job, stage)
     if not files:
-        raise UserError(f"{jobdir.stage_path(job, stage)} holds no Parquet files")
+        raise StoreError(f"{jobdir.stage_path(job, stage)} holds no Parquet files")
     fs, first = storage.get_fs(files[0])
     with fs.open(first, "rb") as f:
         schema = pq.read_schema(f)
     if "text" not in schema.names:
-        raise UserError(f"{files[0]} has no `text` column")
+        raise StoreError(f"{files[0]} has no `text` column")
     dom.check_group_by(group_by, schema.names)
     effective_top_k = top_k if top_k is not None else dom.default_top_k(group_by)
 
@@ -275,7 +281,7 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
     staging_schema = _staging_schema(storage.join(staging, work_id, f"{names[0]}.parquet"))
     text_schema = pa.schema([f for f in staging_schema if f.name not in (KEY_COLUMN, TOKENS_COLUMN)])
     writer = StoreWriter(store, tok, build_id=build_id, text_schema=text_schema, seq_len=seq_len,
-                         shard_tokens=shard_tokens,
+                         shard_tokens=shard_tokens, keep_builds=keep_builds,
                          info={"group_by": group_by, "top_k": effective_top_k,
                                "input": {"job": job, "stage": stage, "files": len(files)}})
     _assemble(writer, [storage.join(staging, work_id, f"{n}.parquet") for n in names], folder, progress,

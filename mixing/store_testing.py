@@ -98,7 +98,8 @@ def tiny_tokenizer(vocab_size: int = 400, seed: int = 0):
 
 
 def write_token_store(store: str, domains: dict[str, list[np.ndarray]], tokenizer=None, *,
-                      shard_tokens: int = 1 << 27, seq_len: int = 2048, build_id: str = "0123456789ab") -> dict:
+                      shard_tokens: int = 1 << 27, seq_len: int = 2048, build_id: str = "0123456789ab",
+                      keep_builds: int | None = None) -> dict:
     """Publish a store whose documents are the given token arrays (each gets `eod` appended).
 
     The text shards hold a placeholder text per document; use `build_store` for real text."""
@@ -107,7 +108,8 @@ def write_token_store(store: str, domains: dict[str, list[np.ndarray]], tokenize
     tokenizer = tokenizer or tiny_tokenizer()
     schema = pa.schema([pa.field("id", pa.string()), pa.field("text", pa.string()), pa.field("n_tokens", pa.int64())])
     writer = StoreWriter(store, tokenizer, build_id=build_id, text_schema=schema, seq_len=seq_len,
-                         shard_tokens=shard_tokens, info={"group_by": "synthetic"})
+                         shard_tokens=shard_tokens, info={"group_by": "synthetic"},
+                         **({} if keep_builds is None else {"keep_builds": keep_builds}))
     for name, docs in sorted(domains.items()):
         batch = 1024
         for start in range(0, len(docs), batch):
@@ -119,3 +121,22 @@ def write_token_store(store: str, domains: dict[str, list[np.ndarray]], tokenize
                               "n_tokens": lengths}, schema=schema)
             writer.add(name, table, tokens.astype(tokenizer.dtype), lengths)
     return writer.commit()
+
+
+class StoreProbe:
+    """A map-style dataset (duck-typed for `torch.utils.data.DataLoader`) whose item i is what a
+    DataLoader worker sees of the store: its process id, its build, its sizes and sequence i of
+    `domain`. Defined here, not in a test, so that spawned workers can import it."""
+
+    def __init__(self, store, domain: str, seq_len: int, count: int):
+        self.store, self.domain, self.seq_len, self.count = store, domain, seq_len, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import os
+
+        return {"pid": os.getpid(), "build_id": self.store.manifest["build_id"],
+                "num_sequences": {d: self.store.num_sequences(d, self.seq_len) for d in self.store.domains},
+                "sequence": self.store.sequence(self.domain, self.seq_len, i, dtype=np.int64)}

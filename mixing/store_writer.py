@@ -5,6 +5,12 @@ tests use to write a store from token arrays they already have. Nothing a reader
 can see changes until `commit()` replaces `manifest.json`; files of older builds
 are deleted only after that, so a crash anywhere leaves the previous store valid
 and a re-run simply writes the new build again.
+
+Retention: `commit()` records every published manifest as `_builds/<build_id>.json`
+and keeps the files of the newest `keep_builds` (default 2) published builds. A
+reader pins the build it opened, so a trainer that opened the previous build keeps
+reading it, unchanged, through one rebuild; after `keep_builds - 1` more rebuilds its
+files are deleted and a reader that still needs one gets `BuildRemovedError`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ import pyarrow.parquet as pq
 from shammie.mixing import store_format as fmt
 from shammie.mixing.tokenizer import Tokenizer
 from shammie.pipeline import storage
-from shammie.pipeline.errors import UserError
 
 DEFAULT_SHARD_TOKENS = 128 * 1024 * 1024
 # Small row groups keep `document(i)` cheap: it decodes one row group of text.
@@ -117,9 +122,12 @@ class StoreWriter:
 
     def __init__(self, store: str, tokenizer: Tokenizer, *, build_id: str, text_schema: pa.Schema,
                  seq_len: int = 2048, shard_tokens: int = DEFAULT_SHARD_TOKENS,
-                 info: dict[str, Any] | None = None):
+                 info: dict[str, Any] | None = None, keep_builds: int = fmt.DEFAULT_KEEP_BUILDS):
         if len(build_id) != 12 or any(c not in "0123456789abcdef" for c in build_id):
             raise ValueError("build_id must be 12 lowercase hex digits")
+        if int(keep_builds) < 1:
+            raise ValueError(f"keep_builds must be >= 1 (the published build), not {keep_builds}")
+        self.keep_builds = int(keep_builds)
         self.store = store
         self.tokenizer = tokenizer
         self.build_id = build_id
@@ -141,7 +149,7 @@ class StoreWriter:
         try:
             table = table.select(self.text_schema.names).cast(self.text_schema)
         except (KeyError, pa.ArrowInvalid, ValueError) as e:
-            raise UserError(f"input rows do not match the store's text schema: {e}") from None
+            raise fmt.StoreError(f"input rows do not match the store's text schema: {e}") from None
         lengths = np.asarray(lengths, dtype=np.int64)
         ends = np.cumsum(lengths)
         row, tok = 0, 0
@@ -183,7 +191,7 @@ class StoreWriter:
             "format": fmt.FORMAT,
             "format_version": fmt.FORMAT_VERSION,
             "build_id": self.build_id,
-            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "created_at": _now(),
             "tokenizer": {
                 "path": tok_name,
                 "bytes": len(self.tokenizer.model_proto),
@@ -203,11 +211,17 @@ class StoreWriter:
             "domains": domains,
             **self.info,
         }
+        fmt.check_manifest(manifest, f"new manifest of {self.store}")  # never publish one a reader would refuse
+        _record_previous_build(self.store, self.build_id)
         storage.write_json_atomic(storage.join(self.store, fmt.MANIFEST), manifest)
+        # The record is written after the manifest: a crash in between leaves an
+        # unrecorded current build (collect_garbage always keeps the current one), never
+        # a record of a build that was not published.
+        write_build_record(self.store, manifest, published_at=_now())
         storage.write_json_atomic(storage.join(self.store, fmt.SUCCESS),
                                   {"stage": "store", "build_id": self.build_id,
                                    "finished_at": manifest["created_at"]})
-        collect_garbage(self.store, manifest)
+        collect_garbage(self.store, manifest, keep_builds=self.keep_builds)
         return manifest
 
 
@@ -219,9 +233,62 @@ def referenced_files(manifest: dict[str, Any]) -> set[str]:
     return paths
 
 
-def collect_garbage(store: str, manifest: dict[str, Any]) -> int:
-    """Delete files of older builds (and leftover temporaries) that `manifest` does not use."""
-    keep = referenced_files(manifest)
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def write_build_record(store: str, manifest: dict[str, Any], *, published_at: str) -> None:
+    storage.write_json_atomic(storage.join(store, fmt.build_record_name(manifest["build_id"])),
+                              {**manifest, "published_at": published_at})
+
+
+def _record_previous_build(store: str, new_build_id: str) -> None:
+    """Give the build about to be replaced a record if it has none (stores written before
+    records existed), so that its files count as the previous build and are kept."""
+    try:
+        previous = storage.read_json(storage.join(store, fmt.MANIFEST))
+        fmt.check_manifest(previous, "previous manifest")
+    except (ValueError, OSError):
+        return  # nothing usable to keep: no store yet, or a damaged manifest
+    if previous["build_id"] != new_build_id and not storage.exists(
+            storage.join(store, fmt.build_record_name(previous["build_id"]))):
+        write_build_record(store, previous, published_at=str(previous.get("created_at") or ""))
+
+
+def build_records(store: str) -> dict[str, dict[str, Any]]:
+    """build_id -> record (manifest + published_at) of the builds recorded in `STORE/_builds/`."""
+    records = {}
+    for name in storage.listdir(storage.join(store, fmt.BUILDS)):
+        if not name.endswith(".json"):
+            continue
+        try:
+            record = fmt.check_manifest(storage.read_json(storage.join(store, fmt.BUILDS, name)), name)
+        except (ValueError, OSError):
+            continue  # an unreadable record protects nothing; its build's files are collected
+        records[record["build_id"]] = record
+    return records
+
+
+def kept_builds(store: str, manifest: dict[str, Any], keep_builds: int = fmt.DEFAULT_KEEP_BUILDS) -> list[dict]:
+    """The builds whose files stay: the published `manifest`, then the most recently published others."""
+    records = build_records(store)
+    others = sorted((r for b, r in records.items() if b != manifest["build_id"]),
+                    key=lambda r: str(r.get("published_at") or ""), reverse=True)
+    return [manifest] + others[:max(0, keep_builds - 1)]
+
+
+def collect_garbage(store: str, manifest: dict[str, Any], keep_builds: int = fmt.DEFAULT_KEEP_BUILDS) -> int:
+    """Delete files (and build records) of builds older than the newest `keep_builds`, and leftover temporaries.
+
+    Why not just the builds nobody reads: readers are other processes, possibly on other
+    machines, and leave no trace in the store; a fixed number of builds is a rule both
+    sides can rely on (docs/store.md, "Rebuilding under a running reader")."""
+    kept = kept_builds(store, manifest, keep_builds)
+    keep = set().union(*(referenced_files(m) for m in kept))
+    kept_ids = {m["build_id"] for m in kept}
+    for build_id in build_records(store):
+        if build_id not in kept_ids:
+            storage.remove(storage.join(store, fmt.build_record_name(build_id)))
     fs, root = storage.get_fs(store)
     fs.invalidate_cache(root)
     removed = 0

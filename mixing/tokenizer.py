@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from shammie.pipeline import storage
-from shammie.pipeline.errors import UserError
+from shammie.mixing.store_format import TokenizerError
 
 MODEL_TYPES = ("bpe", "unigram")
 # Text sampled to train a tokenizer; sentencepiece's training time grows with it.
@@ -43,11 +43,11 @@ class Tokenizer:
         try:
             self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
         except RuntimeError as e:
-            raise UserError(f"{source or 'tokenizer'} is not a sentencepiece model: {e}") from None
+            raise TokenizerError(f"{source or 'tokenizer'} is not a sentencepiece model: {e}") from None
         self.vocab_size = int(self.sp.vocab_size())
         self.eod_id = int(self.sp.eos_id())
         if self.eod_id < 0:
-            raise UserError(
+            raise TokenizerError(
                 f"{source or 'the tokenizer'} has no end-of-sentence piece (eos_id = -1); the store ends every "
                 "document with it. Use a model trained with eos_id >= 0, or --train-tokenizer."
             )
@@ -57,7 +57,7 @@ class Tokenizer:
     @classmethod
     def load(cls, path_or_url: str) -> "Tokenizer":
         if not storage.exists(path_or_url):
-            raise UserError(f"tokenizer model {path_or_url} does not exist")
+            raise TokenizerError(f"tokenizer model {path_or_url} does not exist")
         return cls(storage.read_bytes(path_or_url), source=path_or_url)
 
     @property
@@ -118,11 +118,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_type: str = "bp
     import sentencepiece as spm
 
     if model_type not in MODEL_TYPES:
-        raise UserError(f"--tokenizer-type must be one of {', '.join(MODEL_TYPES)}, not {model_type!r}")
+        raise TokenizerError(f"--tokenizer-type must be one of {', '.join(MODEL_TYPES)}, not {model_type!r}")
     if vocab_size < 300:
-        raise UserError(f"--train-tokenizer {vocab_size}: use at least 300 (256 byte tokens + specials + pieces)")
+        raise TokenizerError(f"--train-tokenizer {vocab_size}: use at least 300 (256 byte tokens + specials + pieces)")
     if vocab_size > (1 << 32) - 1:
-        raise UserError(f"--train-tokenizer {vocab_size} is too large")
+        raise TokenizerError(f"--train-tokenizer {vocab_size} is too large")
     out = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -138,7 +138,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_type: str = "bp
             max_sentence_length=16384, num_threads=max(1, num_threads), minloglevel=2,
         )
     except RuntimeError as e:
-        raise UserError(f"training the tokenizer failed: {e}") from None
+        raise TokenizerError(f"training the tokenizer failed: {e}") from None
     return Tokenizer(out.getvalue(), source=f"trained {model_type} {vocab_size}")
 
 

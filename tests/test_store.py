@@ -21,6 +21,7 @@ from shammie.mixing import domains as dom
 from shammie.mixing import store_format as fmt
 from shammie.mixing import store_writer
 from shammie.mixing.store import CorruptShardError, auto_shuffle_block, build_store, open_store
+from shammie.mixing.store_format import ManifestError, StoreError, TokenizerError
 from shammie.mixing.store_testing import (synthetic_documents, synthetic_texts, tiny_tokenizer, write_job,
                                           write_token_store)
 from shammie.mixing.tokenizer import Tokenizer, token_dtype, train_tokenizer
@@ -79,7 +80,7 @@ def test_unigram_training_and_dtype_by_vocabulary():
     assert tok.model_type == "unigram"
     assert tok.decode(tok.encode_documents(["ka lo mi. 42"])[0]) == "ka lo mi. 42"
     assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
-    with pytest.raises(UserError, match="tokenizer-type"):
+    with pytest.raises(TokenizerError, match="tokenizer-type"):
         train_tokenizer(["x"], 400, "wordpiece")
 
 
@@ -93,9 +94,9 @@ def test_tokenizer_without_eos_is_rejected(tmp_path):
                                    eos_id=-1, byte_fallback=True, hard_vocab_limit=False, minloglevel=2)
     path = tmp_path / "noeos.model"
     path.write_bytes(out.getvalue())
-    with pytest.raises(UserError, match="end-of-sentence"):
+    with pytest.raises(TokenizerError, match="end-of-sentence"):
         Tokenizer.load(str(path))
-    with pytest.raises(UserError, match="not a sentencepiece model"):
+    with pytest.raises(TokenizerError, match="not a sentencepiece model"):
         Tokenizer(b"garbage", source="junk.model")
 
 
@@ -119,7 +120,7 @@ def test_domain_folder_keeps_top_k_and_folds_the_rest():
     assert folder("a.com") == "a.com"
     assert folder("b.com") == "b.com"  # ties broken by name
     assert folder("c.com") == folder("d.com") == folder(None) == dom.OTHER
-    with pytest.raises(UserError, match="--top-k"):
+    with pytest.raises(StoreError, match="--top-k"):
         dom.DomainFolder(Counter({str(i): 1 for i in range(dom.MAX_DOMAINS_WITHOUT_TOP_K + 1)}), "id", None)
 
 
@@ -362,23 +363,33 @@ def test_group_by(tmp_path, key, top_k):
         assert "other" in store.domains and "bbc.co.uk" in set(raw)
 
 
-def test_user_errors(tmp_path):
+def test_library_errors_are_store_errors_not_the_clis_user_error(tmp_path):
     job = tmp_path / "job"
     write_job(str(job), [synthetic_documents(20, seed=1, scores=False)], stage="deduped")
-    with pytest.raises(UserError, match="edu_int_score"):
-        _build(job)
-    with pytest.raises(UserError, match="no such column"):
-        _build(job, group_by="colour")
-    with pytest.raises(UserError, match="not both"):
-        _build(job, group_by="language", tokenizer="x.model")
-    with pytest.raises(UserError, match="does not exist"):
-        _build(job, group_by="language", tokenizer=str(tmp_path / "missing.model"), train_tokenizer=None)
-    with pytest.raises(UserError, match="no manifest"):
-        open_store(str(tmp_path))
+    cases = [(lambda: _build(job), StoreError, "edu_int_score"),
+             (lambda: _build(job, group_by="colour"), StoreError, "no such column"),
+             (lambda: _build(job, group_by="language", tokenizer="x.model"), StoreError, "not both"),
+             (lambda: _build(job, group_by="language", tokenizer=str(tmp_path / "missing.model"),
+                             train_tokenizer=None), TokenizerError, "does not exist"),
+             (lambda: open_store(str(tmp_path)), ManifestError, "no manifest")]
+    for call, kind, message in cases:
+        with pytest.raises(kind, match=message) as err:
+            call()
+        # Library callers catch ValueError; only the CLI layer knows about UserError.
+        assert isinstance(err.value, ValueError) and not isinstance(err.value, UserError)
+    assert issubclass(CorruptShardError, StoreError)
     from shammie.jobs.cli import main
 
-    assert main(["shard", str(job), "--group-by", "colour", "--no-progress"]) == 2
     assert main(["shard", str(tmp_path / "nojob"), "--no-progress"]) == 2
+
+
+def test_cli_reports_store_errors_with_exit_code_2(tmp_path, capsys):
+    from shammie.jobs.cli import main
+
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(20, seed=1, scores=False)], stage="deduped")
+    assert main(["shard", str(job), "--group-by", "colour", "--no-progress"]) == 2
+    assert "no such column" in capsys.readouterr().err
 
 
 def test_cli_help_explains_the_options(capsys):
@@ -497,10 +508,12 @@ def test_crash_while_writing_leaves_previous_store_valid_and_rerun_completes(tmp
     fresh = open_store(str(root))
     assert fresh.manifest["build_id"] != json.loads(old_manifest)["build_id"]
     assert {d: [fresh.document(d, i) for i in range(fresh.num_documents(d))] for d in fresh.domains} == old_docs
-    # Older builds' files are gone; only what the manifest lists (plus manifest/_SUCCESS) remains.
-    listed = store_writer.referenced_files(fresh.manifest)
+    # The crashed build's leftovers are gone; what remains is the new build, the previous
+    # one (kept for readers that still have it open) and their build records.
+    listed = store_writer.referenced_files(fresh.manifest) | store_writer.referenced_files(json.loads(old_manifest))
+    records = {fmt.build_record_name(m["build_id"]) for m in (fresh.manifest, json.loads(old_manifest))}
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    assert present == listed | {"manifest.json", "_SUCCESS"}
+    assert present == listed | records | {"manifest.json", "_SUCCESS"}
 
 
 @pytest.mark.slow
@@ -623,7 +636,7 @@ class _ReverseOrderRay:
 
     def get(self, ref):
         fn, args = self.calls.pop(ref)
-        self.finished.append(args[4])  # (fn, payload, job, stage, name, ...)
+        self.finished.append(args[1]["input"])  # (fn, payload, ...): the task's input file
         return fn(*args)
 
     def cancel(self, ref, force=False):
