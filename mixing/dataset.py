@@ -1,38 +1,45 @@
 """MixtureDataset: a PyTorch IterableDataset drawing batches from a shard store
 with the domain schedule of a mixer (see `shammie.mixing.mixer`).
 
-It yields whole batches, ``{"input_ids": LongTensor[B, L], "domain": [str]*B,
-"step": int}``, so use ``DataLoader(dataset, batch_size=None, num_workers=W)``
-(or ``dataset.dataloader(num_workers=W)``). Yielding batches rather than samples
-keeps one step = one domain draw even if a DataLoader batch size were set wrong.
+It yields whole micro-batches, ``{"input_ids": LongTensor[B, L], "domain": [str]*B,
+"step": int}`` (``grad_accum`` of them per optimizer step, all with that step's
+number), so use ``DataLoader(dataset, batch_size=None, num_workers=W)`` or better
+``dataset.dataloader(num_workers=W)``, which also derives the mixer's lag from W and
+the prefetch factor and refuses at once a trainer that pulls batches without calling
+``mixer.update()``. Yielding batches rather than samples keeps one micro-batch = one
+domain draw even if a DataLoader batch size were set wrong.
 
 Why it is correct with workers and ranks:
-* Step t's domains are ``mixer.draw_indices(t)`` (pure function of seed, t, rank
-  and the policy published for t); every worker replays all steps, so it knows
-  each domain's cursor exactly, and produces only the steps the DataLoader will
-  ask it for (worker ``(t - start - 1) % W``, DataLoader's round-robin order).
+* Step t's domains are ``mixer.step_draws(t)`` (pure function of seed, t,
+  micro-batch, rank and the policy published for t); every worker replays all
+  steps, so it knows each domain's cursor exactly, and produces only the
+  micro-batches the DataLoader will ask it for (item i after the start goes to
+  worker ``i % W``, DataLoader's round-robin order).
 * A domain's k-th sequence on a rank is ``perm_e[rank + world * (k mod n_r)]``
   with e = k // n_r, ``perm_e`` a seeded permutation of the domain's packed
   sequences for its epoch e and n_r = n // world: ranks take disjoint strides of
   one permutation, so within an epoch of a domain no sequence is served twice,
   on any rank or worker.
-* The stream starts at the mixer's step when the iterator is created, so create
-  the DataLoader (its iterator) after ``load_state_dict``. Iterate it once: it is
-  an endless stream of steps; epochs are per domain.
+* Every new iterator starts at the trainer's position as last published by
+  ``mixer.update()`` or ``load_state_dict`` (shared memory), also in persistent
+  workers, so a new iterator per epoch continues the stream.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shammie.mixing.mixer import Mixer
-from shammie.pipeline.errors import UserError
+from shammie.mixing.mixer import DEFAULT_WAIT_TIMEOUT, Mixer, MixingError, _SharedRows, _SKIP_HINT
 
 _PERM_SALT = 0x5E0
+# iterators created so far per dataset object in this DataLoader worker process (persistent
+# workers create one per epoch); module state, so it is fresh in every worker
+_WORKER_ITERATIONS: dict[int, int] = {}
 
 
 class _DomainCursor:
@@ -56,67 +63,134 @@ class _DomainCursor:
 
 
 class MixtureDataset(IterableDataset):
-    """Endless stream of training batches whose domains follow ``mixer``.
+    """Endless stream of training micro-batches whose domains follow ``mixer``.
 
     store: a ShardStore (``shammie.mixing.store.open_store``) or anything with
-    ``domains``, ``num_sequences(d, seq_len)`` and ``sequence(d, seq_len, j)``.
+    ``domains``, ``num_sequences(d, seq_len)`` and ``sequence(d, seq_len, j)``; a store
+    with ``gather(d, seq_len, indices)`` is read a batch at a time through it.
     per_sample=False draws one domain per micro-batch (as in the paper);
     per_sample=True draws each sequence's domain independently.
-    rank/world_size default to torch.distributed's when it is initialised."""
+    rank/world_size default to the mixer's process group (torch.distributed's default
+    group when it is initialised). wait_timeout: longest a DataLoader worker waits for
+    a policy before raising an error that says why (it never waits when the lag covers
+    the loader's lookahead, which ``dataloader()`` arranges)."""
 
     def __init__(self, store, mixer: Mixer, seq_len: int, batch_size: int, *, per_sample: bool = False,
                  shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
-                 wait_timeout: float = 600.0):
+                 wait_timeout: float = DEFAULT_WAIT_TIMEOUT):
         if list(store.domains) != list(mixer.domains):
-            raise UserError(f"mixer domains {mixer.domains} differ from the store's {list(store.domains)}")
+            raise MixingError(f"mixer domains {mixer.domains} differ from the store's {list(store.domains)}")
         if seq_len < 1:
-            raise UserError("seq_len must be >= 1")
-        mixer.configure(batch_size=batch_size, per_sample=per_sample, rank=rank, world_size=world_size)
+            raise MixingError("seq_len must be >= 1")
+        num_sequences = [int(store.num_sequences(d, int(seq_len))) for d in mixer.domains]
+        mixer.configure(batch_size=batch_size, per_sample=per_sample, rank=rank, world_size=world_size,
+                        seq_len=seq_len, num_sequences=num_sequences)
         self.store, self.mixer, self.seq_len = store, mixer, int(seq_len)
         self.batch_size, self.per_sample, self.shuffle = int(batch_size), bool(per_sample), bool(shuffle)
         self.wait_timeout = wait_timeout
-        self.num_sequences = [int(store.num_sequences(d, self.seq_len)) for d in mixer.domains]
+        self.num_sequences = num_sequences
+        # where the loader's current iterator starts: [generation | step, consumed...], written
+        # by dataloader() iterators in the trainer's process, read by persistent workers
+        self._start = _SharedRows(1, len(mixer.domains) + 1)
+        self._generation = 0
         too_small = [d for d, n in zip(mixer.domains, self.num_sequences) if n < mixer.world_size]
         if too_small:
-            raise UserError(f"domain(s) {too_small} have fewer packed sequences of length {seq_len} than "
-                            f"the {mixer.world_size} rank(s); drop them or use a shorter seq_len")
+            raise MixingError(f"domain(s) {too_small} have fewer packed sequences of length {seq_len} than "
+                              f"the {mixer.world_size} rank(s); drop them or use a shorter seq_len")
 
     def _cursors(self) -> list[_DomainCursor]:
         m = self.mixer
         return [_DomainCursor(n, m.seed, i, m.rank, m.world_size, self.shuffle)
                 for i, n in enumerate(self.num_sequences)]
 
+    def _read(self, drawn: np.ndarray, consumed: np.ndarray, cursors: list[_DomainCursor]) -> np.ndarray:
+        """The rows of one micro-batch: per domain, the next sequences of its cursor, read
+        with one store.gather() call where the store has the batch path."""
+        out = np.empty((len(drawn), self.seq_len), dtype=np.int64)
+        gather = getattr(self.store, "gather", None)
+        for d in np.unique(drawn):
+            rows = np.flatnonzero(drawn == d)
+            idx = [cursors[d].index(consumed[d] + n) for n in range(len(rows))]
+            name = self.mixer.domains[d]
+            if gather is not None:
+                out[rows] = gather(name, self.seq_len, idx)
+            else:
+                for r, j in zip(rows, idx):
+                    out[r] = self.store.sequence(name, self.seq_len, j)
+        return out
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        # The start position is read here, eagerly, not in the generator body: a worker that
+        # starts late must not see updates the trainer made after this iterator was created.
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        in_worker = info is not None
+        mixer = self.mixer
+        if info is None:
+            mixer._fix_lag()                   # the trainer's process draws now: the lag is final
+            start, consumed = mixer.step, mixer.consumed.copy()
+            return self._stream(start, consumed, 0, 1, False)
+        done = _WORKER_ITERATIONS.get(id(self), 0)
+        _WORKER_ITERATIONS[id(self)] = done + 1
+        if done == 0:
+            # a new worker holds a copy of the mixer taken when the loader's iterator was created
+            start, consumed = mixer.step, mixer.consumed.copy()
+        else:
+            # a persistent worker serving a new iterator: the trainer's process recorded its start
+            generation, row = self._start.read(0)
+            if generation == self._generation + done:
+                start, consumed = int(row[0]), row[1:].astype(np.int64)
+            else:                              # a plain DataLoader: the trainer's last published position
+                start, consumed = mixer.stream_position()
+        return self._stream(start, consumed, info.id, info.num_workers, True)
+
+    def _stream(self, start: int, consumed: np.ndarray, worker: int, workers: int,
+                in_worker: bool) -> Iterator[dict[str, Any]]:
         mixer, domains = self.mixer, self.mixer.domains
-        start = mixer.step
-        consumed = mixer.consumed.copy()
         cursors = self._cursors()
-        t = start
+        t, item = start, 0
         while True:
             t += 1
             policy = mixer.policy_for_step(t, wait=in_worker, timeout=self.wait_timeout)
-            drawn = mixer.draw_indices(t, policy)
-            if (t - start - 1) % workers == worker:
-                rows, names = [], []
-                taken = np.zeros(len(domains), dtype=np.int64)
-                for d in drawn:
-                    j = cursors[d].index(consumed[d] + taken[d])
-                    taken[d] += 1
-                    rows.append(np.asarray(self.store.sequence(domains[d], self.seq_len, j), dtype=np.int64))
-                    names.append(domains[d])
-                yield {"input_ids": torch.from_numpy(np.stack(rows)), "domain": names, "step": t}
-            consumed += np.bincount(drawn, minlength=len(domains))
+            draws = mixer.step_draws(t, policy)
+            for micro in range(mixer.grad_accum):
+                if item % workers == worker:
+                    rows = self._read(draws[micro], consumed, cursors)
+                    yield {"input_ids": torch.from_numpy(rows), "domain": [domains[d] for d in draws[micro]],
+                           "step": t}
+                consumed += np.bincount(draws[micro], minlength=len(domains))
+                item += 1
 
-    def dataloader(self, num_workers: int = 0, prefetch_factor: int | None = None, **kwargs):
-        """A DataLoader over whole batches. Keep num_workers * prefetch_factor <= mixer.lag
-        for ODM so workers never wait for the trainer's feedback (they stay correct if not)."""
+    def _mark_start(self) -> None:
+        """Record, for persistent workers, where the iterator being created starts."""
+        self._generation += 1
+        m = self.mixer
+        self._start.write(0, self._generation, np.concatenate([[float(m.step)], m.consumed.astype(np.float64)]))
+
+    def dataloader(self, num_workers: int = 0, prefetch_factor: int | None = None, **kwargs) -> DataLoader:
+        """A DataLoader over whole micro-batches.
+
+        Unless the mixer's lag was set (or already used), it is derived here so that the
+        loader's lookahead (num_workers * prefetch_factor micro-batches, default prefetch 2,
+        plus one for trainers that fetch ahead) never makes a worker wait for update().
+        With a set lag, prefetch_factor defaults to the largest value (<= 2) it covers.
+        The returned loader raises at once, instead of blocking, when the trainer pulls
+        a batch whose mixture depends on an update() that has not happened."""
+        mixer = self.mixer
         if num_workers > 0:
-            kwargs["prefetch_factor"] = prefetch_factor or max(1, min(2, self.mixer.lag // num_workers or 1))
-            kwargs.setdefault("persistent_workers", False)
-        return DataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
+            if prefetch_factor is None:
+                if mixer._lag_fixed:
+                    fit = (mixer.lag * mixer.grad_accum - 1) // num_workers
+                    prefetch_factor = max(1, min(2, fit))
+                else:
+                    prefetch_factor = 2
+            mixer.derive_lag(num_workers, prefetch_factor)
+            if mixer.waits_for_feedback and mixer.lookahead_steps(num_workers, prefetch_factor) > mixer.lag:
+                warnings.warn(
+                    f"{num_workers} workers x prefetch_factor {prefetch_factor} run "
+                    f"{mixer.lookahead_steps(num_workers, prefetch_factor)} steps ahead but the mixer's lag is "
+                    f"{mixer.lag}: workers will wait for update() (the stream stays exact). Leave lag=None to "
+                    "derive it, or raise it.", stacklevel=2)
+            kwargs["prefetch_factor"] = prefetch_factor
+        return _MixtureDataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
 
     # The mixer holds all the stream state (its step and per-domain cursors);
     # the dataset's state only guards against resuming with different settings.
@@ -126,8 +200,46 @@ class MixtureDataset(IterableDataset):
                 "mixer": self.mixer.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping) or "mixer" not in state:
+            raise MixingError("not a MixtureDataset state (a mapping with 'mixer', from state_dict())")
         mine = {k: v for k, v in self.state_dict().items() if k != "mixer"}
         diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
         if diff:
-            raise UserError(f"dataset state was saved with different settings (saved, now): {diff}")
+            raise MixingError(f"dataset state was saved with different settings (saved, now): {diff}")
         self.mixer.load_state_dict(state["mixer"])
+
+
+class _MixtureDataLoader(DataLoader):
+    """DataLoader whose iterator checks, before each fetch, that the micro-batch it asks
+    for can be drawn: its step's policy needs update() of step - lag - 1. A trainer that
+    pulls further without updating (gradient accumulation without grad_accum=K, a
+    resumed Hugging Face Trainer skipping batches) would otherwise block a worker."""
+
+    def __iter__(self):
+        self.dataset._mark_start()
+        return _CheckedIterator(super().__iter__(), self.dataset.mixer)
+
+
+class _CheckedIterator:
+    def __init__(self, inner, mixer: Mixer):
+        self._inner, self._mixer = inner, mixer
+        self._start = mixer.stream_position()[0]      # where the workers start, too
+        self._served = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        m = self._mixer
+        step = self._start + 1 + self._served // m.grad_accum
+        if not m.can_draw(step):
+            raise MixingError(
+                f"the trainer asked for a batch of step {step} (micro-batch {self._served % m.grad_accum + 1} of "
+                f"{m.grad_accum}) but mixer.update() has run for {m.step} steps; with lag={m.lag} that batch "
+                f"needs update() of step {step - m.lag - 1}. {_SKIP_HINT}")
+        batch = next(self._inner)
+        self._served += 1
+        return batch
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)

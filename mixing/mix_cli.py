@@ -177,7 +177,7 @@ def report(logs: Sequence[str], output: str, *, smooth: int = 25,
            compare_keys: Sequence[str] = ("mean", "all")) -> list[str]:
     """Plots and CSV per log; with several logs, their validation loss `compare_keys`
     (eval-record keys: a domain or an aggregate such as the example's "mean"/"all") side by side."""
-    from shammie.mixing.mixer import read_log, write_csv
+    from shammie.mixing.mixer import MixingError, read_log, write_csv
 
     os.makedirs(output, exist_ok=True)
     loaded, written = {}, []
@@ -185,7 +185,10 @@ def report(logs: Sequence[str], output: str, *, smooth: int = 25,
         name = _name(path)
         if name in loaded:
             raise UserError(f"two logs share the name {name!r}; rename one")
-        records = read_log(path)
+        try:
+            records = read_log(path)
+        except MixingError as e:            # the library's error becomes the CLI's one-line message
+            raise UserError(str(e)) from None
         if not records:
             raise UserError(f"{path}: empty log")
         loaded[name] = records

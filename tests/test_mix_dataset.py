@@ -16,7 +16,7 @@ import torch
 
 from shammie.mixing.dataset import MixtureDataset
 from shammie.mixing.mixer import OnlineDataMixer, StaticMixer
-from shammie.pipeline.errors import UserError
+from shammie.mixing.mixer import MixingError as UserError  # the library error (was the CLI one)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # --import-mode=importlib
 from test_mix_fakes import FakeStore, identify  # noqa: E402

@@ -1,6 +1,9 @@
 """Two-process data parallelism (gloo, CPU): both ranks keep identical mixture
-weights (losses are averaged with all_reduce), and they serve disjoint sequences
-of every domain within an epoch."""
+weights (losses are averaged with all_reduce over the data-parallel group the
+user passes), and they serve disjoint sequences of every domain within an epoch;
+ranks of one tensor-parallel group (data-parallel groups of one) draw the same
+data. The device of the reduction is chosen from the group's backend (NCCL needs
+CUDA tensors); benchmarks/odm_ddp_gpu.py runs the NCCL case on a GPU machine."""
 
 from __future__ import annotations
 
@@ -25,19 +28,27 @@ RANK_SCRIPT = textwrap.dedent("""
     from shammie.mixing.mixer import OnlineDataMixer
     dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=2)
     rank = dist.get_rank()
+    mode = sys.argv[3]
     store = FakeStore({"a": 80 * 4, "b": 30 * 4, "c": 50 * 4})
-    mixer = OnlineDataMixer(store.domains, seed=3, lag=2)        # rank/world from torch.distributed
+    if mode == "default":       # rank/world from torch.distributed's default group
+        mixer = OnlineDataMixer(store.domains, seed=3, lag=2)
+    elif mode == "group":       # an explicit data-parallel group holding both ranks
+        mixer = OnlineDataMixer(store.domains, seed=3, lag=2, process_group=dist.new_group([0, 1]))
+    else:                       # "tp": both ranks are one tensor-parallel pair, each its own data-parallel group
+        groups = [dist.new_group([0]), dist.new_group([1])]      # every rank must create every group
+        mixer = OnlineDataMixer(store.domains, seed=3, lag=2, process_group=groups[rank])
     ds = MixtureDataset(store, mixer, 4, 2)
     it = iter(ds.dataloader(num_workers=int(sys.argv[2])))
     steps = []
     for _ in range(60):
         b = next(it)
         d = b["domain"][0]
-        loss = 1.0 + 0.5 * rank + (int(b["input_ids"][0, 0]) % 13) / 10 + (2.0 if d == "b" else 0.0)
+        loss = 1.0 + (0.5 * rank if mode != "tp" else 0.0) + (int(b["input_ids"][0, 0]) % 13) / 10 + (2.0 if d == "b" else 0.0)
         rec = mixer.update({d: loss})
         steps.append({"local": {d: loss}, "served": [identify(r, store.domains) for r in b["input_ids"]],
                       "weights": rec["weights"], "rank": mixer.rank})
-    print(json.dumps({"steps": steps, "rewards": mixer.rewards.tolist(), "final": mixer.weights()}))
+    print(json.dumps({"steps": steps, "rewards": mixer.rewards.tolist(), "final": mixer.weights(),
+                      "world": mixer.world_size}))
     dist.destroy_process_group()
 """)
 
@@ -48,13 +59,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_ranks_agree_on_weights_and_split_the_data(tmp_path):
+def _run_two_ranks(tmp_path, mode: str) -> list[dict]:
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
     env_base = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
     import os
-    procs = [subprocess.Popen([sys.executable, str(script), str(Path(__file__).resolve().parent), str(workers)],
+    procs = [subprocess.Popen([sys.executable, str(script), str(Path(__file__).resolve().parent), str(workers), mode],
                               env={**os.environ, **env_base, "RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r, workers in ((0, 0), (1, 2))]          # rank 1 uses 2 DataLoader workers
@@ -63,7 +73,14 @@ def test_two_ranks_agree_on_weights_and_split_the_data(tmp_path):
         out, err = p.communicate(timeout=150)
         assert p.returncode == 0, err[-3000:]
         outs.append(json.loads(out.strip().splitlines()[-1]))
-    r0, r1 = outs
+    return outs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["default", "group"])
+def test_two_ranks_agree_on_weights_and_split_the_data(tmp_path, mode):
+    r0, r1 = _run_two_ranks(tmp_path, mode)
+    assert r0["world"] == r1["world"] == 2
     assert [s["rank"] for s in r0["steps"]][:1] == [0] and r1["steps"][0]["rank"] == 1
     # identical weights on every step and identical bandit state, bit for bit
     assert [s["weights"] for s in r0["steps"]] == [s["weights"] for s in r1["steps"]]
@@ -73,7 +90,7 @@ def test_two_ranks_agree_on_weights_and_split_the_data(tmp_path):
     assert any(a["served"][0][0] != b["served"][0][0] for a, b in zip(r0["steps"], r1["steps"]))
 
     # the shared rewards are those of one mixer fed the rank-averaged losses
-    replay = OnlineDataMixer(["a", "b", "c"], seed=3, lag=2, rank=0, world_size=1)
+    replay = OnlineDataMixer(["a", "b", "c"], seed=3, lag=2, rank=0, world_size=1, require_drawn=False)
     for a, b in zip(r0["steps"], r1["steps"]):
         merged: dict[str, list[float]] = {}
         for d, v in list(a["local"].items()) + list(b["local"].items()):
@@ -88,3 +105,54 @@ def test_two_ranks_agree_on_weights_and_split_the_data(tmp_path):
         seqs = [[j for s in r["steps"] for dd, j in s["served"] if dd == d][:per_rank] for r in (r0, r1)]
         assert len(set(seqs[0])) == len(seqs[0]) and len(set(seqs[1])) == len(seqs[1])
         assert not set(seqs[0]) & set(seqs[1])
+
+
+@pytest.mark.slow
+def test_tensor_parallel_peers_draw_the_same_data(tmp_path):
+    # each rank passes a data-parallel group of one: rank 0 of 1 in it, although its global rank is 1
+    r0, r1 = _run_two_ranks(tmp_path, "tp")
+    assert r0["world"] == r1["world"] == 1
+    assert [s["rank"] for s in r0["steps"] + r1["steps"]] == [0] * 120
+    assert [s["served"] for s in r0["steps"]] == [s["served"] for s in r1["steps"]]
+    assert [s["weights"] for s in r0["steps"]] == [s["weights"] for s in r1["steps"]]
+
+
+@pytest.mark.parametrize("backend,device", [("nccl", "cuda:1"), ("gloo", "cpu"), ("mpi", "cpu"),
+                                            ("cpu:gloo,cuda:nccl", "cpu"), ("cuda:nccl", "cuda:1")])
+def test_reduction_device_follows_the_backend(monkeypatch, backend, device):
+    import torch
+    import torch.distributed as dist
+
+    from shammie.mixing.mixer import reduction_device
+    seen = []
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: seen.append(group) or backend)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    group = object()
+    assert reduction_device(group) == torch.device(device)
+    assert seen == [group]                          # asked about the data-parallel group, not the default one
+
+
+def test_update_reduces_over_the_given_group_on_the_chosen_device(monkeypatch):
+    import torch
+    import torch.distributed as dist
+
+    import shammie.mixing.mixer as mixer_mod
+    group = object()
+    calls = []
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda g=None: {group: 1}.get(g, 5))
+    monkeypatch.setattr(dist, "get_world_size", lambda g=None: {group: 2}.get(g, 8))
+    monkeypatch.setattr(mixer_mod, "reduction_device", lambda g=None: calls.append(("device", g)) or torch.device("cpu"))
+
+    def fake_all_reduce(tensor, op=None, group=None):
+        calls.append(("all_reduce", group, tensor.device.type, tensor.dtype))
+        tensor.mul_(2)                                   # as if the other rank reported the same
+
+    monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
+    m = OnlineDataMixer(["a", "b"], lag=0, process_group=group)
+    assert (m.rank, m.world_size) == (1, 2)             # from the group, not the global 5 of 8
+    d = m.sample()[0]
+    rec = m.update({d: 3.0})
+    assert calls == [("device", group), ("all_reduce", group, "cpu", torch.float64)]
+    assert rec["loss"] == {d: 3.0} and rec["sequences"][d] == 2     # mean over 2 ranks; both ranks' draws

@@ -10,7 +10,7 @@ import pytest
 
 from shammie.mixing.mixer import (OnlineDataMixer, StaticMixer, exp3_policy, exploration_rate,
                                   resolve_weights)
-from shammie.pipeline.errors import UserError
+from shammie.mixing.mixer import MixingError as UserError  # the library error (was the CLI one)
 
 
 def test_exploration_rate_schedule():
@@ -41,7 +41,7 @@ def test_policy_formula_by_hand():
 
 
 def test_reward_update_by_hand_and_only_drawn_domains():
-    m = OnlineDataMixer(["a", "b", "c"], alpha=0.9, lag=0)
+    m = OnlineDataMixer(["a", "b", "c"], alpha=0.9, lag=0, require_drawn=False)   # hand-picked domains
     assert list(m.weights().values()) == pytest.approx([1 / 3] * 3)
     m.update({"a": 2.0})                          # drawn under pi_1(a) = 1/3
     assert m.rewards == pytest.approx([0.1 * 2.0 * 3, 0.0, 0.0])          # [0.6, 0, 0]
@@ -69,13 +69,13 @@ def test_harder_domain_gains_weight():
 
 
 def test_smoothed_mean_variant_has_no_importance_weight():
-    m = OnlineDataMixer(["a", "b"], lag=0, reward="smoothed_mean", alpha=0.5)
+    m = OnlineDataMixer(["a", "b"], lag=0, reward="smoothed_mean", alpha=0.5, require_drawn=False)
     m.update({"a": 1.0})
     assert m.rewards == pytest.approx([0.5 * math.e, 0.0])
 
 
 def test_lag_uses_the_policy_that_drew_the_batch():
-    m = OnlineDataMixer(["a", "b", "c"], lag=2, alpha=0.9)
+    m = OnlineDataMixer(["a", "b", "c"], lag=2, alpha=0.9, require_drawn=False)
     for d, loss in [("a", 5.0), ("a", 5.0), ("a", 5.0), ("b", 1.0), ("a", 2.0), ("c", 1.0)]:
         m.update({d: loss})
     # steps 1-4 drew with pi_1, pi_1, pi_1, pi_2 (all uniform), so after 4 updates
@@ -88,7 +88,7 @@ def test_lag_uses_the_policy_that_drew_the_batch():
 
 
 def test_warmup_uses_initial_mixture_then_bandit():
-    m = OnlineDataMixer(["a", "b"], lag=0, warmup_steps=3, initial_weights={"a": 3, "b": 1})
+    m = OnlineDataMixer(["a", "b"], lag=0, warmup_steps=3, initial_weights={"a": 3, "b": 1}, require_drawn=False)
     for _ in range(3):
         assert list(m.weights().values()) == pytest.approx([0.75, 0.25])
         m.update({"b": 2.0})
