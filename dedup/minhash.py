@@ -35,13 +35,17 @@ with the input's names, then `deduped/_SUCCESS`. `_work` is removed on success.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash
 from shammie.pipeline import documents, jobdir, storage
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.options import option
+from shammie.pipeline.runner import RunOptions, run_stage
+from shammie.pipeline.errors import InputError
+from shammie.pipeline.stage import DocumentStage, Task, read_documents
 
 STAGE = jobdir.DEDUPED
 STATS_SECTION = "dedup"
@@ -77,7 +81,7 @@ def signature_task(p: dict) -> dict:
     """One input Parquet file -> band keys, id hashes and snapshot of every row."""
     wall, cpu = time.monotonic(), time.process_time()
     params = MinhashParams(**p["params"])
-    table = documents.read_table(p["input"], columns=["id", "text", "dump"])
+    table = read_documents(p["input"], columns=["id", "text", "dump"])
     hasher = MinHasher(params)
     n = table.num_rows
     texts = table.column("text").to_pylist()
@@ -214,13 +218,13 @@ def cluster_task(p: dict) -> dict:
 
 def filter_task(p: dict) -> dict:
     """One input Parquet file minus its removed rows, same schema, same file name."""
-    table = documents.read_table(p["input"])
+    table = read_documents(p["input"])
     expect = _load_npz(p["signatures"], ["idhash"])["idhash"]
     ids = np.fromiter((string_hash(x) for x in table.column("id").to_pylist()), dtype=np.uint64,
                       count=table.num_rows)
     if not np.array_equal(ids, expect):
-        raise RuntimeError(f"{p['input']} changed since its signatures were computed; "
-                           f"delete {p['job']}/{STAGE} and re-run `shammie dedup`")
+        raise InputError(f"{p['input']} changed while dedup ran (its ids differ from its signatures); "
+                         "run the same `shammie dedup` again: the changed input is refused, or pass --overwrite")
     rows = _load_npz(p["remove"], ["rows"])["rows"]
     keep = np.ones(table.num_rows, dtype=bool)
     keep[rows] = False
@@ -238,138 +242,141 @@ def _bucket_bits(documents_with_shingles: int, max_bucket_docs: int) -> int:
     return bits
 
 
-def _input_fingerprint(files: list[str]) -> list[list]:
-    out = []
-    for url in files:
-        fs, path = storage.get_fs(url)
-        out.append([url.rsplit("/", 1)[-1], int(fs.size(path))])
-    return out
-
-
-def _prepare_work(job: str, config: dict) -> None:
-    """Start from scratch when the stored work was computed for other input/settings."""
-    stored = storage.read_json(storage.join(job, STAGE, CONFIG))
-    if stored is not None and stored != config:
-        storage.remove(jobdir.stage_path(job, STAGE))
-    if stored != config:
-        storage.write_json_atomic(storage.join(job, STAGE, CONFIG), config)
-
-
 def _stage_summary(results: dict[str, dict], seconds: float, documents_count: int) -> dict:
     return {"seconds": round(seconds, 3), "tasks": len(results),
             "docs_per_s": round(documents_count / seconds, 1) if seconds > 0 else None}
 
 
+@dataclass(frozen=True)
+class DedupOptions:
+    job: str = option(help="job directory (local path or s3://...) with a complete documents/ folder",
+                      kind="output", positional=True, metavar="DIR", yaml=False)
+    across_snapshots: bool = option(False, help="deduplicate the whole input together instead of each snapshot "
+                                    "(CC dump) separately, as FineWeb does")
+    threshold: float | None = option(None, help="target Jaccard similarity: choose bands x rows of the 112 hashes "
+                                     "with datasketch's optimiser instead of FineWeb's 14 x 8", minimum=0.01,
+                                     maximum=0.99)
+    input_stage: str | None = option(None, help="document folder to read (default: the most downstream complete "
+                                     "one before deduped/)", metavar="STAGE")
+    max_bucket_docs: int = option(MAX_BUCKET_DOCS, help="documents one bucket task sorts at most (bounds memory; "
+                                  "the kept set does not depend on it)", minimum=1, metavar="N")
+    keep_work: bool = option(False, help="keep deduped/_work (signatures, bucket edges, removals) for inspection",
+                             yaml=False)
+
+    def params(self) -> MinhashParams:
+        return MinhashParams.for_threshold(self.threshold) if self.threshold is not None else MinhashParams()
+
+
+class DedupStage(DocumentStage):
+    """Remove near-duplicates as FineWeb did: word 5-grams of normalised text, 112 MinHash values as
+14 bands of 8 (pairs above Jaccard ~0.72 are likely found), one document kept per duplicate
+cluster (the first by input file name and row). Within each snapshot (`dump`) by default.
+Reads DIR/documents/ (or the most downstream complete document folder before deduped/),
+writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/stats.json."""
+
+    name = STATS_SECTION
+    output = STAGE
+    Options = DedupOptions
+
+    def __init__(self, job: str, options: DedupOptions | None = None, params: MinhashParams | None = None):
+        super().__init__(job, options or DedupOptions(job=job))
+        self.params = params or self.options.params()
+
+    def settings(self) -> dict:
+        return {"input_stage": self.input_stage(), "across_snapshots": self.options.across_snapshots,
+                "params": self.params.to_dict()}
+
+    def execute(self, ctx) -> dict[str, dict]:
+        out, params, across = ctx.out, self.params, self.options.across_snapshots
+        inputs = [t.payload["input"] for t in ctx.tasks]
+        stage_stats: dict[str, dict] = {}
+
+        # 1. signatures, one task per input file
+        t = time.monotonic()
+        sig_urls = [storage.join(out, WORK, "signatures", f"{i:05d}.npz") for i in range(len(inputs))]
+        sig_results = ctx.run_tasks([
+            Task(f"{i:05d}", {"input": url, "output": sig_urls[i], "params": params.to_dict(),
+                              "across_snapshots": across}, (f"{WORK}/signatures/{i:05d}.npz",))
+            for i, url in enumerate(inputs)], signature_task, folder=f"{WORK}/signatures",
+            desc="dedup 1/4 signatures")
+        sig = [sig_results[f"{i:05d}"] for i in range(len(inputs))]
+        total = sum(s["documents"] for s in sig)
+        stage_stats["signatures"] = _stage_summary(sig_results, time.monotonic() - t, total)
+        # Per core: documents over the CPU time of the signature tasks (read, hash, write; a
+        # worker's first task also pays lazy imports), and over the hashing loop alone.
+        cpu = sum(s.get("cpu_seconds", 0.0) for s in sig)
+        hash_cpu = sum(s.get("hash_cpu_seconds", 0.0) for s in sig)
+        stage_stats["signatures"]["docs_per_cpu_s"] = round(total / cpu, 1) if cpu > 0 else None
+        stage_stats["signatures"]["hash_docs_per_cpu_s"] = round(total / hash_cpu, 1) if hash_cpu > 0 else None
+        offsets = np.concatenate([[0], np.cumsum([s["documents"] for s in sig])]).astype(int).tolist()
+        files = [{"url": sig_urls[i], "rows": sig[i]["documents"], "offset": offsets[i]} for i in range(len(inputs))]
+
+        # 2. buckets, one task per (band, hash range)
+        t = time.monotonic()
+        bits = _bucket_bits(sum(s["with_shingles"] for s in sig), self.options.max_bucket_docs)
+        bucket_tasks = [Task(f"b{band:03d}-p{part:05d}",
+                             {"band": band, "part": part, "bits": bits, "files": files,
+                              "output": storage.join(out, WORK, "buckets", f"b{band:03d}-p{part:05d}.npz")},
+                             (f"{WORK}/buckets/b{band:03d}-p{part:05d}.npz",))
+                        for band in range(params.bands) for part in range(1 << bits)]
+        bucket_results = ctx.run_tasks(bucket_tasks, bucket_task, folder=f"{WORK}/buckets",
+                                       desc="dedup 2/4 buckets")
+        stage_stats["buckets"] = _stage_summary(bucket_results, time.monotonic() - t, total)
+
+        # 3. clusters: one task (union-find over all documents, memory O(documents))
+        t = time.monotonic()
+        snapshots = sorted({s for r in sig for s in r["snapshots"]})
+        removes = [f"{WORK}/clusters/{i:05d}.remove.npz" for i in range(len(inputs))]
+        cluster_payload = {
+            "documents": total, "snapshots": snapshots,
+            "edges": [task.payload["output"] for task in bucket_tasks],
+            "files": [{"signatures": sig_urls[i], "snapshots": sig[i]["snapshots"], "rows": sig[i]["documents"],
+                       "offset": offsets[i], "remove": storage.join(out, removes[i])} for i in range(len(inputs))],
+        }
+        clusters = ctx.run_tasks([Task("clusters", cluster_payload, tuple(removes))], cluster_task,
+                                 folder=f"{WORK}/clusters", desc="dedup 3/4 clusters")["clusters"]
+        stage_stats["clusters"] = _stage_summary({"clusters": clusters}, time.monotonic() - t, total)
+
+        # 4. filter, one task per input file
+        t = time.monotonic()
+        filtered = ctx.run_tasks([
+            Task(task.name, {**task.payload, "signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"]},
+                 task.outputs) for i, task in enumerate(ctx.tasks)], filter_task, desc="dedup 4/4 filter")
+        stage_stats["filter"] = _stage_summary(filtered, time.monotonic() - t, total)
+        self._run_stats = {"total": total, "clusters": clusters, "stages": stage_stats, "bits": bits}
+        if not self.options.keep_work:
+            storage.remove(storage.join(out, WORK))
+        return filtered
+
+    def summarize(self, results: dict[str, dict]) -> dict:
+        run = self._run_stats
+        total, clusters = run["total"], run["clusters"]
+        kept = sum(r["kept"] for r in results.values())
+        params = self.params
+        return {
+            "documents": kept, "documents_in": total, "clusters": clusters["clusters"],
+            "removed": total - kept, "kept": kept, "largest_cluster": clusters["largest_cluster"],
+            "cluster_sizes": clusters.get("cluster_sizes", {}),
+            "per_snapshot": clusters["per_snapshot"],
+            "scope": "across snapshots" if self.options.across_snapshots else "per snapshot",
+            "input_stage": self.input_stage(), "files": len(results),
+            "params": {**params.to_dict(), "num_perm": params.num_perm, "threshold": round(params.threshold, 4)},
+            "bucket_ranges_per_band": 1 << run["bits"], "stages": run["stages"],
+        }
+
+    def describe(self, section: dict) -> str:
+        return summarise(section)
+
+
 def dedup(job: str, *, workers: int | None = None, ray_address: str | None = None,
           across_snapshots: bool = False, input_stage: str | None = None, progress: bool = True,
           params: MinhashParams | None = None, max_bucket_docs: int = MAX_BUCKET_DOCS,
-          keep_work: bool = False) -> dict:
-    """Remove near-duplicates from the job's documents into `JOB/deduped/`; return the stats section.
-
-    `keep_work` keeps `deduped/_work` (signatures, bucket edges, removals) for inspection."""
-    from shammie.pipeline.parallel import run_tasks
-    from shammie.pipeline.ray_runtime import init_ray
-
-    t0 = time.monotonic()
-    if not storage.exists(job):
-        raise UserError(f"job directory {job} does not exist")
-    if workers is not None and workers < 1:
-        raise UserError("--workers must be >= 1")
-    params = params or MinhashParams()
-    source = resolve_source_stage(job, input_stage)
-    inputs = jobdir.stage_files(job, source)
-    names = [u.rsplit("/", 1)[-1] for u in inputs]
-    config = {"input_stage": source, "inputs": _input_fingerprint(inputs), "params": params.to_dict(),
-              "across_snapshots": across_snapshots, "max_bucket_docs": max_bucket_docs}
-    if jobdir.is_complete(job, STAGE) and storage.read_json(storage.join(job, STAGE, CONFIG)) == config:
-        stats = jobdir.read_stats(job).get(STATS_SECTION)
-        if stats:
-            if progress:
-                print(f"{job}/{STAGE} is already complete for this input; nothing to do")
-            return stats
-    if jobdir.is_complete(job, STAGE):
-        jobdir.clear_complete(job, STAGE)
-    _prepare_work(job, config)
-    init_ray(ray_address, num_cpus=workers)
-    run = dict(max_in_flight=workers, progress=progress)
-    stage_stats: dict[str, dict] = {}
-
-    # 1. signatures, one task per input file
-    t = time.monotonic()
-    sig_urls = [storage.join(job, SIGNATURES, f"{i:05d}.npz") for i in range(len(inputs))]
-    sig_results = run_tasks(job, SIGNATURES, [
-        (f"{i:05d}", {"input": url, "output": sig_urls[i], "params": params.to_dict(),
-                      "across_snapshots": across_snapshots})
-        for i, url in enumerate(inputs)], signature_task, desc="dedup 1/4 signatures", **run)
-    sig = [sig_results[f"{i:05d}"] for i in range(len(inputs))]
-    total = sum(s["documents"] for s in sig)
-    stage_stats["signatures"] = _stage_summary(sig_results, time.monotonic() - t, total)
-    # Per core: documents over the CPU time of the signature tasks (read, hash, write; a
-    # worker's first task also pays lazy imports), and over the hashing loop alone.
-    cpu = sum(s.get("cpu_seconds", 0.0) for s in sig)
-    hash_cpu = sum(s.get("hash_cpu_seconds", 0.0) for s in sig)
-    stage_stats["signatures"]["docs_per_cpu_s"] = round(total / cpu, 1) if cpu > 0 else None
-    stage_stats["signatures"]["hash_docs_per_cpu_s"] = round(total / hash_cpu, 1) if hash_cpu > 0 else None
-    offsets = np.concatenate([[0], np.cumsum([s["documents"] for s in sig])]).astype(int).tolist()
-    files = [{"url": sig_urls[i], "rows": sig[i]["documents"], "offset": offsets[i]} for i in range(len(inputs))]
-
-    # 2. buckets, one task per (band, hash range)
-    t = time.monotonic()
-    bits = _bucket_bits(sum(s["with_shingles"] for s in sig), max_bucket_docs)
-    bucket_tasks = [(f"b{band:03d}-p{part:05d}",
-                     {"band": band, "part": part, "bits": bits, "files": files,
-                      "output": storage.join(job, BUCKETS, f"b{band:03d}-p{part:05d}.npz")})
-                    for band in range(params.bands) for part in range(1 << bits)]
-    bucket_results = run_tasks(job, BUCKETS, bucket_tasks, bucket_task, desc="dedup 2/4 buckets", **run)
-    stage_stats["buckets"] = _stage_summary(bucket_results, time.monotonic() - t, total)
-
-    # 3. clusters: one task (union-find over all documents, memory O(documents))
-    t = time.monotonic()
-    snapshots = sorted({s for r in sig for s in r["snapshots"]})
-    cluster_payload = {
-        "documents": total, "snapshots": snapshots,
-        "edges": [task[1]["output"] for task in bucket_tasks],
-        "files": [{"signatures": sig_urls[i], "snapshots": sig[i]["snapshots"], "rows": sig[i]["documents"],
-                   "offset": offsets[i], "remove": storage.join(job, CLUSTERS, f"{i:05d}.remove.npz")}
-                  for i in range(len(inputs))],
-    }
-    storage.write_json_atomic(storage.join(job, CLUSTERS, "_payload.json"), cluster_payload)
-    clusters = run_tasks(job, CLUSTERS, [("clusters", cluster_payload)], cluster_task,
-                         desc="dedup 3/4 clusters", **run)["clusters"]
-    stage_stats["clusters"] = _stage_summary({"clusters": clusters}, time.monotonic() - t, total)
-
-    # 4. filter, one task per input file
-    t = time.monotonic()
-    filtered = run_tasks(job, STAGE, [
-        (name, {"input": inputs[i], "signatures": sig_urls[i], "job": job,
-                "remove": cluster_payload["files"][i]["remove"], "output": storage.join(job, STAGE, name)})
-        for i, name in enumerate(names)], filter_task, desc="dedup 4/4 filter", **run)
-    stage_stats["filter"] = _stage_summary(filtered, time.monotonic() - t, total)
-
-    kept = sum(r["kept"] for r in filtered.values())
-    per_snapshot = clusters["per_snapshot"]
-    stats = {
-        "documents": kept, "documents_in": total, "clusters": clusters["clusters"],
-        "removed": total - kept, "kept": kept, "largest_cluster": clusters["largest_cluster"],
-        "cluster_sizes": clusters.get("cluster_sizes", {}),
-        "per_snapshot": per_snapshot, "scope": "across snapshots" if across_snapshots else "per snapshot",
-        "input_stage": source, "files": len(inputs),
-        "params": {**params.to_dict(), "num_perm": params.num_perm, "threshold": round(params.threshold, 4)},
-        "bucket_ranges_per_band": 1 << bits, "stages": stage_stats,
-        "seconds": round(time.monotonic() - t0, 3),
-    }
-    jobdir.mark_complete(job, STAGE, {"documents": kept})
-    jobdir.update_stats(job, STATS_SECTION, stats)
-    if not keep_work:
-        storage.remove(storage.join(job, STAGE, WORK))
-    return stats
-
-
-def resolve_source_stage(job: str, input_stage: str | None) -> str:
-    source = jobdir.resolve_input_stage(job, input_stage, before=STAGE)
-    if source == STAGE:
-        raise UserError("dedup cannot read its own output folder")
-    return source
+          keep_work: bool = False, overwrite: bool = False, wait: bool = False) -> dict:
+    """Remove near-duplicates from the job's documents into `JOB/deduped/`; return the stats section."""
+    options = DedupOptions(job=job, across_snapshots=across_snapshots, input_stage=input_stage,
+                           max_bucket_docs=max_bucket_docs, keep_work=keep_work)
+    run = RunOptions(workers=workers, ray_address=ray_address, progress=progress, overwrite=overwrite, wait=wait)
+    return run_stage(DedupStage(job, options, params=params), run).section
 
 
 def summarise(stats: dict) -> str:

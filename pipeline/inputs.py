@@ -18,7 +18,7 @@ import os
 import re
 
 from shammie.pipeline import storage
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import InputError
 
 WARC_NAME = re.compile(r"\.(warc|arc)(\.wet|\.wat)?(\.gz)?$|\.(warc|arc)\.[^/]*$", re.IGNORECASE)
 CC_SNAPSHOT = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
@@ -34,7 +34,7 @@ def _expand_local(arg: str) -> list[str]:
     if any(c in arg for c in "*?["):
         found = sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
         if not found:
-            raise UserError(f"{arg}: the pattern matches no file")
+            raise InputError(f"{arg}: the pattern matches no file")
         return [os.path.abspath(p) for p in found]
     if os.path.isdir(arg):
         found = []
@@ -42,11 +42,11 @@ def _expand_local(arg: str) -> list[str]:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             found += [os.path.join(root, f) for f in files if looks_like_warc(f) and not f.startswith(".")]
         if not found:
-            raise UserError(f"{arg}: the folder holds no WARC/ARC files (*.warc, *.warc.gz, *.arc.gz, ...)")
+            raise InputError(f"{arg}: the folder holds no WARC/ARC files (*.warc, *.warc.gz, *.arc.gz, ...)")
         return sorted(os.path.abspath(p) for p in found)
     if os.path.isfile(arg):
         return [os.path.abspath(arg)]
-    raise UserError(f"{arg}: no such file or folder")
+    raise InputError(f"{arg}: no such file or folder")
 
 
 def _expand_s3(arg: str) -> list[str]:
@@ -56,9 +56,9 @@ def _expand_s3(arg: str) -> list[str]:
             return [arg]
         found = sorted(p for p in fs.find(path) if looks_like_warc(p))
     except Exception as e:  # credentials, endpoint, permissions: all user-fixable
-        raise UserError(f"{arg}: cannot list ({type(e).__name__}: {e})") from None
+        raise InputError(f"{arg}: cannot list ({type(e).__name__}: {e})") from None
     if not found:
-        raise UserError(f"{arg}: no WARC files under this prefix")
+        raise InputError(f"{arg}: no WARC files under this prefix")
     return ["s3://" + p for p in found]
 
 
@@ -82,7 +82,7 @@ def _cc_s3_client():
 def _expand_cc(arg: str, limit_files: int | None) -> list[str]:
     snapshot = arg[len("cc:"):]
     if not CC_SNAPSHOT.match(snapshot):
-        raise UserError(f"{arg}: expected cc:CC-MAIN-YYYY-WW (e.g. cc:CC-MAIN-2024-22)")
+        raise InputError(f"{arg}: expected cc:CC-MAIN-YYYY-WW (e.g. cc:CC-MAIN-2024-22)")
     key = cc_paths_key(snapshot)
     https = os.environ.get("SHAMMIE_CC_SOURCE", "s3") == "https"
     try:
@@ -94,7 +94,7 @@ def _expand_cc(arg: str, limit_files: int | None) -> list[str]:
         else:
             data = _cc_s3_client().get_object(Bucket=CC_BUCKET, Key=key)["Body"].read()
     except Exception as e:
-        raise UserError(f"{arg}: cannot read the snapshot's file list {key} ({type(e).__name__}: {e})") from None
+        raise InputError(f"{arg}: cannot read the snapshot's file list {key} ({type(e).__name__}: {e})") from None
     lines = [ln.strip() for ln in gzip.GzipFile(fileobj=io.BytesIO(data)).read().decode().splitlines() if ln.strip()]
     if limit_files is not None:
         lines = lines[:limit_files]
@@ -107,9 +107,9 @@ def resolve_inputs(args: list[str], limit_files: int | None = None) -> list[str]
 
     `limit_files` keeps the first N of each `cc:` snapshot list and of the total."""
     if not args:
-        raise UserError("no INPUT given")
+        raise InputError("no INPUT given")
     if limit_files is not None and limit_files < 1:
-        raise UserError("--limit-files must be at least 1")
+        raise InputError("--limit-files must be at least 1")
     urls: list[str] = []
     for arg in args:
         if arg.startswith("cc:"):
@@ -125,6 +125,36 @@ def resolve_inputs(args: list[str], limit_files: int | None = None) -> list[str]
     if limit_files is not None:
         unique = unique[:limit_files]
     return unique
+
+
+def input_fingerprint(url: str) -> dict:
+    """What identifies an input WARC's content without reading it.
+
+    Local: size and modification time (a checksum would read every input on every
+    re-run). s3://: size and ETag from one metadata request. Common Crawl and
+    http(s) files are immutable by name, so their URL is their fingerprint. A file
+    that cannot be stat-ed (a dangling symlink) is recorded as missing: the crawl
+    counts it as an error for that file and goes on."""
+    if url.startswith(("http://", "https://")) or url.startswith(f"s3://{CC_BUCKET}/"):
+        return {}
+    if url.startswith("s3://"):
+        fs, path = storage.get_fs(url)
+        try:
+            info = fs.info(path)
+        except Exception:
+            return {"missing": True}
+        out = {"size": int(info.get("size") or 0)}
+        tag = info.get("ETag") or info.get("etag")
+        if tag:
+            out["etag"] = str(tag).strip('"')
+        return out
+    if storage.is_remote(url):
+        return {}
+    try:
+        st = os.stat(url)
+    except OSError:
+        return {"missing": True}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def output_name(url: str) -> str:

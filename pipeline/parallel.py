@@ -57,25 +57,43 @@ class _ProgressCounter:
         return self.done
 
 
-# Storage settings given to the driver must hold in the workers too: workers of an
-# already-running Ray do not see variables set after it started (a custom S3 endpoint,
-# test credentials). Forwarded only when an endpoint or a Shammie setting is set, because
-# a runtime_env makes Ray start a separate worker pool.
-FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")
+# Settings given to the driver must hold in the workers too: workers of an
+# already-running Ray do not see variables set after it started (a custom S3 endpoint).
+# Only non-secret settings travel: Ray keeps a task's runtime_env with its metadata
+# (state API, dashboard, logs), so credentials never go there. Workers take
+# credentials from their own environment or the AWS credential chain (instance
+# role, ~/.aws); an in-process local Ray's workers inherit the driver's environment.
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")
+SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return any(w in upper for w in SECRET_WORDS)
 
 
 def forwarded_env() -> dict[str, str]:
     import os
 
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-    env.update({k: v for k, v in os.environ.items() if k.startswith("SHAMMIE_")})
+    env.update({k: v for k, v in os.environ.items() if k.startswith("SHAMMIE_") and not is_secret_name(k)})
+    # A runtime_env makes Ray start a separate worker pool: only when there is something to say.
     if not any(k.startswith(("AWS_ENDPOINT_URL", "SHAMMIE_")) for k in env):
         return {}
     return env
 
 
-def _run_and_mark(fn: Callable[[Any], dict], payload: Any, job: str, stage: str, name: str, progress=None) -> dict:
+OUTPUTS_KEY = "_outputs"
+
+
+def _run_and_mark(fn: Callable[[Any], dict], payload: Any, marker_url: str, outputs: Sequence[str],
+                  progress=None) -> dict:
+    """Worker side: run the task, then record its stats and the size/checksum of each output it wrote.
+
+    The marker is written after the outputs, so a marker whose outputs still match
+    them proves the task finished; a damaged or missing output makes it stale."""
+    from shammie.pipeline import storage
+
     global _progress_handle, _progress_pending
     _progress_handle, _progress_pending = progress, 0
     try:
@@ -83,14 +101,52 @@ def _run_and_mark(fn: Callable[[Any], dict], payload: Any, job: str, stage: str,
     finally:
         _flush_progress()
         _progress_handle = None
-    jobdir.write_task_marker(job, stage, name, result)
+    fingerprints = {}
+    for url in outputs:
+        fp = storage.file_fingerprint(url)
+        if fp is None:
+            raise RuntimeError(f"task finished without writing its output {url}")
+        fingerprints[url.rsplit("/", 1)[-1]] = fp
+    storage.write_json_atomic(marker_url, {**result, OUTPUTS_KEY: fingerprints})
     return result
+
+
+def marker_is_valid(marker: Any, outputs: Sequence[str], checksum: bool = True) -> bool:
+    """A marker counts only while every output it recorded is still there, unchanged."""
+    from shammie.pipeline import storage
+
+    if not isinstance(marker, dict):
+        return False
+    recorded = marker.get(OUTPUTS_KEY)
+    if recorded is None:
+        return not outputs  # a marker from before output fingerprints proves nothing about its files
+    for url in outputs:
+        want = recorded.get(url.rsplit("/", 1)[-1])
+        if want is None or storage.file_fingerprint(url, checksum=checksum) != want:
+            return False
+    return True
+
+
+def strip_marker(marker: dict) -> dict:
+    return {k: v for k, v in marker.items() if k != OUTPUTS_KEY}
+
+
+def _task_error(err: Exception) -> Exception:
+    """The exception a task raised, unwrapped from Ray's RayTaskError when it is one of ours."""
+    from shammie.pipeline.errors import ShammieError
+
+    from shammie.pipeline.runner import as_output_error
+
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, ShammieError):
+        return cause
+    return as_output_error(cause) or err
 
 
 def run_tasks(
     job: str,
     stage: str,
-    tasks: Sequence[tuple[str, Any]],
+    tasks: Sequence[tuple],
     fn: Callable[[Any], dict],
     *,
     desc: str = "tasks",
@@ -100,24 +156,39 @@ def run_tasks(
     num_cpus: float = 1,
     max_retries: int = 3,
     progress: bool = True,
+    markers: str | None = None,
 ) -> dict[str, dict]:
-    """Run `fn(payload)` for each `(name, payload)` not already done; return all results by name.
+    """Run `fn(payload)` for each `(name, payload[, output_urls])` not already done; return all results by name.
 
-    `fn` must be importable by Ray workers (a module-level function) and must
-    write its outputs atomically before returning a JSON-able stats dict. Live
-    progress comes from `report_progress`; tasks that never call it are counted
-    when they finish, by their result's `count_key`.
+    A task is done when its marker (`<markers or job/stage>/_tasks/<name>.json`) exists
+    and every output URL it lists still has the size and checksum recorded there; a
+    stale marker is removed and its task redone. `fn` must be importable by Ray
+    workers (a module-level function or a picklable callable) and must write its
+    outputs atomically before returning a JSON-able stats dict. Live progress comes
+    from `report_progress`; tasks that never call it are counted when they finish,
+    by their result's `count_key`.
     """
     import ray
 
+    from shammie.pipeline import storage
+
+    marker_dir = storage.join(markers or jobdir.stage_path(job, stage), jobdir.TASKS)
     results: dict[str, dict] = {}
     todo = []
-    for name, payload in tasks:
-        done = jobdir.read_task_marker(job, stage, name)
-        if done is not None:
-            results[name] = done
+    for task in tasks:
+        name, payload = task[0], task[1]
+        outputs = tuple(task[2]) if len(task) > 2 else ()
+        marker_url = storage.join(marker_dir, f"{name}.json")
+        try:
+            done = storage.read_json(marker_url)
+        except ValueError:
+            done = None
+        if done is not None and marker_is_valid(done, outputs):
+            results[name] = strip_marker(done)
         else:
-            todo.append((name, payload))
+            if done is not None:
+                storage.remove(marker_url)
+            todo.append((name, payload, outputs, marker_url))
     if not todo:
         return results
 
@@ -141,12 +212,15 @@ def run_tasks(
     try:
         while queue or pending:
             while queue and len(pending) < max_in_flight:
-                name, payload = queue.popleft()
-                pending[remote.remote(fn, payload, job, stage, name, counter)] = name
+                name, payload, outputs, marker_url = queue.popleft()
+                pending[remote.remote(fn, payload, marker_url, outputs, counter)] = name
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=_FLUSH_EVERY_S)
             for ref in ready:
                 name = pending.pop(ref)
-                results[name] = ray.get(ref)
+                try:
+                    results[name] = ray.get(ref)
+                except Exception as e:
+                    raise _task_error(e) from None
                 if count_key:
                     finished_count += int(results[name].get(count_key, 0) or 0)
                 bar.update(1)

@@ -87,6 +87,42 @@ def listdir(url: str) -> list[str]:
     return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
 
 
+def list_sizes(url: str) -> dict[str, int]:
+    """Name -> size in bytes of the files directly inside a folder; {} when it does not exist."""
+    fs, path = get_fs(url)
+    if not fs.exists(path):
+        return {}
+    fs.invalidate_cache(path)
+    return {posixpath.basename(e["name"].rstrip("/")): int(e.get("size") or 0)
+            for e in fs.ls(path, detail=True) if e.get("type") != "directory"}
+
+
+def file_fingerprint(url: str, checksum: bool = True) -> dict[str, Any] | None:
+    """What identifies a file's content: its size, plus an xxh3-64 checksum of its bytes for
+    local files (GB/s, so markers can be checked on every resume) or the object store's
+    ETag for remote ones (reading them back would cost a download). None if it is missing."""
+    fs, path = get_fs(url)
+    try:
+        info = fs.info(path)
+    except (FileNotFoundError, OSError):
+        return None
+    out: dict[str, Any] = {"size": int(info.get("size") or 0)}
+    if not is_remote(url):
+        if checksum:
+            import xxhash
+
+            h = xxhash.xxh3_64()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+            out["xxh3"] = h.hexdigest()
+    else:
+        tag = info.get("ETag") or info.get("etag")
+        if tag:
+            out["etag"] = str(tag).strip('"')
+    return out
+
+
 def read_bytes(url: str) -> bytes:
     fs, path = get_fs(url)
     with fs.open(path, "rb") as f:
@@ -94,9 +130,23 @@ def read_bytes(url: str) -> bytes:
 
 
 def read_json(url: str, default: Any = None) -> Any:
+    """The parsed JSON at `url`, or `default` when there is no file; a damaged file is a ValueError naming it."""
     if not exists(url):
         return default
-    return json.loads(read_bytes(url).decode("utf-8"))
+    try:
+        return json.loads(read_bytes(url).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{url} is not valid JSON ({e}); delete it or restore it") from None
+
+
+def rename(src: str, dst: str) -> None:
+    """Move a file or folder (atomic for a local path on one filesystem; copy + delete on object stores)."""
+    if is_remote(src):
+        fs, s = get_fs(src)
+        _, d = get_fs(dst)
+        fs.mv(s, d, recursive=True)
+        return
+    os.replace(strip_file_scheme(src), strip_file_scheme(dst))
 
 
 def makedirs(url: str) -> None:

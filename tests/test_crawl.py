@@ -108,11 +108,11 @@ def test_resume_skips_finished_files_and_gives_identical_output(ray_session, tmp
 
 
 def test_changed_settings_are_refused_not_mixed(ray_session, filter_fixture, tmp_path):
-    from shammie.pipeline.errors import UserError
+    from shammie.pipeline.errors import StageRefused
 
     warcs, _, _ = filter_fixture
     crawl([str(warcs)], str(tmp_path / "job"), progress=False)
-    with pytest.raises(UserError, match="other settings"):
+    with pytest.raises(StageRefused, match=r"settings changed \(language_threshold: 0.65 -> 0.9\)"):
         crawl([str(warcs)], str(tmp_path / "job"), language_threshold=0.9, progress=False)
 
 
@@ -245,5 +245,6 @@ def test_missing_input_is_a_clear_error_before_any_work(tmp_path, capsys):
     code = main(["crawl", str(tmp_path / "nope.warc.gz"), "--output", str(tmp_path / "out")])
     assert code == 2
     err = capsys.readouterr().err
-    assert "nope.warc.gz" in err and "no such file" in err and "Traceback" not in err
+    assert "nope.warc.gz" in err and "does not exist" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

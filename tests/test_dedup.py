@@ -20,7 +20,7 @@ from shammie.dedup import minhash
 from shammie.dedup.signatures import (MinHasher, MinhashParams, estimated_jaccard, normalise_words,
                                       shingle_hashes)
 from shammie.pipeline import documents, jobdir
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import ShammieError, StageRefused
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -196,7 +196,7 @@ def test_user_errors(tmp_path, capsys):
     empty.mkdir()
     assert main(["dedup", str(empty)]) == 2
     assert "run `shammie crawl` first" in capsys.readouterr().err
-    with pytest.raises(UserError):
+    with pytest.raises(ShammieError):
         minhash.dedup(str(empty), workers=0)
     assert main(["dedup", str(empty), "--threshold", "1.5"]) == 2
 
@@ -215,8 +215,11 @@ def test_snapshots_deduplicated_separately_by_default(tmp_path, ray_session):
     assert stats["per_snapshot"]["CC-MAIN-2023-50"] == {"documents_in": 2, "clusters": 0, "removed": 0, "kept": 2}
     assert stats["per_snapshot"]["CC-MAIN-2024-10"] == {"documents_in": 2, "clusters": 1, "removed": 1, "kept": 1}
 
-    # A different setting on the same job starts deduped/ from scratch.
-    stats = minhash.dedup(str(job), across_snapshots=True, progress=False)
+    # A different setting on the same job is refused, naming it; --overwrite recomputes.
+    with pytest.raises(StageRefused, match=r"across_snapshots: false -> true"):
+        minhash.dedup(str(job), across_snapshots=True, progress=False)
+    assert kept_ids(job)["00.parquet"] == ["a-shared", "a-other", "b-shared"]
+    stats = minhash.dedup(str(job), across_snapshots=True, overwrite=True, progress=False)
     assert kept_ids(job)["00.parquet"] == ["a-shared", "a-other"]
     assert stats["removed"] == 2 and stats["clusters"] == 1 and stats["scope"] == "across snapshots"
     assert stats["cluster_sizes"] == {"3": 1}  # one cluster of three copies
@@ -255,7 +258,7 @@ def test_rerun_after_interrupted_stage_gives_identical_output(tmp_path, referenc
     real = parallel.run_tasks
 
     def die_at_clusters(job_, stage, *a, **k):
-        if stage.endswith("clusters"):
+        if k["markers"].endswith("clusters"):
             raise RuntimeError("driver killed")  # the driver dies once buckets are written
         return real(job_, stage, *a, **k)
 
@@ -290,13 +293,13 @@ def test_input_changed_after_signatures_is_an_error(tmp_path, reference_run, mon
     real = parallel.run_tasks
 
     def swap_input_before_filter(job_, stage, *a, **k):
-        if stage == "deduped":
+        if k["markers"].endswith("deduped"):
             t = documents.read_table(str(job / "documents" / "b.parquet"))
             documents.write_table(t.take(list(range(t.num_rows))[::-1]), str(job / "documents" / "b.parquet"))
         return real(job_, stage, *a, **k)
 
     monkeypatch.setattr(parallel, "run_tasks", swap_input_before_filter)
-    with pytest.raises(Exception, match="changed since its signatures"):
+    with pytest.raises(Exception, match="changed while dedup ran"):
         minhash.dedup(str(job), progress=False)
 
 

@@ -1,0 +1,504 @@
+"""`run_stage`: the one runner every stage goes through, with one set of rules.
+
+What a run does, whatever the stage (docs/job-directory.md has the user's version):
+
+1. **Before any work** the job directory and output are checked (writable, `stats.json`
+   a JSON object), the inputs are resolved (paths, globs, upstream `_SUCCESS`) and an
+   empty input is refused: it never becomes an empty "complete" output.
+2. **One run per stage per job**: a lock (`JOB/_locks/<folder>.lock`) is taken; a second
+   run fails at once naming the holder, or waits with `--wait`.
+3. **The output records what made it**: `<folder>/_stage.json` holds the stage's settings
+   and the fingerprint of every input (size plus checksum, ETag or recorded upstream
+   checksum). A re-run compares:
+     * same inputs and settings: resume (finished tasks skipped, damaged outputs redone);
+     * inputs added to a stage that grows (crawl): the new ones are processed;
+     * inputs removed or changed, or settings changed: refused, naming what changed;
+       `--overwrite` recomputes into a fresh folder that replaces the old one only once
+       it is complete, so a finished output is never deleted before its replacement is whole.
+4. **Markers prove outputs**: a task marker records the size and checksum of each file
+   its task wrote; a marker whose files differ is stale and its task is redone.
+5. **Completion**: files no task of the current plan wrote are removed, `stats.json` gets
+   the stage's section, then `_SUCCESS` is written with the manifest of outputs (name,
+   size, checksum) that downstream stages fingerprint their input by.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Sequence
+
+from shammie.pipeline import jobdir, parallel, storage
+from shammie.pipeline.errors import InputError, OutputError, StageRefused
+from shammie.pipeline.options import option
+from shammie.pipeline.stage import InputFile, Stage, Task
+
+STAGE_RECORD = "_stage.json"
+LOCKS = "_locks"
+# A lock object on an object store is refreshed this often and taken over when older
+# than STALE_AFTER (a killed driver cannot release it).
+HEARTBEAT_S = 30
+STALE_AFTER_S = 300
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a stage; none of these change what it writes. Declared once for every command."""
+
+    workers: int | None = option(None, help="tasks run at once (default: every CPU of the local Ray / the cluster)",
+                                 minimum=1, metavar="N")
+    ray_address: str | None = option(None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray "
+                                     "started in-process)", metavar="ADDR")
+    progress: bool = option(True, help="show progress bars", yaml=False)
+    overwrite: bool = option(False, help="recompute an output made from other inputs or settings into a fresh "
+                             "folder that replaces it once complete", yaml=False)
+    wait: bool = option(False, help="when another run of this stage holds the job, wait for it instead of failing",
+                        yaml=False)
+
+
+@dataclass
+class StageResult:
+    section: dict[str, Any]
+    status: str  # "ran" | "complete" (nothing to do) | "resumed" | "grew" | "overwrote"
+
+    @property
+    def changed_output(self) -> bool:
+        return self.status != "complete"
+
+
+# ---------------------------------------------------------------- lock
+
+
+class StageLock:
+    """At most one run of a stage on a job at a time.
+
+    Local jobs use an advisory `flock` (the kernel releases it when the process dies,
+    so a crashed run never leaves a stale lock). On an object store a lock object with
+    a heartbeat is the best that plain PUT/GET offers; it is taken over when its
+    heartbeat is older than STALE_AFTER_S."""
+
+    def __init__(self, job: str, folder: str, stage_name: str, *, wait: bool = False, poll_s: float = 1.0):
+        self.url = storage.join(job, LOCKS, f"{folder}.lock")
+        self.job, self.folder, self.stage_name, self.wait, self.poll_s = job, folder, stage_name, wait, poll_s
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "run": uuid.uuid4().hex,
+                      "since": _now(), "stage": stage_name}
+        self._fd: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _busy_message(self, holder: dict | None) -> str:
+        who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+               if isinstance(holder, dict) else "another process")
+        return (f"another `shammie {self.stage_name.replace('_', ' ')}` is running on {self.job} ({who}); "
+                "wait for it to finish, or pass --wait to queue behind it")
+
+    def acquire(self) -> "StageLock":
+        if storage.is_remote(self.url):
+            return self._acquire_remote()
+        import fcntl
+
+        path = storage.strip_file_scheme(self.url)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not self.wait:
+                    holder = _read_lock_file(path)
+                    os.close(fd)
+                    raise StageRefused(self._busy_message(holder)) from None
+                time.sleep(self.poll_s)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(self.owner).encode())
+        self._fd = fd
+        return self
+
+    def _acquire_remote(self) -> "StageLock":
+        while True:
+            holder = storage.read_json(self.url)
+            fresh = isinstance(holder, dict) and time.time() - float(holder.get("heartbeat", 0)) < STALE_AFTER_S
+            if not fresh:
+                storage.write_json_atomic(self.url, {**self.owner, "heartbeat": time.time()})
+                time.sleep(0.5)  # last writer wins: check that it was us
+                if (storage.read_json(self.url) or {}).get("run") == self.owner["run"]:
+                    break
+                continue
+            if not self.wait:
+                raise StageRefused(self._busy_message(holder))
+            time.sleep(self.poll_s)
+        self._thread = threading.Thread(target=self._heartbeat, daemon=True)
+        self._thread.start()
+        return self
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(Exception):
+                storage.write_json_atomic(self.url, {**self.owner, "heartbeat": time.time()})
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self._thread = None
+            with contextlib.suppress(Exception):
+                if (storage.read_json(self.url) or {}).get("run") == self.owner["run"]:
+                    storage.remove(self.url)
+
+    def __enter__(self) -> "StageLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_lock_file(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.loads(f.read() or "null")
+    except (OSError, ValueError):
+        return None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- checks before work
+
+
+def check_output_writable(job: str, create: bool = True) -> None:
+    """The job directory can be created and written: checked before any work (and by --dry-run,
+    which passes `create=False` and so checks the nearest existing folder only)."""
+    if storage.is_remote(job):
+        probe = storage.join(job, f"_write-probe-{uuid.uuid4().hex}")
+        try:
+            storage.write_bytes_atomic(probe, b"")
+            storage.remove(probe)
+        except Exception as e:
+            raise OutputError(f"cannot write to {job} ({type(e).__name__}: {e})") from None
+        return
+    path = storage.strip_file_scheme(job)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"{path} exists and is not a directory")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing) or "."
+    if not os.path.isdir(existing):
+        raise OutputError(f"cannot create {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {existing} (permission denied); choose another output")
+    if not create:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, f".write-probe-{uuid.uuid4().hex}"), "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+            probe = f.name
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"cannot write to {path}: {e.strerror or e}") from None
+
+
+def check_stats_file(job: str) -> None:
+    """An existing stats.json must be a JSON object, found now rather than after all the work."""
+    url = storage.join(job, jobdir.STATS)
+    try:
+        stats = storage.read_json(url)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if stats is not None and not isinstance(stats, dict):
+        raise InputError(f"{url} is not a JSON object (it holds a {type(stats).__name__}); "
+                         "move it away so the stages can record their sections")
+
+
+# ---------------------------------------------------------------- the record of what made an output
+
+
+def input_record(inputs: Sequence[InputFile]) -> dict[str, dict]:
+    return {i.name: {"url": i.url, **i.fingerprint} for i in inputs}
+
+
+def compare_inputs(old: dict[str, dict], new: dict[str, dict]) -> tuple[list[str], list[str], list[str]]:
+    """(added, removed, changed) input names."""
+    added = sorted(set(new) - set(old))
+    removed = sorted(set(old) - set(new))
+    changed = sorted(n for n in set(old) & set(new) if old[n] != new[n])
+    return added, removed, changed
+
+
+def _listing(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def describe_change(stage: Stage, old: dict, settings: dict, inputs: dict) -> str | None:
+    """What makes the recorded output differ from this run's, as one clause; None when nothing does."""
+    parts = []
+    old_settings = old.get("settings") or {}
+    diff = sorted(k for k in set(old_settings) | set(settings) if old_settings.get(k) != settings.get(k))
+    if diff:
+        parts.append("settings changed (" + ", ".join(
+            f"{k}: {json.dumps(old_settings.get(k))} -> {json.dumps(settings.get(k))}" for k in diff) + ")")
+    added, removed, changed = compare_inputs(old.get("inputs") or {}, inputs)
+    if removed:
+        parts.append(f"{len(removed)} input(s) no longer given or gone ({_listing(removed)})")
+    if changed:
+        parts.append(f"{len(changed)} input(s) changed since ({_listing(changed)})")
+    if added and not stage.grows:
+        parts.append(f"{len(added)} new input(s) ({_listing(added)})")
+    return "; ".join(parts) or None
+
+
+# ---------------------------------------------------------------- running
+
+
+class StageContext:
+    """What `Stage.execute` gets: the planned tasks and a way to run them (or other phases) on Ray."""
+
+    def __init__(self, stage: Stage, run: RunOptions, out: str, tasks: list[Task]):
+        self.stage, self.run, self.out, self.tasks = stage, run, out, tasks
+
+    def run_tasks(self, tasks: Sequence[Task], fn: Callable[[Any], dict] | None = None, *,
+                  folder: str | None = None, desc: str | None = None) -> dict[str, dict]:
+        """Run tasks whose markers are missing or stale; return every task's stats by name.
+
+        Without `fn` a task runs `stage.run_task(payload, out)` on a worker that ran
+        `stage.setup()` once. `folder` (inside the output) keeps a phase's markers apart."""
+        call = fn if fn is not None else _StageCall(self.stage, self.out)
+        marker_root = storage.join(self.out, folder) if folder else self.out
+        return parallel.run_tasks(
+            self.stage.job, self.stage.name,
+            [(t.name, t.payload, [storage.join(self.out, o) for o in t.outputs]) for t in tasks],
+            call, desc=desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
+            count_key=self.stage.progress_count_key, max_in_flight=self.run.workers,
+            num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root)
+
+
+_WORKER_STAGES: dict[tuple, Stage] = {}
+
+
+class _StageCall:
+    """Picklable task function: the worker's set-up copy of the stage runs the payload."""
+
+    def __init__(self, stage: Stage, out: str):
+        self.stage, self.out = stage, out
+
+    def __call__(self, payload: Any) -> dict:
+        key = (type(self.stage).__module__, type(self.stage).__qualname__, self.stage.job,
+               json.dumps(self.stage.settings(), sort_keys=True, default=str))
+        ready = _WORKER_STAGES.get(key)
+        if ready is None:
+            self.stage.setup()
+            ready = _WORKER_STAGES[key] = self.stage
+        return ready.run_task(payload, self.out)
+
+
+def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str], None] | None = None) -> StageResult:
+    """Run one stage on its job under the rules in this module's docstring; return its stats section."""
+    run = run or RunOptions()
+    say = log or (print if run.progress else (lambda _msg: None))
+    job = stage.job
+    started = time.monotonic()
+    if run.workers is not None and run.workers < 1:
+        raise InputError("--workers must be at least 1")
+    folder = stage.output_folder()
+    out = jobdir.stage_path(job, folder)
+
+    check_output_writable(job, create=False)
+    check_stats_file(job)
+    inputs = stage.resolve_inputs()
+    if not inputs:
+        raise InputError(f"{stage.name}: the input is empty; nothing would be written")
+    with output_errors():
+        check_output_writable(job)
+    settings = stage.settings()
+    record_inputs = input_record(inputs)
+
+    with StageLock(job, folder, stage.name, wait=run.wait):
+        old = _read_record(out)
+        has_output = bool(_data_files(out, stage))
+        change = None
+        if old is not None:
+            change = describe_change(stage, old, settings, record_inputs)
+        elif has_output or jobdir.is_complete(job, folder):
+            change = "it was written without a record of its inputs and settings (an older Shammie, or by hand)"
+        if change and not run.overwrite:
+            raise StageRefused(f"{out} was made from other input or settings: {change}. Pass --overwrite to "
+                               f"recompute it into a fresh folder that replaces it once complete, or use another job")
+        if run.overwrite and (old is not None or has_output):
+            # Named by what it is made from, so an interrupted --overwrite resumes in the same place.
+            digest = _digest({"settings": settings, "inputs": record_inputs})
+            target = storage.join(job, f".{folder}.new-{digest}")
+            status = "overwrote"
+        else:
+            target = out
+            status = "resumed" if old is not None else "ran"
+            if old is not None and compare_inputs(old.get("inputs") or {}, record_inputs)[0]:
+                status = "grew"
+
+        tasks = stage.plan(inputs, target)
+        if status in ("resumed", "grew") and jobdir.is_complete(job, folder) and _complete_and_valid(out, tasks):
+            section = jobdir.read_stats(job).get(stage.name)
+            if status == "resumed" and isinstance(section, dict):
+                say(f"{out} is already complete for these inputs and settings; nothing to do")
+                return StageResult(section, "complete")
+        try:
+            with output_errors():
+                section = _execute(stage, run, target, tasks, settings, record_inputs, inputs, started, say)
+        except BaseException:
+            if target != out:
+                say(f"the previous {folder}/ is untouched; the partial replacement stays in {target} "
+                    "and is resumed by the same command")
+            raise
+        if target != out:
+            with output_errors():
+                _swap_in(target, out)
+        return StageResult(section, status)
+
+
+# errno values that mean "this output location cannot take the write", not a bug
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR}
+
+
+def as_output_error(e: BaseException) -> OutputError | None:
+    if isinstance(e, OSError) and e.errno in OUTPUT_ERRNOS:
+        where = f" {e.filename}" if e.filename else ""
+        return OutputError(f"cannot write{where}: {e.strerror or e}")
+    return None
+
+
+@contextlib.contextmanager
+def output_errors() -> Iterator[None]:
+    """A full disk or read-only output is a one-line OutputError, not an OSError traceback."""
+    try:
+        yield
+    except OSError as e:
+        converted = as_output_error(e)
+        if converted is None:
+            raise
+        raise converted from None
+
+
+def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], settings: dict,
+             record_inputs: dict, inputs: list[InputFile], started: float, say) -> dict[str, Any]:
+    from shammie.pipeline.ray_runtime import init_ray
+
+    job = stage.job
+    storage.makedirs(target)
+    # No longer complete from here on: a reader sees either the old _SUCCESS or none.
+    storage.remove(storage.join(target, jobdir.SUCCESS))
+    storage.write_json_atomic(storage.join(target, STAGE_RECORD), {
+        "version": RECORD_VERSION, "stage": stage.name, "settings": settings, "inputs": record_inputs,
+        "started_at": _now()})
+    where = init_ray(run.ray_address, num_cpus=run.workers)
+    say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) on {where} -> {target}")
+    ctx = StageContext(stage, run, target, tasks)
+    results = stage.execute(ctx)
+    planned = {o for t in tasks for o in t.outputs}
+    _remove_unplanned(target, planned, stage)
+    outputs = {name: output_record(storage.join(target, name)) for name in sorted(planned)}
+    section = stage.summarize(results)
+    section.setdefault("seconds", round(time.monotonic() - started, 3))
+    count = section.get(stage.progress_count_key)
+    if isinstance(count, (int, float)) and section["seconds"]:
+        section.setdefault(f"{stage.progress_unit}_per_s", round(count / max(section["seconds"], 1e-9), 2))
+    section["settings"] = settings
+    section["inputs"] = len(inputs)
+    jobdir.update_stats(job, stage.name, section)
+    storage.write_json_atomic(storage.join(target, jobdir.SUCCESS), {
+        "stage": stage.name, "finished_at": _now(), "documents": section.get("documents"), "outputs": outputs})
+    return section
+
+
+def _digest(obj: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def output_record(url: str) -> dict[str, Any]:
+    """Size and checksum of a finished output, plus its row count when it is Parquet (from the footer)."""
+    record = storage.file_fingerprint(url)
+    if record is None:
+        raise RuntimeError(f"{url} is missing although its task finished")
+    if url.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        fs, path = storage.get_fs(url)
+        with fs.open(path, "rb") as f:
+            record["rows"] = pq.read_metadata(f).num_rows
+    return record
+
+
+def _read_record(out: str) -> dict | None:
+    try:
+        record = storage.read_json(storage.join(out, STAGE_RECORD))
+    except ValueError:
+        return {"settings": {}, "inputs": {}, "damaged": True}
+    return record if isinstance(record, dict) else None
+
+
+def _data_files(out: str, stage: Stage) -> list[str]:
+    return [n for n in storage.listdir(out)
+            if not n.startswith((".", "_")) and n not in stage.keep_files]
+
+
+def _complete_and_valid(out: str, tasks: list[Task]) -> bool:
+    """The folder's _SUCCESS lists exactly the planned outputs and each file still matches it."""
+    try:
+        marker = storage.read_json(storage.join(out, jobdir.SUCCESS))
+    except ValueError:
+        return False
+    if not isinstance(marker, dict) or not isinstance(marker.get("outputs"), dict):
+        return False
+    planned = {o for t in tasks for o in t.outputs}
+    if set(marker["outputs"]) != planned:
+        return False
+    return all(storage.file_fingerprint(storage.join(out, n)) == {k: v for k, v in fp.items() if k != "rows"}
+               for n, fp in marker["outputs"].items())
+
+
+def _remove_unplanned(target: str, planned: set[str], stage: Stage) -> None:
+    """Outputs of tasks that are not in this plan (stale files) never survive into a complete folder."""
+    for name in _data_files(target, stage):
+        if name not in planned:
+            storage.remove(storage.join(target, name))
+
+
+def _swap_in(new: str, out: str) -> None:
+    """Replace `out` by the complete `new` folder; the old one is removed only after the swap."""
+    old = None
+    if storage.exists(out):
+        old = f"{out.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
+        parent, name = os.path.split(out.rstrip("/"))
+        old = storage.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}") if not storage.is_remote(out) else old
+        storage.rename(out, old)
+    storage.rename(new, out)
+    if old is not None:
+        storage.remove(old)
+
+
+def pending_replacements(job: str, folder: str) -> Iterator[str]:
+    """Partial `--overwrite` folders of a stage (shown by dry runs)."""
+    for name in storage.listdir(job):
+        if name.startswith(f".{folder}.new-"):
+            yield storage.join(job, name)

@@ -1,0 +1,228 @@
+"""The stage abstraction: what one stage of a job declares, and nothing about how it is run.
+
+A stage (crawl, dedup, score, subset, shard, ...) is a small class in the style of
+datatrove's `PipelineStep` and NeMo Curator's `ProcessingStage`:
+
+    class ExactDedup(Stage):
+        name = "exact_dedup"                  # stats.json section, lock name, CLI command
+        output = "exact-deduped"              # folder written inside the job
+        Options = ExactDedupOptions           # one dataclass: CLI flags, YAML keys, docs table
+
+        def settings(self) -> dict            # what the output depends on besides its inputs
+        def resolve_inputs(self) -> list[InputFile]   # driver side, before any work
+        def plan(self, inputs, out) -> list[Task]     # one task per input file
+        def setup(self)                       # once per worker process: models, caches
+        def run_task(self, payload, out) -> dict      # writes the task's outputs, returns its stats
+        def summarize(self, results) -> dict  # the stats.json section
+
+`pipeline.runner.run_stage` owns everything else, identically for every stage:
+input fingerprints, the re-run policy, the per-job lock, task markers checked
+against their outputs, `--overwrite` into a fresh folder, stats then `_SUCCESS`,
+Ray and the progress bar. Most stages read the Parquet files of an upstream
+document folder; `DocumentStage` gives them input resolution and one task per file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from shammie.pipeline import jobdir, storage
+from shammie.pipeline.errors import InputError, StageRefused
+
+# Options every stage shares; they change how a run goes, never what it writes,
+# so they are left out of the settings the output is recorded with.
+RUN_ONLY_OPTIONS = frozenset({"workers", "ray_address", "progress", "no_progress", "overwrite", "wait",
+                              "dry_run", "input_stage"})
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file a stage reads: its URL, the name its outputs are keyed by, and what identifies its content."""
+
+    url: str
+    name: str
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    """One unit of work: `payload` goes to `Stage.run_task`; `outputs` are the file names
+    (relative to the stage's output folder) it writes, checked against its marker on resume."""
+
+    name: str
+    payload: Any
+    outputs: tuple[str, ...] = ()
+
+
+class Stage:
+    name: ClassVar[str] = ""
+    output: ClassVar[str] = ""
+    Options: ClassVar[type | None] = None
+    # A grown input set (new WARC files for a crawl) adds tasks instead of being refused.
+    grows: ClassVar[bool] = False
+    num_cpus: ClassVar[float] = 1
+    progress_unit: ClassVar[str] = "docs"
+    progress_count_key: ClassVar[str] = "documents"
+    # Names in the output folder the runner must keep although no task lists them.
+    keep_files: ClassVar[tuple[str, ...]] = ()
+    # The option that names the job directory (left out of the settings).
+    job_field: ClassVar[str] = "job"
+
+    def __init__(self, job: str, options: Any = None):
+        self.job = job
+        self.options = options if options is not None else (self.Options() if self.Options else None)
+
+    # ------------------------------------------------------------ declared by each stage
+
+    def output_folder(self) -> str:
+        """The folder name inside the job (a stage whose name depends on its options overrides this)."""
+        return self.output
+
+    def settings(self) -> dict[str, Any]:
+        """What the output depends on besides its inputs; a change is refused (or --overwrite)."""
+        if self.options is None:
+            return {}
+        values = dataclasses.asdict(self.options)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(values.items())
+                if k not in RUN_ONLY_OPTIONS and k != self.job_field}
+
+    def resolve_inputs(self) -> list[InputFile]:
+        raise NotImplementedError
+
+    def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Load models and caches once per worker process (runs in the worker, not the driver)."""
+
+    def run_task(self, payload: Any, out: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def execute(self, ctx) -> dict[str, dict]:
+        """Run the plan. Multi-phase stages (dedup) override this and call `ctx.run_tasks` per phase."""
+        return ctx.run_tasks(ctx.tasks)
+
+    def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
+        documents = sum(int(r.get("documents", 0) or 0) for r in results.values())
+        return {"documents": documents, "files": len(results)}
+
+    def describe(self, section: dict[str, Any]) -> str:
+        """The CLI's closing summary."""
+        return f"{self.name}: {section.get('documents', 0)} documents in {section.get('files', 0)} file(s)"
+
+    # ------------------------------------------------------------ helpers for subclasses
+
+    @property
+    def progress(self) -> bool:
+        return bool(getattr(self.options, "progress", True)) and not getattr(self.options, "no_progress", False)
+
+
+def parquet_outputs_of(job: str, folder: str) -> list[InputFile]:
+    """The Parquet files of a complete document folder, as recorded in its `_SUCCESS`.
+
+    The fingerprint of each file is the size and checksum its writer recorded, so a
+    downstream stage notices a re-made upstream file without reading it. A folder
+    whose `_SUCCESS` predates output manifests (or was made by hand) is listed and
+    each file's schema is checked instead."""
+    folder_url = jobdir.stage_path(job, folder)
+    marker = storage.read_json(jobdir.success_path(job, folder))
+    if marker is None:
+        raise StageRefused(f"{folder_url} is not complete (no {jobdir.SUCCESS}); run the stage that writes it first")
+    if not isinstance(marker, dict):
+        raise InputError(f"{jobdir.success_path(job, folder)} is not a JSON object; re-run the stage that writes {folder}/")
+    recorded = marker.get("outputs")
+    present = {name: size for name, size in storage.list_sizes(folder_url).items()}
+    if isinstance(recorded, dict):
+        files = []
+        for name, fp in sorted(recorded.items()):
+            if not name.endswith(".parquet"):
+                continue
+            if name not in present:
+                raise InputError(f"{storage.join(folder_url, name)} is listed in {folder}/{jobdir.SUCCESS} but missing; "
+                                 f"re-run the stage that writes {folder}/ to redo it")
+            if fp.get("size") is not None and present[name] != fp["size"]:
+                raise InputError(f"{storage.join(folder_url, name)} has {present[name]} bytes but was written with "
+                                 f"{fp['size']}; it was changed or damaged: re-run the stage that writes {folder}/")
+            files.append(InputFile(storage.join(folder_url, name), name, dict(fp)))
+        return files
+    files = []
+    for name in sorted(present):
+        if name.endswith(".parquet") and not name.startswith((".", "_")):
+            url = storage.join(folder_url, name)
+            check_document_file(url)
+            files.append(InputFile(url, name, {"size": present[name]}))
+    return files
+
+
+def check_document_file(url: str, required: tuple[str, ...] = ("id", "text")) -> None:
+    """Fail with the file's name when it is not a readable Parquet document table."""
+    import pyarrow.parquet as pq
+
+    fs, path = storage.get_fs(url)
+    try:
+        with fs.open(path, "rb") as f:
+            names = pq.read_schema(f).names
+    except Exception as e:
+        raise InputError(f"{url} is not a readable Parquet file ({type(e).__name__}: {e})") from None
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise InputError(f"{url} has no {', '.join(missing)} column (columns: {', '.join(names)}); "
+                         "it is not a Shammie document file")
+
+
+def read_documents(url: str, columns: list[str] | None = None):
+    """Read one document Parquet file; a damaged file is an InputError naming it, not a pyarrow traceback."""
+    from shammie.pipeline import documents
+
+    try:
+        table = documents.read_table(url, columns=None)
+    except Exception as e:
+        raise InputError(f"{url} is not a readable Parquet file ({type(e).__name__}: {e})") from None
+    if columns:
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise InputError(f"{url} has no {', '.join(missing)} column (columns: {', '.join(table.column_names)})")
+        table = table.select(columns)
+    return table
+
+
+class DocumentStage(Stage):
+    """A stage that reads the Parquet files of one document folder and writes one file per input file."""
+
+    # Where a stage reads by default: the most downstream complete document folder upstream of its output.
+    def input_stage(self) -> str:
+        requested = getattr(self.options, "input_stage", None)
+        out = self.output_folder()
+        source = jobdir.resolve_input_stage(self.job, requested, before=out)
+        if source == out:
+            raise StageRefused(f"{self.name} cannot read its own output folder {out}/")
+        return source
+
+    def resolve_inputs(self) -> list[InputFile]:
+        if not storage.exists(self.job):
+            raise InputError(f"job directory {self.job} does not exist")
+        source = self.input_stage()
+        files = parquet_outputs_of(self.job, source)
+        rows = [f.fingerprint.get("rows") for f in files]
+        if files and all(r == 0 for r in rows):
+            raise InputError(f"{jobdir.stage_path(self.job, source)} holds no documents (0 rows in {len(files)} "
+                             f"file(s)); there is nothing for {self.name} to do")
+        return files
+
+    def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
+        return [Task(i.name.removesuffix(".parquet"), {"input": i.url, "output": storage.join(out, i.name)},
+                     (i.name,)) for i in inputs]
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "input_stage": self.input_stage()}
+
+
+def stage_cli_name(stage: Stage) -> str:
+    return stage.name.replace("_", " ")
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false", "no")

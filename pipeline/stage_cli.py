@@ -1,0 +1,37 @@
+"""The command line of a stage, generated from its options dataclass and the shared run options.
+
+A stage's CLI module is then two lines (see `pipeline/crawl_cli.py`): the flags come
+from `Stage.Options` and `RunOptions` (`pipeline/options.py`), the run from `run_stage`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from shammie.pipeline import options
+from shammie.pipeline.runner import RunOptions, run_stage
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser, stage_cls: type, description: str | None = None,
+                        epilog: str | None = None) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = description or (stage_cls.__doc__ or "").strip()
+    parser.epilog = (epilog + "\n\n" if epilog else "") + RERUN_RULES
+    options.add_arguments(parser, stage_cls.Options)
+    options.add_arguments(parser, RunOptions)
+
+
+def run_stage_command(stage_cls: type, args: argparse.Namespace) -> int:
+    opts = options.from_namespace(stage_cls.Options, args)
+    run = options.from_namespace(RunOptions, args)
+    stage = stage_cls(getattr(opts, stage_cls.job_field), opts)
+    result = run_stage(stage, run)
+    print(stage.describe(result.section))
+    return 0
+
+
+RERUN_RULES = """\
+re-runs: the same inputs and settings resume (finished files skipped, damaged ones
+redone); changed inputs or settings are refused, naming the change; --overwrite
+recomputes into a fresh folder that replaces the old one only once complete. One
+run of a stage per job at a time (--wait queues behind a running one)."""
