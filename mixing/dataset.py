@@ -93,6 +93,7 @@ class MixtureDataset(IterableDataset):
         # by dataloader() iterators in the trainer's process, read by persistent workers
         self._start = _SharedRows(1, len(mixer.domains) + 1)
         self._generation = 0
+        self._waits = torch.zeros(1, dtype=torch.int64).share_memory_()
         too_small = [d for d, n in zip(mixer.domains, self.num_sequences) if n < mixer.world_size]
         if too_small:
             raise MixingError(f"domain(s) {too_small} have fewer packed sequences of length {seq_len} than "
@@ -149,7 +150,7 @@ class MixtureDataset(IterableDataset):
         t, item = start, 0
         while True:
             t += 1
-            policy = mixer.policy_for_step(t, wait=in_worker, timeout=self.wait_timeout)
+            policy = mixer.policy_for_step(t, wait=in_worker, timeout=self.wait_timeout, on_wait=self._count_wait)
             draws = mixer.step_draws(t, policy)
             for micro in range(mixer.grad_accum):
                 if item % workers == worker:
@@ -158,6 +159,15 @@ class MixtureDataset(IterableDataset):
                            "step": t}
                 consumed += np.bincount(draws[micro], minlength=len(domains))
                 item += 1
+
+    def _count_wait(self) -> None:
+        self._waits += 1
+
+    @property
+    def worker_waits(self) -> int:
+        """How many times a DataLoader worker had to wait for update() to publish a policy
+        (0 when the lag covers the loader's lookahead; the stream is exact either way)."""
+        return int(self._waits.item())
 
     def _mark_start(self) -> None:
         """Record, for persistent workers, where the iterator being created starts."""
@@ -194,15 +204,17 @@ class MixtureDataset(IterableDataset):
 
     # The mixer holds all the stream state (its step and per-domain cursors);
     # the dataset's state only guards against resuming with different settings.
-    def state_dict(self) -> dict[str, Any]:
+    def _settings(self) -> dict[str, Any]:
         return {"seq_len": self.seq_len, "batch_size": self.batch_size, "per_sample": self.per_sample,
-                "shuffle": self.shuffle, "num_sequences": self.num_sequences,
-                "mixer": self.mixer.state_dict()}
+                "shuffle": self.shuffle, "num_sequences": self.num_sequences}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._settings(), "mixer": self.mixer.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping) or "mixer" not in state:
             raise MixingError("not a MixtureDataset state (a mapping with 'mixer', from state_dict())")
-        mine = {k: v for k, v in self.state_dict().items() if k != "mixer"}
+        mine = self._settings()
         diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
         if diff:
             raise MixingError(f"dataset state was saved with different settings (saved, now): {diff}")

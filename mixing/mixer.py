@@ -356,7 +356,8 @@ class Mixer:
     def _fix_lag(self) -> None:
         self._lag_fixed = True
 
-    def policy_for_step(self, t: int, *, wait: bool = False, timeout: float = DEFAULT_WAIT_TIMEOUT) -> np.ndarray:
+    def policy_for_step(self, t: int, *, wait: bool = False, timeout: float = DEFAULT_WAIT_TIMEOUT,
+                        on_wait=None) -> np.ndarray:
         """The mixture that draws step t (1-based)."""
         raise NotImplementedError
 
@@ -629,7 +630,8 @@ class StaticMixer(Mixer):
     def from_store(cls, store, weights: Any = "uniform", **kw) -> "StaticMixer":
         return cls(store.domains, weights, token_counts={d: store.num_tokens(d) for d in store.domains}, **kw)
 
-    def policy_for_step(self, t: int, *, wait: bool = False, timeout: float = DEFAULT_WAIT_TIMEOUT) -> np.ndarray:
+    def policy_for_step(self, t: int, *, wait: bool = False, timeout: float = DEFAULT_WAIT_TIMEOUT,
+                        on_wait=None) -> np.ndarray:
         return self.fixed
 
     def derive_lag(self, num_workers: int, prefetch_factor: int) -> int:
@@ -801,7 +803,9 @@ class OnlineDataMixer(Mixer):
     def can_draw(self, t: int) -> bool:
         return t - self.lag <= self.step + 1
 
-    def policy_for_step(self, t: int, *, wait: bool = False, timeout: float = DEFAULT_WAIT_TIMEOUT) -> np.ndarray:
+    def policy_for_step(self, t: int, *, wait: bool = False, timeout: float = DEFAULT_WAIT_TIMEOUT,
+                        on_wait=None) -> np.ndarray:
+        """on_wait: called once if a worker has to wait for the policy (diagnostics)."""
         s = max(1, t - self.lag)
         if s in self._policies and not wait:
             return self._policies[s]
@@ -810,6 +814,8 @@ class OnlineDataMixer(Mixer):
             p = self._ring.read(s)
             if p is not None:
                 return p
+            if wait and on_wait is not None and pause == 1e-4:
+                on_wait()
             if not wait:
                 raise MixingError(
                     f"the mixture for step {t} needs the loss of step {s - 1}, but update() has run for "

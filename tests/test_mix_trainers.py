@@ -1,0 +1,173 @@
+"""The ODM loader under the way real trainers drive a DataLoader: gradient
+accumulation (K micro-batches, one update per optimizer step), persistent workers
+with a new iterator per epoch (Lightning), a resumed trainer fast-forwarding the
+loader (Hugging Face Trainer's data skip), many workers with the derived lag, and
+bounded, explained waits."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from shammie.mixing.dataset import MixtureDataset
+from shammie.mixing.mixer import DEFAULT_WAIT_TIMEOUT, MixingError, OnlineDataMixer, per_domain_losses
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # --import-mode=importlib
+from test_mix_fakes import FakeStore, identify  # noqa: E402
+
+SEQ = 8
+SIZES = {"code": 40 * SEQ, "news": 25 * SEQ, "wiki": 60 * SEQ + 5}
+
+
+def per_sequence_loss(batch) -> torch.Tensor:
+    """A deterministic per-sequence 'loss' that depends on the content and the domain."""
+    base = {"code": 2.5, "news": 1.5, "wiki": 1.0}
+    return torch.tensor([base[d] + (int(r[0]) % 97) / 50 for r, d in zip(batch["input_ids"], batch["domain"])])
+
+
+def make(grad_accum=1, lag=None, batch_size=3, per_sample=False, **kw):
+    store = FakeStore(SIZES)
+    mixer = OnlineDataMixer.from_store(store, seed=5, lag=lag, grad_accum=grad_accum, **kw)
+    return mixer, MixtureDataset(store, mixer, SEQ, batch_size, per_sample=per_sample)
+
+
+def train(batches, mixer, steps, grad_accum):
+    """A trainer loop with accumulation: K micro-batches, then one update() per optimizer step."""
+    served = []
+    for _ in range(steps):
+        losses: dict[str, list[float]] = {}
+        for _ in range(grad_accum):
+            b = next(batches)
+            served.append((b["step"], [identify(r, mixer.domains) for r in b["input_ids"]]))
+            per_domain_losses(b["domain"], per_sequence_loss(b), into=losses)
+        mixer.update(losses, step=served[-1][0])
+    return served
+
+
+# -- gradient accumulation ------------------------------------------------------
+
+def test_accumulation_in_process_one_update_per_step():
+    mixer, data = make(grad_accum=3)
+    served = train(iter(data.dataloader()), mixer, 40, 3)
+    assert [s for s, _ in served] == [t for t in range(1, 41) for _ in range(3)]
+    assert mixer.step == 40
+    # micro-batches of a step are drawn independently from the step's policy
+    by_step = {}
+    for s, rows in served:
+        by_step.setdefault(s, set()).add(rows[0][0])
+    assert any(len(v) > 1 for v in by_step.values())
+    # no sequence served twice within the first epoch of a domain
+    for d, n in SIZES.items():
+        idx = [j for _, rows in served for dd, j in rows if dd == d][: n // SEQ]
+        assert len(set(idx)) == len(idx)
+    assert mixer.weights() != pytest.approx({d: 1 / 3 for d in mixer.domains})
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_accumulation_with_workers_is_exact_and_never_waits(per_sample):
+    m0, d0 = make(grad_accum=2, per_sample=per_sample)
+    ref = train(iter(d0.dataloader(num_workers=0)), m0, 30, 2)
+    m2, d2 = make(grad_accum=2, per_sample=per_sample)
+    got = train(iter(d2.dataloader(num_workers=2)), m2, 30, 2)
+    assert m2.lag == m0.lag == 4                 # 2 workers x 2 prefetch + 1 micro-batches = 3 steps: 4 covers it
+    assert got == ref
+    assert m2.state_dict() == m0.state_dict()
+    assert d2.worker_waits == 0
+
+
+def test_update_per_micro_batch_without_grad_accum_fails_at_once():
+    # the old failure: a UserError at step 5 with 0 workers, a 600 s block with 2 workers
+    for workers in (0, 2):
+        mixer, data = make(grad_accum=1)
+        batches = iter(data.dataloader(num_workers=workers))
+        began = time.monotonic()
+        with pytest.raises(MixingError, match="grad_accum"):
+            train(batches, mixer, 40, 2)            # 2 micro-batches per update, but the mixer thinks 1
+        assert time.monotonic() - began < 20
+
+
+def test_update_checks_the_batch_step():
+    mixer, data = make()
+    b = next(iter(data.dataloader()))
+    with pytest.raises(MixingError, match="ignore_data_skip"):
+        mixer.update({b["domain"][0]: 1.0}, step=b["step"] + 1)
+    mixer.update({b["domain"][0]: 1.0}, step=b["step"])
+
+
+# -- lifecycles -----------------------------------------------------------------
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_persistent_workers_continue_the_stream_across_iterators(grad_accum):
+    m0, d0 = make(grad_accum=grad_accum, lag=6)
+    ref = train(iter(d0.dataloader(num_workers=0)), m0, 36, grad_accum)
+    m2, d2 = make(grad_accum=grad_accum, lag=6)
+    loader = d2.dataloader(num_workers=2, persistent_workers=True)
+    got = []
+    for _epoch in range(3):                        # what Lightning does: a new iterator per epoch
+        got += train(iter(loader), m2, 12, grad_accum)
+    assert got == ref
+    assert m2.state_dict() == m0.state_dict()
+
+
+def test_resumed_trainer_skipping_batches_is_refused_at_once():
+    mixer, data = make(grad_accum=2)
+    train(iter(data.dataloader(num_workers=2)), mixer, 20, 2)
+    state = data.state_dict()
+    m2, d2 = make(grad_accum=2)
+    d2.load_state_dict(state)
+    batches = iter(d2.dataloader(num_workers=2))
+    began = time.monotonic()
+    with pytest.raises(MixingError, match=r"ignore_data_skip=True"):
+        for _ in range(20 * 2):                    # HF Trainer skips steps_trained * grad_accum batches
+            next(batches)
+    assert time.monotonic() - began < 20
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")     # torch: more workers than cores
+def test_many_workers_derive_a_lag_that_never_waits():
+    mixer, data = make()
+    loader = data.dataloader(num_workers=8)
+    assert mixer.lag == 17 and loader.prefetch_factor == 2        # 8 x 2 + 1 micro-batches ahead
+    train(iter(loader), mixer, 40, 1)
+    assert data.worker_waits == 0
+    # a lag set by the user is kept; prefetch shrinks to fit it, and a lag too small for the
+    # loader is said out loud
+    m4, d4 = make(lag=4)
+    assert d4.dataloader(num_workers=2).prefetch_factor == 1
+    with pytest.warns(UserWarning, match="will wait"):
+        d4.dataloader(num_workers=8)
+    assert m4.lag == 4
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_lag_is_fixed_once_used_and_follows_a_resumed_state():
+    mixer, data = make()
+    train(iter(data.dataloader()), mixer, 3, 1)
+    with pytest.warns(UserWarning, match="will wait"):
+        data.dataloader(num_workers=8)             # too late to change: steps were drawn with lag 4
+    assert mixer.lag == 4
+    big, dbig = make()
+    dbig.dataloader(num_workers=8)
+    train(iter(dbig.dataloader(num_workers=0)), big, 3, 1)
+    fresh, dfresh = make()
+    dfresh.load_state_dict(dbig.state_dict())
+    assert fresh.lag == 17
+
+
+def test_a_worker_never_waits_silently(monkeypatch):
+    assert DEFAULT_WAIT_TIMEOUT <= 60
+    store = FakeStore(SIZES)
+    mixer = OnlineDataMixer.from_store(store, seed=5, lag=0)
+    data = MixtureDataset(store, mixer, SEQ, 2, wait_timeout=2.0)
+    # a plain DataLoader (no check in the trainer's process) and a loop that never updates
+    batches = iter(torch.utils.data.DataLoader(data, batch_size=None, num_workers=2))
+    next(batches)
+    began = time.monotonic()
+    with pytest.raises(MixingError, match="waited 2 s.*update\\(\\) of step 1.*ignore_data_skip"):
+        next(batches)
+    assert time.monotonic() - began < 30
+    assert data.worker_waits >= 1
