@@ -5,7 +5,7 @@
 # of minutes on s3fs/aiobotocore + boto3). torch is installed first with pip as the
 # CPU build (`torch==2.13.0`; on machines that carry the wheel locally pip takes it
 # from disk, elsewhere pass SHAMMIE_TORCH_INDEX=https://download.pytorch.org/whl/cpu).
-# Set SHAMMIE_NO_TORCH=1 to skip torch and the training/transformers extras.
+# Set SHAMMIE_NO_TORCH=1 to skip torch and the torch/train extras (transformers, accelerate, lightning).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -23,7 +23,7 @@ if [ "${SHAMMIE_NO_TORCH:-0}" != "1" ]; then
       "$VENV/bin/python" -m pip install -q "torch==2.13.0"
     fi
   fi
-  EXTRAS="test,torch"
+  EXTRAS="test,torch,train"
 fi
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set, every process (each Ray worker and
 # Ray's own agents) would otherwise compile its imports from source at every start.

@@ -3,6 +3,13 @@ Data Mixing (ODM), a uniform mixture or the natural (token-count) mixture.
 
     .venv/bin/python examples/train_tiny_gpt.py --mixer odm --seed 0
     .venv/bin/python examples/train_tiny_gpt.py --compare --seeds 0 1 2    # all three mixers, several seeds
+    .venv/bin/python examples/train_tiny_gpt.py --store STORE --max-steps 200 --grad-accum 4 --log odm.jsonl
+
+With --store the loop trains on that store as it is (no validation store, no data
+preparation); the flags --store/--max-steps/--grad-accum/--log are the same as in
+examples/hf_trainer.py and examples/lightning_trainer.py. With --grad-accum K every
+optimizer step consumes K micro-batches (the mixer draws each one) and calls
+mixer.update() once, with the per-domain losses of all K.
 
 Data: ../shared/data (real third-party text; the script explains and stops when it
 is absent). Seven domains: news articles, DCLM web pages rated high / low quality
@@ -32,6 +39,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shammie.mixing.dataset import MixtureDataset
+from shammie.mixing.losses import DomainLossAccumulator
+from shammie.mixing.losses import sequence_losses as token_mean_losses
+from shammie.mixing.losses import unpack_batch
 from shammie.mixing.mixer import MixLog, OnlineDataMixer, StaticMixer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,9 +143,7 @@ class TinyGPT(nn.Module):
 
 def sequence_losses(model, ids) -> torch.Tensor:
     """Mean next-token loss of each sequence (nats/token)."""
-    logits = model(ids[:, :-1])
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
-    return loss.view(ids.shape[0], -1).mean(dim=1)
+    return token_mean_losses(model(ids[:, :-1]), ids[:, 1:])
 
 
 @torch.no_grad()
@@ -157,43 +165,48 @@ def evaluate(model, val, seq_len: int, cap: int = 64) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- training
 
-def make_mixer(kind: str, store, seed: int, warmup: int):
+def make_mixer(kind: str, store, seed: int, warmup: int, grad_accum: int = 1):
     if kind == "odm":
-        return OnlineDataMixer.from_store(store, seed=seed, warmup_steps=warmup, initial_weights="uniform")
-    return StaticMixer.from_store(store, kind, seed=seed)
+        return OnlineDataMixer.from_store(store, seed=seed, warmup_steps=warmup, initial_weights="uniform",
+                                          grad_accum=grad_accum)
+    return StaticMixer.from_store(store, kind, seed=seed, grad_accum=grad_accum)
 
 
-def train(kind: str, seed: int, args, train_path: str, val_path: str) -> str:
+def train(kind: str, seed: int, args, train_path: str, val_path: str | None) -> str:
     from shammie.mixing.store import open_store
-    store, val = open_store(train_path), open_store(val_path)
+    store = open_store(train_path)
+    val = open_store(val_path) if val_path else None
     torch.manual_seed(seed)
-    mixer = make_mixer(kind, store, seed, args.odm_warmup)
+    mixer = make_mixer(kind, store, seed, args.odm_warmup, args.grad_accum)
     data = MixtureDataset(store, mixer, args.seq_len + 1, args.batch_size)
     model = TinyGPT(store.vocab_size, args.seq_len, d=args.d_model, layers=args.layers)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
     lr_at = lambda s: args.lr * min(1.0, s / 30) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / args.steps)))  # noqa: E731
-    log_path = os.path.join(args.out, f"{kind}-s{seed}.jsonl")
+    log_path = args.log or os.path.join(args.out, f"{kind}-s{seed}.jsonl")
     if os.path.exists(log_path):
         os.remove(log_path)                       # a fresh run (no checkpoint to resume from here)
     log = MixLog(log_path)
-    log.write_eval(0, evaluate(model, val, args.seq_len + 1))
+    if val is not None:
+        log.write_eval(0, evaluate(model, val, args.seq_len + 1))
     t0 = time.time()
     batches = iter(data.dataloader(num_workers=args.workers))
+    losses = DomainLossAccumulator()
     for step in range(1, args.steps + 1):
-        batch = next(batches)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        per_seq = sequence_losses(model, batch["input_ids"])
-        loss = per_seq.mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for _ in range(args.grad_accum):          # the step's micro-batches, each drawn by the mixer
+            ids, domains, batch_step = unpack_batch(next(batches))
+            per_seq = sequence_losses(model, ids)
+            (per_seq.mean() / args.grad_accum).backward()
+            # the reward is the training loss already computed: no extra forward pass
+            losses.add(per_seq, domains, step=batch_step)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        # the reward is the training loss already computed: no extra forward pass
-        by_domain: dict[str, list[float]] = {}
-        for d, v in zip(batch["domain"], per_seq.detach().tolist()):
-            by_domain.setdefault(d, []).append(v)
-        log.write(mixer.update({d: sum(v) / len(v) for d, v in by_domain.items()}))
+        log.write(mixer.update(losses.means(), step=losses.step))   # once per optimizer step
+        losses.reset()
+        if val is None:
+            continue
         if step % args.eval_every == 0 or step == args.steps:
             ev = evaluate(model, val, args.seq_len + 1)
             log.write_eval(step, ev, seconds=round(time.time() - t0, 1))
@@ -241,7 +254,11 @@ def main(argv=None) -> int:
     p.add_argument("--compare", action="store_true", help="run all three mixers for every --seeds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--store", default=None,
+                   help="train on this shard store as it is (no validation, no data preparation from shared data)")
+    p.add_argument("--steps", "--max-steps", dest="steps", type=int, default=400, help="optimizer steps")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--log", default=None, help="mixing log (JSONL); default --out/<mixer>-s<seed>.jsonl")
     p.add_argument("--d-model", type=int, default=96)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
@@ -263,16 +280,29 @@ def main(argv=None) -> int:
         report(list(logs.values()), os.path.join(args.out, "report"))
         print(json.dumps(compare(logs, args.out), indent=1))
         return 0
+    if args.grad_accum < 1:
+        p.error("--grad-accum must be >= 1")
+    if args.store:
+        if args.compare:
+            p.error("--compare prepares its own stores from shared data; drop --store")
+        torch.set_num_threads(args.threads)
+        os.makedirs(args.out, exist_ok=True)
+        log_path = train(args.mixer, args.seed, args, args.store, None)
+        records = [json.loads(line) for line in open(log_path, encoding="utf-8") if line.strip()]
+        print(json.dumps({"log": log_path, "optimizer_steps": args.steps, "grad_accum": args.grad_accum,
+                          "updates": sum(r.get("kind") == "train" for r in records)}))
+        return 0
     if not SHARED.is_dir():
         print(f"This example trains on the real text in {SHARED}, which is absent here; "
               "set SHAMMIE_SHARED_DATA to that folder to run it. Nothing to do.")
         return 0
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
+    from shammie.mixing.store_format import StoreError
     from shammie.pipeline.errors import UserError
     try:
         train_path, val_path = build_stores(Path(args.out) / "data", args.vocab, args.seq_len + 1)
-    except UserError as e:
+    except (UserError, StoreError) as e:
         print(f"cannot build the stores: {e}", file=sys.stderr)
         return 2
     runs = [(k, s) for s in args.seeds for k in ("uniform", "natural", "odm")] if args.compare \

@@ -1,0 +1,151 @@
+"""Online data mixing inside a Hugging Face `Trainer` (tiny GPT-2 built from a config, CPU is fine).
+
+    .venv/bin/python examples/hf_trainer.py --store STORE --max-steps 200 --grad-accum 4 --log odm.jsonl
+    torchrun --nproc-per-node 2 examples/hf_trainer.py --store STORE ...       # data parallel, one stream per rank
+
+What has to change compared with a plain `Trainer` (docs/integrations.md explains each):
+
+* The data: `get_train_dataloader` returns `MixtureDataset.dataloader()` (batch_size=None,
+  one whole micro-batch per item). The Trainer's own loader would wrap the dataset in
+  `DataLoader(batch_size=per_device_train_batch_size)` and stack that many micro-batches
+  (`unpack_batch` refuses such a batch); and Accelerate's `prepare` would, for an
+  IterableDataset, load on rank 0 and dispatch slices, while every rank must draw its own.
+* The loss: `compute_loss` takes `domain` and `step` out of the batch before the model
+  sees it (a model that accepts **kwargs would silently ignore them; one that does not
+  would raise), and computes one loss per sequence from the logits, since the model's
+  `loss` is already averaged over the batch.
+* The feedback: per-domain losses are accumulated over the step's micro-batches and
+  `mixer.update()` runs once per optimizer step, in `on_step_end` (after optimizer.step()).
+  The mixer is built with `grad_accum` equal to `gradient_accumulation_steps`.
+* Order under torchrun: create TrainingArguments first (it initialises torch.distributed),
+  then the mixer, which reads its rank and world size from the process group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+from shammie.mixing.dataset import MixtureDataset
+from shammie.mixing.losses import DomainLossAccumulator, sequence_losses, unpack_batch
+from shammie.mixing.mixer import MixLog, OnlineDataMixer, StaticMixer
+from shammie.mixing.store import open_store
+
+
+def tiny_gpt2(vocab_size: int, seq_len: int, width: int, layers: int):
+    """A GPT-2 with random weights from a config: no download."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=width, n_layer=layers,
+                        n_head=max(1, width // 16), bos_token_id=None, eos_token_id=None)
+    return GPT2LMHeadModel(config)
+
+
+def make_trainer_class():
+    """The Trainer subclass and its callback (defined lazily: transformers is imported on use)."""
+    from transformers import Trainer, TrainerCallback
+
+    class MixingTrainer(Trainer):
+        # compute_loss returns the micro-batch mean, so the Trainer divides it by the number of
+        # accumulation steps itself (its documented contract for custom losses).
+        loss_is_scaled_for_ga = False
+
+        def __init__(self, *args, mixture: MixtureDataset, loader_workers: int, **kwargs):
+            super().__init__(*args, train_dataset=mixture, **kwargs)
+            self.mixture = mixture
+            self.loader_workers = loader_workers
+            self.domain_losses = DomainLossAccumulator()
+            self.micro_batches = 0
+
+        def get_train_dataloader(self):
+            # Not the Trainer's DataLoader(batch_size=N) and not accelerator.prepare(): each rank
+            # reads its own stream, one whole micro-batch per item.
+            return self.mixture.dataloader(num_workers=self.loader_workers)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            ids, domains, step = unpack_batch(inputs)   # the model never sees domain/step
+            outputs = model(input_ids=ids[:, :-1])
+            per_seq = sequence_losses(outputs.logits, ids[:, 1:])
+            if model.training:
+                self.domain_losses.add(per_seq, domains, step=step)
+                self.micro_batches += 1
+            loss = per_seq.mean()
+            return (loss, outputs) if return_outputs else loss
+
+    class MixerUpdate(TrainerCallback):
+        """One mixer.update() per optimizer step, with the losses of all its micro-batches."""
+
+        def __init__(self, trainer: MixingTrainer, log: MixLog):
+            self.trainer, self.log = trainer, log
+
+        def on_step_end(self, args, state, control, **kwargs):
+            acc = self.trainer.domain_losses
+            record = self.trainer.mixture.mixer.update(acc.means(), step=acc.step)
+            acc.reset()
+            if state.is_world_process_zero:
+                self.log.write(record)
+            return control
+
+    return MixingTrainer, MixerUpdate
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True, help="shard store to train on")
+    p.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--log", required=True, help="mixing log (JSONL), written by rank 0")
+    p.add_argument("--mixer", choices=["odm", "uniform", "natural"], default="odm")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch and rank")
+    p.add_argument("--seq-len", type=int, default=64, help="tokens the model predicts per sequence")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/hf-trainer", help="Trainer output_dir (nothing is saved by default)")
+    args = p.parse_args(argv)
+    if args.grad_accum < 1 or args.max_steps < 1:
+        p.error("--grad-accum and --max-steps must be >= 1")
+
+    from transformers import TrainingArguments, set_seed
+
+    set_seed(args.seed)
+    training_args = TrainingArguments(
+        output_dir=args.out, max_steps=args.max_steps, gradient_accumulation_steps=args.grad_accum,
+        per_device_train_batch_size=args.batch_size,    # informational: the batch size is the dataset's
+        dataloader_num_workers=args.workers, learning_rate=args.lr, lr_scheduler_type="constant",
+        logging_steps=max(1, args.max_steps // 10), save_strategy="no", report_to=[],
+        remove_unused_columns=False, use_cpu=not torch.cuda.is_available(), seed=args.seed,
+        disable_tqdm=True)
+    # After TrainingArguments: under torchrun the process group exists now, and the mixer
+    # takes its rank and world size from it (each rank draws its own micro-batches).
+    store = open_store(args.store)
+    if args.mixer == "odm":
+        mixer = OnlineDataMixer.from_store(store, seed=args.seed, grad_accum=args.grad_accum)
+    else:
+        mixer = StaticMixer.from_store(store, args.mixer, seed=args.seed, grad_accum=args.grad_accum)
+    mixture = MixtureDataset(store, mixer, seq_len=args.seq_len + 1, batch_size=args.batch_size)
+    model = tiny_gpt2(store.vocab_size, args.seq_len, args.width, args.layers)
+
+    if os.path.exists(args.log) and training_args.process_index == 0:
+        os.remove(args.log)                        # a fresh run
+    log = MixLog(args.log)
+    MixingTrainer, MixerUpdate = make_trainer_class()
+    trainer = MixingTrainer(model=model, args=training_args, mixture=mixture, loader_workers=args.workers)
+    trainer.add_callback(MixerUpdate(trainer, log))
+    result = trainer.train()
+    log.close()
+    if training_args.process_index == 0:
+        print(json.dumps({"log": args.log, "optimizer_steps": trainer.state.global_step,
+                          "micro_batches": trainer.micro_batches, "mixer_step": mixer.step,
+                          "train_loss": result.training_loss}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

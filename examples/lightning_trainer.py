@@ -1,0 +1,148 @@
+"""Online data mixing inside a Lightning `Trainer` (tiny GPT, CPU is fine).
+
+    .venv/bin/python examples/lightning_trainer.py --store STORE --max-steps 200 --grad-accum 4 --log odm.jsonl
+    .venv/bin/python examples/lightning_trainer.py --store STORE --devices 2 --strategy ddp ...   # one stream per rank
+
+What matters (docs/integrations.md explains each):
+
+* `train_dataloader()` returns `MixtureDataset.dataloader()` (batch_size=None: one whole
+  micro-batch per item), and the Trainer gets `use_distributed_sampler=False`, so Lightning
+  neither re-creates the loader nor shards a stream every rank draws for itself.
+* `training_step` computes one loss per sequence from the logits and adds it, detached,
+  to a per-domain accumulator; `mixer.update()` runs once per optimizer step, in
+  `on_before_optimizer_step` (after the backward passes of all `accumulate_grad_batches`
+  micro-batches). The mixer is built with `grad_accum` equal to `accumulate_grad_batches`.
+* The mixer is created in `setup()`, where Lightning has initialised torch.distributed,
+  so it reads the rank and world size of this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn as nn
+
+from shammie.mixing.dataset import MixtureDataset
+from shammie.mixing.losses import DomainLossAccumulator, sequence_losses, unpack_batch
+from shammie.mixing.mixer import MixLog, OnlineDataMixer, StaticMixer
+from shammie.mixing.store import open_store
+
+import lightning as L  # noqa: E402  (after torch, like Lightning's own examples)
+
+
+class TinyLM(nn.Module):
+    """Embedding -> one causal Transformer encoder stack -> tied output layer."""
+
+    def __init__(self, vocab: int, seq_len: int, width: int, layers: int):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(seq_len, width)
+        layer = nn.TransformerEncoderLayer(width, max(1, width // 16), 4 * width, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.tok.weight
+        for p in (self.tok.weight, self.pos.weight):
+            # nn.Embedding's N(0, 1) init, tied to the output layer, gives ~30-nat logits at step 0
+            nn.init.normal_(p, std=0.02)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        t = ids.shape[1]
+        mask = nn.Transformer.generate_square_subsequent_mask(t, device=ids.device)
+        x = self.tok(ids) + self.pos(torch.arange(t, device=ids.device))
+        return self.head(self.blocks(x, mask=mask, is_causal=True))
+
+
+class MixingModule(L.LightningModule):
+    def __init__(self, args: argparse.Namespace):
+        super().__init__()
+        self.args = args
+        self.store = open_store(args.store)
+        self.model = TinyLM(self.store.vocab_size, args.seq_len, args.width, args.layers)
+        self.domain_losses = DomainLossAccumulator()
+        self.mixture: MixtureDataset | None = None
+        self.mix_log: MixLog | None = None
+        self.micro_batches = 0
+        self.updates = 0
+
+    def setup(self, stage: str) -> None:
+        # torch.distributed is initialised by now: the mixer takes this process's rank from it.
+        a = self.args
+        if a.mixer == "odm":
+            mixer = OnlineDataMixer.from_store(self.store, seed=a.seed, grad_accum=a.grad_accum)
+        else:
+            mixer = StaticMixer.from_store(self.store, a.mixer, seed=a.seed, grad_accum=a.grad_accum)
+        self.mixture = MixtureDataset(self.store, mixer, seq_len=a.seq_len + 1, batch_size=a.batch_size)
+        if self.global_rank == 0:
+            if os.path.exists(a.log):
+                os.remove(a.log)                   # a fresh run
+            self.mix_log = MixLog(a.log)
+
+    def train_dataloader(self):
+        return self.mixture.dataloader(num_workers=self.args.workers)
+
+    def training_step(self, batch, batch_idx):
+        ids, domains, step = unpack_batch(batch)
+        per_seq = sequence_losses(self.model(ids[:, :-1]), ids[:, 1:])
+        self.domain_losses.add(per_seq, domains, step=step)
+        self.micro_batches += 1
+        loss = per_seq.mean()   # Lightning divides by accumulate_grad_batches itself
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(domains))
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Called once per optimizer step, after all accumulated micro-batches' backward.
+        record = self.mixture.mixer.update(self.domain_losses.means(), step=self.domain_losses.step)
+        self.domain_losses.reset()
+        self.updates += 1
+        if self.mix_log is not None:
+            self.mix_log.write(record)
+
+    def on_train_end(self) -> None:
+        if self.mix_log is not None:
+            self.mix_log.close()
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.model.parameters(), lr=self.args.lr)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True, help="shard store to train on")
+    p.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--log", required=True, help="mixing log (JSONL), written by rank 0")
+    p.add_argument("--mixer", choices=["odm", "uniform", "natural"], default="odm")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch and rank")
+    p.add_argument("--seq-len", type=int, default=64, help="tokens the model predicts per sequence")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", default="1")
+    p.add_argument("--strategy", default="auto")
+    args = p.parse_args(argv)
+    if args.grad_accum < 1 or args.max_steps < 1:
+        p.error("--grad-accum and --max-steps must be >= 1")
+
+    L.seed_everything(args.seed, verbose=False)
+    module = MixingModule(args)
+    trainer = L.Trainer(max_steps=args.max_steps, accumulate_grad_batches=args.grad_accum,
+                        devices=int(args.devices) if args.devices.isdigit() else args.devices,
+                        strategy=args.strategy, accelerator="auto", use_distributed_sampler=False,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, log_every_n_steps=max(1, args.max_steps // 10))
+    trainer.fit(module)
+    if trainer.global_rank == 0:
+        print(json.dumps({"log": args.log, "optimizer_steps": trainer.global_step,
+                          "micro_batches": module.micro_batches, "mixer_step": module.mixture.mixer.step,
+                          "updates": module.updates}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
