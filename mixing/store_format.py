@@ -16,8 +16,9 @@ Builds: every published manifest is also kept as `STORE/_builds/<build_id>.json`
 a reader can pin the build it opened and the writer knows which builds' files to
 keep (`DEFAULT_KEEP_BUILDS`, see `store_writer.collect_garbage`).
 
-Errors: the store raises `StoreError` (a `ValueError`) and its subclasses, never the
-CLI's `UserError`; the `shammie` command turns them into a one-line message.
+Errors: the store raises `StoreError` (a `ValueError` and a `ShammieError`) and its
+subclasses, never the CLI's `UserError`; the `shammie` command turns them into a
+one-line message and exit code 2.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import re
 from typing import Any
 
 import xxhash
+
+from shammie.pipeline.errors import ShammieError
 
 FORMAT = "shammie-shard-store"
 FORMAT_VERSION = 1
@@ -45,12 +48,6 @@ TOKEN_DTYPES = ("<u2", "<u4")
 
 # Files a build may own (old builds' files are garbage-collected after a new manifest lands).
 OWNED_FILE = re.compile(r"^(\.tmp-.*|[0-9a-f]{12}-\d{5}\.(parquet|tokens|index)|tokenizer-[0-9a-f]{12}\.model)$")
-
-
-try:
-    from shammie.pipeline.errors import ShammieError
-except ImportError:  # pipeline/errors.py before the error hierarchy of the stage-runner refactor
-    ShammieError = Exception
 
 
 class StoreError(ShammieError, ValueError):
