@@ -121,7 +121,11 @@ def main(argv=None) -> int:
         dataloader_num_workers=args.workers, learning_rate=args.lr, lr_scheduler_type="constant",
         logging_steps=max(1, args.max_steps // 10), save_strategy="no", report_to=[],
         remove_unused_columns=False, use_cpu=not torch.cuda.is_available(), seed=args.seed,
-        disable_tqdm=True)
+        disable_tqdm=True,
+        # On resume the Trainer would pull and drop the batches it already trained on, without
+        # update(): the mixer's loader refuses that. Restore the data with
+        # MixtureDataset.load_state_dict instead (docs/integrations.md).
+        ignore_data_skip=True)
     # After TrainingArguments: under torchrun the process group exists now, and the mixer
     # takes its rank and world size from it (each rank draws its own micro-batches).
     store = open_store(args.store)
