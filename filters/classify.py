@@ -121,70 +121,16 @@ def train(inputs: Sequence[str], output: str, *, text_column: str = "text", labe
 
 # ---------------------------------------------------------------- score stage
 
-def _score_file(payload: dict) -> dict:
-    """Ray task: add the score column to one Parquet file."""
-    import pyarrow as pa
-
-    from shammie.filters.edu import load_classifier_scorer
-    from shammie.pipeline import documents
-
-    started = time.monotonic()
-    table = documents.read_table(payload["input"])
-    column = payload["column"]
-    if column in table.column_names:
-        raise UserError(f"{payload['input']} already has a {column!r} column; choose another --column")
-    scorer = load_classifier_scorer(payload["model"])
-    texts = table["text"].to_pylist()
-    scores = np.concatenate([scorer.score_texts(texts[i:i + 1024]) for i in range(0, len(texts), 1024)]) \
-        if texts else np.zeros(0)
-    table = table.append_column(pa.field(column, pa.float32()), pa.array(scores.astype(np.float32)))
-    documents.write_table(table, payload["output"])
-    return {"documents": int(table.num_rows), "mean_score": float(scores.mean()) if len(scores) else None,
-            "above_half": int(np.sum(scores >= 0.5)), "seconds": round(time.monotonic() - started, 3)}
-
 
 def score(job: str, model: str, *, column: str = DEFAULT_COLUMN, output_stage: str = DEFAULT_OUTPUT_STAGE,
           input_stage: str | None = None, workers: int | None = None, ray_address: str | None = None,
-          progress: bool = True) -> dict:
-    """Add `column` = P(high quality) to every document -> JOB/<output_stage>/ (stats section "classify")."""
-    from shammie.filters.edu import _model_fingerprint, _prepare_output, check_columns_absent, load_classifier_scorer
-    from shammie.pipeline import jobdir, storage
-    from shammie.pipeline.parallel import run_tasks
-    from shammie.pipeline.ray_runtime import init_ray
+          progress: bool = True, overwrite: bool = False, wait: bool = False) -> dict:
+    """Add `column` = P(high quality) to every document -> JOB/<output_stage>/ (stats section "classify").
 
-    started = time.monotonic()
-    if "/" in output_stage or output_stage in (jobdir.DOCUMENTS, jobdir.DEDUPED, jobdir.STORE):
-        raise UserError(f"--output-stage {output_stage!r}: give a new folder name inside the job")
-    if not storage.is_remote(model):
-        model = os.path.abspath(storage.strip_file_scheme(model))
-    if input_stage is None:
-        # The most downstream complete full folder (not a subset): scored/ if edu scoring ran, so
-        # both score columns end up together.
-        done = [s for s in jobdir.DOCUMENT_STAGES if s != output_stage and jobdir.is_complete(job, s)]
-        input_stage = done[-1] if done else None
-    stage = jobdir.resolve_input_stage(job, input_stage)
-    if stage == output_stage:
-        raise UserError(f"input and output are both {output_stage}/; pass --input-stage or --output-stage")
-    files = jobdir.stage_files(job, stage)
-    if not files:
-        raise UserError(f"{jobdir.stage_path(job, stage)} has no Parquet files")
-    check_columns_absent(files, [column], "choose another --column or --input-stage")
-    load_classifier_scorer(model)
-    _prepare_output(job, output_stage, {"column": column, "input_stage": stage, **_model_fingerprint(model)})
-    tasks = [(os.path.basename(f).removesuffix(".parquet"),
-              {"input": f, "output": storage.join(jobdir.stage_path(job, output_stage), os.path.basename(f)),
-               "model": model, "column": column}) for f in files]
-    init_ray(ray_address, workers)
-    results = run_tasks(job, output_stage, tasks, _score_file, desc="classify score", progress=progress)
-    docs = sum(int(r.get("documents", 0)) for r in results.values())
-    weighted = sum((r.get("mean_score") or 0.0) * int(r.get("documents", 0)) for r in results.values())
-    stats = {
-        "documents": docs,
-        "above_half": sum(int(r.get("above_half", 0)) for r in results.values()),
-        "mean_score": weighted / docs if docs else None,
-        "column": column, "model": model, "input_stage": stage, "output_stage": output_stage,
-        "files": len(files), "seconds": round(time.monotonic() - started, 3),
-    }
-    jobdir.mark_complete(job, output_stage, {"documents": docs, "column": column})
-    jobdir.update_stats(job, "classify", stats)
-    return stats
+    The scoring stage is the one edu scoring uses (`shammie.filters.scoring`), with the quality scorer."""
+    from shammie.filters.scoring import ScoreOptions, ScoreStage, run_scoring
+
+    options = ScoreOptions(job=job, model=model, kind="quality", column=column, output_stage=output_stage,
+                           input_stage=input_stage)
+    return run_scoring(ScoreStage, options, workers=workers, ray_address=ray_address, progress=progress,
+                       overwrite=overwrite, wait=wait)

@@ -21,7 +21,9 @@ Chain with edu scoring via --input-stage, e.g. `shammie edu score JOB --model ed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from shammie.filters.edu_cli import _add_fasttext_options, _add_ray_options
+    from shammie.filters.edu_cli import _add_fasttext_options
+    from shammie.filters.scoring import ScoreStage
+    from shammie.pipeline.stage_cli import add_stage_arguments
 
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -39,15 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--cv", type=int, default=5, help="cross-validation folds (0: skip)")
     _add_fasttext_options(p)
 
-    p = sub.add_parser("score", formatter_class=fmt, help="add a quality-score column to a job's documents",
+    p = sub.add_parser("score", help="add a quality-score column to a job's documents",
                        description="Add P(high quality) as a new column to every document (one Ray task per "
-                       "file; resumable) and write the rows to a new folder of the job.")
-    p.add_argument("job", metavar="DIR")
-    p.add_argument("--model", required=True, help="a model from `shammie classify train`")
-    p.add_argument("--column", default="quality_score", help="name of the new column")
-    p.add_argument("--output-stage", default="classified", help="folder written inside the job")
-    p.add_argument("--input-stage", help="folder to read (default: scored/, deduped/ or documents/)")
-    _add_ray_options(p)
+                       "file) and write the rows to a new folder of the job (default classified/).")
+    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "quality", "backend": "fasttext"})
 
 
 def run(args) -> int:
@@ -66,9 +63,8 @@ def run(args) -> int:
                   f"(pooled {cv['roc_auc_pooled']:.3f}) -> {args.output}")
         return 0
     if args.classify_command == "score":
-        stats = classify.score(args.job, args.model, column=args.column, output_stage=args.output_stage,
-                               input_stage=args.input_stage, workers=args.workers, ray_address=args.ray_address,
-                               progress=not args.no_progress)
-        print(json.dumps(stats, indent=2, default=str))
-        return 0
+        from shammie.filters.scoring import ScoreStage
+        from shammie.pipeline.stage_cli import run_stage_command
+
+        return run_stage_command(ScoreStage, args)
     raise UserError("choose a step: shammie classify {train,score} (see shammie classify --help)")

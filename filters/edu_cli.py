@@ -24,6 +24,9 @@ on GPU when torch sees one. See docs/edu.md.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from shammie.filters.scoring import ScoreStage, SubsetStage
+    from shammie.pipeline.stage_cli import add_stage_arguments
+
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="edu_command", metavar="STEP")
@@ -66,27 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=3, help="threshold for the binary F1")
     _add_fasttext_options(p)
 
-    p = sub.add_parser("score", formatter_class=fmt, help="add edu_score/edu_int_score to a job -> scored/",
-                       description="Score every document of a job (one Ray task per Parquet file; a re-run "
-                       "resumes) and write JOB/scored/ with the same rows plus edu_score (0-5 float: "
-                       "expected label for fastText, the regression output for transformers) and "
-                       "edu_int_score (rounded half up, clipped to 0-5).")
-    p.add_argument("job", metavar="DIR")
-    p.add_argument("--model", required=True, help="fastText .bin, or a model folder for --backend transformers")
-    p.add_argument("--backend", choices=["fasttext", "transformers"], default="fasttext")
-    p.add_argument("--input-stage", help="folder to score (default: deduped/ or documents/)")
-    p.add_argument("--batch-size", type=int, help="documents per scoring call")
-    _add_ray_options(p)
+    p = sub.add_parser("score", help="add edu_score/edu_int_score to a job -> scored/",
+                       description="Score every document of a job (one Ray task per Parquet file) and write "
+                       "JOB/scored/ with the same rows plus edu_score (0-5 float: expected label for fastText, "
+                       "the regression output for transformers) and edu_int_score (rounded half up, clipped to 0-5).")
+    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "edu"})
 
-    p = sub.add_parser("subset", formatter_class=fmt, help="keep documents at or above a threshold -> edu-N/",
+    p = sub.add_parser("subset", help="keep documents at or above a threshold -> edu-N/",
                        description="Write the documents of scored/ with edu_int_score >= THRESHOLD (an integer; "
                        "a fractional threshold compares edu_score) to JOB/edu-THRESHOLD/, and record "
                        "document and token (whitespace-word) counts in stats.json.")
-    p.add_argument("job", metavar="DIR")
-    p.add_argument("--threshold", type=float, default=3)
-    p.add_argument("--output", help="subset folder name inside the job (default edu-THRESHOLD)")
-    p.add_argument("--input-stage", help="scored folder to read (default scored)")
-    p.add_argument("--no-progress", action="store_true")
+    add_stage_arguments(p, SubsetStage, p.description)
 
 
 def _add_fasttext_options(p: argparse.ArgumentParser) -> None:
@@ -110,12 +103,6 @@ def fasttext_params(args):
                           min_count=args.min_count, bucket=args.bucket, thread=args.threads, seed=args.seed)
 
 
-def _add_ray_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, help="local Ray CPUs (default: all)")
-    p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS or local)")
-    p.add_argument("--no-progress", action="store_true")
-
-
 def _print(result: dict) -> None:
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
@@ -123,6 +110,7 @@ def _print(result: dict) -> None:
 def run(args) -> int:
     from shammie.filters import edu
     from shammie.pipeline.errors import UserError
+    from shammie.pipeline.stage_cli import run_stage_command
 
     if args.edu_command == "annotate":
         result = edu.annotate(args.job, endpoint=args.endpoint, model=args.model, sample=args.sample or None,
@@ -144,12 +132,11 @@ def run(args) -> int:
                   f"binary F1@{h['threshold']:g} {h['binary_f1']:.3f} -> {args.output}")
         return 0
     if args.edu_command == "score":
-        _print(edu.score(args.job, args.model, backend=args.backend, input_stage=args.input_stage,
-                         workers=args.workers, ray_address=args.ray_address, progress=not args.no_progress,
-                         batch_size=args.batch_size))
-        return 0
+        from shammie.filters.scoring import ScoreStage
+
+        return run_stage_command(ScoreStage, args)
     if args.edu_command == "subset":
-        _print(edu.subset(args.job, threshold=args.threshold, output=args.output, input_stage=args.input_stage,
-                          progress=not args.no_progress))
-        return 0
+        from shammie.filters.scoring import SubsetStage
+
+        return run_stage_command(SubsetStage, args)
     raise UserError("choose a step: shammie edu {annotate,train,score,subset} (see shammie edu --help)")

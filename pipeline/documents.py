@@ -33,7 +33,12 @@ def read_table(url: str, columns: list[str] | None = None) -> pa.Table:
 def write_table(table: pa.Table, url: str) -> None:
     """Write atomically (temporary name, then rename/PUT)."""
     with storage.atomic_write(url) as local:
-        pq.write_table(table, local, compression="zstd")
+        if table.num_rows == 0:
+            # pq.write_table would write one row group of 0 rows, which `datasets` refuses to load
+            # ("BatchSize must be greater than 0"); a writer closed before any write has none.
+            pq.ParquetWriter(local, table.schema, compression="zstd").close()
+        else:
+            pq.write_table(table, local, compression="zstd")
 
 
 def empty_documents() -> pa.Table:

@@ -54,6 +54,8 @@ import types
 import typing
 from typing import Any, Iterable, Mapping
 
+from shammie.pipeline.errors import ShammieError
+
 __all__ = [
     "OptionsError", "option", "add_arguments", "from_namespace", "from_mapping", "validate", "to_mapping",
     "options_table", "given_fields", "option_specs", "OptionSpec",
@@ -67,7 +69,7 @@ GLOB_CHARS = frozenset("*?[")
 STYLES = ("yaml", "cli")
 
 
-class OptionsError(ValueError):
+class OptionsError(ShammieError, ValueError):
     """Invalid option values; `.problems` holds one line per problem, each naming its key or flag."""
 
     def __init__(self, problems: Iterable[str]):

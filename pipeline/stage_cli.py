@@ -13,16 +13,18 @@ from shammie.pipeline.runner import RunOptions, run_stage
 
 
 def add_stage_arguments(parser: argparse.ArgumentParser, stage_cls: type, description: str | None = None,
-                        epilog: str | None = None) -> None:
+                        epilog: str | None = None, *, fixed: dict | None = None) -> None:
+    """Flags for every option of the stage and of RunOptions; `fixed` options are set, not flags."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = description or (stage_cls.__doc__ or "").strip()
     parser.epilog = (epilog + "\n\n" if epilog else "") + RERUN_RULES
-    options.add_arguments(parser, stage_cls.Options)
+    options.add_arguments(parser, stage_cls.Options, exclude=tuple(fixed or ()))
     options.add_arguments(parser, RunOptions)
+    parser.set_defaults(_fixed_options=dict(fixed or {}))
 
 
 def run_stage_command(stage_cls: type, args: argparse.Namespace) -> int:
-    opts = options.from_namespace(stage_cls.Options, args)
+    opts = options.from_namespace(stage_cls.Options, args, **getattr(args, "_fixed_options", {}))
     run = options.from_namespace(RunOptions, args)
     stage = stage_cls(getattr(opts, stage_cls.job_field), opts)
     result = run_stage(stage, run)

@@ -14,7 +14,7 @@ from shammie.filters.edu_fasttext import FastTextParams
 from shammie.filters.edu_metrics import roc_auc
 from shammie.filters.edu_synthetic import graded_corpus
 from shammie.pipeline import documents, jobdir
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import ShammieError, UserError
 
 SMALL = FastTextParams(bucket=20_000, dim=16, thread=1, seed=0)
 
@@ -76,7 +76,7 @@ def test_train_cross_validates_and_score_adds_column(tmp_path, ray_session):
     edu.score(job, edu_model, input_stage="classified", progress=False)
     both = documents.read_table(f"{job}/scored/a.parquet")
     assert both.column_names[-3:] == ["quality_score", "edu_score", "edu_int_score"]
-    with pytest.raises(UserError, match="already has"):
+    with pytest.raises(ShammieError, match="already has"):
         classify.score(job, model, input_stage="scored", output_stage="classified2", progress=False)
 
 

@@ -15,7 +15,7 @@ from shammie.filters.edu_fasttext import FastTextEduScorer, FastTextParams
 from shammie.filters.edu_metrics import binary_f1, edu_report, int_scores, macro_f1, mse
 from shammie.filters.edu_synthetic import graded_corpus
 from shammie.pipeline import documents, jobdir, storage
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import ShammieError, StageRefused, UserError
 
 SMALL = dict(bucket=20_000, dim=16, thread=1, seed=0)
 
@@ -217,7 +217,10 @@ def test_score_resumes_and_rescoring_with_new_model(tmp_path, trained_model, ray
     texts, levels = graded_corpus(120, seed=5)
     documents.write_table(pa.table({"text": texts, "score": [5 - lv for lv in levels]}), str(tmp_path / "inv.parquet"))
     edu.train([str(tmp_path / "inv.parquet")], other, holdout=0, params=small_params())
-    edu.score(job, other, progress=False)
+    with pytest.raises(StageRefused, match=r"settings changed \(model: "):
+        edu.score(job, other, progress=False)
+    assert os.path.getmtime(first) == mtime_first  # refused before touching anything
+    edu.score(job, other, progress=False, overwrite=True)
     assert os.path.getmtime(first) != mtime_first
     assert jobdir.read_stats(job)["edu_score"]["model"] == os.path.abspath(other)
 
@@ -225,18 +228,21 @@ def test_score_resumes_and_rescoring_with_new_model(tmp_path, trained_model, ray
 def test_score_and_subset_errors(tmp_path, trained_model, ray_session):
     model, _ = trained_model
     job, _ = make_job(tmp_path / "job")
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(ShammieError, match="does not exist"):
         edu.score(job, str(tmp_path / "nope.bin"), progress=False)
-    with pytest.raises(UserError, match="unknown backend"):
+    with pytest.raises(ShammieError, match="backend: must be one of"):
         edu.score(job, model, backend="svm", progress=False)
-    with pytest.raises(UserError, match="run `shammie edu score` first"):
+    with pytest.raises(ShammieError, match="run `shammie edu score` first"):
         edu.subset(job, threshold=3)
-    with pytest.raises(UserError, match="no complete document folder"):
+    with pytest.raises(ShammieError, match="empty does not exist"):
+        edu.score(str(tmp_path / "empty"), model, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ShammieError, match="no complete document folder"):
         edu.score(str(tmp_path / "empty"), model, progress=False)
     edu.score(job, model, progress=False)
-    with pytest.raises(UserError, match="starting with"):
+    with pytest.raises(ShammieError, match="starting with"):
         edu.subset(job, threshold=3, output="best")
-    with pytest.raises(UserError, match="both scored"):
+    with pytest.raises(ShammieError, match="own output folder"):
         edu.score(job, model, input_stage="scored", progress=False)
     # A 0-5 scorer refuses a binary classifier model with a clear message.
     texts, levels = graded_corpus(40, seed=2)
@@ -245,7 +251,7 @@ def test_score_and_subset_errors(tmp_path, trained_model, ray_session):
     documents.write_table(pa.table({"text": texts, "label": [int(lv >= 3) for lv in levels]}),
                           str(tmp_path / "bin.parquet"))
     classify.train([str(tmp_path / "bin.parquet")], str(tmp_path / "q.bin"), cv=0, params=small_params())
-    with pytest.raises(UserError, match="not 0-5 scores"):
+    with pytest.raises(ShammieError, match="not 0-5 scores"):
         edu.score(job, str(tmp_path / "q.bin"), progress=False)
 
 
