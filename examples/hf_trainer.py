@@ -18,7 +18,8 @@ What has to change compared with a plain `Trainer` (docs/integrations.md explain
   `mixer.update()` runs once per optimizer step, in `on_step_end` (after optimizer.step()).
   The mixer is built with `grad_accum` equal to `gradient_accumulation_steps`.
 * Order under torchrun: create TrainingArguments first (it initialises torch.distributed),
-  then the mixer, which reads its rank and world size from the process group.
+  then the store (`same_build_across_ranks`: every rank reads rank 0's build) and the
+  mixer, which reads its rank and world size from the process group.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from shammie.mixing.dataset import MixtureDataset
 from shammie.mixing.losses import DomainLossAccumulator, sequence_losses, unpack_batch
 from shammie.mixing.mixer import MixLog, OnlineDataMixer, StaticMixer
-from shammie.mixing.store import open_store
+from shammie.mixing.store import open_store, same_build_across_ranks
 
 
 def tiny_gpt2(vocab_size: int, seq_len: int, width: int, layers: int):
@@ -128,7 +129,8 @@ def main(argv=None) -> int:
         ignore_data_skip=True)
     # After TrainingArguments: under torchrun the process group exists now, and the mixer
     # takes its rank and world size from it (each rank draws its own micro-batches).
-    store = open_store(args.store)
+    # Every rank reads rank 0's build, even if the store is rebuilt while ranks start.
+    store = same_build_across_ranks(open_store(args.store))
     if args.mixer == "odm":
         mixer = OnlineDataMixer.from_store(store, seed=args.seed, grad_accum=args.grad_accum)
     else:

@@ -13,7 +13,8 @@ What matters (docs/integrations.md explains each):
   `on_before_optimizer_step` (after the backward passes of all `accumulate_grad_batches`
   micro-batches). The mixer is built with `grad_accum` equal to `accumulate_grad_batches`.
 * The mixer is created in `setup()`, where Lightning has initialised torch.distributed,
-  so it reads the rank and world size of this process.
+  so it reads the rank and world size of this process; there, too, every rank switches
+  to rank 0's store build (`same_build_across_ranks`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch.nn as nn
 from shammie.mixing.dataset import MixtureDataset
 from shammie.mixing.losses import DomainLossAccumulator, sequence_losses, unpack_batch
 from shammie.mixing.mixer import MixLog, OnlineDataMixer, StaticMixer
-from shammie.mixing.store import open_store
+from shammie.mixing.store import open_store, same_build_across_ranks
 
 import lightning as L  # noqa: E402  (after torch, like Lightning's own examples)
 
@@ -71,6 +72,8 @@ class MixingModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         # torch.distributed is initialised by now: the mixer takes this process's rank from it.
         a = self.args
+        # every rank reads rank 0's build, even if the store was rebuilt while ranks started
+        self.store = same_build_across_ranks(self.store)
         if a.mixer == "odm":
             mixer = OnlineDataMixer.from_store(self.store, seed=a.seed, grad_accum=a.grad_accum)
         else:

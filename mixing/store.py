@@ -93,14 +93,31 @@ class _Domain:
         if arr is None:
             path = self.store._local_file(self.shards[k]["files"]["index"])
             arr = np.fromfile(path, dtype=np.dtype(self.store.manifest["index_dtype"]))
-            docs, tokens = int(self.shards[k]["documents"]), int(self.shards[k]["tokens"])
-            if len(arr) != docs + 1 or arr[0] != 0 or int(arr[-1]) != tokens or (np.diff(arr.astype(np.int64)) < 0).any():
-                raise CorruptShardError(
-                    f"{path}: the document index does not describe {docs} documents of {tokens} tokens "
-                    f"({len(arr)} offsets, first {arr[0] if len(arr) else None}, last {arr[-1] if len(arr) else None}); "
-                    "re-run `shammie shard` to rebuild the store")
+            self.check_index(k, arr, path)
             self._offsets[k] = arr
         return arr
+
+    def check_index(self, k: int, offsets: np.ndarray, path: str) -> None:
+        """Offsets must be documents + 1 values from 0 to the shard's token count, non-decreasing."""
+        docs, tokens = int(self.shards[k]["documents"]), int(self.shards[k]["tokens"])
+        n = len(offsets)
+        bad = n != docs + 1 or offsets[0] != 0 or int(offsets[-1]) != tokens
+        # in chunks: a whole-shard diff of a big index would double its memory
+        for start in range(0, n - 1 if not bad else 0, 1 << 22):
+            chunk = offsets[start:start + (1 << 22) + 1]
+            if (chunk[1:] < chunk[:-1]).any():
+                bad = True
+                break
+        if bad:
+            raise CorruptShardError(
+                f"{path}: the document index does not describe {docs} documents of {tokens} tokens "
+                f"({n} offsets, first {offsets[0] if n else None}, last {offsets[-1] if n else None}, "
+                "or decreasing); re-run `shammie shard` to rebuild the store")
+
+    def check_text_rows(self, k: int, num_rows: int, path: str) -> None:
+        if num_rows != int(self.shards[k]["documents"]):
+            raise CorruptShardError(f"{path}: {num_rows} rows, the manifest says {self.shards[k]['documents']} "
+                                    "documents; re-run `shammie shard` to rebuild the store")
 
     def _locate_document(self, i: int) -> tuple[int, int]:
         if not 0 <= i < self.num_documents:
@@ -119,9 +136,7 @@ class _Domain:
 
             path = self.store._local_file(self.shards[k]["files"]["text"])
             pf = pq.ParquetFile(path)
-            if pf.metadata.num_rows != int(self.shards[k]["documents"]):
-                raise CorruptShardError(f"{path}: {pf.metadata.num_rows} rows, the manifest says "
-                                        f"{self.shards[k]['documents']} documents; re-run `shammie shard`")
+            self.check_text_rows(k, pf.metadata.num_rows, path)
             starts = [0]
             for g in range(pf.metadata.num_row_groups):
                 starts.append(starts[-1] + pf.metadata.row_group(g).num_rows)
@@ -397,15 +412,22 @@ class ShardStore:
     def verify(self) -> int:
         """Check every file of the store now (size, checksum, and that token, index and text files
         hold the documents and tokens the manifest counts); returns the number of files checked."""
+        import pyarrow.parquet as pq
+
         n = 0
         for domain in self._domains.values():
             for k, shard in enumerate(domain.shards):
                 for entry in shard["files"].values():
                     self._local_file(entry)
                     n += 1
-                domain.tokens_of(k)
-                domain.offsets_of(k)
-                domain._parquet(k)
+                # Token files: their size is checked against the count (check_manifest ties
+                # bytes to tokens). Index and text are read here without keeping them open
+                # or cached, so verifying a large store holds no file handles afterwards.
+                files = shard["files"]
+                path = self._local_file(files["index"])
+                domain.check_index(k, np.memmap(path, dtype=np.dtype(self.manifest["index_dtype"]), mode="r"), path)
+                path = self._local_file(files["text"])
+                domain.check_text_rows(k, pq.read_metadata(path).num_rows, path)
         self._local_file(self.manifest["tokenizer"])
         return n + 1
 
@@ -626,6 +648,27 @@ def open_store(path_or_url: str, cache_dir: str | None = None, *, build_id: str 
 
     Raises ManifestError when there is no valid manifest, BuildRemovedError when `build_id` is gone."""
     return ShardStore(path_or_url, cache_dir=cache_dir, build_id=build_id)
+
+
+def same_build_across_ranks(store: ShardStore, group: Any = None) -> ShardStore:
+    """`store` pinned to the build rank 0 of `group` has open, on every rank (a collective call).
+
+    Ranks open a store independently; a rebuild between their `open_store` calls would pin
+    them to different builds, with different sizes, and their sampling would no longer be
+    disjoint. Rank 0 broadcasts its build id; a rank pinned to another build re-opens the
+    store at rank 0's (kept for one rebuild, `BuildRemovedError` beyond). Without an
+    initialised torch.distributed this returns `store` unchanged."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return store
+    if not (dist.is_available() and dist.is_initialized()):
+        return store
+    chosen = [store.build_id]
+    dist.broadcast_object_list(chosen, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+    if chosen[0] == store.build_id:
+        return store
+    return ShardStore(store.url, cache_dir=store.cache_dir, build_id=chosen[0])
 
 
 def build_store(job: str, store: str | None = None, *, group_by: str = "edu", tokenizer: str | None = None,

@@ -292,3 +292,62 @@ def test_verify_checks_text_rows_against_the_document_count(tmp_path, tokenizer)
     _edit_manifest(root, drop_a_row)
     with pytest.raises(CorruptShardError, match=r"rows, the manifest says \d+ documents"):
         open_store(str(root)).verify()
+
+
+# ---------------------------------------------------------------- data-parallel ranks
+
+_RANK_SCRIPT = """
+import json, sys
+import numpy as np
+import torch.distributed as dist
+sys.path.insert(0, {tests!r})
+from test_mix_store_pinning import BUILD_B, _publish
+from shammie.mixing.store import open_store, same_build_across_ranks
+from shammie.mixing.store_testing import tiny_tokenizer
+
+dist.init_process_group("gloo", init_method={init!r}, rank={rank}, world_size=2)
+root = {root!r}
+if dist.get_rank() == 0:
+    mine = open_store(root)                        # build A
+dist.barrier()
+if dist.get_rank() == 0:
+    _publish(__import__("pathlib").Path(root), 1, BUILD_B, tiny_tokenizer())   # rebuilt in between
+dist.barrier()
+if dist.get_rank() == 1:
+    mine = open_store(root)                        # opens build B on its own
+before = mine.build_id
+agreed = same_build_across_ranks(mine)
+print(json.dumps({{"rank": dist.get_rank(), "before": before, "after": agreed.build_id,
+                  "sizes": agreed.sizes(), "first": agreed.sequence("a", 16, 0).tolist()}}))
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_agree_on_rank_0s_build_when_a_rebuild_falls_between_their_opens(tmp_path, tokenizer):
+    import subprocess
+    import sys
+
+    root = tmp_path / "store"
+    _publish(root, 0, BUILD_A, tokenizer)
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT.format(
+        tests=str(Path(__file__).parent), init=init, rank=rank, root=str(root))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    by_rank = {o["rank"]: o for o in outs}
+    assert by_rank[0]["before"] == BUILD_A and by_rank[1]["before"] == BUILD_B   # the race happened
+    assert by_rank[0]["after"] == by_rank[1]["after"] == BUILD_A
+    assert by_rank[0]["sizes"] == by_rank[1]["sizes"]
+    assert by_rank[0]["first"] == by_rank[1]["first"]
+
+
+def test_same_build_across_ranks_without_distributed_is_the_store_itself(tmp_path, tokenizer):
+    from shammie.mixing.store import same_build_across_ranks
+
+    _publish(tmp_path / "store", 0, BUILD_A, tokenizer)
+    store = open_store(str(tmp_path / "store"))
+    assert same_build_across_ranks(store) is store
