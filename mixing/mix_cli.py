@@ -6,8 +6,9 @@ LOG is the JSONL a training run writes with `shammie.mixing.mixer.MixLog` (one
 line per step: weights used and per-domain training loss; "eval" lines carry
 validation loss), or a long-format CSV (step, kind, domain, weight, loss).
 Writes, per log, `<name>.weights.png` (mixture weight trajectory),
-`<name>.loss.png` (per-domain training loss, smoothed, and validation loss) and
-`<name>.csv`, and `summary.json`; with several logs also `compare.eval.png`
+`<name>.loss.png` (per-domain training loss, smoothed, and validation loss),
+`<name>.budget.png` (tokens and epochs served per domain, when the log has them) and
+`<name>.csv`, and `summary.json` (final weights, tokens, epochs, validation loss); with several logs also `compare.eval.png`
 (validation loss "mean" of each run) and `compare.<KEY>.png` for other --compare keys.
 """
 
@@ -126,6 +127,27 @@ def plot_losses(records, path: str, title: str, smooth: int) -> None:
     _save(fig, path)
 
 
+def plot_budget(records, path: str, title: str) -> bool:
+    """Tokens and epochs served per domain over the steps (all ranks); False if the log has none."""
+    tokens, epochs = _series(records, "tokens", "train"), _series(records, "epochs", "train")
+    if not tokens and not epochs:
+        return False
+    plt = _figure()
+    panels = [(s, label) for s, label in ((tokens, "tokens served"), (epochs, "epochs (passes over the domain)")) if s]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, (series, label) in zip(axes[0], panels):
+        for i, d in enumerate(sorted(series)):
+            ax.plot(*series[d], label=d, lw=1.2, color=plt.get_cmap("tab20")(i % 20))
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0][0].set_title(f"{title}: per-domain budget")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
 def plot_compare(logs: dict[str, list], path: str, key: str = "mean") -> None:
     """Validation loss `key` (a domain name or an aggregate logged by the trainer) of each run."""
     plt = _figure()
@@ -168,6 +190,9 @@ def summarize(records) -> dict[str, Any]:
     out: dict[str, Any] = {"steps": max((r["step"] for r in train), default=0)}
     if train:
         out["final_weights"] = train[-1].get("weights", {})
+        for field in ("tokens", "epochs", "capped"):
+            if field in train[-1]:
+                out[f"final_{field}"] = train[-1][field]
     if evals:
         out["final_eval"] = {"step": evals[-1]["step"], **evals[-1]["loss"]}
     return out
@@ -197,6 +222,9 @@ def report(logs: Sequence[str], output: str, *, smooth: int = 25,
                            (".csv", lambda p: write_csv(records, p))):
             target = os.path.join(output, name + suffix)
             fn(target)
+            written.append(target)
+        target = os.path.join(output, name + ".budget.png")
+        if plot_budget(records, target, name):
             written.append(target)
     if len(loaded) > 1:
         for key in compare_keys:

@@ -590,9 +590,9 @@ class Mixer:
         if theirs is None:
             raise MixingError("mixer state 'config' must be a mapping")
         theirs.setdefault("grad_accum", 1)                 # states saved before grad_accum existed
-        if not self._lag_fixed and isinstance(theirs.get("lag"), int) and theirs["lag"] >= 0:
-            self._set_lag(theirs["lag"])                    # a derived lag follows the run being resumed
         mine = self._config()
+        if not self._lag_fixed and isinstance(theirs.get("lag"), int) and theirs["lag"] >= 0:
+            mine["lag"] = theirs["lag"]                     # a derived lag follows the run being resumed
         diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
         if diff:
             raise MixingError("mixer state was saved with a different configuration "
@@ -604,7 +604,13 @@ class Mixer:
         consumed = self._counts_from_state(state, "consumed")
         consumed_all = self._counts_from_state(state, "consumed_all") if "consumed_all" in state \
             else consumed * self.world_size               # older states: ranks draw alike on average
-        self._load_extra(state, int(step))
+        lag_before = self.lag
+        self._set_lag(mine["lag"])
+        try:
+            self._load_extra(state, int(step))
+        except Exception:
+            self._set_lag(lag_before)
+            raise
         self._fix_lag()
         self.step = int(step)
         self.consumed, self.consumed_all = consumed, consumed_all
@@ -717,7 +723,7 @@ class OnlineDataMixer(Mixer):
     def __init__(self, domains: Sequence[str], *, alpha: float = 0.9, warmup_steps: int = 0,
                  initial_weights: Any = "uniform", token_counts: Mapping[str, float] | None = None,
                  reward: str = "paper", ring_rows: int | None = None, slow_alpha: float = 0.99,
-                 temperature: float = 0.01, max_epochs: Any = None, max_share: Any = None, **kw):
+                 temperature: float = 0.05, max_epochs: Any = None, max_share: Any = None, **kw):
         super().__init__(domains, **kw)
         if not 0.0 <= alpha < 1.0:
             raise MixingError("alpha (reward smoothing) must be in [0, 1)")
@@ -837,6 +843,9 @@ class OnlineDataMixer(Mixer):
                        consumed_all: np.ndarray) -> None:
         """Apply the rule to copies, check rewards and next policy, then commit: a bad
         number is refused and leaves the mixer as it was."""
+        if self.max_epochs is not None and self.num_sequences is None:
+            raise MixingError("max_epochs needs the domain sizes: use the mixer through MixtureDataset "
+                              "(or call configure(num_sequences=...))")
         old = (self.rewards.copy(), self.fast.copy(), self.slow.copy(), self.observed.copy())
         try:
             with np.errstate(over="ignore", invalid="ignore"):
@@ -865,7 +874,7 @@ class OnlineDataMixer(Mixer):
                     self.fast[i] = a * self.fast[i] + (1.0 - a) * means[i]
                     self.slow[i] = self.slow_alpha * self.slow[i] + (1.0 - self.slow_alpha) * means[i]
                 self.observed[i] += 1
-                self.rewards[i] = abs(self.slow[i] - self.fast[i]) / max(self.slow[i], 1e-12)
+                self.rewards[i] = (self.slow[i] - self.fast[i]) / max(self.slow[i], 1e-12)
                 continue
             else:                                   # authors_code, smoothed_mean: exp(loss)
                 gain = math.exp(min(means[i], 50.0))
@@ -999,22 +1008,26 @@ def _read_csv_log(path: str) -> list[dict[str, Any]]:
         for row in csv.DictReader(f):
             key = (int(row["step"]), row.get("kind") or "train")
             rec = merged.setdefault(key, {"step": key[0], "kind": key[1], "weights": {}, "loss": {}})
-            if row.get("weight") not in (None, ""):
-                rec["weights"][row["domain"]] = float(row["weight"])
-            if row.get("loss") not in (None, ""):
-                rec["loss"][row["domain"]] = float(row["loss"])
+            for column, field, cast in _CSV_FIELDS:
+                if row.get(column) not in (None, ""):
+                    rec.setdefault(field, {})[row["domain"]] = cast(row[column])
     return [merged[k] for k in sorted(merged)]
 
 
+# long-CSV column, record field, type
+_CSV_FIELDS = (("weight", "weights", float), ("loss", "loss", float), ("tokens", "tokens", int),
+               ("epochs", "epochs", float))
+
+
 def write_csv(records: Iterable[Mapping[str, Any]], path: str) -> None:
-    """Long-format CSV (step, kind, domain, weight, loss), atomically."""
+    """Long-format CSV (step, kind, domain, weight, loss, tokens, epochs), atomically."""
     import csv
 
     from shammie.pipeline.storage import atomic_write
     with atomic_write(path) as local, open(local, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["step", "kind", "domain", "weight", "loss"])
+        w.writerow(["step", "kind", "domain"] + [c for c, _, _ in _CSV_FIELDS])
         for rec in records:
-            weights, losses = rec.get("weights", {}), rec.get("loss", {})
-            for d in sorted(set(weights) | set(losses)):
-                w.writerow([rec["step"], rec.get("kind", "train"), d, weights.get(d, ""), losses.get(d, "")])
+            fields = [rec.get(field) or {} for _, field, _ in _CSV_FIELDS]
+            for d in sorted(set().union(*fields)):
+                w.writerow([rec["step"], rec.get("kind", "train"), d] + [x.get(d, "") for x in fields])
