@@ -28,64 +28,56 @@ from typing import Any, Callable
 import yaml
 
 from shammie.pipeline.errors import UserError
+from shammie.pipeline.options import from_mapping, option, option_specs, options_table, to_mapping
 
-STAGES = ("crawl", "dedup", "edu", "shard")
-GLOB_CHARS = set("*?[")
+STAGES = ("crawl", "dedup", "edu", "classify", "shard")
 
 
 @dataclass(frozen=True)
-class Option:
-    kind: str  # str | int | float | bool | str_list | inputs | path | output
-    default: Any = None
-    help: str = ""
-    required: bool = False
-    nullable: bool = True
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple = ()
-    must_exist: bool = False  # for kind "path": a local path must exist
+class JobOptions:
+    """The top level of a job config (besides the run options `workers` and `ray_address`)."""
+
+    output: str = option(help="job directory (local or s3://); every stage writes one folder in it", kind="output",
+                         cli=False)
+    name: str | None = option(None, help="job name (default: the config file's name)", cli=False)
+    input: tuple[str, ...] | None = option(None, help="WARC inputs: local files, folders or globs, s3:// URLs, or "
+                                           "cc:CC-MAIN-YYYY-WW snapshots (the crawl's INPUT arguments)",
+                                           kind="inputs", cli=False)
 
 
-TOP_LEVEL: dict[str, Option] = {
-    "name": Option("str", None, "job name (default: the config file's name)"),
-    "input": Option("inputs", None, "WARC inputs: local files, folders or globs, s3:// URLs, or cc:CC-MAIN-YYYY-WW snapshots"),
-    "output": Option("output", None, "job directory (local or s3://); every stage writes one folder in it", required=True, nullable=False),
-    "ray_address": Option("str", None, "Ray cluster address; null = RAY_ADDRESS, else an embedded local Ray"),
-    "workers": Option("int", None, "CPUs for the embedded Ray / parallel tasks (null = all)", minimum=1),
-}
+@dataclass(frozen=True)
+class Section:
+    """One stage section of a config: the options dataclass(es) its keys belong to, and the fields the
+    job sets itself (the job directory, the folder read: the chain of stages decides)."""
 
-STAGE_OPTIONS: dict[str, dict[str, Option]] = {
-    "crawl": {
-        "enabled": Option("bool", True, "run this stage", nullable=False),
-        "languages": Option("str_list", ["en"], "ISO 639-1 languages to keep"),
-        "language_threshold": Option("float", 0.65, "minimum fastText language score", minimum=0, maximum=1),
-        "lid_model": Option("path", None, "fastText language-id model file (null = the bundled one)", must_exist=True),
-        "limit_files": Option("int", None, "process only the first N input WARC files", minimum=1),
-        "keep_removed": Option("bool", False, "also write the documents each filter removed (for inspection)", nullable=False),
-    },
-    "dedup": {
-        "enabled": Option("bool", True, "run this stage", nullable=False),
-        "across_snapshots": Option("bool", False, "deduplicate across CC snapshots too (FineWeb: per snapshot)", nullable=False),
-    },
-    "edu": {
-        "enabled": Option("bool", False, "run this stage", nullable=False),
-        "model": Option("path", None, "edu scorer model (trained with `shammie edu train`)", must_exist=True),
-        "backend": Option("str", "fasttext", "kind of model", nullable=False, choices=("fasttext", "transformers")),
-        "threshold": Option("float", 3, "keep documents with edu_int_score >= threshold (writes edu-<threshold>/)",
-                            nullable=False, minimum=0, maximum=5),
-    },
-    "shard": {
-        "enabled": Option("bool", True, "run this stage", nullable=False),
-        "store": Option("output", None, "shard store folder, local or s3:// (null = <output>/store)"),
-        "group_by": Option("str", "edu", "domain key: edu (edu_int_score), site, language, or any column", nullable=False),
-        "tokenizer": Option("path", None, "existing sentencepiece .model to tokenize with", must_exist=True),
-        "train_tokenizer": Option("int", None, "train a sentencepiece tokenizer with this vocabulary size on the data "
-                                  "(null and no tokenizer: reuse the store's, else train 32000)", minimum=300),
-        "tokenizer_type": Option("str", "bpe", "type of the trained tokenizer", nullable=False, choices=("bpe", "unigram")),
-        "seq_len": Option("int", 2048, "tokens per training sequence (recorded in the manifest)", nullable=False, minimum=1),
-        "top_k": Option("int", None, "keep the K largest domains, pool the rest into `other` (null = stage default)", minimum=1),
-    },
-}
+    parts: tuple[tuple[type, dict, tuple[str, ...] | None], ...]  # (options class, fixed fields, keys or None=rest)
+    enabled: bool
+    help: str
+
+    def classes(self) -> list[type]:
+        return [cls for cls, _, _ in self.parts]
+
+
+def _sections() -> dict[str, Section]:
+    # Imported here: each stage module is imported only when a config is read.
+    from shammie.dedup.minhash import DedupOptions
+    from shammie.filters.scoring import ScoreOptions, SubsetOptions
+    from shammie.mixing.shard_stage import ShardOptions
+    from shammie.pipeline.crawl import CrawlOptions
+
+    chained = {"job": "", "input_stage": None}
+    return {
+        "crawl": Section(((CrawlOptions, {"inputs": (), "output": ""}, None),), True,
+                         "WARC -> documents/ (`shammie crawl`)"),
+        "dedup": Section(((DedupOptions, chained, None),), True, "documents/ -> deduped/ (`shammie dedup`)"),
+        "edu": Section(((SubsetOptions, {**chained, "output": None}, ("threshold",)),
+                        (ScoreOptions, {**chained, "kind": "edu", "output_stage": None}, None)), False,
+                       "-> scored/ (`shammie edu score`), then edu-<threshold>/ (`shammie edu subset`)"),
+        "classify": Section(((ScoreOptions, {**chained, "kind": "quality", "backend": "fasttext"}, None),), False,
+                            "-> classified/ (`shammie classify score`)"),
+        "shard": Section(((ShardOptions, chained, None),), True, "-> the shard store (`shammie shard`)"),
+    }
+
 
 EDU_MODEL_HINT = (
     "train one from 0-5 grades: `shammie edu annotate JOB ...` (an LLM grades a sample), then "
@@ -96,11 +88,15 @@ EDU_MODEL_HINT = (
 
 @dataclass
 class JobConfig:
-    """A validated config: absolute paths, every option present."""
+    """A validated config: absolute paths, every option present.
+
+    `values` is the plain mapping (written back as `job.yaml`); `options[stage]` holds
+    the validated options dataclass(es) of each section, `run` the run options."""
 
     path: str | None
     values: dict[str, Any]
     overrides: list[str] = field(default_factory=list)
+    options: dict[str, list[Any]] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -284,192 +280,139 @@ def load_config(path: str | None, overrides: list[str] | None = None, *,
         data = read_yaml(path)
     base = str(Path(path).resolve().parent) if path else os.getcwd()
     data, touched = apply_overrides(data, overrides)
-    validator = _Validator(base=base, cwd=os.getcwd(), touched=touched, check_paths=check_paths,
-                           prepare_example=prepare_example)
+    validator = _Validator(base=base, touched=touched, check_paths=check_paths, prepare_example=prepare_example)
     values = validator.validate(data, default_name=Path(path).stem if path else "job")
     if validator.errors:
         lines = "\n".join(f"  - {e}" for e in validator.errors)
         raise UserError(f"invalid config {path or ''}:\n{lines}".replace("config :", "config:"))
-    return JobConfig(path=str(Path(path).resolve()) if path else None, values=values, overrides=overrides)
+    return JobConfig(path=str(Path(path).resolve()) if path else None, values=values, overrides=overrides,
+                     options=validator.options)
 
 
 # ---------------------------------------------------------------- validation
 
 
 class _Validator:
-    def __init__(self, *, base: str, cwd: str, touched: set[str], check_paths: bool, prepare_example: bool):
-        self.base = base
-        self.cwd = cwd
-        self.touched = touched
-        self.check_paths = check_paths
-        self.prepare_example = prepare_example
-        self.errors: list[str] = []
+    """Every section is read with its stage's own options dataclass (`pipeline/options.py`), so a
+    key means the same as the command-line flag of that name; then cross-section checks."""
 
-    def error(self, key: str, message: str) -> None:
-        origin = " (from --set)" if key in self.touched else ""
-        self.errors.append(f"{key}{origin}: {message}")
+    def __init__(self, *, base: str, touched: set[str], check_paths: bool, prepare_example: bool):
+        self.base, self.touched, self.check_paths, self.prepare_example = base, touched, check_paths, prepare_example
+        self.errors: list[str] = []
+        self.options: dict[str, list[Any]] = {}
 
     def validate(self, data: dict[str, Any], default_name: str) -> dict[str, Any]:
-        known = list(TOP_LEVEL) + list(STAGES)
-        self._unknown_keys(data, known, prefix="")
-        values: dict[str, Any] = {}
-        for key, opt in TOP_LEVEL.items():
-            values[key] = self._value(key, data.get(key, opt.default), opt, present=key in data)
-        values["name"] = values["name"] or default_name
-        for stage in STAGES:
-            section = data.get(stage, {})
-            if section is None:
-                section = {}
-            if not isinstance(section, dict):
-                self.error(stage, f"must be a mapping of options ({', '.join(STAGE_OPTIONS[stage])}), got {_type_name(section)}")
-                section = {}
-            self._unknown_keys(section, list(STAGE_OPTIONS[stage]), prefix=f"{stage}.")
-            values[stage] = {
-                key: self._value(f"{stage}.{key}", section.get(key, opt.default), opt, present=key in section)
-                for key, opt in STAGE_OPTIONS[stage].items()
-            }
-        self._cross_checks(values)
-        return values
+        from shammie.pipeline.runner import RunOptions
 
-    def _unknown_keys(self, data: dict[str, Any], known: list[str], prefix: str) -> None:
+        sections = _sections()
+        top_keys = {spec.name for spec in option_specs(JobOptions)}
+        run_keys = {spec.name for spec in option_specs(RunOptions) if spec.declared.yaml}
+        known = sorted(top_keys | run_keys) + list(STAGES)
         for key in data:
             if key not in known:
                 guess = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean {prefix}{guess[0]}?)" if guess else f" (known: {', '.join(known)})"
-                self.error(f"{prefix}{key}", f"unknown key{hint}")
+                self.errors.append(f"{key}: unknown key" + (f" (did you mean {guess[0]}?)" if guess
+                                                             else f" (known: {', '.join(known)})"))
+        values: dict[str, Any] = {}
+        top = {k: data[k] for k in top_keys if k in data}
+        check_inputs = self.check_paths and not self._example_only(top.get("input"))
+        job, problems = from_mapping(JobOptions, top, base_dir=self.base, touched=self.touched,
+                                     check_paths=check_inputs)
+        self.errors += problems
+        run, problems = from_mapping(RunOptions, {k: data[k] for k in run_keys if k in data}, base_dir=self.base,
+                                     touched=self.touched, check_paths=self.check_paths)
+        self.errors += problems
+        if job is not None:
+            values.update(to_mapping(job))
+            values["name"] = values["name"] or default_name
+        if run is not None:
+            values.update({k: v for k, v in to_mapping(run).items() if k in run_keys})
+        for name, section in sections.items():
+            values[name] = self._section(name, section, data.get(name))
+        self._cross_checks(values)
+        return values
 
-    def _value(self, key: str, value: Any, opt: Option, present: bool) -> Any:
-        if value is None:
-            if opt.required:
-                self.error(key, f"is required ({opt.help})")
-            elif present and not opt.nullable:
-                self.error(key, f"must not be null ({opt.help})")
-            return None if opt.nullable else opt.default
-        checker: Callable[[str, Any, Option], Any] = getattr(self, f"_check_{opt.kind}")
-        return checker(key, value, opt)
+    def _example_only(self, inputs: Any) -> bool:
+        """The shipped example's input folder is generated on first use instead of refused as missing."""
+        items = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(items, list) or not items:
+            return False
+        resolved = [os.path.normpath(os.path.join(self.base, i)) for i in items if isinstance(i, str)]
+        if not any(is_example_input(p) for p in resolved):
+            return False
+        for p in resolved:
+            if is_example_input(p) and not os.path.exists(p) and self.prepare_example:
+                prepare_example_input(p)
+        return not self.prepare_example
 
-    def _bounds(self, key: str, value: float, opt: Option) -> None:
-        if opt.minimum is not None and value < opt.minimum:
-            self.error(key, f"must be >= {opt.minimum:g}, got {value!r}")
-        if opt.maximum is not None and value > opt.maximum:
-            self.error(key, f"must be <= {opt.maximum:g}, got {value!r}")
-
-    def _check_any(self, key: str, value: Any, opt: Option) -> Any:
-        return value
-
-    def _check_str(self, key: str, value: Any, opt: Option) -> Any:
-        if not isinstance(value, str):
-            self.error(key, f"must be a string, got {_type_name(value)} {value!r}")
-        elif opt.choices and value not in opt.choices:
-            self.error(key, f"must be one of {', '.join(opt.choices)}, got {value!r}")
-        return value
-
-    def _check_int(self, key: str, value: Any, opt: Option) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(key, f"must be an integer, got {_type_name(value)} {value!r}")
-            return value
-        self._bounds(key, value, opt)
-        return value
-
-    def _check_float(self, key: str, value: Any, opt: Option) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.error(key, f"must be a number, got {_type_name(value)} {value!r}")
-            return value
-        self._bounds(key, value, opt)
-        return value
-
-    def _check_bool(self, key: str, value: Any, opt: Option) -> Any:
-        if not isinstance(value, bool):
-            self.error(key, f"must be true or false, got {_type_name(value)} {value!r}")
-        return value
-
-    def _check_str_list(self, key: str, value: Any, opt: Option) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.error(key, f"must be a list of strings, got {value!r}")
-        elif not value:
-            self.error(key, "must not be empty")
-        return value
-
-    def _base_for(self, key: str) -> str:
-        return self.cwd if key in self.touched else self.base
-
-    def _resolve(self, key: str, value: str) -> str:
-        if value.startswith("file://"):
-            value = value[len("file://"):]
-        if "://" in value:
-            return value
-        value = os.path.expanduser(value)
-        return os.path.normpath(os.path.join(self._base_for(key), value))
-
-    def _check_path(self, key: str, value: Any, opt: Option) -> Any:
-        if not isinstance(value, str) or not value:
-            self.error(key, f"must be a path string, got {_type_name(value)} {value!r}")
-            return value
-        resolved = self._resolve(key, value)
-        if self.check_paths and opt.must_exist and "://" not in resolved and not os.path.exists(resolved):
-            hint = f"; {EDU_MODEL_HINT}" if key == "edu.model" else ""
-            self.error(key, f"{value!r} does not exist (looked at {resolved}){hint}")
-        return resolved
-
-    def _check_output(self, key: str, value: Any, opt: Option) -> Any:
-        if not isinstance(value, str) or not value:
-            self.error(key, f"must be a path string, got {_type_name(value)} {value!r}")
-            return value
-        resolved = self._resolve(key, value)
-        if self.check_paths and "://" not in resolved and os.path.exists(resolved) and not os.path.isdir(resolved):
-            self.error(key, f"{resolved} exists and is not a directory")
-        return resolved
-
-    def _check_inputs(self, key: str, value: Any, opt: Option) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not value:
-            self.error(key, f"must be a path, URL or cc: snapshot, or a non-empty list of them, got {value!r}")
-            return value
-        resolved: list[str] = []
-        for i, item in enumerate(value):
-            item_key = f"{key}[{i}]"
-            if not isinstance(item, str) or not item.strip():
-                self.error(item_key, f"must be a string, got {_type_name(item)} {item!r}")
-                continue
-            if item.startswith("cc:"):
-                if len(item) <= 3:
-                    self.error(item_key, "cc: needs a snapshot name, e.g. cc:CC-MAIN-2024-22")
-                resolved.append(item)
-                continue
-            path = self._resolve(key, item)
-            if "://" in path or not self.check_paths:
-                resolved.append(path)
-            elif GLOB_CHARS & set(path):
-                # the crawl stage expands the pattern itself (recursively for **)
-                if not any(os.path.isfile(p) for p in glob.iglob(path, recursive=True)):
-                    self.error(item_key, f"{item!r} matches no file (looked at {path})")
-                resolved.append(path)
-            elif not os.path.exists(path):
-                if is_example_input(path) and (not self.prepare_example or prepare_example_input(path)):
-                    resolved.append(path)
-                else:
-                    self.error(item_key, f"{item!r} does not exist (looked at {path})")
-            else:
-                resolved.append(path)
-        return resolved
+    def _section(self, name: str, section: Section, raw: Any) -> dict[str, Any]:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            self.errors.append(f"{name}: must be a mapping of options, got {_type_name(raw)}")
+            return {"enabled": section.enabled}
+        raw = dict(raw)
+        enabled = raw.pop("enabled", section.enabled)
+        if not isinstance(enabled, bool):
+            self.errors.append(f"{name}.enabled: must be true or false, got {_type_name(enabled)} {enabled!r}")
+            enabled = section.enabled
+        values: dict[str, Any] = {"enabled": enabled}
+        instances = []
+        claimed: set[str] = set()
+        for cls, fixed, keys in section.parts:
+            part = {k: v for k, v in raw.items() if (k in keys if keys is not None else k not in claimed)}
+            if keys is not None:
+                claimed |= set(keys)
+            instance, problems = from_mapping(cls, part, prefix=name, base_dir=self.base, touched=self.touched,
+                                              check_paths=self.check_paths and enabled, fixed=fixed)
+            if not enabled:
+                # A disabled stage's required options may be missing; its other mistakes still count.
+                problems = [p for p in problems if "is required" not in p]
+            self.errors += problems
+            if instance is not None:
+                instances.append(instance)
+                values.update({k: v for k, v in to_mapping(instance).items() if k not in fixed})
+        if len(instances) == len(section.parts):
+            self.options[name] = instances
+        return values
 
     def _cross_checks(self, values: dict[str, Any]) -> None:
-        if values["crawl"]["enabled"] and values["input"] is None:
-            self.error("input", "is required when crawl is enabled (WARC files, folders, globs, s3:// or cc: snapshots)")
-        edu = values["edu"]
-        if edu["enabled"] and not edu["model"]:
-            self.error("edu.model", f"is required when edu is enabled; {EDU_MODEL_HINT}")
-        shard = values["shard"]
-        if shard["enabled"] and shard["tokenizer"] and shard["train_tokenizer"]:
-            self.error("shard.train_tokenizer", "set either shard.tokenizer or shard.train_tokenizer, not both")
-        if (shard["enabled"] and shard["group_by"] == "edu" and not edu["enabled"] and values["crawl"]["enabled"]):
-            self.error("shard.group_by", "'edu' needs edu scores but edu is disabled; enable edu (with edu.model) "
-                       "or group by site or language")
+        if values["crawl"]["enabled"] and not values.get("input") and not any(e.startswith("input") for e in self.errors):
+            self.errors.append("input: is required when crawl is enabled (WARC files, folders, globs, s3:// or "
+                               "cc: snapshots)")
+        if values["edu"]["enabled"] and not values["edu"].get("model"):
+            self.errors.append(f"edu.model: is required when edu is enabled; {EDU_MODEL_HINT}")
         if not any(values[s]["enabled"] for s in STAGES):
-            self.error("stages", "every stage is disabled; nothing to run")
+            self.errors.append("stages: every stage is disabled; nothing to run")
+        shard = values["shard"]
+        if shard["enabled"] and shard.get("group_by"):
+            columns = self._planned_columns(values)
+            if columns is not None:
+                from shammie.mixing import domains as dom
+
+                try:
+                    dom.check_group_by(shard["group_by"], columns)
+                except ValueError as e:
+                    if shard["group_by"] == "edu":
+                        self.errors.append("shard.group_by: 'edu' needs edu scores but edu is disabled; enable edu "
+                                           "(with edu.model) or group by site or language")
+                    else:
+                        self.errors.append(f"shard.group_by: {str(e).replace('--group-by ', '')} (the columns the "
+                                           f"enabled stages write: {', '.join(columns)})")
+
+    def _planned_columns(self, values: dict[str, Any]) -> list[str] | None:
+        """The columns the store's input will have once the planned stages ran (None: unknown)."""
+        from shammie.filters.scoring import EDU_COLUMN, EDU_INT_COLUMN, QUALITY_COLUMN
+        from shammie.pipeline.documents import DOCUMENT_SCHEMA
+
+        if not values["crawl"]["enabled"]:
+            return None  # an existing job: its folders' schema decides at run time
+        columns = list(DOCUMENT_SCHEMA.names)
+        if values["classify"]["enabled"]:
+            columns.append(values["classify"].get("column") or QUALITY_COLUMN)
+        if values["edu"]["enabled"]:
+            columns += [EDU_COLUMN, EDU_INT_COLUMN]
+        return columns
 
 
 def _type_name(value: Any) -> str:
@@ -500,15 +443,13 @@ def prepare_example_input(path: str) -> bool:
 
 
 def describe_options() -> str:
-    """Markdown table of every key (used to keep docs/jobs.md honest)."""
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key, opt in TOP_LEVEL.items():
-        rows.append(f"| `{key}` | {opt.kind} | {_fmt(opt.default)} | {opt.help} |")
-    for stage, opts in STAGE_OPTIONS.items():
-        for key, opt in opts.items():
-            rows.append(f"| `{stage}.{key}` | {opt.kind} | {_fmt(opt.default)} | {opt.help} |")
-    return "\n".join(rows)
+    """Markdown tables of every config key, generated from the options dataclasses (docs/options.md)."""
+    from shammie.pipeline.runner import RunOptions
 
-
-def _fmt(value: Any) -> str:
-    return "null" if value is None else f"`{yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}`"
+    parts = ["### Top level", "", options_table(JobOptions), "", options_table(RunOptions)]
+    for name, section in _sections().items():
+        parts += ["", f"### `{name}` ({section.help})", "",
+                  f"`{name}.enabled` (bool, default `{str(section.enabled).lower()}`): run this stage.", ""]
+        for cls, fixed, keys in section.parts:
+            parts.append(options_table(cls, name))
+    return "\n".join(parts) + "\n"

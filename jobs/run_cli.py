@@ -12,6 +12,9 @@ examples:
   shammie run jobs/fineweb.yaml --ray-address auto    # on a running Ray cluster
 
 Re-running the same command resumes: complete steps and finished tasks are skipped.
+A step whose inputs or settings changed since it ran is refused, naming the change;
+--overwrite recomputes it (and everything downstream) into fresh folders that replace
+the old ones only once complete.
 Relative paths in the file resolve against the file's folder; those given with
 --set resolve against the current directory. Reference: docs/jobs.md.
 """
@@ -25,18 +28,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config key (dotted, YAML value), e.g. --set crawl.limit_files=2; repeatable")
     parser.add_argument("--ray-address", default=None,
                         help="Ray cluster to run on (default: config ray_address, else RAY_ADDRESS, else an embedded local Ray)")
-    parser.add_argument("--dry-run", action="store_true", help="validate the config, print the plan, run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate the config and that the output is writable, print the plan, run nothing")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recompute steps made from other inputs or settings (fresh folders, swapped in when complete)")
+    parser.add_argument("--wait", action="store_true", help="wait for another run holding a stage of this job")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
 
 
 def run(args: argparse.Namespace) -> int:
     from shammie.jobs.config import load_config
-    from shammie.jobs.runner import format_plan, plan, run_job
+    from shammie.jobs.runner import dry_run_checks, format_plan, plan, run_job
 
     config = load_config(args.config, args.overrides, prepare_example=not args.dry_run)
     if args.dry_run:
-        print(format_plan(config, plan(config, ray_address=args.ray_address), ray_address=args.ray_address))
+        dry_run_checks(config)
+        print(format_plan(config, plan(config), ray_address=args.ray_address))
         return 0
-    run_job(config, ray_address=args.ray_address, progress=not args.no_progress)
+    run_job(config, ray_address=args.ray_address, progress=not args.no_progress, overwrite=args.overwrite,
+            wait=args.wait)
     print(f"job {config['name']!r} complete: {config.output}  (next: shammie report {config.output})")
     return 0

@@ -201,7 +201,7 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
                 ray_address: str | None = None, progress: bool = True,
                 shard_tokens: int = DEFAULT_SHARD_TOKENS,
                 tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES,
-                keep_builds: int = fmt.DEFAULT_KEEP_BUILDS) -> dict[str, Any]:
+                keep_builds: int = fmt.DEFAULT_KEEP_BUILDS, input_files: list[str] | None = None) -> dict[str, Any]:
     """Build (or rebuild) the shard store of `job` at `store` (default `<job>/store`); return the stats.
 
     `keep_builds`: how many published builds keep their files (this one included), so that
@@ -220,7 +220,8 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
     if keep_builds < 1:
         raise StoreError("keep_builds must be at least 1 (the build being published)")
     stage = jobdir.resolve_input_stage(job, input_stage)
-    files = jobdir.stage_files(job, stage)
+    # The stage runner passes the files recorded in the input folder's _SUCCESS (checked there).
+    files = list(input_files) if input_files is not None else jobdir.stage_files(job, stage)
     if not files:
         raise StoreError(f"{jobdir.stage_path(job, stage)} holds no Parquet files")
     fs, first = storage.get_fs(files[0])

@@ -357,13 +357,17 @@ def _cli_value(value: Any) -> str:
 
 
 def from_mapping(cls: type, mapping: Mapping | None, *, prefix: str = "", base_dir: str | None = None,
-                 touched: Iterable[str] = frozenset(), check_paths: bool = True) -> tuple[Any | None, list[str]]:
+                 touched: Iterable[str] = frozenset(), check_paths: bool = True,
+                 fixed: Mapping[str, Any] | None = None) -> tuple[Any | None, list[str]]:
     """Build an instance from one config section; return (instance or None, problems).
 
     `prefix` is the section's dotted key (`dedup`), used in messages and to match
     `touched`: the dotted keys set with `--set`, whose relative paths resolve against
     the current directory instead of `base_dir` (the config's folder; default: cwd).
-    Missing keys take their defaults. The instance is None when there are problems."""
+    Missing keys take their defaults. `fixed` values are supplied by the caller (a job
+    config sets a stage's job directory and input folder itself); a section that sets
+    one is told so. The instance is None when there are problems."""
+    fixed = dict(fixed or {})
     prefix = prefix if not prefix or prefix.endswith(".") else prefix + "."
     section = prefix[:-1]
     touched = set(touched)
@@ -378,9 +382,12 @@ def from_mapping(cls: type, mapping: Mapping | None, *, prefix: str = "", base_d
     problems: list[str] = []
     cli_only = {spec.name: spec for spec in specs if not spec.declared.yaml and spec.declared.cli}
     for key in mapping:
+        full = f"{prefix}{key}"
+        if key in fixed:
+            problems.append(f"{_with_origin(full, touched)}: is set by the job itself, not a config key")
+            continue
         if key in yaml_names:
             continue
-        full = f"{prefix}{key}"
         if key in cli_only:
             problems.append(f"{_with_origin(full, touched)}: is a command-line option only "
                             f"({cli_only[key].flag}), not a config key")
@@ -393,6 +400,9 @@ def from_mapping(cls: type, mapping: Mapping | None, *, prefix: str = "", base_d
     for spec in specs:
         full = f"{prefix}{spec.name}"
         label = _with_origin(full, touched)
+        if spec.name in fixed:
+            values[spec.name] = fixed[spec.name]
+            continue
         if not spec.declared.yaml or spec.name not in mapping:
             if spec.required:
                 problems.append(f"{label}: is required ({spec.help})")

@@ -157,6 +157,7 @@ def run_tasks(
     max_retries: int = 3,
     progress: bool = True,
     markers: str | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, dict]:
     """Run `fn(payload)` for each `(name, payload[, output_urls])` not already done; return all results by name.
 
@@ -192,6 +193,10 @@ def run_tasks(
     if not todo:
         return results
 
+    from shammie.pipeline.ray_runtime import init_ray
+
+    # Ray starts only when there is work (it costs seconds; a resumed stage may need none).
+    init_ray(ray_address, num_cpus=max_in_flight)
     options = dict(num_cpus=num_cpus, max_retries=max_retries)
     env = forwarded_env()
     if env:

@@ -290,7 +290,9 @@ class StageContext:
             [(t.name, t.payload, [storage.join(self.out, o) for o in t.outputs]) for t in tasks],
             call, desc=desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
             count_key=self.stage.progress_count_key, max_in_flight=self.run.workers,
-            num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root)
+            num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root,
+            ray_address=self.run.ray_address)
+
 
 
 _WORKER_STAGES: dict[tuple, Stage] = {}
@@ -321,7 +323,7 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
     if run.workers is not None and run.workers < 1:
         raise InputError("--workers must be at least 1")
     folder = stage.output_folder()
-    out = jobdir.stage_path(job, folder)
+    out = stage.output_url()
 
     check_output_writable(job, create=False)
     check_stats_file(job)
@@ -339,12 +341,12 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
         change = None
         if old is not None:
             change = describe_change(stage, old, settings, record_inputs)
-        elif has_output or jobdir.is_complete(job, folder):
+        elif not stage.manages_output and (has_output or storage.exists(storage.join(out, jobdir.SUCCESS))):
             change = "it was written without a record of its inputs and settings (an older Shammie, or by hand)"
         if change and not run.overwrite:
             raise StageRefused(f"{out} was made from other input or settings: {change}. Pass --overwrite to "
                                f"recompute it into a fresh folder that replaces it once complete, or use another job")
-        if run.overwrite and (old is not None or has_output):
+        if run.overwrite and not stage.manages_output and (old is not None or has_output):
             # Named by what it is made from, so an interrupted --overwrite resumes in the same place.
             digest = _digest({"settings": settings, "inputs": record_inputs})
             target = storage.join(job, f".{folder}.new-{digest}")
@@ -356,7 +358,13 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
                 status = "grew"
 
         tasks = stage.plan(inputs, target)
-        if status in ("resumed", "grew") and jobdir.is_complete(job, folder) and _complete_and_valid(out, tasks):
+        if status == "resumed" and stage.manages_output and not change:
+            section = jobdir.read_stats(job).get(stage.name)
+            if storage.exists(storage.join(out, jobdir.SUCCESS)) and isinstance(section, dict):
+                say(f"{out} is already complete for these inputs and settings; nothing to do")
+                return StageResult(section, "complete")
+        elif status in ("resumed", "grew") and storage.exists(storage.join(out, jobdir.SUCCESS)) \
+                and _complete_and_valid(out, tasks):
             section = jobdir.read_stats(job).get(stage.name)
             if status == "resumed" and isinstance(section, dict):
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
@@ -404,17 +412,18 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
 
     job = stage.job
     storage.makedirs(target)
-    # No longer complete from here on: a reader sees either the old _SUCCESS or none.
-    storage.remove(storage.join(target, jobdir.SUCCESS))
+    if not stage.manages_output:
+        # No longer complete from here on: a reader sees either the old _SUCCESS or none.
+        storage.remove(storage.join(target, jobdir.SUCCESS))
     storage.write_json_atomic(storage.join(target, STAGE_RECORD), {
         "version": RECORD_VERSION, "stage": stage.name, "settings": settings, "inputs": record_inputs,
         "started_at": _now()})
-    where = init_ray(run.ray_address, num_cpus=run.workers)
-    say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) on {where} -> {target}")
+    say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) -> {target}")
     ctx = StageContext(stage, run, target, tasks)
     results = stage.execute(ctx)
     planned = {o for t in tasks for o in t.outputs}
-    _remove_unplanned(target, planned, stage)
+    if not stage.manages_output:
+        _remove_unplanned(target, planned, stage)
     outputs = {name: output_record(storage.join(target, name)) for name in sorted(planned)}
     section = stage.summarize(results)
     section.setdefault("seconds", round(time.monotonic() - started, 3))
@@ -424,7 +433,10 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     section["settings"] = settings
     section["inputs"] = len(inputs)
     jobdir.update_stats(job, stage.name, section)
-    storage.write_json_atomic(storage.join(target, jobdir.SUCCESS), {
+    success_url = storage.join(target, jobdir.SUCCESS)
+    previous = storage.read_json(success_url) if stage.manages_output else None
+    storage.write_json_atomic(success_url, {
+        **(previous if isinstance(previous, dict) else {}),
         "stage": stage.name, "finished_at": _now(), "documents": section.get("documents"), "outputs": outputs})
     return section
 

@@ -70,6 +70,10 @@ class Stage:
     keep_files: ClassVar[tuple[str, ...]] = ()
     # The option that names the job directory (left out of the settings).
     job_field: ClassVar[str] = "job"
+    # A stage whose output publishes itself atomically (the shard store's manifest) keeps its
+    # own files: the runner then records inputs, settings and stats but sweeps nothing and
+    # writes no output manifest; --overwrite is the stage's own atomic replacement.
+    manages_output: ClassVar[bool] = False
 
     def __init__(self, job: str, options: Any = None):
         self.job = job
@@ -80,6 +84,10 @@ class Stage:
     def output_folder(self) -> str:
         """The folder name inside the job (a stage whose name depends on its options overrides this)."""
         return self.output
+
+    def output_url(self) -> str:
+        """Where the output lives; inside the job unless the stage says otherwise (a store on s3://)."""
+        return jobdir.stage_path(self.job, self.output_folder())
 
     def settings(self) -> dict[str, Any]:
         """What the output depends on besides its inputs; a change is refused (or --overwrite)."""

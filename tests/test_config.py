@@ -135,7 +135,7 @@ def test_tokenizer_and_train_tokenizer_are_exclusive(tmp_path, warc_dir):
     (tmp_path / "tok.model").write_bytes(b"x")
     path = write_config(tmp_path, minimal(warc_dir).replace(
         "shard: {group_by: site}", "shard: {group_by: site, tokenizer: tok.model, train_tokenizer: 1000}"))
-    assert "shard.train_tokenizer: set either shard.tokenizer or shard.train_tokenizer" in errors_of(path)
+    assert "shard.train_tokenizer: set either tokenizer or train_tokenizer" in errors_of(path)
 
 
 def test_choices_are_enforced(tmp_path, warc_dir):
@@ -243,7 +243,7 @@ def test_dry_run_marks_complete_steps_as_skipped(tmp_path, warc_dir, capsys):
     (tmp_path / "out" / "job" / "deduped" / "_tasks" / "x.json").write_text("{}")
     assert main(["run", str(path), "--dry-run", "--set", "dedup.enabled=true"]) == 0
     out = capsys.readouterr().out
-    assert "1. crawl" in out and "[done, skip]" in out.splitlines()[[i for i, ln in enumerate(out.splitlines()) if "1. crawl" in ln][0]]
+    assert "1. crawl" in out and "[done, skip if unchanged]" in out.splitlines()[[i for i, ln in enumerate(out.splitlines()) if "1. crawl" in ln][0]]
     assert "[resume]" in [ln for ln in out.splitlines() if "2. dedup" in ln][0]
     assert "[run]" in [ln for ln in out.splitlines() if "3. shard" in ln][0]
 

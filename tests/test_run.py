@@ -4,9 +4,8 @@ after a failure, passing options and the Ray address through. No Ray is started.
 from __future__ import annotations
 
 import json
-import sys
+import os
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
@@ -18,46 +17,43 @@ from shammie.pipeline import jobdir
 
 
 class FakeStages:
-    """Records every stage call; each call writes its folder's _SUCCESS like a real stage."""
+    """Stands in for `run_stage` (whose rules tests/test_stage_runner.py covers): records each
+    step's stage, options and run options; a step is "complete" when its folder has _SUCCESS
+    and it ran before with the same options, else it "runs" and writes _SUCCESS."""
 
     def __init__(self, monkeypatch):
-        self.calls: list[tuple[str, tuple, dict]] = []
+        self.calls: list[tuple[str, object, object]] = []
         self.fail: set[str] = set()
-        self.ray: list[tuple] = []
+        self.done: dict[str, object] = {}
 
-        def stage(name, folder_of):
-            def fn(*args, **kwargs):
-                self.calls.append((name, args, kwargs))
-                if name in self.fail:
-                    raise RuntimeError(f"{name} crashed")
-                job, folder = folder_of(args, kwargs)
-                jobdir.mark_complete(job, folder)
-                result = {"documents": 7, "seconds": 0.5}
-                jobdir.update_stats(job, name, result)
-                return result
-            return fn
+        def run_stage(stage, run, log=None):
+            from shammie.pipeline.runner import StageResult
 
-        modules = {
-            "shammie.pipeline.crawl": {"crawl": stage("crawl", lambda a, k: (a[1], "documents"))},
-            "shammie.dedup.minhash": {"dedup": stage("dedup", lambda a, k: (a[0], "deduped"))},
-            "shammie.filters.edu": {"score": stage("edu_score", lambda a, k: (a[0], "scored")),
-                                    "subset": stage("edu_subset", lambda a, k: (a[0], k["output"]))},
-            "shammie.mixing.store": {"build_store": stage("shard", lambda a, k: (a[1].rsplit("/", 1)[0], "store"))},
-        }
-        for module_name, attrs in modules.items():
-            module = types.ModuleType(module_name)
-            for attr, value in attrs.items():
-                setattr(module, attr, value)
-            monkeypatch.setitem(sys.modules, module_name, module)
-        import shammie.pipeline.ray_runtime as ray_runtime
+            name = stage.name
+            success = os.path.join(stage.output_url(), jobdir.SUCCESS)
+            if os.path.exists(success) and self.done.get(stage.output_url()) == stage.options and not run.overwrite:
+                return StageResult({"documents": 7}, "complete")
+            self.calls.append((name, stage, run))
+            if name in self.fail:
+                raise RuntimeError(f"{name} crashed")
+            os.makedirs(stage.output_url(), exist_ok=True)
+            with open(success, "w") as f:
+                f.write("{}")
+            self.done[stage.output_url()] = stage.options
+            jobdir.update_stats(stage.job, name, {"documents": 7})
+            return StageResult({"documents": 7, "seconds": 0.5}, "ran")
 
-        monkeypatch.setattr(ray_runtime, "init_ray", lambda address=None, num_cpus=None:
-                            self.ray.append((address, num_cpus)) or "fake Ray")
+        import shammie.jobs.runner as runner
+
+        monkeypatch.setattr(runner, "run_stage", run_stage)
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
 
-    def kwargs(self, name: str) -> dict:
+    def options(self, name: str):
+        return [c[1].options for c in self.calls if c[0] == name][-1]
+
+    def run_options(self, name: str):
         return [c[2] for c in self.calls if c[0] == name][-1]
 
 
@@ -89,39 +85,38 @@ def test_stages_run_in_order_each_reading_the_previous_folder(fake, config_path,
     summary = run_job(cfg, progress=False, log=lambda m: None)
     job = str(tmp_path / "job")
     assert fake.names() == ["crawl", "dedup", "edu_score", "edu_subset", "shard"]
-    crawl_call = fake.calls[0]
-    assert crawl_call[1] == ([str(tmp_path / "warc")], job)
-    assert crawl_call[2]["languages"] == ("en", "de") and crawl_call[2]["limit_files"] == 2
-    assert fake.kwargs("dedup")["input_stage"] == "documents"
-    assert fake.kwargs("dedup")["across_snapshots"] is True
-    assert fake.kwargs("edu_score")["input_stage"] == "deduped"
-    assert fake.kwargs("edu_score")["model"] == str(tmp_path / "edu.bin")
-    assert fake.kwargs("edu_subset") == {"threshold": 3, "output": "edu-3", "input_stage": "scored"}
-    shard = fake.calls[-1]
-    assert shard[1] == (job, f"{job}/store")
-    assert shard[2]["input_stage"] == "edu-3" and shard[2]["group_by"] == "edu"
-    assert shard[2]["train_tokenizer"] == 500 and shard[2]["seq_len"] == 64
-    assert "tokenizer" not in shard[2] and "top_k" not in shard[2]  # null: the stage's default
+    crawl = fake.options("crawl")
+    assert crawl.inputs == (str(tmp_path / "warc"),) and crawl.output == job
+    assert crawl.languages == ("en", "de") and crawl.limit_files == 2
+    assert fake.options("dedup").input_stage == "documents"
+    assert fake.options("dedup").across_snapshots is True
+    assert fake.options("edu_score").input_stage == "deduped"
+    assert fake.options("edu_score").model == str(tmp_path / "edu.bin")
+    subset = fake.options("edu_subset")
+    assert (subset.threshold, subset.input_stage, subset.job) == (3, "scored", job)
+    assert [c[1] for c in fake.calls if c[0] == "edu_subset"][0].output_folder() == "edu-3"
+    shard = fake.options("shard")
+    assert shard.job == job and [c[1] for c in fake.calls if c[0] == "shard"][0].output_url() == f"{job}/store"
+    assert shard.input_stage == "edu-3" and shard.group_by == "edu"
+    assert shard.train_tokenizer == 500 and shard.seq_len == 64
+    assert shard.tokenizer is None and shard.top_k is None  # null: the stage's default
     for name in ("crawl", "dedup", "edu_score", "shard"):
-        assert fake.kwargs(name)["workers"] == 3
-        assert fake.kwargs(name)["ray_address"] == "10.1.2.3:6379"
-    assert fake.ray == [("10.1.2.3:6379", 3)]
+        assert fake.run_options(name).workers == 3
+        assert fake.run_options(name).ray_address == "10.1.2.3:6379"
     assert set(summary) == {"crawl", "dedup", "edu_score", "edu_subset", "shard"}
     stats = json.loads((tmp_path / "job" / "stats.json").read_text())
     assert set(stats["run"]["steps"]) == {"crawl", "dedup", "edu_score", "edu_subset", "shard"}
     assert (tmp_path / "job" / "job.yaml").exists()
 
 
-def test_a_rerun_skips_complete_steps_and_does_not_start_ray(fake, config_path):
+def test_a_rerun_skips_complete_steps(fake, config_path):
     cfg = load_config(str(config_path))
     run_job(cfg, progress=False, log=lambda m: None)
     fake.calls.clear()
-    fake.ray.clear()
     logs: list[str] = []
-    summary = run_job(cfg, progress=False, log=logs.append)
-    assert fake.calls == [] and fake.ray == []
-    assert all(v == "skipped (complete)" for v in summary.values())
-    assert "every step is already complete" in logs[-1]
+    run_job(cfg, progress=False, log=logs.append)
+    assert fake.calls == []
+    assert sum("complete, skipped" in m for m in logs) == 5
 
 
 def test_after_a_failure_the_rerun_starts_at_the_failed_step(fake, config_path):
@@ -139,23 +134,24 @@ def test_after_a_failure_the_rerun_starts_at_the_failed_step(fake, config_path):
 def test_the_command_line_address_wins_over_the_config(fake, config_path):
     cfg = load_config(str(config_path))
     run_job(cfg, ray_address="auto", progress=False, log=lambda m: None)
-    assert fake.ray == [("auto", 3)]
-    assert fake.kwargs("crawl")["ray_address"] == "auto"
+    assert fake.run_options("crawl").ray_address == "auto"
 
 
 def test_disabled_stages_are_left_out_and_the_chain_closes_over_them(fake, config_path, tmp_path):
     cfg = load_config(str(config_path), ["dedup.enabled=false", "edu.enabled=false", "shard.group_by=site"])
     run_job(cfg, progress=False, log=lambda m: None)
     assert fake.names() == ["crawl", "shard"]
-    assert fake.kwargs("shard")["input_stage"] == "documents"
+    assert fake.options("shard").input_stage == "documents"
 
 
-def test_changed_options_of_a_complete_step_are_warned_about(fake, config_path):
+def test_a_step_whose_input_was_just_rewritten_is_recomputed(fake, config_path):
+    """Only steps downstream of one that ran again are recomputed (overwrite), upstream ones are skipped."""
     run_job(load_config(str(config_path)), progress=False, log=lambda m: None)
-    logs: list[str] = []
-    run_job(load_config(str(config_path), ["dedup.across_snapshots=false"]), progress=False, log=logs.append)
-    assert any("dedup is complete" in m and "options changed" in m for m in logs), logs
-    assert not any("crawl is complete" in m for m in logs), logs
+    fake.calls.clear()
+    run_job(load_config(str(config_path), ["dedup.across_snapshots=false"]), progress=False, log=lambda m: None)
+    assert fake.names() == ["dedup", "edu_score", "edu_subset", "shard"]
+    assert not fake.run_options("dedup").overwrite  # its own change is refused unless --overwrite (run_stage)
+    assert all(fake.run_options(n).overwrite for n in ("edu_score", "edu_subset", "shard"))
 
 
 def test_cli_run_reports_completion(fake, config_path, capsys):
@@ -165,12 +161,10 @@ def test_cli_run_reports_completion(fake, config_path, capsys):
     assert fake.names()[-1] == "shard"
 
 
-def test_a_new_edu_threshold_writes_a_new_subset_and_flags_the_stale_store(fake, config_path):
+def test_a_new_edu_threshold_writes_a_new_subset_and_rebuilds_the_store_from_it(fake, config_path):
     run_job(load_config(str(config_path)), progress=False, log=lambda m: None)
     fake.calls.clear()
-    logs: list[str] = []
-    run_job(load_config(str(config_path), ["edu.threshold=4"]), progress=False, log=logs.append)
-    warnings = [m for m in logs if m.startswith("warning")]
-    assert len(warnings) == 1 and "shard is complete" in warnings[0], logs  # it was built from edu-3
-    assert fake.names() == ["edu_subset"]  # scoring is complete and unchanged
-    assert fake.kwargs("edu_subset")["output"] == "edu-4"
+    run_job(load_config(str(config_path), ["edu.threshold=4"]), progress=False, log=lambda m: None)
+    assert fake.names() == ["edu_subset", "shard"]  # scoring is complete and unchanged
+    assert [c[1] for c in fake.calls if c[0] == "edu_subset"][0].output_folder() == "edu-4"
+    assert fake.options("shard").input_stage == "edu-4" and fake.run_options("shard").overwrite

@@ -1,0 +1,136 @@
+"""The shard stage on the stage runner: a job's documents -> the domain-grouped, tokenized store.
+
+The store publishes itself atomically (shards under new names, `manifest.json` last,
+earlier builds kept for pinned readers; `mixing/store_build.py`), so the runner keeps
+its hands off the store's files (`manages_output`). What the runner adds is what every
+stage gets: the per-job lock, inputs taken from the upstream `_SUCCESS` (a missing or
+damaged file is named, an empty input refused before a tokenizer is trained on
+nothing), the record of inputs and settings (changed ones refused without --overwrite),
+and the stats section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shammie.mixing import store_format as fmt
+from shammie.mixing.store_writer import DEFAULT_SHARD_TOKENS
+from shammie.mixing.tokenizer import DEFAULT_SAMPLE_BYTES
+from shammie.pipeline import jobdir, storage
+from shammie.pipeline.errors import InputError
+from shammie.pipeline.options import option
+from shammie.pipeline.stage import DocumentStage, InputFile, Task
+
+DEFAULT_SEQ_LEN = 2048
+GROUP_BY_HELP = ("domain of each document: edu (edu_int_score bucket), language, site (registered domain of "
+                 "the URL, top-K + 'other'), or any other metadata column")
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    job: str = option(help="job directory (local path or s3://...)", kind="output", positional=True, metavar="DIR",
+                      yaml=False)
+    store: str | None = option(None, help="where to write the store (path or s3://); default DIR/store",
+                               kind="output")
+    group_by: str = option("edu", help=GROUP_BY_HELP, metavar="KEY")
+    top_k: int | None = option(None, help="keep the K largest domains and fold the rest into 'other' (default: 100 "
+                               "for site, no folding otherwise)", minimum=1, metavar="K")
+    tokenizer: str | None = option(None, help="sentencepiece .model to use (it must define an end-of-sentence "
+                                   "piece)", kind="path", must_exist=True, metavar="MODEL")
+    train_tokenizer: int | None = option(None, help="train a sentencepiece model with this vocabulary size on a "
+                                         "sample of the input and save it in the store (default when neither is "
+                                         "given: reuse the store's tokenizer, or train 32000)", minimum=300,
+                                         metavar="VOCAB")
+    tokenizer_type: str = option("bpe", help="model type for --train-tokenizer", choices=("bpe", "unigram"))
+    tokenizer_sample_mb: float = option(DEFAULT_SAMPLE_BYTES / 1e6, help="megabytes of input text to train the "
+                                        "tokenizer on", minimum=0.001, metavar="MB")
+    seq_len: int = option(DEFAULT_SEQ_LEN, help="default packed sequence length recorded in the manifest (readers "
+                          "may pick another)", minimum=1, metavar="L")
+    shard_tokens: int = option(DEFAULT_SHARD_TOKENS, help="start a new shard of a domain after about this many "
+                               "tokens", minimum=1, metavar="N")
+    keep_builds: int = option(fmt.DEFAULT_KEEP_BUILDS, help="published builds whose files are kept, this one "
+                              "included (readers pinned to an older build keep working through keep_builds - 1 "
+                              "rebuilds)", minimum=1, metavar="N")
+    input_stage: str | None = option(None, help="document folder to read (default: the most downstream complete "
+                                     "one)", metavar="STAGE")
+
+    def check_options(self):
+        if self.tokenizer and self.train_tokenizer:
+            yield "train_tokenizer", "set either tokenizer or train_tokenizer, not both"
+
+
+class ShardStage(DocumentStage):
+    """Group documents into domains, tokenize them with sentencepiece and write STORE/manifest.json plus, per
+domain, Parquet text shards and memory-mappable token shards. Shards get new names on every build and the
+manifest is replaced last, so readers never see a half-written store; an interrupted run resumes its
+finished files when re-run."""
+
+    name = "shard"
+    output = jobdir.STORE
+    Options = ShardOptions
+    manages_output = True
+
+    def output_url(self) -> str:
+        return self.options.store or storage.join(self.job, jobdir.STORE)
+
+    def input_stage(self) -> str:
+        # Any complete document folder may feed the store, subsets included (the most downstream one).
+        return jobdir.resolve_input_stage(self.job, self.options.input_stage)
+
+    def resolve_inputs(self) -> list[InputFile]:
+        import pyarrow.parquet as pq
+
+        from shammie.mixing import domains as dom
+
+        files = super().resolve_inputs()
+        fs, path = storage.get_fs(files[0].url)
+        with fs.open(path, "rb") as f:
+            names = pq.read_schema(f).names
+        dom.check_group_by(self.options.group_by, names)
+        if all(f.fingerprint.get("rows") is None for f in files):  # an older _SUCCESS without row counts
+            rows = 0
+            for f in files:
+                fs, path = storage.get_fs(f.url)
+                with fs.open(path, "rb") as fh:
+                    rows += pq.read_metadata(fh).num_rows
+            if rows == 0:
+                raise InputError(f"{jobdir.stage_path(self.job, self.input_stage())} holds no documents; "
+                                 "there is nothing to tokenize")
+        return files
+
+    def settings(self) -> dict[str, Any]:
+        values = super().settings()
+        values.pop("store", None)
+        values.pop("keep_builds", None)  # retention, not content
+        return values
+
+    def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
+        return [Task("store", {"files": [i.url for i in inputs]})]
+
+    def execute(self, ctx) -> dict[str, dict]:
+        from shammie.mixing.store_build import build_store
+
+        o, run = self.options, ctx.run
+        stats = build_store(
+            self.job, self.output_url(), group_by=o.group_by, tokenizer=o.tokenizer,
+            train_tokenizer=o.train_tokenizer, tokenizer_type=o.tokenizer_type, seq_len=o.seq_len, top_k=o.top_k,
+            input_stage=self.input_stage(), workers=run.workers, ray_address=run.ray_address,
+            progress=run.progress, shard_tokens=o.shard_tokens,
+            tokenizer_sample_bytes=int(o.tokenizer_sample_mb * 1e6), keep_builds=o.keep_builds,
+            input_files=ctx.tasks[0].payload["files"])
+        return {"store": stats}
+
+    def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
+        return dict(results["store"])
+
+    def describe(self, section: dict[str, Any]) -> str:
+        lines = [f"store {section['store']}: {section['documents']} documents, {section['tokens']} tokens in "
+                 f"{len(section['domains'])} domains (group-by {section['group_by']}, input {section['input_stage']}, "
+                 f"vocab {section['tokenizer']['vocab_size']}, {section['token_dtype']})"]
+        width = max((len(d) for d in section["domains"]), default=6)
+        lines.append(f"  {'domain':<{width}}  {'documents':>10}  {'tokens':>13}")
+        for name, d in section["domains"].items():
+            lines.append(f"  {name:<{width}}  {d['documents']:>10}  {d['tokens']:>13}")
+        lines.append(f"{section['seconds']:.1f} s, {section['tokens_per_s'] / 1e6:.2f}M tokens/s")
+        return "\n".join(lines)
