@@ -178,3 +178,51 @@ def test_real_shard_store_with_workers(tmp_path):
         seen[d] |= {all_seqs[r] for r in rows}
         mixer.update({d: float(b["input_ids"].float().mean()) / 100})
     assert sum(len(v) for v in seen.values()) == 90          # 30 steps x 3 rows, none repeated (no epoch wrap)
+
+
+class _CountingStore:
+    """A store proxy that counts gather() calls; with gather=False it hides the batch path."""
+
+    def __init__(self, store, gather: bool):
+        self._store, self.gathers = store, 0
+        self.domains = store.domains
+        if gather:
+            self.gather = self._gather
+
+    def num_tokens(self, d):
+        return self._store.num_tokens(d)
+
+    def num_sequences(self, d, seq_len):
+        return self._store.num_sequences(d, seq_len)
+
+    def sequence(self, d, seq_len, j):
+        return self._store.sequence(d, seq_len, j)
+
+    def _gather(self, d, seq_len, indices):
+        self.gathers += 1
+        return self._store.gather(d, seq_len, indices)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_large_batches_read_through_the_store_batch_path(tmp_path, per_sample):
+    from shammie.mixing.store import open_store
+    from shammie.mixing.store_testing import write_token_store
+    rng = np.random.default_rng(1)
+    docs = {d: [rng.integers(3, 300, size=int(n)) for n in rng.integers(50, 200, 60)] for d in ("x", "y")}
+    write_token_store(str(tmp_path / "store"), docs, seq_len=16)
+    store = open_store(str(tmp_path / "store"))
+    streams = []
+    for gather in (True, False):
+        proxy = _CountingStore(store, gather)
+        mixer = StaticMixer.from_store(proxy, "uniform", seed=2)
+        it = iter(MixtureDataset(proxy, mixer, 16, 320, per_sample=per_sample).dataloader())
+        batches = []
+        for _ in range(6):
+            b = next(it)
+            batches.append((b["domain"], b["input_ids"].clone()))
+            mixer.update({d: 1.0 for d in set(b["domain"])})
+        streams.append(batches)
+        if gather:
+            assert proxy.gathers >= 6                      # every batch (>= 128 rows of a domain) used gather()
+    for (dom_a, ids_a), (dom_b, ids_b) in zip(*streams):
+        assert dom_a == dom_b and torch.equal(ids_a, ids_b)
