@@ -1,7 +1,7 @@
 """Online data mixing inside a Hugging Face `Trainer` (tiny GPT-2 built from a config, CPU is fine).
 
     .venv/bin/python examples/hf_trainer.py --store STORE --max-steps 200 --grad-accum 4 --log odm.jsonl
-    torchrun --nproc-per-node 2 examples/hf_trainer.py --store STORE ...       # data parallel, one stream per rank
+    torchrun --nproc-per-node 2 -- examples/hf_trainer.py --store STORE ...    # data parallel, one stream per rank
 
 What has to change compared with a plain `Trainer` (docs/integrations.md explains each):
 
@@ -25,6 +25,7 @@ What has to change compared with a plain `Trainer` (docs/integrations.md explain
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -61,6 +62,7 @@ def make_trainer_class():
             self.loader_workers = loader_workers
             self.domain_losses = DomainLossAccumulator()
             self.micro_batches = 0
+            self.seen = hashlib.sha256()    # what this rank trained on (the test compares ranks)
 
         def get_train_dataloader(self):
             # Not the Trainer's DataLoader(batch_size=N) and not accelerator.prepare(): each rank
@@ -74,6 +76,7 @@ def make_trainer_class():
             if model.training:
                 self.domain_losses.add(per_seq, domains, step=step)
                 self.micro_batches += 1
+                self.seen.update(ids.cpu().numpy().tobytes())
             loss = per_seq.mean()
             return (loss, outputs) if return_outputs else loss
 
@@ -146,10 +149,16 @@ def main(argv=None) -> int:
     trainer.add_callback(MixerUpdate(trainer, log))
     result = trainer.train()
     log.close()
-    if training_args.process_index == 0:
-        print(json.dumps({"log": args.log, "optimizer_steps": trainer.state.global_step,
-                          "micro_batches": trainer.micro_batches, "mixer_step": mixer.step,
-                          "train_loss": result.training_loss}))
+    # One line per rank (rank 0's last): each rank trained on its own data, with the same weights.
+    print(json.dumps({"rank": training_args.process_index, "world_size": training_args.world_size,
+                      "log": args.log, "optimizer_steps": trainer.state.global_step,
+                      "micro_batches": trainer.micro_batches, "mixer_step": mixer.step,
+                      "weights": mixer.weights(), "data_sha256": trainer.seen.hexdigest(),
+                      "train_loss": result.training_loss}), flush=True)
+    if torch.distributed.is_initialized():
+        # The Trainer leaves the process group up; gloo's threads torn down at interpreter
+        # exit abort the process ("terminate called without an active exception").
+        torch.distributed.destroy_process_group()
     return 0
 
 

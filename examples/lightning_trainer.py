@@ -20,6 +20,7 @@ What matters (docs/integrations.md explains each):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -68,6 +69,7 @@ class MixingModule(L.LightningModule):
         self.mix_log: MixLog | None = None
         self.micro_batches = 0
         self.updates = 0
+        self.seen = hashlib.sha256()    # what this rank trained on (the test compares ranks)
 
     def setup(self, stage: str) -> None:
         # torch.distributed is initialised by now: the mixer takes this process's rank from it.
@@ -92,6 +94,7 @@ class MixingModule(L.LightningModule):
         per_seq = sequence_losses(self.model(ids[:, :-1]), ids[:, 1:])
         self.domain_losses.add(per_seq, domains, step=step)
         self.micro_batches += 1
+        self.seen.update(ids.cpu().numpy().tobytes())
         loss = per_seq.mean()   # Lightning divides by accumulate_grad_batches itself
         self.log("train_loss", loss, prog_bar=True, batch_size=len(domains))
         return loss
@@ -140,10 +143,12 @@ def main(argv=None) -> int:
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, log_every_n_steps=max(1, args.max_steps // 10))
     trainer.fit(module)
-    if trainer.global_rank == 0:
-        print(json.dumps({"log": args.log, "optimizer_steps": trainer.global_step,
-                          "micro_batches": module.micro_batches, "mixer_step": module.mixture.mixer.step,
-                          "updates": module.updates}))
+    # One line per rank: each rank trained on its own data, with the same weights.
+    mixer = module.mixture.mixer
+    print(json.dumps({"rank": trainer.global_rank, "world_size": trainer.world_size, "log": args.log,
+                      "optimizer_steps": trainer.global_step, "micro_batches": module.micro_batches,
+                      "mixer_step": mixer.step, "updates": module.updates, "weights": mixer.weights(),
+                      "data_sha256": module.seen.hexdigest()}), flush=True)
     return 0
 
 
