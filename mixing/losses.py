@@ -27,8 +27,10 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from shammie.pipeline.errors import ShammieError
 
-class BatchError(ValueError):
+
+class BatchError(ShammieError, ValueError):
     """A batch that is not one MixtureDataset micro-batch (e.g. several stacked by a DataLoader batch_size)."""
 
 
