@@ -106,8 +106,12 @@ def _resolve_tokenizer(store: str, files: list[str], *, tokenizer: str | None, t
     if tokenizer:
         return Tokenizer.load(tokenizer)
     if not train_vocab:
-        existing = storage.read_json(storage.join(store, fmt.MANIFEST))
-        if existing and existing.get("format") == fmt.FORMAT:
+        existing, problem = published_manifest(store)
+        if problem:
+            # Training a new tokenizer instead would silently change every token id.
+            raise fmt.ManifestError(f"cannot reuse the store's tokenizer: {problem}. Pass --tokenizer MODEL "
+                                    "or --train-tokenizer VOCAB to rebuild the store")
+        if existing:
             tok = Tokenizer.load(storage.join(store, existing["tokenizer"]["path"]))
             tok.source = existing["tokenizer"].get("source") or tok.source
             tok.train_recipe = existing["tokenizer"].get("train_recipe")
@@ -119,8 +123,8 @@ def _resolve_tokenizer(store: str, files: list[str], *, tokenizer: str | None, t
               "sample_bytes": sample_bytes, "format": fmt.FORMAT_VERSION}
     recipe_id = _digest(recipe)
     cached = storage.join(store, fmt.STAGING, f"tokenizer-train-{recipe_id}.model")
-    existing = storage.read_json(storage.join(store, fmt.MANIFEST))
-    if existing and existing.get("tokenizer", {}).get("train_recipe") == recipe_id:
+    existing, _ = published_manifest(store)
+    if existing and existing["tokenizer"].get("train_recipe") == recipe_id:
         # Already trained by the build that is published: reuse it, so re-runs stay up to date.
         tok = Tokenizer.load(storage.join(store, existing["tokenizer"]["path"]))
     elif storage.exists(cached):
@@ -135,6 +139,16 @@ def _resolve_tokenizer(store: str, files: list[str], *, tokenizer: str | None, t
     tok.source = f"trained {tokenizer_type} {train_vocab} on {sample_bytes} bytes of the input"
     tok.train_recipe = recipe_id
     return tok
+
+
+def published_manifest(store: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the store's valid manifest or None, what is wrong with it if it exists but is unusable)."""
+    url = storage.join(store, fmt.MANIFEST)
+    try:
+        manifest = storage.read_json(url)
+        return (None if manifest is None else fmt.check_manifest(manifest, url)), None
+    except (ValueError, OSError) as e:
+        return None, str(e)
 
 
 def _task_name(i: int, url: str) -> str:
@@ -244,8 +258,8 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
     names = [n for n, _ in tasks]
     build_id = _digest({"work": work_id, "top_k": effective_top_k, "seq_len": seq_len,
                         "shard_tokens": shard_tokens})
-    existing = storage.read_json(storage.join(store, fmt.MANIFEST))
-    if existing and existing.get("build_id") == build_id:
+    existing, _ = published_manifest(store)   # a damaged one is simply replaced
+    if existing and existing["build_id"] == build_id:
         # Same inputs, tokenizer and options as the published store: nothing to do, and
         # rewriting would touch files the current manifest points at.
         if progress:

@@ -351,3 +351,20 @@ def test_same_build_across_ranks_without_distributed_is_the_store_itself(tmp_pat
     _publish(tmp_path / "store", 0, BUILD_A, tokenizer)
     store = open_store(str(tmp_path / "store"))
     assert same_build_across_ranks(store) is store
+
+
+def test_rebuilding_over_a_malformed_manifest(tmp_path):
+    from shammie.mixing.store import build_store
+    from shammie.mixing.store_testing import synthetic_documents, write_job
+
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(40, seed=2)])
+    store = job / "store"
+    store.mkdir()
+    (store / fmt.MANIFEST).write_text("[]")
+    kw = dict(group_by="edu", progress=False, tokenizer_sample_bytes=500_000, seq_len=32)
+    # Reusing the store's tokenizer is impossible; training a new one silently would change the ids.
+    with pytest.raises(ManifestError, match="cannot reuse the store's tokenizer.*--train-tokenizer"):
+        build_store(str(job), **kw)
+    stats = build_store(str(job), train_tokenizer=400, **kw)   # an explicit tokenizer replaces the damage
+    assert open_store(str(store)).verify() > 0 and stats["documents"] == 40
