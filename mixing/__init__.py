@@ -18,8 +18,13 @@ _EXPORTS = {
     "OnlineDataMixer": "shammie.mixing.mixer",
     "StaticMixer": "shammie.mixing.mixer",
     "MixLog": "shammie.mixing.mixer",
+    "MixingError": "shammie.mixing.mixer",
+    "MixingWarning": "shammie.mixing.mixer",
+    "per_domain_losses": "shammie.mixing.mixer",
     "exploration_rate": "shammie.mixing.mixer",
     "exp3_policy": "shammie.mixing.mixer",
+    "linear_policy": "shammie.mixing.mixer",
+    "reduction_device": "shammie.mixing.mixer",
     "MixtureDataset": "shammie.mixing.dataset",
 }
 
