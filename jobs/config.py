@@ -453,3 +453,20 @@ def describe_options() -> str:
         for cls, fixed, keys in section.parts:
             parts.append(options_table(cls, name))
     return "\n".join(parts) + "\n"
+
+
+OPTIONS_DOC_HEADER = """\
+# Options of every stage and of job configs
+
+Generated from the options dataclasses (`shammie.pipeline.options`) by
+`shammie.jobs.config.options_doc()`; regenerate with
+`.venv/bin/python -c "from shammie.jobs.config import options_doc; print(options_doc(), end='')" > docs/options.md`
+(`tests/test_docs_options.py` fails when this file is out of date). Each YAML key is the
+flag of the same name on the stage's command; "(command line only)" options change how
+a run goes, not what it writes; "(config only)" keys are the job's own.
+
+"""
+
+
+def options_doc() -> str:
+    return OPTIONS_DOC_HEADER + describe_options()

@@ -76,9 +76,13 @@ def _edu_keys(table: pa.Table) -> list[str | None]:
     if "edu_int_score" in table.column_names:
         scores = table.column("edu_int_score").to_pylist()
     else:
-        # FineWeb-Edu's int_score: round the regression score, clipped to 0..5.
-        scores = [None if s is None else int(round(min(max(float(s), 0.0), EDU_MAX)))
-                  for s in table.column("edu_score").to_pylist()]
+        # The one rounding rule of scores (half up, clipped to 0-5), as edu_int_score is made:
+        # Python's round() would put 2.5 in edu-2 (half to even) while edu_int_score says 3.
+        from shammie.filters.edu_metrics import int_scores
+
+        raw = table.column("edu_score").to_pylist()
+        rounded = int_scores([0.0 if s is None else float(s) for s in raw])
+        scores = [None if s is None else int(r) for s, r in zip(raw, rounded)]
     return [None if s is None else f"edu-{int(s)}" for s in scores]
 
 

@@ -1,6 +1,6 @@
 """The contract between stages: one job = one directory (local or s3://).
 
-    documents/  (crawl)  -> deduped/ -> scored/ -> subsets (edu-3/, ...) -> store/
+    documents/  (crawl)  -> [exact-deduped/] -> deduped/ -> scored/ -> subsets (edu-3/, ...) -> store/
 
 Each stage reads one folder and writes its own. A folder is complete when its
 `_SUCCESS` marker exists (written last, atomically); per-task markers live in
@@ -16,15 +16,16 @@ import os
 from typing import Any
 
 from shammie.pipeline import storage
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import InputError
 
 DOCUMENTS = "documents"
+EXACT_DEDUPED = "exact-deduped"
 DEDUPED = "deduped"
 SCORED = "scored"
 STORE = "store"
 # Stage folders that hold document Parquet files, upstream first. Subset folders
 # (e.g. "edu-3") are downstream of "scored" and found by prefix.
-DOCUMENT_STAGES = [DOCUMENTS, DEDUPED, SCORED]
+DOCUMENT_STAGES = [DOCUMENTS, EXACT_DEDUPED, DEDUPED, SCORED]
 SUBSET_PREFIXES = ("edu-", "subset-")
 SUCCESS = "_SUCCESS"
 TASKS = "_tasks"
@@ -82,9 +83,9 @@ def resolve_input_stage(job: str, requested: str | None = None, before: str | No
     the canonical order (dedup must not read `scored/` because it was re-run)."""
     if requested:
         if not storage.exists(stage_path(job, requested)):
-            raise UserError(f"--input-stage {requested!r}: {stage_path(job, requested)} does not exist")
+            raise InputError(f"--input-stage {requested!r}: {stage_path(job, requested)} does not exist")
         if not is_complete(job, requested):
-            raise UserError(f"--input-stage {requested!r} is not complete (no {SUCCESS}); re-run the stage that writes it")
+            raise InputError(f"--input-stage {requested!r} is not complete (no {SUCCESS}); re-run the stage that writes it")
         return requested
     candidates = [s for s in ordered_document_stages(job) if is_complete(job, s)]
     if before is not None:
@@ -93,7 +94,7 @@ def resolve_input_stage(job: str, requested: str | None = None, before: str | No
             limit = order.index(before)
             candidates = [s for s in candidates if s in order and order.index(s) < limit]
     if not candidates:
-        raise UserError(
+        raise InputError(
             f"{job} has no complete document folder to read (looked for {', '.join(DOCUMENT_STAGES)}); "
             "run `shammie crawl` first"
         )
@@ -120,5 +121,5 @@ def update_stats(job: str, section: str, data: dict[str, Any]) -> None:
 def ensure_job_dir(job: str) -> None:
     if not storage.is_remote(job):
         if os.path.exists(job) and not os.path.isdir(job):
-            raise UserError(f"{job} exists and is not a directory")
+            raise InputError(f"{job} exists and is not a directory")
         os.makedirs(job, exist_ok=True)

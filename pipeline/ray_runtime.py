@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import InputError
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
@@ -27,7 +27,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as e:
-            raise UserError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
+            raise InputError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
         return f"Ray cluster at {address}"
     # address="local": always a new in-process Ray, even when `ray start` left a cluster on this machine
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)

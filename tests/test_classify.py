@@ -14,7 +14,7 @@ from shammie.filters.edu_fasttext import FastTextParams
 from shammie.filters.edu_metrics import roc_auc
 from shammie.filters.edu_synthetic import graded_corpus
 from shammie.pipeline import documents, jobdir
-from shammie.pipeline.errors import ShammieError, UserError
+from shammie.pipeline.errors import ShammieError
 
 SMALL = FastTextParams(bucket=20_000, dim=16, thread=1, seed=0)
 
@@ -29,7 +29,7 @@ def test_roc_auc_known_values():
 def test_binary_labels_and_folds():
     assert classify.binary_labels([1, 0, "hq", "cc", True, "false", "1.0", "__label__hq"]).tolist() == \
         [True, False, True, False, True, False, True, True]
-    with pytest.raises(UserError, match="not binary"):
+    with pytest.raises(ShammieError, match="not binary"):
         classify.binary_labels([2])
     positive = np.array([True] * 10 + [False] * 20)
     folds = classify.stratified_folds(positive, 5)

@@ -15,7 +15,7 @@ from shammie.filters.edu_fasttext import FastTextEduScorer, FastTextParams
 from shammie.filters.edu_metrics import binary_f1, edu_report, int_scores, macro_f1, mse
 from shammie.filters.edu_synthetic import graded_corpus
 from shammie.pipeline import documents, jobdir, storage
-from shammie.pipeline.errors import ShammieError, StageRefused, UserError
+from shammie.pipeline.errors import ShammieError, StageRefused
 
 SMALL = dict(bucket=20_000, dim=16, thread=1, seed=0)
 
@@ -125,12 +125,12 @@ def test_train_reads_jsonl_csv_and_s3(tmp_path, s3_bucket):
 
 def test_train_rejects_bad_tables(tmp_path):
     documents.write_table(pa.table({"body": ["x"], "score": [1]}), str(tmp_path / "nocol.parquet"))
-    with pytest.raises(UserError, match="missing column"):
+    with pytest.raises(ShammieError, match="missing column"):
         edu.train([str(tmp_path / "nocol.parquet")], str(tmp_path / "m.bin"))
     documents.write_table(pa.table({"text": ["a", "b", "c"], "score": [1, 9, 2]}), str(tmp_path / "range.parquet"))
-    with pytest.raises(UserError, match="outside 0-5"):
+    with pytest.raises(ShammieError, match="outside 0-5"):
         edu.train([str(tmp_path / "range.parquet")], str(tmp_path / "m.bin"))
-    with pytest.raises(UserError, match="no such file"):
+    with pytest.raises(ShammieError, match="no such file"):
         edu.train([str(tmp_path / "missing.parquet")], str(tmp_path / "m.bin"))
 
 

@@ -20,7 +20,7 @@ import pytest
 from shammie.filters import edu
 from shammie.filters.llm_annotate import chat_url, parse_score, rationale_of
 from shammie.pipeline import documents, jobdir
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import ShammieError
 
 
 class FakeLLM:
@@ -215,7 +215,7 @@ def test_annotate_resumes_from_cache(tmp_path, llm):
 def test_annotate_fatal_endpoint_stops_then_resumes(tmp_path, llm):
     job, _ = make_job(tmp_path / "job")
     llm.fail_after = 3
-    with pytest.raises(UserError, match="401"):
+    with pytest.raises(ShammieError, match="401"):
         edu.annotate(job, endpoint=llm.url, model="m", sample=None, backoff=0.01, retries=3, concurrency=1,
                      progress=False)
     cache = [json.loads(x) for x in open(f"{job}/annotations.parquet.cache.jsonl")]
@@ -230,7 +230,7 @@ def test_annotate_fatal_endpoint_stops_then_resumes(tmp_path, llm):
 
 def test_annotate_unreachable_endpoint_is_a_user_error(tmp_path):
     job, _ = make_job(tmp_path / "job", n=2)
-    with pytest.raises(UserError, match="cannot reach"):
+    with pytest.raises(ShammieError, match="cannot reach"):
         edu.annotate(job, endpoint="http://127.0.0.1:9", model="m", sample=1, backoff=0.01, retries=1,
                      progress=False)
 

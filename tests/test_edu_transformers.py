@@ -13,7 +13,7 @@ from shammie.filters import edu  # noqa: E402
 from shammie.filters.edu_synthetic import FILLER, TOPICS, graded_corpus  # noqa: E402
 from shammie.filters.edu_transformers import TransformersEduScorer  # noqa: E402
 from shammie.pipeline import documents, jobdir  # noqa: E402
-from shammie.pipeline.errors import UserError  # noqa: E402
+from shammie.pipeline.errors import ShammieError  # noqa: E402
 
 
 def tiny_bert(path, num_labels: int = 1, max_positions: int = 64) -> str:
@@ -80,10 +80,10 @@ def test_six_way_classifier_scores_expected_label(tmp_path):
 
 def test_bad_model_folder_is_a_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError):
+    with pytest.raises(ShammieError):
         TransformersEduScorer(str(tmp_path / "empty"))
     (tmp_path / "file.bin").write_bytes(b"x")
-    with pytest.raises(UserError, match="model folder"):
+    with pytest.raises(ShammieError, match="model folder"):
         TransformersEduScorer(str(tmp_path / "file.bin"))
 
 

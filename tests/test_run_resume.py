@@ -228,7 +228,9 @@ def job_fingerprint(job: Path) -> dict:
     listed = {s["files"][kind]["path"] for d in manifest["domains"].values() for s in d["shards"]
               for kind in ("text", "tokens", "index")}
     on_disk = {str(p.relative_to(store)) for p in store.rglob("*") if p.is_file()}
-    extra = on_disk - listed - {"manifest.json", "_SUCCESS", manifest["tokenizer"]["path"]}
+    # besides the manifest's files: the stage runner's record and the store's build records
+    extra = {p for p in on_disk - listed - {"manifest.json", "_SUCCESS", "_stage.json", manifest["tokenizer"]["path"]}
+             if not p.startswith("_builds/")}
     assert not extra, f"files in the store that its manifest does not list: {sorted(extra)}"
     assert listed <= on_disk
     ids = [i for p in store.rglob("*.parquet") for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]

@@ -1,0 +1,35 @@
+"""Exact-duplicate removal, the short stage written on the stage runner."""
+
+from __future__ import annotations
+
+import json
+
+from shammie.jobs.cli import main
+from test_stage_runner import ids_of, seed_documents, words
+
+
+def test_exact_copies_go_near_misses_stay_per_snapshot(tmp_path, ray_session, capsys):
+    job = tmp_path / "job"
+    base = words(7)
+    seed_documents(job, {
+        "a.parquet": [("a1", base, "S1"), ("a2", base.upper() + " !!", "S1"), ("a3", words(8), "S1")],
+        "b.parquet": [("b1", "  " + base.replace(" ", "   "), "S1"),   # same words, other spacing
+                      ("b2", base + " extra", "S1"),                   # a near miss: kept
+                      ("b3", base, "S2")],                             # another snapshot: kept
+    })
+    assert main(["exact-dedup", str(job), "--no-progress"]) == 0
+    assert ids_of(job / "exact-deduped") == ["a1", "a3", "b2", "b3"]
+    assert "2 exact duplicates removed" in capsys.readouterr().out
+    stats = json.loads((job / "stats.json").read_text())["exact_dedup"]
+    assert (stats["documents_in"], stats["removed"], stats["kept"]) == (6, 2, 4)
+    # MinHash dedup then reads exact-deduped/
+    assert main(["dedup", str(job), "--no-progress"]) == 0
+    assert json.loads((job / "stats.json").read_text())["dedup"]["input_stage"] == "exact-deduped"
+
+
+def test_across_snapshots_keeps_one_copy_in_all(tmp_path, ray_session):
+    job = tmp_path / "job"
+    base = words(9)
+    seed_documents(job, {"a.parquet": [("a1", base, "S1")], "b.parquet": [("b1", base, "S2")]})
+    assert main(["exact-dedup", str(job), "--across-snapshots", "--no-progress"]) == 0
+    assert ids_of(job / "exact-deduped") == ["a1"]
