@@ -17,6 +17,9 @@ What has to change compared with a plain `Trainer` (docs/integrations.md explain
 * The feedback: per-domain losses are accumulated over the step's micro-batches and
   `mixer.update()` runs once per optimizer step, in `on_step_end` (after optimizer.step()).
   The mixer is built with `grad_accum` equal to `gradient_accumulation_steps`.
+* Checkpoints: `--save-steps N` saves `mixture.state_dict()` per rank into each checkpoint
+  folder; `--resume CHECKPOINT` loads it before training, and `ignore_data_skip=True` stops
+  the Trainer from pulling (and dropping) the batches it already trained on.
 * Order under torchrun: create TrainingArguments first (it initialises torch.distributed),
   then the store (`same_build_across_ranks`: every rank reads rank 0's build) and the
   mixer, which reads its rank and world size from the process group.
@@ -42,8 +45,11 @@ def tiny_gpt2(vocab_size: int, seq_len: int, width: int, layers: int):
     """A GPT-2 with random weights from a config: no download."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    # No dropout: a tiny model does not need it, and a resumed run then repeats the
+    # uninterrupted one exactly (the resume test compares them).
     config = GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=width, n_layer=layers,
-                        n_head=max(1, width // 16), bos_token_id=None, eos_token_id=None)
+                        n_head=max(1, width // 16), bos_token_id=None, eos_token_id=None,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     return GPT2LMHeadModel(config)
 
 
@@ -81,7 +87,8 @@ def make_trainer_class():
             return (loss, outputs) if return_outputs else loss
 
     class MixerUpdate(TrainerCallback):
-        """One mixer.update() per optimizer step, with the losses of all its micro-batches."""
+        """One mixer.update() per optimizer step, with the losses of all its micro-batches;
+        the data stream's state saved into every checkpoint (one file per rank)."""
 
         def __init__(self, trainer: MixingTrainer, log: MixLog):
             self.trainer, self.log = trainer, log
@@ -94,7 +101,18 @@ def make_trainer_class():
                 self.log.write(record)
             return control
 
+        def on_save(self, args, state, control, **kwargs):
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            with open(os.path.join(folder, mixture_state_name(args.process_index)), "w") as f:
+                json.dump(self.trainer.mixture.state_dict(), f)
+            self.log.flush()
+            return control
+
     return MixingTrainer, MixerUpdate
+
+
+def mixture_state_name(rank: int) -> str:
+    return f"mixture-rank{rank}.json"
 
 
 def main(argv=None) -> int:
@@ -111,7 +129,10 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/hf-trainer", help="Trainer output_dir (nothing is saved by default)")
+    p.add_argument("--out", default="runs/hf-trainer", help="Trainer output_dir (checkpoints with --save-steps)")
+    p.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps (0: never)")
+    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                   help="continue from this checkpoint folder (model, optimizer, and the mixture's stream)")
     args = p.parse_args(argv)
     if args.grad_accum < 1 or args.max_steps < 1:
         p.error("--grad-accum and --max-steps must be >= 1")
@@ -123,7 +144,8 @@ def main(argv=None) -> int:
         output_dir=args.out, max_steps=args.max_steps, gradient_accumulation_steps=args.grad_accum,
         per_device_train_batch_size=args.batch_size,    # informational: the batch size is the dataset's
         dataloader_num_workers=args.workers, learning_rate=args.lr, lr_scheduler_type="constant",
-        logging_steps=max(1, args.max_steps // 10), save_strategy="no", report_to=[],
+        logging_steps=max(1, args.max_steps // 10), report_to=[],
+        save_strategy="steps" if args.save_steps else "no", save_steps=args.save_steps or 500,
         remove_unused_columns=False, use_cpu=not torch.cuda.is_available(), seed=args.seed,
         disable_tqdm=True,
         # On resume the Trainer would pull and drop the batches it already trained on, without
@@ -141,13 +163,18 @@ def main(argv=None) -> int:
     mixture = MixtureDataset(store, mixer, seq_len=args.seq_len + 1, batch_size=args.batch_size)
     model = tiny_gpt2(store.vocab_size, args.seq_len, args.width, args.layers)
 
-    if os.path.exists(args.log) and training_args.process_index == 0:
-        os.remove(args.log)                        # a fresh run
+    if args.resume:
+        # The stream continues exactly where the checkpoint's step left it: the mixer's step,
+        # rewards, recent policies and this rank's cursors. Before the loader is created.
+        with open(os.path.join(args.resume, mixture_state_name(training_args.process_index))) as f:
+            mixture.load_state_dict(json.load(f))
+    elif os.path.exists(args.log) and training_args.process_index == 0:
+        os.remove(args.log)                        # a fresh run; a resumed one appends
     log = MixLog(args.log)
     MixingTrainer, MixerUpdate = make_trainer_class()
     trainer = MixingTrainer(model=model, args=training_args, mixture=mixture, loader_workers=args.workers)
     trainer.add_callback(MixerUpdate(trainer, log))
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=args.resume)
     log.close()
     # One line per rank (rank 0's last): each rank trained on its own data, with the same weights.
     print(json.dumps({"rank": training_args.process_index, "world_size": training_args.world_size,

@@ -149,3 +149,31 @@ def test_example_on_two_ranks_draws_per_rank_data_with_identical_weights(tmp_pat
     assert math.isclose(sum(ranks[0]["weights"].values()), 1.0, abs_tol=1e-9)
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     assert [r["step"] for r in records if r.get("kind") == "train"] == list(range(1, steps + 1))
+
+
+def test_hf_trainer_resumed_from_a_checkpoint_continues_the_stream_exactly(tmp_path, tiny_store):
+    """Uninterrupted 8 steps vs. the same run resumed from its step-4 checkpoint: steps 5-8 draw
+    the same data and give the same weights and losses (no batches skipped or repeated)."""
+    common = ["--width", "32", "--layers", "1"]
+    full = tmp_path / "full.jsonl"
+    # a later --max-steps overrides the one _run passes (argparse keeps the last)
+    summary = _run("hf_trainer.py", tiny_store, full, [*common, "--out", "full", "--save-steps", "4",
+                                                       "--max-steps", "8"])
+    assert summary["mixer_step"] == 8
+    checkpoint = tmp_path / "full" / "checkpoint-4"
+    assert (checkpoint / "mixture-rank0.json").exists()
+    resumed = tmp_path / "resumed.jsonl"
+    summary = _run("hf_trainer.py", tiny_store, resumed, [*common, "--out", "resumed", "--resume", str(checkpoint),
+                                                          "--max-steps", "8"])
+    assert summary["mixer_step"] == 8 and summary["micro_batches"] == 4 * ACCUM
+
+    def records(path):
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    after = [r for r in records(full) if r["step"] > 4]
+    again = records(resumed)
+    assert [r["step"] for r in again] == [5, 6, 7, 8]
+    for a, b in zip(after, again):
+        assert a["weights"] == b["weights"] and a["sequences"] == b["sequences"]
+        assert a["loss"].keys() == b["loss"].keys()
+        assert all(math.isclose(a["loss"][d], b["loss"][d], rel_tol=1e-6) for d in a["loss"])
