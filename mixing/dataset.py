@@ -44,9 +44,9 @@ def _as_is(batch):
     """collate_fn for whole batches: they are tensors already (default_convert would walk the
     domain list string by string, ~0.1 ms per batch)."""
     return batch
-# iterators created so far per dataset object in this DataLoader worker process (persistent
-# workers create one per epoch); module state, so it is fresh in every worker
-_WORKER_ITERATIONS: dict[int, int] = {}
+# iterators created so far per (dataset object, worker) in this DataLoader worker process
+# (persistent workers create one per epoch); module state, so it is fresh in every worker process
+_WORKER_ITERATIONS: dict[tuple[int, int], int] = {}
 
 
 class _DomainCursor:
@@ -138,8 +138,9 @@ class MixtureDataset(IterableDataset):
             mixer._fix_lag()                   # the trainer's process draws now: the lag is final
             start, consumed = mixer.step, mixer.consumed.copy()
             return self._stream(start, consumed, 0, 1, False)
-        done = _WORKER_ITERATIONS.get(id(self), 0)
-        _WORKER_ITERATIONS[id(self)] = done + 1
+        key = (id(self), info.id)
+        done = _WORKER_ITERATIONS.get(key, 0)
+        _WORKER_ITERATIONS[key] = done + 1
         if done == 0:
             # a new worker holds a copy of the mixer taken when the loader's iterator was created
             start, consumed = mixer.step, mixer.consumed.copy()
@@ -179,7 +180,9 @@ class MixtureDataset(IterableDataset):
         return int(self._waits.item())
 
     def _mark_start(self) -> None:
-        """Record, for persistent workers, where the iterator being created starts."""
+        """Record, for persistent workers, where the iterator being created starts. Workers
+        take the mixer's lag and policy ring with them from now on, so the lag is final."""
+        self.mixer._fix_lag()
         self._generation += 1
         m = self.mixer
         self._start.write(0, self._generation, np.concatenate([[float(m.step)], m.consumed.astype(np.float64)]))

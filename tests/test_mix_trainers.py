@@ -171,3 +171,13 @@ def test_a_worker_never_waits_silently(monkeypatch):
         next(batches)
     assert time.monotonic() - began < 30
     assert data.worker_waits >= 1
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_lag_is_final_once_a_loader_iterates():
+    mixer, data = make()
+    batches = iter(data.dataloader(num_workers=2))      # workers now hold lag 5 and its policy ring
+    with pytest.warns(UserWarning, match="will wait"):
+        data.dataloader(num_workers=8)                  # must not change the lag under them
+    assert mixer.lag == 5
+    train(batches, mixer, 12, 1)
