@@ -337,7 +337,7 @@ class Mixer:
         self._draw_cache = None
 
     def derive_lag(self, num_workers: int, prefetch_factor: int) -> int:
-        """Fix a derived lag from the DataLoader's lookahead: it requests up to
+        """Derive the lag from the DataLoader's lookahead (until the lag is fixed): it requests up to
         num_workers * prefetch_factor micro-batches ahead, plus one that trainers such as
         Lightning fetch before finishing the current step. Covering that many steps means
         workers never wait for update(). An explicit or already used lag is kept."""
@@ -629,6 +629,11 @@ class StaticMixer(Mixer):
 
     def __init__(self, domains: Sequence[str], weights: Any = "uniform", *,
                  token_counts: Mapping[str, float] | None = None, **kw):
+        caps = sorted({"max_epochs", "max_share"} & set(kw))
+        if caps:
+            # a fixed mixture is drawn without the trainer's feedback, so nothing could apply them
+            raise MixingError(f"{caps} need OnlineDataMixer (its published policy applies the caps); "
+                              "a StaticMixer's mixture is fixed")
         super().__init__(domains, **kw)
         self.fixed = resolve_weights(self.domains, weights, token_counts)
 

@@ -84,6 +84,8 @@ def test_caps_are_checked():
         OnlineDataMixer(["a", "b"], max_epochs={"c": 1})
     with pytest.raises(MixingError, match="max_epochs"):
         OnlineDataMixer(["a", "b"], max_epochs=-1)
+    with pytest.raises(MixingError, match="need OnlineDataMixer"):
+        StaticMixer(["a", "b"], max_share=0.6)
     m = OnlineDataMixer(["a", "b"], max_epochs=0.5, lag=0)
     with pytest.raises(MixingError, match="needs the domain sizes"):
         m.update({m.sample()[0]: 1.0})
