@@ -177,11 +177,15 @@ def main(argv=None) -> int:
     result = trainer.train(resume_from_checkpoint=args.resume)
     log.close()
     # One line per rank (rank 0's last): each rank trained on its own data, with the same weights.
-    print(json.dumps({"rank": training_args.process_index, "world_size": training_args.world_size,
-                      "log": args.log, "optimizer_steps": trainer.state.global_step,
-                      "micro_batches": trainer.micro_batches, "mixer_step": mixer.step,
-                      "weights": mixer.weights(), "data_sha256": trainer.seen.hexdigest(),
-                      "train_loss": result.training_loss}), flush=True)
+    summary = json.dumps({"rank": training_args.process_index, "world_size": training_args.world_size,
+                          "log": args.log, "optimizer_steps": trainer.state.global_step,
+                          "micro_batches": trainer.micro_batches, "mixer_step": mixer.step,
+                          "weights": mixer.weights(), "data_sha256": trainer.seen.hexdigest(),
+                          "train_loss": result.training_loss})
+    # One write() of less than PIPE_BUF bytes: the ranks share stdout, and print() may split
+    # a line into several writes that interleave with the other rank's.
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (summary + "\n").encode())
     if torch.distributed.is_initialized():
         # The Trainer leaves the process group up; gloo's threads torn down at interpreter
         # exit abort the process ("terminate called without an active exception").

@@ -145,10 +145,14 @@ def main(argv=None) -> int:
     trainer.fit(module)
     # One line per rank: each rank trained on its own data, with the same weights.
     mixer = module.mixture.mixer
-    print(json.dumps({"rank": trainer.global_rank, "world_size": trainer.world_size, "log": args.log,
-                      "optimizer_steps": trainer.global_step, "micro_batches": module.micro_batches,
-                      "mixer_step": mixer.step, "updates": module.updates, "weights": mixer.weights(),
-                      "data_sha256": module.seen.hexdigest()}), flush=True)
+    summary = json.dumps({"rank": trainer.global_rank, "world_size": trainer.world_size, "log": args.log,
+                          "optimizer_steps": trainer.global_step, "micro_batches": module.micro_batches,
+                          "mixer_step": mixer.step, "updates": module.updates, "weights": mixer.weights(),
+                          "data_sha256": module.seen.hexdigest()})
+    # One write() of less than PIPE_BUF bytes: the ranks share stdout, and print() may split
+    # a line into several writes that interleave with the other rank's.
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (summary + "\n").encode())
     return 0
 
 
