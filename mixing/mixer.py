@@ -63,6 +63,9 @@ class MixingWarning(UserWarning):
     """A domain passed one of its budget caps (max_epochs / max_share)."""
 
 
+_STACKED_HINT = ("MixtureDataset yields whole micro-batches: build the loader with dataset.dataloader() or "
+                 "DataLoader(dataset, batch_size=None); a DataLoader batch_size stacks several of them")
+
 _SKIP_HINT = ("If the trainer skips batches on resume, it consumes batches without calling update(): "
               "with Hugging Face Trainer set TrainingArguments(ignore_data_skip=True) and restore the "
               "data with MixtureDataset.load_state_dict instead. With gradient accumulation pass "
@@ -133,6 +136,9 @@ def per_domain_losses(domains: Sequence[str], losses: Any,
 
     Call it for every micro-batch of an optimizer step (``into`` accumulates) and pass
     the result to ``mixer.update()``, which averages each domain's list."""
+    if any(not isinstance(d, str) for d in domains):
+        raise MixingError(f"the batch's domains should be a list of names, got {list(domains)[:3]}...: "
+                          + _STACKED_HINT)
     values = losses.detach().float().reshape(-1).tolist() if hasattr(losses, "detach") \
         else np.asarray(losses, dtype=np.float64).reshape(-1).tolist()
     if len(values) != len(domains):
@@ -491,7 +497,11 @@ class Mixer:
         Every rank calls it every step (it is a collective under torch.distributed).
         Returns the step's log record (weights used, losses, per-domain budgets)."""
         t = self.step + 1
-        if step is not None and int(step) != t:
+        if step is not None:
+            if (step.numel() if hasattr(step, "numel") else np.size(step)) != 1:
+                raise MixingError(f"step={step!r} holds several steps: " + _STACKED_HINT)
+            step = int(np.asarray(step.cpu() if hasattr(step, "cpu") else step).reshape(-1)[0])
+        if step is not None and step != t:
             raise MixingError(f"update() for step {t} got the loss of batch step {step}: the trainer skipped or "
                               f"repeated batches. {_SKIP_HINT}")
         self._fix_lag()

@@ -181,3 +181,16 @@ def test_lag_is_final_once_a_loader_iterates():
         data.dataloader(num_workers=8)                  # must not change the lag under them
     assert mixer.lag == 5
     train(batches, mixer, 12, 1)
+
+
+def test_a_loader_that_stacks_batches_is_named():
+    # DataLoader(batch_size=4) collates 4 whole micro-batches into one: steps and domains come stacked
+    mixer, data = make()
+    stacked = next(iter(torch.utils.data.DataLoader(data, batch_size=4)))
+    assert stacked["input_ids"].shape[:2] == (4, 3)
+    with pytest.raises(MixingError, match="batch_size=None"):
+        mixer.update({}, step=stacked["step"])
+    with pytest.raises(MixingError, match="batch_size=None"):
+        per_domain_losses(stacked["domain"], torch.ones(12))
+    b = next(iter(data.dataloader()))
+    mixer.update(per_domain_losses(b["domain"], torch.ones(3)), step=torch.tensor(b["step"]))
