@@ -21,31 +21,34 @@ Relative paths in the file resolve against the file's folder; those given with
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from shammie.pipeline import options
+    from shammie.pipeline.runner import RunOptions
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("config", help="job config (YAML), e.g. jobs/fineweb.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key (dotted, YAML value), e.g. --set crawl.limit_files=2; repeatable")
-    parser.add_argument("--ray-address", default=None,
-                        help="Ray cluster to run on (default: config ray_address, else RAY_ADDRESS, else an embedded local Ray)")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate the config and that the output is writable, print the plan, run nothing")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="recompute steps made from other inputs or settings (fresh folders, swapped in when complete)")
-    parser.add_argument("--wait", action="store_true", help="wait for another run holding a stage of this job")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    # --workers/--ray-address override the config's keys; --overwrite/--wait apply to every step.
+    options.add_arguments(parser, RunOptions)
 
 
 def run(args: argparse.Namespace) -> int:
     from shammie.jobs.config import load_config
     from shammie.jobs.runner import dry_run_checks, format_plan, plan, run_job
+    from shammie.pipeline import options
+    from shammie.pipeline.runner import RunOptions
 
-    config = load_config(args.config, args.overrides, prepare_example=not args.dry_run)
+    run = options.from_namespace(RunOptions, args)
+    given = options.given_fields(RunOptions, args)
+    overrides = list(args.overrides) + ([f"workers={run.workers}"] if "workers" in given else [])
+    config = load_config(args.config, overrides, prepare_example=not args.dry_run)
     if args.dry_run:
         dry_run_checks(config)
-        print(format_plan(config, plan(config), ray_address=args.ray_address))
+        print(format_plan(config, plan(config), ray_address=run.ray_address))
         return 0
-    run_job(config, ray_address=args.ray_address, progress=not args.no_progress, overwrite=args.overwrite,
-            wait=args.wait)
+    run_job(config, ray_address=run.ray_address, progress=run.progress, overwrite=run.overwrite, wait=run.wait)
     print(f"job {config['name']!r} complete: {config.output}  (next: shammie report {config.output})")
     return 0

@@ -160,7 +160,16 @@ def run_job(config: JobConfig, *, ray_address: str | None = None, progress: bool
     summary: dict[str, Any] = {}
     timings = jobdir.read_stats(job).get(RUN_SECTION, {}).get("steps", {})
     upstream_rewritten = False
-    log(f"job {config['name']!r}: {len(steps)} steps -> {job}")
+    pending = [s for s in steps if not s.done]
+    if pending:
+        # Started here rather than by the first task so that a cluster that cannot be
+        # reached fails before any step, and the log says where the job runs.
+        from shammie.pipeline.ray_runtime import init_ray
+
+        where = init_ray(address, num_cpus=config["workers"])
+        log(f"job {config['name']!r} on {where}: {len(pending)} of {len(steps)} steps to run -> {job}")
+    else:
+        log(f"job {config['name']!r}: every step is already complete in {job}; checking inputs and settings")
     for i, step in enumerate(steps, 1):
         log(f"[{i}/{len(steps)}] {step.name}: {step.input_stage or 'input'} -> {step.folder}")
         run = RunOptions(workers=config["workers"], ray_address=address, progress=progress,

@@ -44,8 +44,12 @@ class FakeStages:
             return StageResult({"documents": 7, "seconds": 0.5}, "ran")
 
         import shammie.jobs.runner as runner
+        import shammie.pipeline.ray_runtime as ray_runtime
 
         monkeypatch.setattr(runner, "run_stage", run_stage)
+        self.ray: list[tuple] = []
+        monkeypatch.setattr(ray_runtime, "init_ray", lambda address=None, num_cpus=None:
+                            self.ray.append((address, num_cpus)) or "fake Ray")
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -103,6 +107,7 @@ def test_stages_run_in_order_each_reading_the_previous_folder(fake, config_path,
     for name in ("crawl", "dedup", "edu_score", "shard"):
         assert fake.run_options(name).workers == 3
         assert fake.run_options(name).ray_address == "10.1.2.3:6379"
+    assert fake.ray == [("10.1.2.3:6379", 3)]  # started once, before the first step
     assert set(summary) == {"crawl", "dedup", "edu_score", "edu_subset", "shard"}
     stats = json.loads((tmp_path / "job" / "stats.json").read_text())
     assert set(stats["run"]["steps"]) == {"crawl", "dedup", "edu_score", "edu_subset", "shard"}
@@ -114,8 +119,9 @@ def test_a_rerun_skips_complete_steps(fake, config_path):
     run_job(cfg, progress=False, log=lambda m: None)
     fake.calls.clear()
     logs: list[str] = []
+    fake.ray.clear()
     run_job(cfg, progress=False, log=logs.append)
-    assert fake.calls == []
+    assert fake.calls == [] and fake.ray == []  # nothing to run: Ray is not started
     assert sum("complete, skipped" in m for m in logs) == 5
 
 
