@@ -18,7 +18,6 @@ from shammie.pipeline import documents, jobdir, storage
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import DocumentStage, Task, read_documents
 
-HASHES = "_work/hashes"
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,36 @@ def filter_task(p: dict) -> dict:
     return {"documents": int(keep.sum()), "removed": int((~keep).sum())}
 
 
+def exact_keep_masks(ctx, tasks: list[Task], across_snapshots: bool, work: str) -> tuple[list[str], np.ndarray]:
+    """Hash every input file on the workers, then mark the first copy of each text: one
+    boolean .npy per file (in input order) under `<out>/<work>/exact/`. Returns their URLs
+    and the (first copy, copy) pairs of global row numbers (files in order, then rows),
+    which MinHash dedup adds to its clusters so that cluster sizes count exact copies too.
+
+    The driver holds about 24 bytes per document (hashes, inverse, mask)."""
+    folder = f"{work}/exact"
+    hash_urls = [storage.join(ctx.out, folder, f"{t.name}.hashes.npy") for t in tasks]
+    ctx.run_tasks([Task(t.name, {"input": t.payload["input"], "output": u, "across": across_snapshots},
+                        (f"{folder}/{t.name}.hashes.npy",)) for t, u in zip(tasks, hash_urls)],
+                  hash_task, folder=folder, desc="exact duplicates: hashing")
+    hashes = [_load(u) for u in hash_urls]
+    # the first position of each hash, in input order (file name, then row), is the copy kept
+    _, first, inverse = np.unique(np.concatenate(hashes) if hashes else np.empty(0, np.uint64),
+                                  return_index=True, return_inverse=True)
+    keep_all = np.zeros(sum(len(h) for h in hashes), dtype=bool)
+    keep_all[first] = True
+    copies = np.flatnonzero(~keep_all)
+    edges = np.stack([first[inverse[copies]], copies], axis=1).astype(np.int64) if copies.size \
+        else np.empty((0, 2), np.int64)
+    keep_urls, start = [], 0
+    for task, h in zip(tasks, hashes):
+        url = storage.join(ctx.out, folder, f"{task.name}.keep.npy")
+        _save(url, keep_all[start:start + len(h)])
+        start += len(h)
+        keep_urls.append(url)
+    return keep_urls, edges
+
+
 class ExactDedupStage(DocumentStage):
     """Remove exact duplicates (same normalised text), keeping the first, per snapshot."""
 
@@ -70,23 +99,8 @@ class ExactDedupStage(DocumentStage):
     Options = ExactDedupOptions
 
     def execute(self, ctx) -> dict[str, dict]:
-        across = self.options.across_snapshots
-        hash_urls = [storage.join(ctx.out, HASHES, f"{t.name}.npy") for t in ctx.tasks]
-        ctx.run_tasks([Task(t.name, {"input": t.payload["input"], "output": u, "across": across},
-                            (f"{HASHES}/{t.name}.npy",)) for t, u in zip(ctx.tasks, hash_urls)],
-                      hash_task, folder=HASHES, desc="exact dedup 1/2 hashes")
-        # 8 bytes per document in the driver: the first position of each hash, in input order
-        # (file name, then row), is the copy kept.
-        hashes = [_load(u) for u in hash_urls]
-        _, first = np.unique(np.concatenate(hashes) if hashes else np.empty(0, np.uint64), return_index=True)
-        keep_all = np.zeros(sum(len(h) for h in hashes), dtype=bool)
-        keep_all[first] = True
-        filters, start = [], 0
-        for task, h in zip(ctx.tasks, hashes):
-            keep_url = storage.join(ctx.out, "_work", "keep", f"{task.name}.npy")
-            _save(keep_url, keep_all[start:start + len(h)])
-            start += len(h)
-            filters.append(Task(task.name, {**task.payload, "keep": keep_url}, task.outputs))
+        keep_urls, _ = exact_keep_masks(ctx, ctx.tasks, self.options.across_snapshots, "_work")
+        filters = [Task(t.name, {**t.payload, "keep": k}, t.outputs) for t, k in zip(ctx.tasks, keep_urls)]
         results = ctx.run_tasks(filters, filter_task, desc="exact dedup 2/2 filter")
         storage.remove(storage.join(ctx.out, "_work"))
         return results

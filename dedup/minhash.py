@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from shammie.dedup.exact import exact_keep_masks
 from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash
 from shammie.pipeline import documents, jobdir, storage
 from shammie.pipeline.options import option
@@ -86,15 +87,19 @@ def signature_task(p: dict) -> dict:
     n = table.num_rows
     texts = table.column("text").to_pylist()
     dumps = [d if d is not None else "unknown" for d in table.column("dump").to_pylist()]
-    sigs = np.empty((n, params.num_perm), dtype=np.uint32)
+    # Exact duplicates (removed anyway) get no signature: MinHash only hashes what could stay.
+    exact_keep = _load_mask(p.get("exact_keep"), n)
+    sigs = np.zeros((n, params.num_perm), dtype=np.uint32)
     valid = np.zeros(n, dtype=bool)
     hash_cpu = time.process_time()
     for i, text in enumerate(texts):
-        sigs[i], valid[i] = hasher.text_signature(text or "")
+        if exact_keep[i]:
+            sigs[i], valid[i] = hasher.text_signature(text or "")
     hash_cpu = time.process_time() - hash_cpu
     snapshot_names = sorted(set(dumps))
     code = {d: i for i, d in enumerate(snapshot_names)}
     snapshot = np.fromiter((code[d] for d in dumps), dtype=np.uint32, count=n)
+    exact_removed = np.bincount(snapshot[~exact_keep], minlength=len(snapshot_names)) if n else []
     salt = None
     if not p["across_snapshots"]:
         salt = np.array([string_hash(d) for d in snapshot_names], dtype=np.uint64)[snapshot] if n else None
@@ -104,6 +109,7 @@ def signature_task(p: dict) -> dict:
     _save_npz(p["output"], valid=valid, snapshot=snapshot, idhash=ids, **arrays)
     return {"documents": n, "with_shingles": int(valid.sum()), "snapshots": snapshot_names,
             "snapshot_counts": [int(c) for c in np.bincount(snapshot, minlength=len(snapshot_names))],
+            "exact_removed": [int(c) for c in exact_removed],
             "task_seconds": time.monotonic() - wall, "cpu_seconds": time.process_time() - cpu,
             "hash_cpu_seconds": hash_cpu}
 
@@ -226,10 +232,24 @@ def filter_task(p: dict) -> dict:
         raise InputError(f"{p['input']} changed while dedup ran (its ids differ from its signatures); "
                          "run the same `shammie dedup` again: the changed input is refused, or pass --overwrite")
     rows = _load_npz(p["remove"], ["rows"])["rows"]
-    keep = np.ones(table.num_rows, dtype=bool)
-    keep[rows] = False
+    keep = _load_mask(p.get("exact_keep"), table.num_rows).copy()
+    exact_removed = int((~keep).sum())
+    keep[rows] = False  # the clusters include the exact copies (edges to their first copy)
     documents.write_table(table.filter(keep), p["output"])
-    return {"documents": int(table.num_rows), "removed": int(rows.size), "kept": int(keep.sum())}
+    return {"documents": int(table.num_rows), "removed": int((~keep).sum()), "exact_removed": exact_removed,
+            "kept": int(keep.sum())}
+
+
+def _load_mask(url: str | None, n: int) -> np.ndarray:
+    """The exact-duplicate pass's keep mask of one file (all True when the pass is off)."""
+    if url is None:
+        return np.ones(n, dtype=bool)
+    fs, path = storage.get_fs(url)
+    with fs.open(path, "rb") as f:
+        mask = np.load(f)
+    if mask.shape != (n,):
+        raise InputError(f"{url}: {mask.shape[0]} rows, the input has {n}; run the same `shammie dedup` again")
+    return mask
 
 
 # --------------------------------------------------------------------------- driver
@@ -253,6 +273,8 @@ class DedupOptions:
                       kind="output", positional=True, metavar="DIR", yaml=False)
     across_snapshots: bool = option(False, help="deduplicate the whole input together instead of each snapshot "
                                     "(CC dump) separately, as FineWeb does")
+    exact: bool = option(True, help="first remove exact duplicates (same normalised text, a 64-bit content hash), "
+                         "so MinHash only hashes the documents that could stay")
     threshold: float | None = option(None, help="target Jaccard similarity: choose bands x rows of the 112 hashes "
                                      "with datasketch's optimiser instead of FineWeb's 14 x 8", minimum=0.01,
                                      maximum=0.99)
@@ -284,23 +306,36 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
 
     def settings(self) -> dict:
         return {"input_stage": self.input_stage(), "across_snapshots": self.options.across_snapshots,
-                "params": self.params.to_dict()}
+                "exact": self.options.exact, "params": self.params.to_dict()}
 
     def execute(self, ctx) -> dict[str, dict]:
         out, params, across = ctx.out, self.params, self.options.across_snapshots
         inputs = [t.payload["input"] for t in ctx.tasks]
         stage_stats: dict[str, dict] = {}
 
+        # 0. exact duplicates, per snapshot like MinHash (one hash task per input file); their
+        # (first copy, copy) pairs join the MinHash edges, so clusters count exact copies too
+        t = time.monotonic()
+        exact, exact_edges = [None] * len(inputs), np.empty((0, 2), np.int64)
+        if self.options.exact:
+            exact, exact_edges = exact_keep_masks(ctx, ctx.tasks, across, WORK)
+        exact_seconds = time.monotonic() - t
+        exact_edges_url = storage.join(out, WORK, "exact", "edges.npz")
+        _save_npz(exact_edges_url, edges=exact_edges)
+
         # 1. signatures, one task per input file
         t = time.monotonic()
         sig_urls = [storage.join(out, WORK, "signatures", f"{i:05d}.npz") for i in range(len(inputs))]
         sig_results = ctx.run_tasks([
             Task(f"{i:05d}", {"input": url, "output": sig_urls[i], "params": params.to_dict(),
-                              "across_snapshots": across}, (f"{WORK}/signatures/{i:05d}.npz",))
+                              "across_snapshots": across, "exact_keep": exact[i]},
+                 (f"{WORK}/signatures/{i:05d}.npz",))
             for i, url in enumerate(inputs)], signature_task, folder=f"{WORK}/signatures",
             desc="dedup 1/4 signatures")
         sig = [sig_results[f"{i:05d}"] for i in range(len(inputs))]
         total = sum(s["documents"] for s in sig)
+        if self.options.exact:
+            stage_stats["exact"] = _stage_summary(dict.fromkeys(inputs, {}), exact_seconds, total)
         stage_stats["signatures"] = _stage_summary(sig_results, time.monotonic() - t, total)
         # Per core: documents over the CPU time of the signature tasks (read, hash, write; a
         # worker's first task also pays lazy imports), and over the hashing loop alone.
@@ -329,7 +364,7 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
         removes = [f"{WORK}/clusters/{i:05d}.remove.npz" for i in range(len(inputs))]
         cluster_payload = {
             "documents": total, "snapshots": snapshots,
-            "edges": [task.payload["output"] for task in bucket_tasks],
+            "edges": [task.payload["output"] for task in bucket_tasks] + [exact_edges_url],
             "files": [{"signatures": sig_urls[i], "snapshots": sig[i]["snapshots"], "rows": sig[i]["documents"],
                        "offset": offsets[i], "remove": storage.join(out, removes[i])} for i in range(len(inputs))],
         }
@@ -340,10 +375,16 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
         # 4. filter, one task per input file
         t = time.monotonic()
         filtered = ctx.run_tasks([
-            Task(task.name, {**task.payload, "signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"]},
-                 task.outputs) for i, task in enumerate(ctx.tasks)], filter_task, desc="dedup 4/4 filter")
+            Task(task.name, {**task.payload, "signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"],
+                             "exact_keep": exact[i]}, task.outputs)
+            for i, task in enumerate(ctx.tasks)], filter_task, desc="dedup 4/4 filter")
         stage_stats["filter"] = _stage_summary(filtered, time.monotonic() - t, total)
-        self._run_stats = {"total": total, "clusters": clusters, "stages": stage_stats, "bits": bits}
+        exact_by_snapshot = dict.fromkeys(snapshots, 0)
+        for r in sig:
+            for name, count in zip(r["snapshots"], r.get("exact_removed", [])):
+                exact_by_snapshot[name] += count
+        self._run_stats = {"total": total, "clusters": clusters, "stages": stage_stats, "bits": bits,
+                           "exact_by_snapshot": exact_by_snapshot}
         if not self.options.keep_work:
             storage.remove(storage.join(out, WORK))
         return filtered
@@ -352,12 +393,19 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
         run = self._run_stats
         total, clusters = run["total"], run["clusters"]
         kept = sum(r["kept"] for r in results.values())
+        exact_removed = sum(int(r.get("exact_removed", 0)) for r in results.values())
+        per_snapshot = {}
+        for name, s in clusters["per_snapshot"].items():
+            exact = run["exact_by_snapshot"].get(name, 0)
+            # clusters count near-duplicate clusters among the documents left by the exact pass
+            per_snapshot[name] = {**s, "exact_removed": exact, "near_removed": s["removed"] - exact}
         params = self.params
         return {
             "documents": kept, "documents_in": total, "clusters": clusters["clusters"],
-            "removed": total - kept, "kept": kept, "largest_cluster": clusters["largest_cluster"],
-            "cluster_sizes": clusters.get("cluster_sizes", {}),
-            "per_snapshot": clusters["per_snapshot"],
+            "removed": total - kept, "exact_removed": exact_removed, "near_removed": total - kept - exact_removed,
+            "kept": kept, "largest_cluster": clusters["largest_cluster"],
+            "cluster_sizes": clusters.get("cluster_sizes", {}), "exact": self.options.exact,
+            "per_snapshot": per_snapshot,
             "scope": "across snapshots" if self.options.across_snapshots else "per snapshot",
             "input_stage": self.input_stage(), "files": len(results),
             "params": {**params.to_dict(), "num_perm": params.num_perm, "threshold": round(params.threshold, 4)},
@@ -371,17 +419,19 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
 def dedup(job: str, *, workers: int | None = None, ray_address: str | None = None,
           across_snapshots: bool = False, input_stage: str | None = None, progress: bool = True,
           params: MinhashParams | None = None, max_bucket_docs: int = MAX_BUCKET_DOCS,
-          keep_work: bool = False, overwrite: bool = False, wait: bool = False) -> dict:
-    """Remove near-duplicates from the job's documents into `JOB/deduped/`; return the stats section."""
+          keep_work: bool = False, overwrite: bool = False, wait: bool = False, exact: bool = True) -> dict:
+    """Remove exact and near-duplicates from the job's documents into `JOB/deduped/`; return the stats section."""
     options = DedupOptions(job=job, across_snapshots=across_snapshots, input_stage=input_stage,
-                           max_bucket_docs=max_bucket_docs, keep_work=keep_work)
+                           max_bucket_docs=max_bucket_docs, keep_work=keep_work, exact=exact)
     run = RunOptions(workers=workers, ray_address=ray_address, progress=progress, overwrite=overwrite, wait=wait)
     return run_stage(DedupStage(job, options, params=params), run).section
 
 
 def summarise(stats: dict) -> str:
     lines = [f"dedup ({stats['scope']}): {stats['documents_in']} documents in, {stats['clusters']} duplicate "
-             f"clusters, {stats['removed']} removed, {stats['kept']} kept ({stats['seconds']:.1f} s)"]
+             f"clusters, {stats['removed']} removed ({stats.get('exact_removed', 0)} exact copies, "
+             f"{stats.get('near_removed', stats['removed'])} near-duplicates), {stats['kept']} kept "
+             f"({stats['seconds']:.1f} s)"]
     for name, s in sorted(stats["per_snapshot"].items()):
         lines.append(f"  {name}: {s['documents_in']} in, {s['clusters']} clusters, "
                      f"{s['removed']} removed, {s['kept']} kept")

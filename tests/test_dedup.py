@@ -212,8 +212,9 @@ def test_snapshots_deduplicated_separately_by_default(tmp_path, ray_session):
 
     stats = minhash.dedup(str(job), progress=False)
     assert kept_ids(job)["00.parquet"] == ["a-shared", "a-other", "b-shared"]
-    assert stats["per_snapshot"]["CC-MAIN-2023-50"] == {"documents_in": 2, "clusters": 0, "removed": 0, "kept": 2}
-    assert stats["per_snapshot"]["CC-MAIN-2024-10"] == {"documents_in": 2, "clusters": 1, "removed": 1, "kept": 1}
+    counts = ("documents_in", "clusters", "removed", "kept", "exact_removed", "near_removed")
+    assert [stats["per_snapshot"]["CC-MAIN-2023-50"][k] for k in counts] == [2, 0, 0, 2, 0, 0]
+    assert [stats["per_snapshot"]["CC-MAIN-2024-10"][k] for k in counts] == [2, 1, 1, 1, 0, 1]
 
     # A different setting on the same job is refused, naming it; --overwrite recomputes.
     with pytest.raises(StageRefused, match=r"across_snapshots: false -> true"):
@@ -222,8 +223,9 @@ def test_snapshots_deduplicated_separately_by_default(tmp_path, ray_session):
     stats = minhash.dedup(str(job), across_snapshots=True, overwrite=True, progress=False)
     assert kept_ids(job)["00.parquet"] == ["a-shared", "a-other"]
     assert stats["removed"] == 2 and stats["clusters"] == 1 and stats["scope"] == "across snapshots"
-    assert stats["cluster_sizes"] == {"3": 1}  # one cluster of three copies
+    assert stats["cluster_sizes"] == {"3": 1}  # one cluster of three copies, the exact one included
     assert stats["per_snapshot"]["CC-MAIN-2024-10"]["removed"] == 2
+    assert (stats["exact_removed"], stats["near_removed"]) == (1, 1)  # b-shared is an exact copy of a-shared
 
 
 @pytest.fixture(scope="module")

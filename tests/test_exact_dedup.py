@@ -33,3 +33,23 @@ def test_across_snapshots_keeps_one_copy_in_all(tmp_path, ray_session):
     seed_documents(job, {"a.parquet": [("a1", base, "S1")], "b.parquet": [("b1", base, "S2")]})
     assert main(["exact-dedup", str(job), "--across-snapshots", "--no-progress"]) == 0
     assert ids_of(job / "exact-deduped") == ["a1"]
+
+
+def test_dedup_removes_exact_copies_first_and_keeps_the_same_set_as_minhash_alone(tmp_path, ray_session):
+    base, other = words(11), words(12)
+    files = {"a.parquet": [("a1", base, "S1"), ("a2", other, "S1"), ("a3", base.upper(), "S1")],
+             "b.parquet": [("b1", base + ".", "S1"), ("b2", other + " and " + words(13, 3), "S1"),
+                           ("b3", words(14), "S1")]}
+    results = {}
+    for exact in (True, False):
+        job = tmp_path / f"job-{exact}"
+        seed_documents(job, files)
+        args = ["dedup", str(job), "--no-progress"] + ([] if exact else ["--no-exact"])
+        assert main(args) == 0
+        results[exact] = (ids_of(job / "deduped"), json.loads((job / "stats.json").read_text())["dedup"])
+    (ids_exact, with_exact), (ids_minhash, without) = results[True], results[False]
+    assert ids_exact == ids_minhash == ["a1", "a2", "b3"]
+    assert (with_exact["exact_removed"], with_exact["near_removed"]) == (2, 1)  # a3, b1 exact; b2 near
+    assert (without["exact_removed"], without["near_removed"]) == (0, 3)
+    assert with_exact["cluster_sizes"] == without["cluster_sizes"] == {"2": 1, "3": 1}
+    assert with_exact["per_snapshot"]["S1"]["exact_removed"] == 2
