@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from shammie.dedup import history
 from shammie.dedup.exact import exact_keep_masks
 from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash
 from shammie.pipeline import documents, jobdir, storage
@@ -106,6 +107,10 @@ def signature_task(p: dict) -> dict:
     keys = band_keys(sigs, params, salt)
     ids = np.fromiter((string_hash(x) for x in table.column("id").to_pylist()), dtype=np.uint64, count=n)
     arrays = {f"k{b:02d}": keys[b] for b in range(params.bands)}
+    if salt is not None:
+        # Unsalted keys too: the job's index (dedup/history.py) must match other snapshots' documents.
+        unsalted = band_keys(sigs, params, None)
+        arrays.update({f"u{b:02d}": unsalted[b] for b in range(params.bands)})
     _save_npz(p["output"], valid=valid, snapshot=snapshot, idhash=ids, **arrays)
     return {"documents": n, "with_shingles": int(valid.sum()), "snapshots": snapshot_names,
             "snapshot_counts": [int(c) for c in np.bincount(snapshot, minlength=len(snapshot_names))],
@@ -193,6 +198,8 @@ def cluster_task(p: dict) -> dict:
 
     label = connected_min_labels(n, batches)
     removed = np.nonzero(label != np.arange(n, dtype=label.dtype))[0]
+    # copies per kept document (itself included): what rehydration upsamples by
+    row_sizes = np.bincount(label, minlength=n).astype(np.int32)[label] if n else np.empty(0, np.int32)
     roots = np.unique(label[removed])
     sizes = np.bincount(np.searchsorted(roots, label[removed]), minlength=roots.size) + 1 if roots.size else np.empty(0)
 
@@ -203,7 +210,7 @@ def cluster_task(p: dict) -> dict:
         remap = np.array([snapshot_names.index(s) for s in f["snapshots"]], dtype=np.uint32)
         snapshot[f["offset"]:f["offset"] + f["rows"]] = remap[local] if local.size else local
         rows = removed[(removed >= f["offset"]) & (removed < f["offset"] + f["rows"])] - f["offset"]
-        _save_npz(f["remove"], rows=rows.astype(np.int64))
+        _save_npz(f["remove"], rows=rows.astype(np.int64), sizes=row_sizes[f["offset"]:f["offset"] + f["rows"]])
     k = len(snapshot_names)
     per = {
         name: {"documents_in": int(d), "clusters": int(c), "removed": int(r), "kept": int(d - r)}
@@ -235,9 +242,14 @@ def filter_task(p: dict) -> dict:
     keep = _load_mask(p.get("exact_keep"), table.num_rows).copy()
     exact_removed = int((~keep).sum())
     keep[rows] = False  # the clusters include the exact copies (edges to their first copy)
+    against_removed = 0
+    if p.get("against"):
+        matched = _load_npz(p["against"], ["rows"])["rows"]
+        against_removed = int(keep[matched].sum())
+        keep[matched] = False
     documents.write_table(table.filter(keep), p["output"])
     return {"documents": int(table.num_rows), "removed": int((~keep).sum()), "exact_removed": exact_removed,
-            "kept": int(keep.sum())}
+            "against_removed": against_removed, "kept": int(keep.sum())}
 
 
 def _load_mask(url: str | None, n: int) -> np.ndarray:
@@ -280,6 +292,9 @@ class DedupOptions:
                                      maximum=0.99)
     input_stage: str | None = option(None, help="document folder to read (default: the most downstream complete "
                                      "one before deduped/)", metavar="STAGE")
+    against: tuple[str, ...] | None = option(None, help="earlier deduplicated jobs (e.g. last month's snapshot): documents that "
+                                      "duplicate their kept documents are removed too, by probing their saved band "
+                                      "index instead of recomputing them", kind="inputs", metavar="JOB")
     max_bucket_docs: int = option(MAX_BUCKET_DOCS, help="documents one bucket task sorts at most (bounds memory; "
                                   "the kept set does not depend on it)", minimum=1, metavar="N")
     keep_work: bool = option(False, help="keep deduped/_work (signatures, bucket edges, removals) for inspection",
@@ -305,8 +320,17 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
         self.params = params or self.options.params()
 
     def settings(self) -> dict:
-        return {"input_stage": self.input_stage(), "across_snapshots": self.options.across_snapshots,
-                "exact": self.options.exact, "params": self.params.to_dict()}
+        values = {"input_stage": self.input_stage(), "across_snapshots": self.options.across_snapshots,
+                  "exact": self.options.exact, "params": self.params.to_dict()}
+        if (self.options.against or ()):
+            values["against"] = [history.index_fingerprint(j) for j in (self.options.against or ())]
+        return values
+
+    def resolve_inputs(self):
+        files = super().resolve_inputs()
+        for job in (self.options.against or ()):  # checked before any work
+            history.read_index_info(job, self.params.to_dict())
+        return files
 
     def execute(self, ctx) -> dict[str, dict]:
         out, params, across = ctx.out, self.params, self.options.across_snapshots
@@ -372,13 +396,34 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
                                  folder=f"{WORK}/clusters", desc="dedup 3/4 clusters")["clusters"]
         stage_stats["clusters"] = _stage_summary({"clusters": clusters}, time.monotonic() - t, total)
 
+        # 3b. against earlier jobs' indexes (incremental snapshots), one task per input file
+        against = [None] * len(inputs)
+        against_results = None
+        if (self.options.against or ()):
+            t = time.monotonic()
+            indexes = [history.index_url(j) for j in (self.options.against or ())]
+            against = [storage.join(out, WORK, "against", f"{i:05d}.npz") for i in range(len(inputs))]
+            against_results = list(ctx.run_tasks([
+                Task(f"{i:05d}", {"signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"],
+                                  "indexes": indexes, "bands": params.bands, "output": against[i]},
+                     (f"{WORK}/against/{i:05d}.npz",)) for i in range(len(inputs))],
+                history.against_task, folder=f"{WORK}/against", desc="dedup: against earlier jobs").values())
+            stage_stats["against"] = _stage_summary(dict.fromkeys(inputs, {}), time.monotonic() - t, total)
+
         # 4. filter, one task per input file
         t = time.monotonic()
         filtered = ctx.run_tasks([
             Task(task.name, {**task.payload, "signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"],
-                             "exact_keep": exact[i]}, task.outputs)
+                             "exact_keep": exact[i], "against": against[i]}, task.outputs)
             for i, task in enumerate(ctx.tasks)], filter_task, desc="dedup 4/4 filter")
         stage_stats["filter"] = _stage_summary(filtered, time.monotonic() - t, total)
+
+        # 5. this job's band index, for later snapshots' --against
+        t = time.monotonic()
+        self._index = history.write_index(out, [{"signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"],
+                                                 "against": against[i]} for i in range(len(inputs))],
+                                          params.to_dict(), list((self.options.against or ())), against_results)
+        stage_stats["index"] = _stage_summary(dict.fromkeys(inputs, {}), time.monotonic() - t, total)
         exact_by_snapshot = dict.fromkeys(snapshots, 0)
         for r in sig:
             for name, count in zip(r["snapshots"], r.get("exact_removed", [])):
@@ -394,6 +439,7 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
         total, clusters = run["total"], run["clusters"]
         kept = sum(r["kept"] for r in results.values())
         exact_removed = sum(int(r.get("exact_removed", 0)) for r in results.values())
+        against_removed = sum(int(r.get("against_removed", 0)) for r in results.values())
         per_snapshot = {}
         for name, s in clusters["per_snapshot"].items():
             exact = run["exact_by_snapshot"].get(name, 0)
@@ -402,7 +448,9 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
         params = self.params
         return {
             "documents": kept, "documents_in": total, "clusters": clusters["clusters"],
-            "removed": total - kept, "exact_removed": exact_removed, "near_removed": total - kept - exact_removed,
+            "removed": total - kept, "exact_removed": exact_removed, "against_removed": against_removed,
+            "near_removed": total - kept - exact_removed - against_removed, "against": self._index["against"],
+            "index_documents": self._index["documents"],
             "kept": kept, "largest_cluster": clusters["largest_cluster"],
             "cluster_sizes": clusters.get("cluster_sizes", {}), "exact": self.options.exact,
             "per_snapshot": per_snapshot,
@@ -419,10 +467,11 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
 def dedup(job: str, *, workers: int | None = None, ray_address: str | None = None,
           across_snapshots: bool = False, input_stage: str | None = None, progress: bool = True,
           params: MinhashParams | None = None, max_bucket_docs: int = MAX_BUCKET_DOCS,
-          keep_work: bool = False, overwrite: bool = False, wait: bool = False, exact: bool = True) -> dict:
+          keep_work: bool = False, overwrite: bool = False, wait: bool = False, exact: bool = True,
+          against: tuple[str, ...] = ()) -> dict:
     """Remove exact and near-duplicates from the job's documents into `JOB/deduped/`; return the stats section."""
     options = DedupOptions(job=job, across_snapshots=across_snapshots, input_stage=input_stage,
-                           max_bucket_docs=max_bucket_docs, keep_work=keep_work, exact=exact)
+                           max_bucket_docs=max_bucket_docs, keep_work=keep_work, exact=exact, against=tuple(against) or None)
     run = RunOptions(workers=workers, ray_address=ray_address, progress=progress, overwrite=overwrite, wait=wait)
     return run_stage(DedupStage(job, options, params=params), run).section
 
