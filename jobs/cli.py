@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crawl": ("shammie.pipeline.crawl_cli", "WARC files -> FineWeb-filtered text (documents/)"),
     "exact-dedup": ("shammie.dedup.exact_cli", "exact-duplicate removal per snapshot (exact-deduped/)"),
     "dedup": ("shammie.dedup.cli", "MinHash near-duplicate removal per snapshot (deduped/)"),
+    "decontaminate": ("shammie.filters.decontaminate_cli", "remove documents sharing an n-gram with benchmark items (decontaminated/)"),
     "edu": ("shammie.filters.edu_cli", "educational-quality scoring: annotate, train, score, subset"),
     "classify": ("shammie.filters.classify_cli", "DCLM-style fastText quality classifier: train, score"),
     "shard": ("shammie.mixing.shard_cli", "write the domain-grouped, tokenized shard store (store/)"),

@@ -30,7 +30,7 @@ import yaml
 from shammie.pipeline.errors import UserError
 from shammie.pipeline.options import from_mapping, option, option_specs, options_table, to_mapping
 
-STAGES = ("crawl", "dedup", "edu", "classify", "shard")
+STAGES = ("crawl", "dedup", "decontaminate", "edu", "classify", "shard")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class Section:
 def _sections() -> dict[str, Section]:
     # Imported here: each stage module is imported only when a config is read.
     from shammie.dedup.minhash import DedupOptions
+    from shammie.filters.decontaminate import DecontaminateOptions
     from shammie.filters.scoring import ScoreOptions, SubsetOptions
     from shammie.mixing.shard_stage import ShardOptions
     from shammie.pipeline.crawl import CrawlOptions
@@ -70,6 +71,8 @@ def _sections() -> dict[str, Section]:
         "crawl": Section(((CrawlOptions, {"inputs": (), "output": ""}, None),), True,
                          "WARC -> documents/ (`shammie crawl`)"),
         "dedup": Section(((DedupOptions, chained, None),), True, "documents/ -> deduped/ (`shammie dedup`)"),
+        "decontaminate": Section(((DecontaminateOptions, chained, None),), False,
+                                 "-> decontaminated/: benchmark n-gram overlap removed (`shammie decontaminate`)"),
         "edu": Section(((SubsetOptions, {**chained, "output": None}, ("threshold",)),
                         (ScoreOptions, {**chained, "kind": "edu", "output_stage": None}, None)), False,
                        "-> scored/ (`shammie edu score`), then edu-<threshold>/ (`shammie edu subset`)"),

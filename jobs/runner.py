@@ -1,4 +1,4 @@
-"""Run a whole job: crawl -> dedup -> [classify] -> edu score -> edu subset -> shard store.
+"""Run a whole job: crawl -> dedup -> [decontaminate] -> [classify] -> edu score -> edu subset -> shard store.
 
 Each step is a stage (`pipeline/stage.py`) run by `run_stage` (`pipeline/runner.py`),
 so a job obeys exactly the rules of the single-stage commands: a complete step whose
@@ -70,6 +70,12 @@ def plan(config: JobConfig) -> list[Step]:
         (options,) = config.options["dedup"]
         steps.append(Step("dedup", "dedup", DedupStage(job, chained(options)), previous))
         previous = jobdir.DEDUPED
+    if config.enabled("decontaminate"):
+        from shammie.filters.decontaminate import DecontaminateStage
+
+        (options,) = config.options["decontaminate"]
+        steps.append(Step("decontaminate", "decontaminate", DecontaminateStage(job, chained(options)), previous))
+        previous = jobdir.DECONTAMINATED
     if config.enabled("classify"):
         (options,) = config.options["classify"]
         stage = ScoreStage(job, chained(options))

@@ -1,6 +1,6 @@
 """The contract between stages: one job = one directory (local or s3://).
 
-    documents/  (crawl)  -> [exact-deduped/] -> deduped/ -> scored/ -> subsets (edu-3/, ...) -> store/
+    documents/  (crawl)  -> [exact-deduped/] -> deduped/ -> [decontaminated/] -> scored/ -> subsets (edu-3/, ...) -> store/
 
 Each stage reads one folder and writes its own. A folder is complete when its
 `_SUCCESS` marker exists (written last, atomically); per-task markers live in
@@ -21,11 +21,12 @@ from shammie.pipeline.errors import InputError
 DOCUMENTS = "documents"
 EXACT_DEDUPED = "exact-deduped"
 DEDUPED = "deduped"
+DECONTAMINATED = "decontaminated"
 SCORED = "scored"
 STORE = "store"
 # Stage folders that hold document Parquet files, upstream first. Subset folders
 # (e.g. "edu-3") are downstream of "scored" and found by prefix.
-DOCUMENT_STAGES = [DOCUMENTS, EXACT_DEDUPED, DEDUPED, SCORED]
+DOCUMENT_STAGES = [DOCUMENTS, EXACT_DEDUPED, DEDUPED, DECONTAMINATED, SCORED]
 SUBSET_PREFIXES = ("edu-", "subset-")
 SUCCESS = "_SUCCESS"
 TASKS = "_tasks"
