@@ -22,7 +22,7 @@ from shammie.pipeline import jobdir, storage
 
 REPORT_NAME = "report.html"
 # Sections of stats.json that count documents through a stage, in pipeline order.
-STAGE_SECTIONS = ("crawl", "dedup", "edu_score", "edu_subset", "shard")
+STAGE_SECTIONS = ("crawl", "exact_dedup", "dedup", "classify", "edu_score", "edu_subset", "shard")
 FILTER_LABELS = {
     "url_filter": "URL filter", "extraction_empty": "no text extracted", "language": "language",
     "gopher_repetition": "Gopher repetition", "gopher_quality": "Gopher quality",
@@ -143,6 +143,13 @@ def funnel_plot(data: JobData) -> Plot:
     steps.append(("kept by crawl", crawl.get("kept", crawl.get("documents", remaining))))
     dedup = data.section("dedup")
     if dedup:
+        remaining = dedup.get("documents_in", steps[-1][1])
+        # the three kinds of removal, in the order dedup applies them
+        for key, label in (("exact_removed", "after exact duplicates"), ("near_removed", "after near-duplicates"),
+                           ("against_removed", "after earlier snapshots")):
+            if dedup.get(key):
+                remaining -= dedup[key]
+                steps.append((label, remaining))
         steps.append(("after dedup", dedup.get("kept", dedup.get("documents", 0))))
     subset = data.section("edu_subset")
     if subset:
@@ -277,8 +284,10 @@ def dedup_plot(data: JobData) -> Plot:
     ax.set_title(f"Near-duplicate clusters ({dedup.get('scope', 'MinHash')})")
     plot.png = _png(fig)
     plot.table = plot.table or [("documents in", dedup.get("documents_in")), ("clusters", dedup.get("clusters")),
-                                ("removed", dedup.get("removed")), ("kept", dedup.get("kept")),
-                                ("largest cluster", dedup.get("largest_cluster"))]
+                                ("removed", dedup.get("removed")), ("exact copies removed", dedup.get("exact_removed")),
+                                ("near-duplicates removed", dedup.get("near_removed")),
+                                ("removed against earlier snapshots", dedup.get("against_removed")),
+                                ("kept", dedup.get("kept")), ("largest cluster", dedup.get("largest_cluster"))]
     for name, snap in sorted((dedup.get("per_snapshot") or {}).items()):
         plot.table.append((f"{name}", f"{snap.get('documents_in')} in, {snap.get('removed')} removed"))
     return plot

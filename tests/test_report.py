@@ -140,3 +140,14 @@ def test_a_malformed_section_costs_only_its_own_plot(tmp_path, broken):
     assert next(p for p in plots if p.key == "dedup").png is not None
     bad = next(p for p in plots if p.key == ("funnel" if "crawl" in broken else "domains"))
     assert bad.png is None and "could not draw" in bad.missing
+
+
+def test_the_funnel_splits_dedup_into_exact_near_and_earlier_snapshot_removals(tmp_path):
+    dedup = {**DEDUP, "removed": 3, "exact_removed": 1, "near_removed": 1, "against_removed": 1}
+    job = make_job(tmp_path, {"crawl": CRAWL, "dedup": dedup})
+    _, plots = write_report(str(job))
+    funnel = dict(next(p for p in plots if p.key == "funnel").table)
+    assert (funnel["after exact duplicates"], funnel["after near-duplicates"],
+            funnel["after earlier snapshots"], funnel["after dedup"]) == (11, 10, 9, 9)
+    table = dict(next(p for p in plots if p.key == "dedup").table)
+    assert table["removed against earlier snapshots"] == 1 and table["exact copies removed"] == 1
