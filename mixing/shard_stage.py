@@ -22,7 +22,6 @@ from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import DocumentStage, InputFile, Task
 
-DEFAULT_SEQ_LEN = 2048
 GROUP_BY_HELP = ("domain of each document: edu (edu_int_score bucket), language, site (registered domain of "
                  "the URL, top-K + 'other'), or any other metadata column")
 
@@ -45,7 +44,7 @@ class ShardOptions:
     tokenizer_type: str = option("bpe", help="model type for --train-tokenizer", choices=("bpe", "unigram"))
     tokenizer_sample_mb: float = option(DEFAULT_SAMPLE_BYTES / 1e6, help="megabytes of input text to train the "
                                         "tokenizer on", minimum=0.001, metavar="MB")
-    seq_len: int = option(DEFAULT_SEQ_LEN, help="default packed sequence length recorded in the manifest (readers "
+    seq_len: int = option(fmt.DEFAULT_SEQ_LEN, help="default packed sequence length recorded in the manifest (readers "
                           "may pick another)", minimum=1, metavar="L")
     shard_tokens: int = option(DEFAULT_SHARD_TOKENS, help="start a new shard of a domain after about this many "
                                "tokens", minimum=1, metavar="N")

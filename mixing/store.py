@@ -672,7 +672,7 @@ def same_build_across_ranks(store: ShardStore, group: Any = None) -> ShardStore:
 
 
 def build_store(job: str, store: str | None = None, *, group_by: str = "edu", tokenizer: str | None = None,
-                train_tokenizer: int | None = None, tokenizer_type: str = "bpe", seq_len: int = 2048,
+                train_tokenizer: int | None = None, tokenizer_type: str = "bpe", seq_len: int = fmt.DEFAULT_SEQ_LEN,
                 top_k: int | None = None, input_stage: str | None = None, workers: int | None = None,
                 ray_address: str | None = None, progress: bool = True, **options: Any) -> dict[str, Any]:
     """Build the store from `job`'s documents; see `shammie.mixing.store_build` (options: shard_tokens,

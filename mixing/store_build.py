@@ -48,15 +48,9 @@ def _digest(obj: Any, n: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def _input_fingerprint(files: list[str]) -> list[tuple[str, int, str]]:
-    """Name, size and modification stamp of each input: a changed input means new work."""
-    out = []
-    for url in files:
-        fs, path = storage.get_fs(url)
-        info = fs.info(path)
-        stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
-        out.append((url, int(info["size"]), str(stamp)))
-    return out
+def _input_fingerprint(files: list[str]) -> list[tuple[str, dict]]:
+    """Each input with what identifies its content (the runner's fingerprint: size and checksum, or ETag)."""
+    return [(url, storage.file_fingerprint(url) or {}) for url in files]
 
 
 # ---------------------------------------------------------------- per-file task (runs on Ray workers)
@@ -210,7 +204,7 @@ def _assemble(writer: StoreWriter, staging_files: list[str], folder: dom.DomainF
 
 
 def build_store(job: str, store: str | None = None, *, group_by: str = "edu", tokenizer: str | None = None,
-                train_tokenizer: int | None = None, tokenizer_type: str = "bpe", seq_len: int = 2048,
+                train_tokenizer: int | None = None, tokenizer_type: str = "bpe", seq_len: int = fmt.DEFAULT_SEQ_LEN,
                 top_k: int | None = None, input_stage: str | None = None, workers: int | None = None,
                 ray_address: str | None = None, progress: bool = True,
                 shard_tokens: int = DEFAULT_SHARD_TOKENS,

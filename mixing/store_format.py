@@ -44,6 +44,7 @@ BUILDS = "_builds"
 # reader (or a DataLoader worker started later) that opened the previous build still
 # finds every file it lists after one rebuild.
 DEFAULT_KEEP_BUILDS = 2
+DEFAULT_SEQ_LEN = 2048  # tokens per packed training sequence unless a reader or `shard --seq-len` says otherwise
 TOKEN_DTYPES = ("<u2", "<u4")
 
 # Files a build may own (old builds' files are garbage-collected after a new manifest lands).

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from shammie.mixing import store_format as fmt
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.documents import DOCUMENT_SCHEMA, write_table
 
@@ -98,7 +99,7 @@ def tiny_tokenizer(vocab_size: int = 400, seed: int = 0):
 
 
 def write_token_store(store: str, domains: dict[str, list[np.ndarray]], tokenizer=None, *,
-                      shard_tokens: int = 1 << 27, seq_len: int = 2048, build_id: str = "0123456789ab",
+                      shard_tokens: int = 1 << 27, seq_len: int = fmt.DEFAULT_SEQ_LEN, build_id: str = "0123456789ab",
                       keep_builds: int | None = None) -> dict:
     """Publish a store whose documents are the given token arrays (each gets `eod` appended).
 

@@ -121,7 +121,7 @@ class StoreWriter:
     `n_tokens` column). Documents of a domain are stored in the order they are added."""
 
     def __init__(self, store: str, tokenizer: Tokenizer, *, build_id: str, text_schema: pa.Schema,
-                 seq_len: int = 2048, shard_tokens: int = DEFAULT_SHARD_TOKENS,
+                 seq_len: int = fmt.DEFAULT_SEQ_LEN, shard_tokens: int = DEFAULT_SHARD_TOKENS,
                  info: dict[str, Any] | None = None, keep_builds: int = fmt.DEFAULT_KEEP_BUILDS):
         if len(build_id) != 12 or any(c not in "0123456789abcdef" for c in build_id):
             raise ValueError("build_id must be 12 lowercase hex digits")
