@@ -103,28 +103,24 @@ def benchmark_files(patterns: tuple[str, ...]) -> list[str]:
     return files
 
 
-def check_benchmark_file(url: str, text_column: str) -> None:
-    """Fail before any work when a JSONL/Parquet file has no `text_column` (checked on its schema / first row)."""
-    lower = url.lower()
-    if lower.endswith(PARQUET_SUFFIXES):
-        import pyarrow.parquet as pq
-
-        fs, path = storage.get_fs(url)
-        try:
-            with fs.open(path, "rb") as f:
-                names = pq.read_schema(f).names
-        except Exception as e:
-            raise InputError(f"{url} is not a readable Parquet file ({type(e).__name__}: {e})") from None
-        if text_column not in names:
-            raise InputError(f"{url} has no column {text_column!r} (columns: {', '.join(names)}); "
-                             "name the item text with --text-column")
-    elif lower.endswith(JSONL_SUFFIXES):
-        for _ in read_items(url, text_column):
-            break
-
-
 def read_items(url: str, text_column: str) -> Iterator[str | None]:
-    """Every item text of one benchmark file, in file order (None for a JSON null)."""
+    """Every item text of one benchmark file, in file order (None for a JSON null); InputError naming
+    the file (and line) for what cannot be read as one."""
+    try:
+        yield from _read_items(url, text_column)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{url} is not UTF-8 text ({e})") from None
+    except InputError:
+        raise
+    except Exception as e:
+        import pyarrow as pa
+
+        if isinstance(e, (pa.ArrowException, EOFError, OSError)):
+            raise InputError(f"{url} cannot be read as a benchmark file ({type(e).__name__}: {e})") from None
+        raise
+
+
+def _read_items(url: str, text_column: str) -> Iterator[str | None]:
     lower = url.lower()
     fs, path = storage.get_fs(url)
     if lower.endswith(PARQUET_SUFFIXES):
@@ -304,7 +300,14 @@ class DecontaminateStage(DocumentStage):
         self._files: list[str] | None = None
         self._fingerprints: dict[str, Any] | None = None
         self._benchmark_stats: dict[str, dict] = {}
-        self._index: NgramIndex | None = None
+        self._index_size: int | None = None
+        self._distinct_ngrams: int | None = None
+        self._built: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # driver only, until written
+        self._index: NgramIndex | None = None  # worker only
+
+    def __getstate__(self) -> dict:
+        # The copy sent to each worker loads the index from disk; it never carries the arrays.
+        return {**self.__dict__, "_built": None, "_index": None}
 
     # ------------------------------------------------------------ driver
 
@@ -324,23 +327,30 @@ class DecontaminateStage(DocumentStage):
                 **{f"against_file:{url}": fingerprint for url, fingerprint in self._fingerprints.items()}}
 
     def resolve_inputs(self):
-        for url in self.files():
-            check_benchmark_file(url, self.options.text_column)
-        return super().resolve_inputs()
-
-    def execute(self, ctx) -> dict[str, dict]:
+        # The whole index is built here, before the runner records or writes anything: a bad
+        # line anywhere in a benchmark file, or a set with no item long enough, is refused
+        # before any work and leaves no output folder behind.
+        inputs = super().resolve_inputs()
         files = self.files()
         hashes, owners, file_starts, self._benchmark_stats = build_index(files, self.options.text_column,
                                                                           self.options.ngram)
         if not hashes.size:
             raise InputError(f"the benchmark file(s) hold no item of {self.options.ngram} words or more "
                              f"({', '.join(files)}); nothing to match. Lower --ngram for short items")
+        self._built = (hashes, owners, file_starts)
+        return inputs
+
+    def execute(self, ctx) -> dict[str, dict]:
+        if self._built is None:
+            self.resolve_inputs()
+        hashes, owners, file_starts = self._built
         # Named by the settings (which fingerprint the benchmark files): equal name, equal content,
         # so a worker that kept an index from an earlier run of the same settings may reuse it.
         digest = hashlib.sha256(json.dumps(self.settings(), sort_keys=True, default=str).encode()).hexdigest()[:12]
         self.index_urls = write_index(storage.join(ctx.out, WORK), digest, hashes, owners, file_starts)
         self._index_size = int(hashes.size)
         self._distinct_ngrams = int(np.count_nonzero(np.diff(hashes)) + 1)
+        self._built = None
         del hashes, owners
         results = ctx.run_tasks(ctx.tasks, desc="decontaminate")
         self._write_removed(ctx.out, results)
@@ -413,8 +423,7 @@ class DecontaminateStage(DocumentStage):
                 "ngrams": loaded.get("ngrams")}
         return {"documents": kept, "documents_in": kept + removed, "removed": removed, "kept": kept,
                 "ngram": self.options.ngram, "text_column": self.options.text_column,
-                "index_ngrams": getattr(self, "_index_size", None),
-                "index_distinct_ngrams": getattr(self, "_distinct_ngrams", None),
+                "index_ngrams": self._index_size, "index_distinct_ngrams": self._distinct_ngrams,
                 "benchmarks": per_file, "removed_list": f"{self.output}/{REMOVED}",
                 "input_stage": self.input_stage(), "files": len(results)}
 

@@ -137,13 +137,23 @@ def test_user_mistakes_are_one_line_exit_2_before_any_work(contaminated_job, ray
     assert "qa.jsonl:1: no 'text' key" in err and "--text-column" in err
     assert main(["decontaminate", str(job), "--against", str(bench / "set.parquet"), "--no-progress"]) == 2
     assert "has no column 'text' (columns: question)" in one_line_error(capsys)
+    (bench / "damaged.parquet").write_bytes(b"PAR1 not really")
+    assert main(["decontaminate", str(job), "--against", str(bench / "damaged.parquet"), "--no-progress"]) == 2
+    assert "damaged.parquet cannot be read as a benchmark file" in one_line_error(capsys)
+    write_jsonl(bench / "late.jsonl", [{"text": ITEM_TXT}] * 3 + [["not", "an", "object"]])
+    assert main(["decontaminate", str(job), "--against", str(bench / "late.jsonl"), "--no-progress"]) == 2
+    assert "late.jsonl:4: no 'text' key (has: list)" in one_line_error(capsys)
     (bench / "items.csv").write_text("a,b\n")
     assert main(["decontaminate", str(job), "--against", str(bench / "items.csv"), "--no-progress"]) == 2
     assert "expected .txt, .jsonl" in one_line_error(capsys)
     (bench / "short.txt").write_text("What is two plus two?\n")
     assert main(["decontaminate", str(job), "--against", str(bench / "short.txt"), "--no-progress"]) == 2
     assert "no item of 13 words or more" in one_line_error(capsys)
-    assert not (job / "decontaminated" / "_SUCCESS").exists()
+    # refused before the runner recorded anything: fixing the file is enough, no --overwrite needed
+    assert not (job / "decontaminated").exists()
+    (bench / "short.txt").write_text(f"What is two plus two?\n{ITEM_TXT}\n")
+    assert main(["decontaminate", str(job), "--against", str(bench / "short.txt"), "--no-progress"]) == 0
+    assert "b4" not in ids_of(job / "decontaminated")
 
 
 def test_an_ngram_shared_by_items_of_two_files_counts_for_both(tmp_path):
