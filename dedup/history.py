@@ -78,14 +78,14 @@ def index_fingerprint(job: str) -> dict[str, Any]:
 
 
 def against_task(p: dict) -> dict:
-    """One input file: which of its rows left by this job's own dedup match an earlier job's kept documents."""
+    """One input file: which of its documents share a band with any document of an earlier job.
+
+    Every document with shingles is probed, not only this job's kept ones: a cluster of
+    this job is a duplicate of the history as soon as one of its members is, exactly as
+    if all snapshots had been clustered together (the driver then removes whole clusters)."""
     sig = np.load(_open(p["signatures"]))
     valid = sig["valid"]
-    n = valid.shape[0]
-    remove = np.load(_open(p["remove"]))["rows"]
-    alive = valid.copy()
-    alive[remove] = False
-    rows = np.flatnonzero(alive)
+    rows = np.flatnonzero(valid)
     matched_job = np.full(rows.size, -1, dtype=np.int32)
     matched_doc = np.full(rows.size, -1, dtype=np.int64)
     for j, index in enumerate(p["indexes"]):
@@ -93,10 +93,10 @@ def against_task(p: dict) -> dict:
             open_rows = matched_job < 0
             if not open_rows.any():
                 break
-            query = _unsalted(sig, b)[rows[open_rows]]
             keys = _load(storage.join(index, f"k{b:02d}.npy"), mmap=True)
             if keys.size == 0:
                 continue
+            query = _unsalted(sig, b)[rows[open_rows]]
             pos = np.searchsorted(keys, query)
             pos_clipped = np.minimum(pos, keys.size - 1)
             hit = (pos < keys.size) & (np.asarray(keys[pos_clipped]) == query)
@@ -109,8 +109,33 @@ def against_task(p: dict) -> dict:
     out = {"rows": rows[found].astype(np.int64), "job": matched_job[found], "doc": matched_doc[found]}
     with storage.atomic_write(p["output"]) as local, open(local, "wb") as f:
         np.savez(f, **out)
-    return {"documents": int(n), "removed": int(found.sum()),
-            "per_job": [int(c) for c in np.bincount(out["job"], minlength=len(p["indexes"]))]}
+    return {"documents": int(valid.shape[0]), "matched": int(found.sum())}
+
+
+def clusters_matching_history(files: list[dict], n_jobs: int) -> tuple[list[np.ndarray], dict[int, tuple[int, int]],
+                                                                         list[int]]:
+    """Driver: the clusters (by root row) with a member that matched an earlier job.
+
+    Returns, per file, the rows to remove because their cluster matched (the cluster's kept
+    root: the other members are removed by this job's own pass anyway), the first
+    (job, doc) each matched cluster hit, and per earlier job the documents removed for it."""
+    matched_root: dict[int, tuple[int, int]] = {}
+    labels = []
+    for f in files:
+        label = np.load(_open(f["remove"]))["label"]
+        labels.append(label)
+        m = np.load(_open(f["against"]))
+        for root, j, d in zip(label[m["rows"]].tolist(), m["job"].tolist(), m["doc"].tolist()):
+            matched_root.setdefault(root, (j, d))
+    roots = np.array(sorted(matched_root), dtype=np.int64)
+    per_file, per_job = [], [0] * n_jobs
+    for f, label in zip(files, labels):
+        is_root = label == np.arange(f["offset"], f["offset"] + label.size)
+        rows = np.flatnonzero(is_root & np.isin(label, roots))
+        for r in rows.tolist():
+            per_job[matched_root[int(label[r])][0]] += 1
+        per_file.append(rows.astype(np.int64))
+    return per_file, matched_root, per_job
 
 
 def _open(url: str):
@@ -127,51 +152,65 @@ def _unsalted(sig, b: int) -> np.ndarray:
 
 
 def write_index(out: str, files: list[dict], params: dict[str, Any], against: list[str],
-                against_results: list[dict] | None) -> dict[str, Any]:
-    """Build `<out>/_index/` from the kept documents of every input file (driver side, one band at a time)."""
-    root = storage.join(out, INDEX)
-    kept_rows, idhash, sizes = [], [], []
-    earlier: dict[tuple[int, int], int] = {}
+                against_removed: list[np.ndarray] | None, matched_root: dict[int, tuple[int, int]] | None,
+                per_job: list[int] | None) -> dict[str, Any]:
+    """Build `<out>/_index/` (driver side, one band at a time).
+
+    Every document with shingles is in the band index, removed ones too, so a later
+    snapshot's document that resembles a removed copy is still found (as clustering all
+    snapshots together would); a key maps to the kept document of its cluster, or -1 when
+    the cluster was removed as a copy of an earlier job."""
+    root_dir = storage.join(out, INDEX)
+    keep_per_file, labels, idhash, sizes = [], [], [], []
     for i, f in enumerate(files):
         sig = np.load(_open(f["signatures"]))
         removed = np.load(_open(f["remove"]))
         keep = np.ones(sig["valid"].shape[0], dtype=bool)
         keep[removed["rows"]] = False
-        if f.get("against"):
-            matches = np.load(_open(f["against"]))
-            keep[matches["rows"]] = False
-            for j, d in zip(matches["job"].tolist(), matches["doc"].tolist()):
-                earlier[(j, d)] = earlier.get((j, d), 0) + 1
-        rows = np.flatnonzero(keep)
-        kept_rows.append(rows)
-        idhash.append(sig["idhash"][rows])
-        sizes.append(removed["sizes"][rows] if "sizes" in removed.files else np.ones(rows.size, np.int32))
-    offsets = np.cumsum([0] + [r.size for r in kept_rows])
+        if against_removed is not None:
+            keep[against_removed[i]] = False
+        keep_per_file.append(keep)
+        labels.append(removed["label"])
+        idhash.append(sig["idhash"][keep])
+        sizes.append(removed["sizes"][keep])
+    # kept document number of each kept root (global row -> number among kept documents)
+    kept_global = np.concatenate([np.flatnonzero(k) + f["offset"] for k, f in zip(keep_per_file, files)]) \
+        if files else np.empty(0, np.int64)
     for b in range(params["bands"]):
         keys, docs = [], []
         for i, f in enumerate(files):
             sig = np.load(_open(f["signatures"]))
-            rows = kept_rows[i]
-            has = sig["valid"][rows]  # documents too short for shingles have no keys
-            keys.append(_unsalted(sig, b)[rows[has]])
-            docs.append(np.arange(offsets[i], offsets[i + 1], dtype=np.int64)[has])
+            rows = np.flatnonzero(sig["valid"])
+            keys.append(_unsalted(sig, b)[rows])
+            root = labels[i][rows]
+            pos = np.searchsorted(kept_global, root)
+            pos_clipped = np.minimum(pos, max(kept_global.size - 1, 0))
+            ok = (pos < kept_global.size) & (kept_global[pos_clipped] == root) if kept_global.size else \
+                np.zeros(rows.size, dtype=bool)
+            docs.append(np.where(ok, pos_clipped, -1).astype(np.int64))
         k = np.concatenate(keys) if keys else np.empty(0, np.uint64)
         d = np.concatenate(docs) if docs else np.empty(0, np.int64)
         order = np.argsort(k, kind="stable")
-        _save(storage.join(root, f"k{b:02d}.npy"), k[order])
-        _save(storage.join(root, f"d{b:02d}.npy"), d[order])
-    with storage.atomic_write(storage.join(root, "docs.npz")) as local, open(local, "wb") as fh:
+        _save(storage.join(root_dir, f"k{b:02d}.npy"), k[order])
+        _save(storage.join(root_dir, f"d{b:02d}.npy"), d[order])
+    with storage.atomic_write(storage.join(root_dir, "docs.npz")) as local, open(local, "wb") as fh:
         np.savez(fh, idhash=np.concatenate(idhash) if idhash else np.empty(0, np.uint64),
                  cluster_size=np.concatenate(sizes).astype(np.int32) if sizes else np.empty(0, np.int32))
+    # rehydration: a whole cluster of this job is a set of copies of the earlier document it hit
+    earlier: dict[tuple[int, int], int] = {}
+    all_labels = np.concatenate(labels) if labels else np.empty(0, np.int64)
+    cluster_sizes = np.bincount(all_labels, minlength=all_labels.size) if all_labels.size else np.empty(0)
+    for root, (j, d) in sorted((matched_root or {}).items()):
+        if d >= 0:
+            earlier[(j, d)] = earlier.get((j, d), 0) + int(cluster_sizes[root])
     pairs = sorted(earlier.items())
-    with storage.atomic_write(storage.join(root, "earlier_copies.npz")) as local, open(local, "wb") as fh:
+    with storage.atomic_write(storage.join(root_dir, "earlier_copies.npz")) as local, open(local, "wb") as fh:
         np.savez(fh, job=np.array([p[0][0] for p in pairs], dtype=np.int32),
                  doc=np.array([p[0][1] for p in pairs], dtype=np.int64),
                  copies=np.array([p[1] for p in pairs], dtype=np.int64))
-    per_job = [sum(r["per_job"][j] for r in (against_results or [])) for j in range(len(against))]
-    info = {"format": INDEX_FORMAT, "params": params, "documents": int(offsets[-1]),
-            "against": [{"job": job, "removed": n} for job, n in zip(against, per_job)]}
-    storage.write_json_atomic(storage.join(root, "index.json"), info)
+    info = {"format": INDEX_FORMAT, "params": params, "documents": int(kept_global.size),
+            "against": [{"job": job, "removed": n} for job, n in zip(against, per_job or [0] * len(against))]}
+    storage.write_json_atomic(storage.join(root_dir, "index.json"), info)
     return info
 
 

@@ -210,7 +210,8 @@ def cluster_task(p: dict) -> dict:
         remap = np.array([snapshot_names.index(s) for s in f["snapshots"]], dtype=np.uint32)
         snapshot[f["offset"]:f["offset"] + f["rows"]] = remap[local] if local.size else local
         rows = removed[(removed >= f["offset"]) & (removed < f["offset"] + f["rows"])] - f["offset"]
-        _save_npz(f["remove"], rows=rows.astype(np.int64), sizes=row_sizes[f["offset"]:f["offset"] + f["rows"]])
+        part = slice(f["offset"], f["offset"] + f["rows"])
+        _save_npz(f["remove"], rows=rows.astype(np.int64), sizes=row_sizes[part], label=label[part].astype(np.int64))
     k = len(snapshot_names)
     per = {
         name: {"documents_in": int(d), "clusters": int(c), "removed": int(r), "kept": int(d - r)}
@@ -396,18 +397,26 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
                                  folder=f"{WORK}/clusters", desc="dedup 3/4 clusters")["clusters"]
         stage_stats["clusters"] = _stage_summary({"clusters": clusters}, time.monotonic() - t, total)
 
-        # 3b. against earlier jobs' indexes (incremental snapshots), one task per input file
+        # 3b. against earlier jobs' indexes (incremental snapshots): probe every document, then
+        # remove each cluster with a member that matched (one task per input file, then the driver)
         against = [None] * len(inputs)
-        against_results = None
-        if (self.options.against or ()):
+        against_removed = matched_root = per_job = None
+        earlier_jobs = list(self.options.against or ())
+        if earlier_jobs:
             t = time.monotonic()
-            indexes = [history.index_url(j) for j in (self.options.against or ())]
-            against = [storage.join(out, WORK, "against", f"{i:05d}.npz") for i in range(len(inputs))]
-            against_results = list(ctx.run_tasks([
-                Task(f"{i:05d}", {"signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"],
-                                  "indexes": indexes, "bands": params.bands, "output": against[i]},
-                     (f"{WORK}/against/{i:05d}.npz",)) for i in range(len(inputs))],
-                history.against_task, folder=f"{WORK}/against", desc="dedup: against earlier jobs").values())
+            indexes = [history.index_url(j) for j in earlier_jobs]
+            matches = [storage.join(out, WORK, "against", f"{i:05d}.matches.npz") for i in range(len(inputs))]
+            ctx.run_tasks([
+                Task(f"{i:05d}", {"signatures": sig_urls[i], "indexes": indexes, "bands": params.bands,
+                                  "output": matches[i]}, (f"{WORK}/against/{i:05d}.matches.npz",))
+                for i in range(len(inputs))], history.against_task, folder=f"{WORK}/against",
+                desc="dedup: against earlier jobs")
+            against_removed, matched_root, per_job = history.clusters_matching_history(
+                [{"remove": cluster_payload["files"][i]["remove"], "against": matches[i], "offset": offsets[i]}
+                 for i in range(len(inputs))], len(earlier_jobs))
+            against = [storage.join(out, WORK, "against", f"{i:05d}.remove.npz") for i in range(len(inputs))]
+            for url, rows in zip(against, against_removed):
+                _save_npz(url, rows=rows)
             stage_stats["against"] = _stage_summary(dict.fromkeys(inputs, {}), time.monotonic() - t, total)
 
         # 4. filter, one task per input file
@@ -420,9 +429,9 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
 
         # 5. this job's band index, for later snapshots' --against
         t = time.monotonic()
-        self._index = history.write_index(out, [{"signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"],
-                                                 "against": against[i]} for i in range(len(inputs))],
-                                          params.to_dict(), list((self.options.against or ())), against_results)
+        self._index = history.write_index(
+            out, [{"signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"], "offset": offsets[i]}
+                  for i in range(len(inputs))], params.to_dict(), earlier_jobs, against_removed, matched_root, per_job)
         stage_stats["index"] = _stage_summary(dict.fromkeys(inputs, {}), time.monotonic() - t, total)
         exact_by_snapshot = dict.fromkeys(snapshots, 0)
         for r in sig:

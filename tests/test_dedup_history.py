@@ -67,7 +67,9 @@ def test_a_chain_of_snapshots_grows_one_index_at_a_time(tmp_path, ray_session):
     stats = json.loads((jobs[2] / "stats.json").read_text())["dedup"]
     assert [a["removed"] for a in stats["against"]] == [1, 0]  # found in the first snapshot, which keeps A
     info = json.loads((jobs[2] / "deduped" / "_index" / "index.json").read_text())
-    assert info["documents"] == 1 and len(np.load(jobs[2] / "deduped" / "_index" / "k00.npy")) == 1
+    # one kept document; both documents' keys are indexed (a later near-copy of the removed one is still found)
+    assert info["documents"] == 1 and len(np.load(jobs[2] / "deduped" / "_index" / "k00.npy")) == 2
+    assert sorted(np.load(jobs[2] / "deduped" / "_index" / "d00.npy").tolist()) == [-1, 0]
 
 
 def test_mismatched_or_missing_indexes_are_refused_before_work(tmp_path, ray_session, capsys):
