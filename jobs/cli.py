@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "edu": ("shammie.filters.edu_cli", "educational-quality scoring: annotate, train, score, subset"),
     "classify": ("shammie.filters.classify_cli", "DCLM-style fastText quality classifier: train, score"),
     "shard": ("shammie.mixing.shard_cli", "write the domain-grouped, tokenized shard store (store/)"),
+    "export": ("shammie.mixing.export_cli", "export a shard store for Megatron-LM/NeMo (.bin/.idx) or Hugging Face datasets (Parquet + card)"),
     "mix": ("shammie.mixing.mix_cli", "online data mixing utilities (report)"),
     "run": ("shammie.jobs.run_cli", "run a whole job from a YAML config (crawl -> shards)"),
     "report": ("shammie.jobs.report_cli", "write report.html for a job directory"),
