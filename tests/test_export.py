@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -346,3 +347,20 @@ def test_cli_mistakes_end_with_one_line_and_exit_2(tmp_path, capsys):
         main(["export", str(tmp_path), "--format", "jsonl", "--output", str(tmp_path / "o")])
     assert done.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_export_of_a_store_on_s3(tmp_path, s3_bucket, monkeypatch):
+    """Shards are fetched into the store cache, verified, and exported like local ones."""
+    monkeypatch.setenv("SHAMMIE_CACHE_DIR", str(tmp_path / "cache"))
+    docs = {"a": _random_documents(4, 30), "b": _random_documents(5, 20)}
+    url = f"s3://{s3_bucket}/stores/s"
+    write_token_store(url, docs, shard_tokens=500)
+    store = open_store(url)
+    export_store(url, str(tmp_path / "m"), "megatron")
+    export_store(url, str(tmp_path / "h"), "hf")
+    for domain, documents in docs.items():
+        stream = np.fromfile(tmp_path / "m" / f"{domain}.bin", "<u2").tolist()
+        assert stream == [t for d in documents for t in d.tolist() + [store.eod_id]]
+        ids = [r["id"] for f in sorted((tmp_path / "h" / "data" / domain).glob("*.parquet"))
+               for r in pq.read_table(f, columns=["id"]).to_pylist()]
+        assert ids == [f"{domain}-{i}" for i in range(len(documents))]
