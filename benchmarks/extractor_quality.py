@@ -1,0 +1,90 @@
+"""Extraction quality and speed of the crawl's two extractors, on real article pages.
+
+The 181 pages of ../shared/data/html/article-extraction-benchmark (scrapinghub's
+article-extraction-benchmark): token F1 of each extractor's text against the gold
+`articleBody` (whitespace tokens, multiset overlap, as that benchmark scores), and
+milliseconds per page on one core (decoding included, each page extracted `--repeat`
+times, the median per page summed). Both extractors run exactly as the crawl runs them
+(`shammie.pipeline.extract.make_extractor`).
+
+    .venv/bin/python benchmarks/extractor_quality.py [--repeat 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from shammie.pipeline.extract import EXTRACTORS, extractor_version, make_extractor
+
+SHARED = Path(os.environ.get("SHAMMIE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+BENCH = SHARED / "html" / "article-extraction-benchmark"
+
+
+def token_f1(predicted: str, gold: str) -> float:
+    p, g = Counter(predicted.split()), Counter(gold.split())
+    overlap = sum((p & g).values())
+    if not overlap:
+        return 0.0
+    precision, recall = overlap / sum(p.values()), overlap / sum(g.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def pages() -> list[tuple[str, str]]:
+    truth = json.loads((BENCH / "ground-truth.json").read_text())
+    out = []
+    for key, item in sorted(truth.items()):
+        raw = gzip.decompress((BENCH / "html" / f"{key}.html.gz").read_bytes())
+        out.append((raw.decode("utf-8", errors="replace"), item["articleBody"]))
+    return out
+
+
+def measure(name: str, corpus: list[tuple[str, str]], repeat: int) -> dict:
+    extractor = make_extractor(name)
+    f1s, seconds = [], []
+    for html, gold in corpus:
+        times = []
+        text = None
+        for _ in range(repeat):
+            t = time.perf_counter()
+            text = extractor.extract(html)
+            times.append(time.perf_counter() - t)
+        seconds.append(statistics.median(times))
+        f1s.append(token_f1(text or "", gold))
+    return {"extractor": name, "version": extractor_version(name), "pages": len(corpus),
+            "mean_f1": round(statistics.mean(f1s), 4), "median_f1": round(statistics.median(f1s), 4),
+            "ms_per_page": round(1000 * sum(seconds) / len(seconds), 2),
+            "empty_pages": sum(1 for f in f1s if f == 0.0)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if not BENCH.is_dir():
+        print(f"skipped: {BENCH} is absent (set SHAMMIE_SHARED_DATA)")
+        return 0
+    corpus = pages()
+    results = [measure(name, corpus, args.repeat) for name in EXTRACTORS]
+    print("| extractor | version | pages | mean token F1 | median F1 | ms/page (1 core) | empty |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['extractor']} | {r['version']} | {r['pages']} | {r['mean_f1']} | {r['median_f1']} | "
+              f"{r['ms_per_page']} | {r['empty_pages']} |")
+    fast, slow = results[1]["ms_per_page"], results[0]["ms_per_page"]
+    print(f"resiliparse is {slow / fast:.1f}x faster per page")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "load": os.getloadavg()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
