@@ -159,20 +159,24 @@ def run_job(config: JobConfig, *, ray_address: str | None = None, progress: bool
             wait: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the job's steps in order; return {step name: stats}."""
     job = config.output
-    check_output_writable(job)
+    check_output_writable(job, create=False)
     steps = plan(config)
-    storage.write_bytes_atomic(storage.join(job, JOB_CONFIG_FILE), config.to_yaml().encode())
     address = ray_address or config["ray_address"]
-    summary: dict[str, Any] = {}
-    timings = jobdir.read_stats(job).get(RUN_SECTION, {}).get("steps", {})
-    upstream_rewritten = False
     pending = [s for s in steps if not s.done]
     if pending:
         # Started here rather than by the first task so that a cluster that cannot be
-        # reached fails before any step, and the log says where the job runs.
+        # reached fails before any step, and the log says where the job runs. Before the
+        # job folder is created: init_ray checks an address in seconds (ray.init would
+        # retry an unreachable one for minutes), and a failed start leaves nothing behind.
         from shammie.pipeline.ray_runtime import init_ray
 
         where = init_ray(address, num_cpus=config["workers"])
+    check_output_writable(job)
+    storage.write_bytes_atomic(storage.join(job, JOB_CONFIG_FILE), config.to_yaml().encode())
+    summary: dict[str, Any] = {}
+    timings = jobdir.read_stats(job).get(RUN_SECTION, {}).get("steps", {})
+    upstream_rewritten = False
+    if pending:
         log(f"job {config['name']!r} on {where}: {len(pending)} of {len(steps)} steps to run -> {job}")
     else:
         log(f"job {config['name']!r}: every step is already complete in {job}; checking inputs and settings")

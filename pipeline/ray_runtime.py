@@ -8,8 +8,112 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 
 from shammie.pipeline.errors import InputError
+
+# An unreachable address makes ray.init retry for minutes: these bound the check made before
+# any work (connect, then the gRPC handshake a Ray GCS answers, then one GCS call).
+CONNECT_TIMEOUT_S = 5.0
+HANDSHAKE_TIMEOUT_S = 10.0
+RPC_TIMEOUT_S = 5.0
+DEFAULT_GCS_PORT = 6379
+
+
+def ray_address(address: str | None = None) -> str | None:
+    """The cluster to join: `address`, else $RAY_ADDRESS; None for the embedded local Ray."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    return None if address == "local" else address
+
+
+def check_ray_address(address: str | None = None) -> None:
+    """Fail in seconds, with an InputError naming the address, when the Ray cluster to join cannot be reached.
+
+    Nothing to check for the embedded local Ray (no address), or when this process is
+    already connected (init_ray then uses that session). `ray://` (Ray Client) and
+    `http(s)://` addresses are checked for a listener only; a plain `host:port` must
+    also answer as a Ray GCS does."""
+    address = ray_address(address)
+    if not address:
+        return
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return
+    if address == "auto":
+        address = _auto_address()
+    scheme, _, rest = address.rpartition("://")
+    host, port = _host_port(rest, address)
+    where = f"cannot connect to the Ray cluster at {address!r}"
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
+        raise InputError(f"{where}: nothing answers on {host}:{port} ({reason})") from None
+    if scheme:  # ray:// (Ray Client) or a dashboard URL: ray.init checks the rest itself
+        return
+    _check_gcs(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}", where)
+
+
+def _auto_address() -> str:
+    """RAY_ADDRESS=auto: the cluster `ray start` recorded on this machine, found as ray.init would find it."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        found = canonicalize_bootstrap_address("auto")
+    except Exception as e:  # ray's own lookup: a missing or stale record of a started cluster
+        raise InputError(f"cannot find a running Ray cluster for address 'auto': {e}") from None
+    if not found:
+        raise InputError("cannot find a running Ray cluster for address 'auto' (no `ray start` on this machine)")
+    return found
+
+
+def _host_port(rest: str, address: str) -> tuple[str, int]:
+    rest = rest.split("/", 1)[0]
+    if rest.startswith("["):  # [IPv6]:port
+        host, _, tail = rest[1:].partition("]")
+        port_text = tail.lstrip(":")
+    elif rest.count(":") == 1:
+        host, _, port_text = rest.partition(":")
+    else:
+        host, port_text = rest, ""
+    try:
+        port = int(port_text) if port_text else DEFAULT_GCS_PORT
+    except ValueError:
+        raise InputError(f"--ray-address {address!r} is not HOST:PORT") from None
+    if not host or not 0 < port < 65536:
+        raise InputError(f"--ray-address {address!r} is not HOST:PORT")
+    return host, port
+
+
+def _check_gcs(target: str, where: str) -> None:
+    """Something listens on `target`: check that it is a Ray GCS (a gRPC server that knows Ray's calls)."""
+    import grpc
+
+    channel = grpc.insecure_channel(target)
+    try:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=HANDSHAKE_TIMEOUT_S)
+        except grpc.FutureTimeoutError:
+            raise InputError(f"{where}: {target} accepts connections but is not a Ray cluster (no gRPC answer "
+                             f"within {HANDSHAKE_TIMEOUT_S:g} s); give the head node's GCS address, "
+                             f"port {DEFAULT_GCS_PORT} by default") from None
+        try:
+            from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+        except ImportError:  # generated stubs moved in this Ray version: the handshake has to do
+            return
+        try:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                gcs_service_pb2.GetClusterIdRequest(), timeout=RPC_TIMEOUT_S)
+        except grpc.RpcError as e:
+            # any answer but "no such method" comes from a GCS (an auth-enabled one refuses the call)
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise InputError(f"{where}: {target} is a gRPC server but not a Ray GCS (a Ray Client port "
+                                 "takes a ray:// address)") from None
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise InputError(f"{where}: {target} did not answer ({e.code().name.lower()})") from None
+    finally:
+        channel.close()
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
@@ -18,12 +122,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
 
     if ray.is_initialized():
         return "existing Ray session"
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = ray_address(address)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Workers started by Ray must import the same code as the driver; an
     # installed (or editable) `shammie` makes that true without a runtime_env.
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=True)
     if address:
+        check_ray_address(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as e:

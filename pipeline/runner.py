@@ -330,6 +330,10 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
     inputs = stage.resolve_inputs()
     if not inputs:
         raise InputError(f"{stage.name}: the input is empty; nothing would be written")
+    # ray.init retries an unreachable address for minutes: check it in seconds, before the folder exists
+    from shammie.pipeline.ray_runtime import check_ray_address
+
+    check_ray_address(run.ray_address)
     with output_errors():
         check_output_writable(job)
     settings = stage.settings()

@@ -230,7 +230,10 @@ def test_bad_input_is_counted_and_the_rest_still_processed(ray_session, tmp_path
                                                            "<urn:uuid:chunked-page>"))
     section = crawl([str(warcs)], str(tmp_path / "job"), progress=False)
     assert funnel_adds_up(section)
-    assert section["errors"], "the corrupt member must be counted as an error"
+    # one error per damaged thing: the corrupt member (once, not also as its neighbour), the
+    # zero-byte file (once counted nothing) and the gzip of random bytes (not a WARC)
+    assert section["errors"] == {"unparseable_record": 1, "empty_file": 1, "not_warc": 1}
+    assert section["warnings"] == {"truncated_record": 1}
     kept_ids = {r["id"] for rows in read_documents(tmp_path / "job").values() for r in rows}
     corrupt_ids = {p.record_id for p in good}
     assert corrupt_ids - {good[2].record_id} <= kept_ids  # pages before and after the damage

@@ -1,0 +1,152 @@
+"""An unreachable --ray-address / RAY_ADDRESS fails in seconds with exit 2, before any folder is created.
+
+Run as the user runs them (the `shammie` CLI in a subprocess, no Ray started in this
+process): ray.init on such an address retries for minutes, so the check must come first.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from warc_fixtures import FixturePage, english_paragraphs, html_page, write_warc
+
+# The brief's bound for "fails fast"; the check itself takes 5-15 s at most.
+FAIL_WITHIN_S = 30
+
+
+@pytest.fixture(scope="module")
+def warc_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("warcs") / "a.warc.gz"
+    write_warc(path, [FixturePage("http://www.example.org/a", html_page(english_paragraphs(3)), "kept")])
+    return path
+
+
+@pytest.fixture
+def silent_listener():
+    """A port with a plain TCP listener that accepts connections and never answers: not Ray."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def run_shammie(args: list[str], env_extra: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(env_extra or {})
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "shammie.jobs.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=FAIL_WITHIN_S * 4)
+    return proc, time.monotonic() - started
+
+
+def assert_fails_fast(proc: subprocess.CompletedProcess, seconds: float, output: Path, address: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert seconds < FAIL_WITHIN_S, f"took {seconds:.1f} s"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert address in lines[0] and "Ray cluster" in lines[0], lines[0]
+    assert not output.exists(), "the output folder was created before the Ray address was checked"
+
+
+def test_crawl_with_a_refused_ray_address_fails_fast(warc_file, tmp_path):
+    out = tmp_path / "job"
+    proc, seconds = run_shammie(["crawl", str(warc_file), "--output", str(out), "--ray-address", "127.0.0.1:1",
+                                 "--no-progress"])
+    assert_fails_fast(proc, seconds, out, "127.0.0.1:1")
+    assert "nothing answers" in proc.stderr
+
+
+def test_crawl_with_a_listener_that_is_not_ray_fails_fast(warc_file, tmp_path, silent_listener):
+    out = tmp_path / "job"
+    proc, seconds = run_shammie(["crawl", str(warc_file), "--output", str(out), "--ray-address", silent_listener,
+                                 "--no-progress"])
+    assert_fails_fast(proc, seconds, out, silent_listener)
+    assert "not a Ray cluster" in proc.stderr
+
+
+def test_a_bad_RAY_ADDRESS_fails_fast_too(warc_file, tmp_path):
+    out = tmp_path / "job"
+    proc, seconds = run_shammie(["crawl", str(warc_file), "--output", str(out), "--no-progress"],
+                                env_extra={"RAY_ADDRESS": "127.0.0.1:1"})
+    assert_fails_fast(proc, seconds, out, "127.0.0.1:1")
+
+
+def test_shammie_run_checks_the_address_before_creating_the_job(warc_file, tmp_path, silent_listener):
+    out = tmp_path / "job"
+    config = tmp_path / "job.yaml"
+    config.write_text(f"name: probe\ninput:\n  - {warc_file}\noutput: {out}\ncrawl:\n  languages: [en]\n"
+                      "dedup:\n  enabled: false\nedu:\n  enabled: false\nshard:\n  enabled: false\n")
+    for address in ("127.0.0.1:1", silent_listener):
+        proc, seconds = run_shammie(["run", str(config), "--ray-address", address, "--no-progress"])
+        assert_fails_fast(proc, seconds, out, address)
+
+
+def test_no_address_means_the_embedded_ray_and_nothing_is_probed(monkeypatch):
+    from shammie.pipeline import ray_runtime
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    def no_connection(*args, **kwargs):
+        raise AssertionError("the embedded local Ray needs no reachability check")
+
+    monkeypatch.setattr(socket, "create_connection", no_connection)
+    ray_runtime.check_ray_address(None)
+    ray_runtime.check_ray_address("local")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:notaport", "127.0.0.1:70000", ":6379"])
+def test_a_malformed_address_is_named(address):
+    from shammie.pipeline.errors import InputError
+    from shammie.pipeline.ray_runtime import check_ray_address
+
+    with pytest.raises(InputError, match="is not HOST:PORT"):
+        check_ray_address(address)
+
+
+def test_a_running_ray_gcs_passes_the_check(tmp_path):
+    """The check must not refuse a real cluster: a Ray started here (address="local") in a child process."""
+    script = ("import ray, sys, time; ray.init(address='local', num_cpus=1, include_dashboard=False); "
+              "print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read(); ray.shutdown()")
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_USAGE_STATS_ENABLED": "0"}
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        address = child.stdout.readline().strip()
+        assert address, "the child Ray did not start"
+        check = subprocess.run([sys.executable, "-c", "import sys; from shammie.pipeline.ray_runtime import "
+                                "check_ray_address; check_ray_address(sys.argv[1])", address],
+                               capture_output=True, text=True, env=env, timeout=FAIL_WITHIN_S * 2)
+        assert check.returncode == 0, check.stderr
+    finally:
+        child.stdin.close()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
