@@ -265,8 +265,11 @@ class NgramIndex:
         """Distinct item numbers that share at least one n-gram with `text` (empty: the document is clean)."""
         if not self.hashes.size:
             return np.empty(0, np.uint32)
-        doc = shingle_hashes(normalise_words(text or ""), self.ngram)
-        if not doc.size:
+        return self.items_of_ngrams(shingle_hashes(normalise_words(text or ""), self.ngram))
+
+    def items_of_ngrams(self, doc: np.ndarray) -> np.ndarray:
+        """Distinct item numbers owning any of the n-gram hashes `doc` (one document's)."""
+        if not doc.size or not self.hashes.size:
             return np.empty(0, np.uint32)
         # Vectorised over all the document's n-grams: the presence filter first, then the exact
         # search for the few that pass it. A position past the end is clipped to the last hash,
