@@ -19,6 +19,7 @@ CONNECT_TIMEOUT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 10.0
 RPC_TIMEOUT_S = 5.0
 DEFAULT_GCS_PORT = 6379
+DEFAULT_PORTS = {"ray": 10001, "http": 80, "https": 443}  # Ray Client, and dashboard URLs
 
 
 def ray_address(address: str | None = None) -> str | None:
@@ -37,13 +38,12 @@ def check_ray_address(address: str | None = None) -> None:
     address = ray_address(address)
     if not address:
         return
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+    if _connected():
         return
     if address == "auto":
         address = _auto_address()
     scheme, _, rest = address.rpartition("://")
-    host, port = _host_port(rest, address)
+    host, port = _host_port(rest, address, DEFAULT_PORTS.get(scheme.lower(), DEFAULT_GCS_PORT))
     where = f"cannot connect to the Ray cluster at {address!r}"
     try:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
@@ -52,7 +52,15 @@ def check_ray_address(address: str | None = None) -> None:
         raise InputError(f"{where}: nothing answers on {host}:{port} ({reason})") from None
     if scheme:  # ray:// (Ray Client) or a dashboard URL: ray.init checks the rest itself
         return
+    if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+        return  # the GCS speaks gRPC over TLS, with certificates this check does not have
     _check_gcs(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}", where)
+
+
+def _connected() -> bool:
+    """This process already joined a Ray session (without importing Ray when it did not)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def _auto_address() -> str:
@@ -68,7 +76,7 @@ def _auto_address() -> str:
     return found
 
 
-def _host_port(rest: str, address: str) -> tuple[str, int]:
+def _host_port(rest: str, address: str, default_port: int) -> tuple[str, int]:
     rest = rest.split("/", 1)[0]
     if rest.startswith("["):  # [IPv6]:port
         host, _, tail = rest[1:].partition("]")
@@ -78,11 +86,11 @@ def _host_port(rest: str, address: str) -> tuple[str, int]:
     else:
         host, port_text = rest, ""
     try:
-        port = int(port_text) if port_text else DEFAULT_GCS_PORT
+        port = int(port_text) if port_text else default_port
     except ValueError:
-        raise InputError(f"--ray-address {address!r} is not HOST:PORT") from None
+        raise InputError(f"the Ray address {address!r} is not HOST:PORT") from None
     if not host or not 0 < port < 65536:
-        raise InputError(f"--ray-address {address!r} is not HOST:PORT")
+        raise InputError(f"the Ray address {address!r} is not HOST:PORT")
     return host, port
 
 

@@ -107,7 +107,7 @@ def test_shammie_run_checks_the_address_before_creating_the_job(warc_file, tmp_p
         assert_fails_fast(proc, seconds, out, address)
 
 
-def test_no_address_means_the_embedded_ray_and_nothing_is_probed(monkeypatch):
+def test_no_address_means_the_embedded_ray_and_nothing_is_probed(monkeypatch, not_connected):
     from shammie.pipeline import ray_runtime
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -120,8 +120,26 @@ def test_no_address_means_the_embedded_ray_and_nothing_is_probed(monkeypatch):
     ray_runtime.check_ray_address("local")
 
 
+@pytest.fixture
+def not_connected(monkeypatch):
+    """In-process checks as a fresh driver sees them, even after other tests joined a Ray session here."""
+    from shammie.pipeline import ray_runtime
+
+    monkeypatch.setattr(ray_runtime, "_connected", lambda: False)
+
+
+def test_a_ray_client_address_with_nothing_behind_it_fails_in_process_too(not_connected):
+    from shammie.pipeline.errors import InputError
+    from shammie.pipeline.ray_runtime import check_ray_address
+
+    started = time.monotonic()
+    with pytest.raises(InputError, match=r"'ray://127.0.0.1:1'.*nothing answers on 127.0.0.1:1"):
+        check_ray_address("ray://127.0.0.1:1")
+    assert time.monotonic() - started < FAIL_WITHIN_S
+
+
 @pytest.mark.parametrize("address", ["127.0.0.1:notaport", "127.0.0.1:70000", ":6379"])
-def test_a_malformed_address_is_named(address):
+def test_a_malformed_address_is_named(address, not_connected):
     from shammie.pipeline.errors import InputError
     from shammie.pipeline.ray_runtime import check_ray_address
 
