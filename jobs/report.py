@@ -22,7 +22,7 @@ from shammie.pipeline import jobdir, storage
 
 REPORT_NAME = "report.html"
 # Sections of stats.json that count documents through a stage, in pipeline order.
-STAGE_SECTIONS = ("crawl", "exact_dedup", "dedup", "classify", "edu_score", "edu_subset", "shard")
+STAGE_SECTIONS = ("crawl", "exact_dedup", "dedup", "decontaminate", "classify", "edu_score", "edu_subset", "shard")
 FILTER_LABELS = {
     "url_filter": "URL filter", "extraction_empty": "no text extracted", "language": "language",
     "gopher_repetition": "Gopher repetition", "gopher_quality": "Gopher quality",
@@ -151,6 +151,9 @@ def funnel_plot(data: JobData) -> Plot:
                 remaining -= dedup[key]
                 steps.append((label, remaining))
         steps.append(("after dedup", dedup.get("kept", dedup.get("documents", 0))))
+    decontaminate = data.section("decontaminate")
+    if decontaminate:
+        steps.append(("after decontamination", decontaminate.get("kept", decontaminate.get("documents", 0))))
     subset = data.section("edu_subset")
     if subset:
         steps.append((f"edu >= {subset.get('threshold', '?')}", subset.get("documents", 0)))
@@ -161,6 +164,10 @@ def funnel_plot(data: JobData) -> Plot:
     plot.png = _png(fig)
     plot.table = [(k, int(v)) for k, v in steps] + [(f"dropped: {k}", v) for k, v in sorted(dropped.items())]
     plot.table += [(f"error: {k}", v) for k, v in sorted((crawl.get("errors") or {}).items())]
+    for url, b in sorted((decontaminate.get("benchmarks") or {}).items() if decontaminate else ()):
+        plot.table.append((f"decontaminated against {url.rsplit('/', 1)[-1]}",
+                           f"{b.get('documents_removed')} documents removed, {b.get('items_matched')} of "
+                           f"{b.get('items')} items matched"))
     return plot
 
 

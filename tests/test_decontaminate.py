@@ -101,6 +101,14 @@ def test_planted_passages_are_removed_and_near_misses_kept(contaminated_job, ray
     # the work files (the n-gram index) are gone; downstream stages read decontaminated/
     assert not (job / "decontaminated" / "_work").exists()
     assert jobdir.resolve_input_stage(str(job), before=jobdir.SCORED) == jobdir.DECONTAMINATED
+    # the report's funnel and throughput show the step (a crawl section as a crawl would leave it)
+    from shammie.jobs.report import build_plots
+
+    jobdir.update_stats(str(job), "crawl", {"records_read": 10, "kept": 10, "documents": 10, "seconds": 1.0})
+    plots = {p.key: p for p in build_plots(str(job))[0]}
+    assert plots["funnel"].png is not None and ("after decontamination", 5) in plots["funnel"].table
+    assert ("decontaminated against set.parquet", "2 documents removed, 1 of 3 items matched") in plots["funnel"].table
+    assert [row for row in plots["throughput"].table if row[0] == "decontaminate"]
 
 
 def test_rerun_is_complete_a_changed_benchmark_file_is_refused_and_overwrite_recomputes(contaminated_job,
@@ -170,6 +178,22 @@ def test_an_ngram_shared_by_items_of_two_files_counts_for_both(tmp_path):
     assert index.matched_items(words(204, 200)).size == 0
     assert index.matched_items("").size == 0
     assert stats[files[1]] == {"items": 2, "items_too_short": 0, "ngrams": 8 + 5}
+
+
+def test_a_job_config_runs_the_step_on_an_existing_job(contaminated_job, ray_session):
+    job, bench = contaminated_job
+    config = job.parent / "decontaminate-only.yaml"
+    config.write_text(textwrap.dedent(f"""
+        output: {job}
+        crawl: {{enabled: false}}
+        dedup: {{enabled: false}}
+        shard: {{enabled: false}}
+        decontaminate: {{enabled: true, against: ["{bench / 'lines.txt'}"]}}
+    """))
+    assert main(["run", str(config), "--no-progress"]) == 0
+    assert "b4" not in ids_of(job / "decontaminated") and len(ids_of(job / "decontaminated")) == 9
+    stats = json.loads((job / "stats.json").read_text())
+    assert stats["decontaminate"]["removed"] == 1 and stats["run"]["steps"]["decontaminate"]["documents"] == 9
 
 
 def test_job_config_section_is_off_by_default_and_chains_between_dedup_and_scoring(tmp_path, capsys):
