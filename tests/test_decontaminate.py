@@ -220,3 +220,31 @@ def test_job_config_section_is_off_by_default_and_chains_between_dedup_and_scori
     config.write_text(config.read_text().replace("mmlu.jsonl", "gone.jsonl"))
     assert main(["run", str(config), "--dry-run"]) == 2
     assert "decontaminate.against[0]: 'gone.jsonl' does not exist" in capsys.readouterr().err
+
+
+def test_job_and_gzipped_benchmark_file_on_s3(tmp_path, ray_session, s3_server, s3_bucket, capsys):
+    import gzip
+
+    import boto3
+
+    from shammie.pipeline import storage
+
+    local = tmp_path / "job"
+    seed_documents(local, {"a.parquet": [("a1", embedded(1, disguised(ITEM_TXT)), "S1"), ("a2", words(9), "S1")]})
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for path in (local / "documents").iterdir():
+        s3.put_object(Bucket=s3_bucket, Key=f"job/documents/{path.name}", Body=path.read_bytes())
+    s3.put_object(Bucket=s3_bucket, Key="bench/items.jsonl.gz",
+                  Body=gzip.compress((json.dumps({"text": ITEM_TXT}) + "\n").encode()))
+    job, items = f"s3://{s3_bucket}/job", f"s3://{s3_bucket}/bench/items.jsonl.gz"
+    assert main(["decontaminate", job, "--against", items, "--no-progress"]) == 0
+    kept = documents.read_table(storage.join(job, "decontaminated", "a.parquet"))["id"].to_pylist()
+    assert kept == ["a2"]
+    stats = storage.read_json(storage.join(job, "stats.json"))["decontaminate"]
+    assert stats["benchmarks"][items]["items_matched"] == 1 and "etag" in stats["settings"][f"against_file:{items}"]
+    # the object changes (a new ETag): refused like a changed local file
+    s3.put_object(Bucket=s3_bucket, Key="bench/items.jsonl.gz",
+                  Body=gzip.compress((json.dumps({"text": ITEM_EXACT_13}) + "\n").encode()))
+    capsys.readouterr()
+    assert main(["decontaminate", job, "--against", items, "--no-progress"]) == 2
+    assert f"against_file:{items}" in one_line_error(capsys)
