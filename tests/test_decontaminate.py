@@ -248,3 +248,20 @@ def test_job_and_gzipped_benchmark_file_on_s3(tmp_path, ray_session, s3_server, 
     capsys.readouterr()
     assert main(["decontaminate", job, "--against", items, "--no-progress"]) == 2
     assert f"against_file:{items}" in one_line_error(capsys)
+
+
+def test_globs_expand_in_order_given_without_repeats(tmp_path):
+    from shammie.filters.decontaminate import benchmark_files
+    from shammie.pipeline.errors import InputError
+
+    for name in ("b.txt", "a.txt", "c.jsonl"):
+        (tmp_path / name).write_text("x\n")
+    files = benchmark_files((str(tmp_path / "c.jsonl"), str(tmp_path / "*.txt"), str(tmp_path / "a.txt")))
+    assert files == [str(tmp_path / n) for n in ("c.jsonl", "a.txt", "b.txt")]
+    (tmp_path / "notes.md").write_text("x\n")
+    with pytest.raises(InputError, match="notes.md: not a benchmark file"):
+        benchmark_files((str(tmp_path / "*"),))
+    with pytest.raises(InputError, match="matches no file"):
+        benchmark_files((str(tmp_path / "*.parquet"),))
+    with pytest.raises(InputError, match="not a benchmark file"):
+        benchmark_files(("cc:CC-MAIN-2024-22",))
