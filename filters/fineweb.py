@@ -5,6 +5,11 @@ Order and thresholds are FineWeb's (datatrove `examples/fineweb.py`): URL filter
 repetition, Gopher quality, C4 quality with the terminal-punctuation rule off,
 FineWeb quality; then PII anonymisation (emails, public IPs).
 
+The filters after language ID are per language: each page is judged by the settings
+of the language it was identified as (filters/language_settings.py: word splitting,
+stop words and thresholds from `filters/languages/<code>.yaml`, FineWeb's for English,
+FineWeb-2's for the others). Languages without settings are refused.
+
 Shammie drives the steps per document (`step.filter(doc)`) instead of through a
 datatrove executor so that every drop is attributed to one filter in stats.json.
 Two things are added around datatrove, both output-neutral:
@@ -23,9 +28,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from shammie.filters.language_settings import FILTER_SLOTS, LanguageSettings, settings_for
 from shammie.pipeline.errors import InputError
 
 DEFAULT_LANGUAGES = ("en",)
+# Document metadata key: the language whose settings filter the page (set by language ID).
+FILTER_LANGUAGE = "filter_language"
 DEFAULT_LANGUAGE_THRESHOLD = 0.65
 
 
@@ -49,7 +57,12 @@ def resolve_lid_model(path: str | None) -> str:
 
 
 def make_language_filter(languages, threshold: float, model_path: str):
-    """datatrove's LanguageFilter with its FT176 model loaded from `model_path`."""
+    """datatrove's LanguageFilter with its FT176 model loaded from `model_path`.
+
+    It also records in `doc.metadata[FILTER_LANGUAGE]` which language's settings judge
+    the page: the identified language when it is one of `languages` (always so for a kept
+    page when the threshold is above 0.5), else the best-scoring of `languages`, which is
+    the one that let the page through under a lower threshold."""
     from datatrove.pipeline.filters import LanguageFilter
     from datatrove.utils.lid import FT176LID
 
@@ -61,6 +74,14 @@ def make_language_filter(languages, threshold: float, model_path: str):
 
                 self._model = _NumpyScores(_FastText(model_path))
             return self._model
+
+        def predict(self, doc):
+            best, scores = super().predict(doc)
+            if self.languages and best[0] not in self.languages:
+                doc.metadata[FILTER_LANGUAGE] = max(scores.items(), key=lambda pair: pair[1])[0]
+            else:
+                doc.metadata[FILTER_LANGUAGE] = best[0]
+            return best, scores
 
     step = LanguageFilter(languages=list(languages) if languages else None, language_threshold=threshold)
     step.model = LocalFT176LID(step.languages)
@@ -193,6 +214,7 @@ def make_c4_filter(**kwargs):
 
 @dataclass
 class FineWebConfig:
+    # Languages to keep; None keeps every language that has filter settings.
     languages: tuple[str, ...] | None = DEFAULT_LANGUAGES
     language_threshold: float = DEFAULT_LANGUAGE_THRESHOLD
     lid_model: str | None = None
@@ -201,8 +223,13 @@ class FineWebConfig:
     pii: bool = True
     extra: dict = field(default_factory=dict)
 
+    def language_settings(self) -> dict[str, LanguageSettings]:
+        """Filter settings per kept language; InputError for a language without any."""
+        return settings_for(self.languages)
+
     def key(self) -> tuple:
-        return (self.languages, self.language_threshold, self.lid_model, self.c4_terminal_punct, self.pii)
+        records = tuple(s.record() for s in self.language_settings().values())
+        return (self.languages, self.language_threshold, self.lid_model, self.c4_terminal_punct, self.pii, records)
 
 
 @dataclass
@@ -220,18 +247,46 @@ def build_steps(cfg: FineWebConfig) -> FineWebSteps:
         URLFilter,
     )
 
+    settings = cfg.language_settings()
     install_word_tokenizer_memo()
     url_filter = URLFilter()
     url_filter.tldextractor = _offline_tldextract()
     url_filter.download_data()  # unpack the bundled block lists once, at worker start
-    text_filters = [
-        ("language", make_language_filter(cfg.languages, cfg.language_threshold, resolve_lid_model(cfg.lid_model))),
-        ("gopher_repetition", GopherRepetitionFilter()),
-        ("gopher_quality", GopherQualityFilter()),
-        ("c4_quality", make_c4_filter(filter_no_terminal_punct=cfg.c4_terminal_punct)),
-        ("fineweb_quality", FineWebQualityFilter()),
+    makers = {
+        "gopher_repetition": GopherRepetitionFilter,
+        "gopher_quality": GopherQualityFilter,
+        "c4_quality": lambda **kw: make_c4_filter(filter_no_terminal_punct=cfg.c4_terminal_punct, **kw),
+        "fineweb_quality": FineWebQualityFilter,
+    }
+    text_filters: list[tuple[str, Any]] = [
+        ("language", make_language_filter(tuple(settings), cfg.language_threshold, resolve_lid_model(cfg.lid_model))),
     ]
+    for slot in FILTER_SLOTS:
+        per_language = {code: makers[slot](language=s.word_tokenizer, **s.filters[slot])
+                        for code, s in settings.items() if slot in s.filters}
+        text_filters.append((slot, FilterByLanguage(slot, per_language, set(settings))))
     return FineWebSteps(url_filter=url_filter, text_filters=text_filters, pii=None)
+
+
+class FilterByLanguage:
+    """One filter of the chain, with one datatrove instance per language, chosen by the
+    language that language ID recorded for the page. A language whose settings have no
+    such filter passes it (FineWeb-2 runs no C4 filter)."""
+
+    def __init__(self, name: str, per_language: dict[str, Any], languages: set[str]):
+        self.name = name
+        self.per_language = per_language
+        self.languages = languages
+
+    def filter(self, doc):
+        language = doc.metadata.get(FILTER_LANGUAGE)
+        step = self.per_language.get(language)
+        if step is not None:
+            return step.filter(doc)
+        if language in self.languages:
+            return True
+        # Language ID runs first and only lets through languages that have settings.
+        raise LookupError(f"{self.name}: no settings for the page's language {language!r}")
 
 
 def make_pii_formatter():

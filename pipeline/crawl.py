@@ -66,6 +66,8 @@ class CrawlOptions:
     def check_options(self):
         if not self.languages:
             yield "languages", "must name at least one language, or 'all'"
+        elif len(self.languages) > 1 and "all" in [x.lower() for x in self.languages]:
+            yield "languages", "'all' already keeps every language that has settings; name languages or 'all'"
 
 
 class CrawlStage(Stage):
@@ -82,19 +84,29 @@ class CrawlStage(Stage):
     def __init__(self, job: str, options: CrawlOptions):
         super().__init__(job, options)
         self.steps = None
+        # A language without filter settings (or without its word splitter) is refused when
+        # the stage is made: before a job's first stage runs, and before anything is written.
+        self.fineweb_config()
 
     def fineweb_config(self) -> FineWebConfig:
+        """The filter chain's configuration. `all` keeps every language that has filter
+        settings (filters/languages/); a language without settings is refused here, before
+        any work, rather than judged by English rules."""
         languages = self.options.languages
         keep_all = languages is None or [x.lower() for x in languages] == ["all"]
-        return FineWebConfig(languages=None if keep_all else tuple(languages),
-                             language_threshold=float(self.options.language_threshold),
-                             lid_model=resolve_lid_model(self.options.lid_model))
+        cfg = FineWebConfig(languages=None if keep_all else tuple(x.lower() for x in languages),
+                            language_threshold=float(self.options.language_threshold),
+                            lid_model=resolve_lid_model(self.options.lid_model))
+        cfg.language_settings()  # raises InputError naming the languages that have settings
+        return cfg
 
     def settings(self) -> dict:
         cfg = self.fineweb_config()
         return {"languages": list(cfg.languages) if cfg.languages else None,
                 "language_threshold": cfg.language_threshold,
                 "lid_model": os.path.basename(cfg.lid_model or ""),
+                # file name and content hash per language: edited thresholds are a change of settings
+                "language_settings": {code: s.record() for code, s in cfg.language_settings().items()},
                 "c4_terminal_punct": cfg.c4_terminal_punct, "pii": cfg.pii,
                 "keep_removed": self.options.keep_removed, "extract_timeout": self.options.extract_timeout}
 
