@@ -1,0 +1,72 @@
+"""The filters' fast word splitter gives exactly spaCy's words (datatrove's SpaCyTokenizer), word for word."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from shammie.filters.words import CHUNKABLE, ChunkCachedWordTokenizer, fast_word_tokenizer
+
+LID_LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "ru")
+
+
+def real_texts(shared) -> list[str]:
+    """Real documents written by outsiders, and each of their lines (a line is a text the filters see too)."""
+    import pyarrow.parquet as pq
+
+    docs = [json.loads(line)["text"] for line in (shared / "labels" / "dclm-human-quality-agreement.jsonl").open()]
+    docs += pq.read_table(shared / "labels" / "fineweb-llm-scored-legal-1.parquet")["text"].to_pylist()
+    bench = shared / "html" / "article-extraction-benchmark"
+    docs += [item["articleBody"] for item in json.loads((bench / "ground-truth.json").read_text()).values()]
+    # raw HTML too: markup, entities and scripts are the hardest input for the affix rules
+    docs += [gzip.decompress(p.read_bytes()).decode("utf-8", "replace")[:20000]
+             for p in sorted((bench / "html").glob("*.html.gz"))[:60]]
+    lines = [ln for d in docs for ln in d.split("\n") if ln.strip()]
+    return docs + lines
+
+
+@pytest.mark.shared_data
+def test_english_words_equal_spacys_on_ten_thousand_real_texts(shared_data):
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    texts = real_texts(shared_data)
+    assert len(texts) >= 10_000, len(texts)
+    reference = SpaCyTokenizer("en")
+    fast = ChunkCachedWordTokenizer(SpaCyTokenizer("en"))
+    for rounds in range(2):  # cold cache, then warm
+        differing = [t for t in texts if fast.word_tokenize(t) != reference.word_tokenize(t)]
+        assert not differing, f"{len(differing)} texts differ, e.g. {differing[0][:200]!r}"
+    assert fast.hits > fast.misses  # the cache is what makes it fast
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("language", LID_LANGUAGES)
+def test_other_space_separated_languages_equal_spacys(shared_data, language):
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    sentences = [s for s in (shared_data / "lid" / f"{language}.txt").read_text().splitlines() if s.strip()]
+    paragraphs = [" ".join(sentences[i:i + 5]) for i in range(0, len(sentences), 5)]
+    reference, fast = SpaCyTokenizer(language), fast_word_tokenizer(SpaCyTokenizer(language))
+    assert isinstance(fast, ChunkCachedWordTokenizer) and language in CHUNKABLE
+    for text in sentences + paragraphs:
+        assert fast.word_tokenize(text) == reference.word_tokenize(text), text
+
+
+def test_a_special_case_straddling_a_space_is_left_to_spacy():
+    """spaCy's phrase matcher finds `''` across `dogs' 'When` and it shadows the real `''`: the text goes
+    to spaCy whole, and the answer is spaCy's even though the chunks alone would say otherwise."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    reference, fast = SpaCyTokenizer("en"), ChunkCachedWordTokenizer(SpaCyTokenizer("en"))
+    for text in ("think so. ''When I", "the dogs' ''When I", "a b' 's c", "smile :) ok", "x ( : y", "it's 10 a.m. now"):
+        assert fast.word_tokenize(text) == reference.word_tokenize(text), text
+    assert fast.whole_texts >= 1
+
+
+def test_segmenting_languages_are_not_wrapped():
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    tokenizer = SpaCyTokenizer("zh")
+    assert fast_word_tokenizer(tokenizer) is tokenizer
