@@ -328,8 +328,31 @@ def throughput_plot(data: JobData) -> Plot:
     return plot
 
 
+def cost_plot(data: JobData) -> Plot:
+    plot = Plot("cost", "Crawl cost per step")
+    crawl = data.section("crawl")
+    cost = crawl.get("cost") or {}
+    per_1000 = cost.get("cpu_seconds_per_1000_pages") or {}
+    if not per_1000:
+        plot.missing = "no per-step CPU time in the \"crawl\" section (crawled by an older Shammie, or no page)"
+        return plot
+    rows = sorted(per_1000.items(), key=lambda kv: -kv[1])
+    fig, ax = _barh([k for k, _ in rows], [float(v) for _, v in rows], "CPU seconds per 1,000 HTML pages",
+                    color="#C44E52")
+    extractor = crawl.get("extractor") or {}
+    ax.set_title(f"Crawl CPU per step ({extractor.get('name', 'trafilatura')} {extractor.get('version', '')})".strip())
+    plot.png = _png(fig)
+    plot.table = rows + [("total CPU s / 1,000 pages", cost.get("cpu_seconds_per_1000_pages_total")),
+                         ("pages measured", cost.get("pages")),
+                         (f"projected core-hours for a {cost.get('snapshot_pages', 0) / 1e9:g}B-page snapshot",
+                          cost.get("projected_core_hours_per_snapshot"))]
+    plot.note = ("process time inside the crawl tasks after each worker's one-time warm-up (models and block "
+                 "lists load in setup); Ray start-up and scheduling are outside it")
+    return plot
+
+
 PLOTS: list[Callable[[JobData], Plot]] = [funnel_plot, domains_plot, edu_plot, language_plot, dedup_plot,
-                                          throughput_plot]
+                                          throughput_plot, cost_plot]
 
 
 # ---------------------------------------------------------------- HTML

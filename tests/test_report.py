@@ -14,7 +14,7 @@ import pytest
 from shammie.jobs.cli import main
 from shammie.jobs.report import write_report
 
-ALL_PLOTS = {"funnel", "domains", "edu", "language", "dedup", "throughput"}
+ALL_PLOTS = {"funnel", "domains", "edu", "language", "dedup", "throughput", "cost"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 CRAWL = {
@@ -24,6 +24,9 @@ CRAWL = {
                                                              "gopher_repetition", "gopher_quality", "c4_quality",
                                                              "fineweb_quality"],
     "settings": {"languages": ["en"], "language_threshold": 0.65}, "seconds": 6.0,
+    "cost": {"pages": 24, "cpu_seconds": 1.2, "cpu_seconds_per_1000_pages": {"extraction": 30.0, "language": 20.0},
+             "cpu_seconds_per_1000_pages_total": 50.0, "snapshot_pages": 3_000_000_000,
+             "projected_core_hours_per_snapshot": 41667},
 }
 DEDUP = {"documents": 9, "documents_in": 12, "clusters": 2, "removed": 3, "kept": 9, "largest_cluster": 3,
          "scope": "per snapshot", "per_snapshot": {"CC-MAIN-2024-22": {"documents_in": 12, "removed": 3}},
@@ -86,7 +89,7 @@ def test_crawl_only_job_still_gets_a_report_that_names_what_is_missing(tmp_path,
     assert main(["report", str(job)]) == 0
     out = capsys.readouterr().out
     html = (job / "report.html").read_text()
-    assert set(embedded_plots(html)) == {"funnel", "language", "throughput"}
+    assert set(embedded_plots(html)) == {"funnel", "language", "throughput", "cost"}
     missing = html[html.index('id="missing"'):html.index("</div>", html.index('id="missing"'))]
     for title in ("Documents and tokens per domain", "Edu score histogram", "Dedup cluster-size distribution"):
         assert title in missing
@@ -151,3 +154,26 @@ def test_the_funnel_splits_dedup_into_exact_near_and_earlier_snapshot_removals(t
             funnel["after earlier snapshots"], funnel["after dedup"]) == (11, 10, 9, 9)
     table = dict(next(p for p in plots if p.key == "dedup").table)
     assert table["removed against earlier snapshots"] == 1 and table["exact copies removed"] == 1
+
+
+def test_crawl_cost_per_step_and_the_snapshot_projection_are_reported(tmp_path):
+    cost = {"pages": 24, "cpu_seconds": 2.4, "cpu_seconds_per_1000_pages": {"extraction": 60.0, "gopher_repetition": 30.0,
+            "language": 10.0}, "cpu_seconds_per_1000_pages_total": 100.0, "snapshot_pages": 3_000_000_000,
+            "projected_core_hours_per_snapshot": 83333}
+    crawl = {**CRAWL, "cost": cost, "extractor": {"name": "resiliparse", "version": "2.0.1"}}
+    job = make_job(tmp_path, {"crawl": crawl})
+    path, plots = write_report(str(job))
+    table = dict(next(p for p in plots if p.key == "cost").table)
+    assert table["extraction"] == 60.0 and table["projected core-hours for a 3B-page snapshot"] == 83333
+    assert "plot-cost" in Path(path).read_text()
+
+
+def test_the_crawl_reports_cpu_per_step_and_projects_a_snapshot():
+    from collections import Counter
+
+    from shammie.pipeline.crawl import crawl_cost
+
+    cost = crawl_cost(Counter({"extraction": 2.0, "language": 1.0}), 1000)
+    assert cost["cpu_seconds_per_1000_pages"] == {"extraction": 2.0, "language": 1.0}
+    assert cost["projected_core_hours_per_snapshot"] == round(3.0 / 1000 * 3e9 / 3600)
+    assert crawl_cost(Counter(), 0) == {"pages": 0}
