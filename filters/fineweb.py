@@ -138,13 +138,16 @@ def install_word_tokenizer_memo() -> None:
         return
     from datatrove.utils import word_tokenizers
 
+    from shammie.filters.words import fast_word_tokenizer
+
     original = word_tokenizers.load_word_tokenizer
     cache: dict[Any, Any] = {}
 
     def load_memo(language_or_tok):
         key = language_or_tok if isinstance(language_or_tok, str) else id(language_or_tok)
         if key not in cache:
-            cache[key] = _MemoWordTokenizer(original(language_or_tok))
+            # spaCy's exact words, from a per-worker cache of space-separated chunks (filters/words.py)
+            cache[key] = _MemoWordTokenizer(fast_word_tokenizer(original(language_or_tok)))
         return cache[key]
 
     word_tokenizers.load_word_tokenizer = load_memo
