@@ -104,6 +104,8 @@ def main() -> None:
     ap.add_argument("--corpus", default=None, help="existing folder of .warc.gz files (skips generation)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--skip-datatrove", action="store_true")
+    ap.add_argument("--extractors", nargs="+", default=["trafilatura"], choices=["trafilatura", "resiliparse"],
+                    help="Shammie's --extractor modes to run (datatrove always runs its trafilatura step)")
     ap.add_argument("--_datatrove-child", nargs=3, metavar=("CORPUS", "OUT", "WORKERS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._datatrove_child:
@@ -122,21 +124,27 @@ def main() -> None:
     results = {"machine": f"{platform.node()} {os.cpu_count()} cores, {platform.python_version()}",
                "load_before": os.getloadavg(), "records": args.records, "files": args.files, "runs": []}
     for w in args.workers:
-        job = os.path.join(work, f"shammie-{w}")
-        wall, peak, out = run_timed([shammie, "crawl", corpus, "--output", job, "--workers", str(w), "--no-progress"],
-                                    env=env)
-        stats = json.load(open(os.path.join(job, "stats.json")))["crawl"]
-        pages = stats["html_responses"]
-        import pyarrow.parquet as pq
+        kept_sets = {}
+        for extractor in args.extractors:
+            job = os.path.join(work, f"shammie-{extractor}-{w}")
+            wall, peak, out = run_timed([shammie, "crawl", corpus, "--output", job, "--workers", str(w), "--no-progress",
+                                         "--extractor", extractor], env=env)
+            stats = json.load(open(os.path.join(job, "stats.json")))["crawl"]
+            pages = stats["html_responses"]
+            import pyarrow.parquet as pq
 
-        kept = sorted(i for p in glob.glob(os.path.join(job, "documents", "*.parquet"))
-                      for i in pq.read_table(p, columns=["id"]).column("id").to_pylist())
-        run = {"tool": "shammie", "workers": w, "pages": pages, "wall_s": round(wall, 2),
-               "stage_s": stats["seconds"], "docs_per_s_wall": round(pages / wall, 2),
-               "docs_per_s_stage": round(pages / stats["seconds"], 2), "peak_worker_rss_mib": round(peak / 2**20),
-               "kept": len(kept)}
-        results["runs"].append(run)
-        print(json.dumps(run), flush=True)
+            kept = sorted(i for p in glob.glob(os.path.join(job, "documents", "*.parquet"))
+                          for i in pq.read_table(p, columns=["id"]).column("id").to_pylist())
+            run = {"tool": f"shammie-{extractor}", "workers": w, "pages": pages, "wall_s": round(wall, 2),
+                   "stage_s": stats["seconds"], "docs_per_s_wall": round(pages / wall, 2),
+                   "docs_per_s_stage": round(pages / stats["seconds"], 2), "peak_worker_rss_mib": round(peak / 2**20),
+                   "kept": len(kept)}
+            results["runs"].append(run)
+            kept_sets[extractor] = kept
+            print(json.dumps(run), flush=True)
+        if len(kept_sets) == 2:  # overlap of the two extractors' kept sets
+            a, b = (set(v) for v in kept_sets.values())
+            results.setdefault("extractor_kept_jaccard", {})[w] = round(len(a & b) / max(len(a | b), 1), 4)
         if not args.skip_datatrove:
             dout = os.path.join(work, f"datatrove-{w}")
             wall, peak, out = run_timed([sys.executable, __file__, "--_datatrove-child", corpus, dout, str(w)], env=env)
@@ -145,7 +153,7 @@ def main() -> None:
                     "stage_s": round(res["stage_seconds"], 2), "docs_per_s_wall": round(pages / wall, 2),
                     "docs_per_s_stage": round(pages / res["stage_seconds"], 2),
                     "peak_worker_rss_mib": round(peak / 2**20), "kept": len(res["kept_ids"]),
-                    "same_kept_set": res["kept_ids"] == kept}
+                    "same_kept_set": res["kept_ids"] == kept_sets.get("trafilatura")}
             results["runs"].append(drun)
             print(json.dumps(drun), flush=True)
     results["load_after"] = os.getloadavg()
@@ -157,14 +165,19 @@ def main() -> None:
         print(f"| {r['tool']} | {r['workers']} | {r['pages']} | {r['wall_s']} | {r['docs_per_s_wall']} | {r['stage_s']} | "
               f"{r['docs_per_s_stage']} | {r['peak_worker_rss_mib']} | {r['kept']} |")
     by = {(r["tool"], r["workers"]): r for r in results["runs"]}
-    for w in args.workers:
-        if ("datatrove", w) in by:
-            s, d = by[("shammie", w)], by[("datatrove", w)]
-            print(f"\n{w} worker(s): shammie/datatrove = {s['docs_per_s_wall'] / d['docs_per_s_wall']:.2f}x end to end, "
-                  f"{s['docs_per_s_stage'] / d['docs_per_s_stage']:.2f}x stage; same kept set: {d['same_kept_set']}")
-    if ("shammie", 1) in by and ("shammie", 2) in by:
-        print(f"shammie 2 workers / 1 worker = {by[('shammie', 2)]['docs_per_s_stage'] / by[('shammie', 1)]['docs_per_s_stage']:.2f}x (stage)")
-
+    for extractor in args.extractors:
+        tool = f"shammie-{extractor}"
+        for w in args.workers:
+            if ("datatrove", w) in by:
+                s, d = by[(tool, w)], by[("datatrove", w)]
+                print(f"\n{tool}, {w} worker(s): /datatrove = {s['docs_per_s_wall'] / d['docs_per_s_wall']:.2f}x end to "
+                      f"end, {s['docs_per_s_stage'] / d['docs_per_s_stage']:.2f}x stage; same kept set as datatrove: "
+                      f"{d['same_kept_set'] if extractor == 'trafilatura' else 'n/a'}")
+        if (tool, 1) in by and (tool, 2) in by:
+            print(f"{tool} 2 workers / 1 worker = {by[(tool, 2)]['docs_per_s_stage'] / by[(tool, 1)]['docs_per_s_stage']:.2f}x"
+                  " (stage)")
+    if results.get("extractor_kept_jaccard"):
+        print(f"kept-set Jaccard between the extractors: {results['extractor_kept_jaccard']}")
 
 if __name__ == "__main__":
     main()
