@@ -143,6 +143,23 @@ def test_english_settings_are_fineweb_datatrove_defaults(steps):
         assert state(english) == state(reference), name
 
 
+def test_each_filter_is_chosen_by_the_language_id_result(steps):
+    """C4 runs for English only (FineWeb-2 runs none); a page that reached the filters
+    without a language of the chain is an error, never silently judged by other rules."""
+    from datatrove.data import Document
+
+    c4 = dict(steps.text_filters)["c4_quality"]
+    short = "Ein Satz.\nNoch einer.\nUnd ein dritter Satz hier."  # too few sentences for C4
+
+    def judged(language):
+        return c4.filter(Document(text=short, id="c4", metadata={FILTER_LANGUAGE: language}))
+
+    assert judged("en") == (False, "too_few_sentences")
+    assert judged("de") is True
+    with pytest.raises(LookupError, match="no settings for the page's language 'tlh'"):
+        judged("tlh")
+
+
 def test_settings_record_ignores_comments_and_provenance_not_thresholds():
     german = ls.load_language_settings("de")
     assert german.record().startswith("de.yaml sha256:")
