@@ -35,6 +35,8 @@ import sys
 
 import torch
 
+from trainer_args import add_trainer_arguments  # the examples' shared flags, beside this file
+
 from shammie.mixing.dataset import MixtureDataset
 from shammie.mixing.losses import DomainLossAccumulator, sequence_losses, unpack_batch
 from shammie.mixing.mixer import MixLog, OnlineDataMixer, StaticMixer
@@ -117,18 +119,7 @@ def mixture_state_name(rank: int) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", required=True, help="shard store to train on")
-    p.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--log", required=True, help="mixing log (JSONL), written by rank 0")
-    p.add_argument("--mixer", choices=["odm", "uniform", "natural"], default="odm")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch and rank")
-    p.add_argument("--seq-len", type=int, default=64, help="tokens the model predicts per sequence")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    add_trainer_arguments(p)
     p.add_argument("--out", default="runs/hf-trainer", help="Trainer output_dir (checkpoints with --save-steps)")
     p.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps (0: never)")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
