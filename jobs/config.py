@@ -30,7 +30,7 @@ import yaml
 from shammie.pipeline.errors import UserError
 from shammie.pipeline.options import from_mapping, option, option_specs, options_table, to_mapping
 
-STAGES = ("crawl", "dedup", "decontaminate", "edu", "classify", "shard")
+STAGES = ("crawl", "dedup", "decontaminate", "edu", "classify", "shard", "export")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ def _sections() -> dict[str, Section]:
     from shammie.dedup.minhash import DedupOptions
     from shammie.filters.decontaminate import DecontaminateOptions
     from shammie.filters.scoring import ScoreOptions, SubsetOptions
+    from shammie.mixing.export import ExportOptions
     from shammie.mixing.shard_stage import ShardOptions
     from shammie.pipeline.crawl import CrawlOptions
 
@@ -79,6 +80,8 @@ def _sections() -> dict[str, Section]:
         "classify": Section(((ScoreOptions, {**chained, "kind": "quality", "backend": "fasttext"}, None),), False,
                             "-> classified/ (`shammie classify score`)"),
         "shard": Section(((ShardOptions, chained, None),), True, "-> the shard store (`shammie shard`)"),
+        "export": Section(((ExportOptions, {"store": ""}, None),), False,
+                          "the store -> Megatron .bin/.idx or a `datasets` folder (`shammie export`)"),
     }
 
 

@@ -92,6 +92,12 @@ def plan(config: JobConfig) -> list[Step]:
     if config.enabled("shard"):
         (options,) = config.options["shard"]
         steps.append(Step("shard", "shard", ShardStage(job, chained(options)), previous))
+    if config.enabled("export"):
+        from shammie.mixing.export import ExportStage
+
+        (options,) = config.options["export"]
+        steps.append(Step("export", "export", ExportStage(job, dataclasses.replace(options, store=config.store)),
+                          "store"))
     return steps
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import ShammieError
 from shammie.pipeline.options import option
+from shammie.pipeline.stage import InputFile, Stage, Task
 
 FORMATS = ("megatron", "hf")
 RECORD = "export.json"
@@ -459,3 +460,53 @@ def dataset_card(store, record: dict[str, Any], funnel: list[tuple[str, int]], f
               "Texts come from Common Crawl through Shammie's pipeline (trafilatura extraction, FineWeb heuristic "
               "filters, MinHash dedup); check the licences and terms of the sources before publishing.", ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- as a step of a job
+
+
+class ExportStage(Stage):
+    """The export as the last step of `shammie run` (`export:` in a job YAML), on the stage runner:
+    the job's lock, the store's manifest as the recorded input, the `export` section of stats.json.
+
+    The export folder holds nothing but the export (Megatron and `datasets` read it as is), so the
+    runner keeps its record and `_SUCCESS` in `JOB/_export/`; the folder itself is replaced whole
+    by `export_store` (`manages_output`)."""
+
+    name = "export"
+    output = "export"
+    Options = ExportOptions
+    manages_output = True
+    job_field = "store"
+
+    def output_url(self) -> str:
+        return _local_output(self.options.output)
+
+    def bookkeeping_url(self) -> str:
+        return storage.join(self.job, "_export")
+
+    def resolve_inputs(self) -> list[InputFile]:
+        manifest = storage.join(self.options.store, "manifest.json")
+        fingerprint = storage.file_fingerprint(manifest)
+        if fingerprint is None:
+            raise ExportError(f"{self.options.store} holds no shard store (no manifest.json); run the shard step first")
+        return [InputFile(manifest, "manifest.json", fingerprint)]
+
+    def settings(self) -> dict[str, Any]:
+        return {"format": self.options.format, "build_id": self.options.build_id, "output": self.output_url()}
+
+    def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
+        return [Task("export", {})]
+
+    def execute(self, ctx) -> dict[str, dict]:
+        return {"export": export_store(self.options.store, self.output_url(), self.options.format,
+                                       build_id=self.options.build_id)}
+
+    def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
+        record = dict(results["export"])
+        record.setdefault("documents", sum(int(d.get("documents", 0)) for d in (record.get("domains") or {}).values()
+                                           if isinstance(d, dict)) or None)
+        return record
+
+    def describe(self, section: dict[str, Any]) -> str:
+        return f"export ({self.options.format}): {section.get('tokens')} tokens -> {self.output_url()}"

@@ -340,12 +340,13 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
     record_inputs = input_record(inputs)
 
     with StageLock(job, folder, stage.name, wait=run.wait):
-        old = _read_record(out)
+        books = stage.bookkeeping_url()
+        old = _read_record(books)
         has_output = bool(_data_files(out, stage))
         change = None
         if old is not None:
             change = describe_change(stage, old, settings, record_inputs)
-        elif not stage.manages_output and (has_output or storage.exists(storage.join(out, jobdir.SUCCESS))):
+        elif not stage.manages_output and (has_output or storage.exists(storage.join(books, jobdir.SUCCESS))):
             change = "it was written without a record of its inputs and settings (an older Shammie, or by hand)"
         if change and not run.overwrite:
             raise StageRefused(f"{out} was made from other input or settings: {change}. Pass --overwrite to "
@@ -364,10 +365,10 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
         tasks = stage.plan(inputs, target)
         if status == "resumed" and stage.manages_output and not change:
             section = jobdir.read_stats(job).get(stage.name)
-            if storage.exists(storage.join(out, jobdir.SUCCESS)) and isinstance(section, dict):
+            if storage.exists(storage.join(books, jobdir.SUCCESS)) and isinstance(section, dict):
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
                 return StageResult(section, "complete")
-        elif status in ("resumed", "grew") and storage.exists(storage.join(out, jobdir.SUCCESS)) \
+        elif status in ("resumed", "grew") and storage.exists(storage.join(books, jobdir.SUCCESS)) \
                 and _complete_and_valid(out, tasks):
             section = jobdir.read_stats(job).get(stage.name)
             if status == "resumed" and isinstance(section, dict):
@@ -416,10 +417,11 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
 
     job = stage.job
     storage.makedirs(target)
+    books = stage.bookkeeping_url() if target == stage.output_url() else target
     if not stage.manages_output:
         # No longer complete from here on: a reader sees either the old _SUCCESS or none.
-        storage.remove(storage.join(target, jobdir.SUCCESS))
-    storage.write_json_atomic(storage.join(target, STAGE_RECORD), {
+        storage.remove(storage.join(books, jobdir.SUCCESS))
+    storage.write_json_atomic(storage.join(books, STAGE_RECORD), {
         "version": RECORD_VERSION, "stage": stage.name, "settings": settings, "inputs": record_inputs,
         "started_at": _now()})
     say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) -> {target}")
@@ -437,7 +439,7 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     section["settings"] = settings
     section["inputs"] = len(inputs)
     jobdir.update_stats(job, stage.name, section)
-    success_url = storage.join(target, jobdir.SUCCESS)
+    success_url = storage.join(books, jobdir.SUCCESS)
     previous = storage.read_json(success_url) if stage.manages_output else None
     storage.write_json_atomic(success_url, {
         **(previous if isinstance(previous, dict) else {}),

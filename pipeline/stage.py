@@ -89,6 +89,11 @@ class Stage:
         """Where the output lives; inside the job unless the stage says otherwise (a store on s3://)."""
         return jobdir.stage_path(self.job, self.output_folder())
 
+    def bookkeeping_url(self) -> str:
+        """The folder of the runner's `_stage.json` and `_SUCCESS`: the output folder itself, unless the
+        output must hold nothing but what the stage writes (an export another tool reads)."""
+        return self.output_url()
+
     def settings(self) -> dict[str, Any]:
         """What the output depends on besides its inputs; a change is refused (or --overwrite)."""
         if self.options is None:

@@ -364,3 +364,32 @@ def test_export_of_a_store_on_s3(tmp_path, s3_bucket, monkeypatch):
         ids = [r["id"] for f in sorted((tmp_path / "h" / "data" / domain).glob("*.parquet"))
                for r in pq.read_table(f, columns=["id"]).to_pylist()]
         assert ids == [f"{domain}-{i}" for i in range(len(documents))]
+
+
+def test_export_is_a_step_of_a_job_config_with_its_stats(site_job, tmp_path, capsys):
+    """`export:` in a job YAML runs after the shard step on the stage runner: its record in stats.json,
+    nothing of the runner's inside the export folder, and a re-run finds it complete."""
+    import json
+    import shutil
+
+    from shammie.jobs.cli import main
+
+    job = tmp_path / "job"
+    shutil.copytree(site_job, job)
+    config = tmp_path / "job.yaml"
+    config.write_text(f"output: {job}\ncrawl: {{enabled: false}}\ndedup: {{enabled: false}}\n"
+                      f"shard: {{enabled: false}}\nexport: {{enabled: true, format: megatron, output: {tmp_path / 'mg'}}}\n")
+    assert main(["run", str(config), "--no-progress"]) == 0
+    stats = json.loads((job / "stats.json").read_text())["export"]
+    assert stats["format"] == "megatron" and stats["tokens"] > 0 and stats["settings"]["format"] == "megatron"
+    assert (tmp_path / "mg" / "data_path.txt").exists()
+    assert not [p.name for p in (tmp_path / "mg").iterdir() if p.name.startswith("_")]
+    assert (job / "_export" / "_SUCCESS").exists()
+    capsys.readouterr()
+    assert main(["run", str(config), "--no-progress"]) == 0
+    assert "export: complete, skipped" in capsys.readouterr().out
+    # another format is a changed setting: refused without --overwrite
+    config.write_text(config.read_text().replace("format: megatron", "format: hf"))
+    assert main(["run", str(config), "--no-progress"]) == 2
+    assert main(["run", str(config), "--no-progress", "--overwrite"]) == 0
+    assert json.loads((job / "stats.json").read_text())["export"]["format"] == "hf"
