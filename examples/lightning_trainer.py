@@ -27,7 +27,9 @@ import sys
 
 import torch
 
-from trainer_args import add_trainer_arguments  # the examples' shared flags, beside this file
+# the examples' shared flags live beside this file (also when the file is imported, not run)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from trainer_args import add_trainer_arguments  # noqa: E402
 import torch.nn as nn
 
 from shammie.mixing.dataset import MixtureDataset
