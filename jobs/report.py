@@ -22,7 +22,8 @@ from shammie.pipeline import jobdir, storage
 
 REPORT_NAME = "report.html"
 # Sections of stats.json that count documents through a stage, in pipeline order.
-STAGE_SECTIONS = ("crawl", "exact_dedup", "dedup", "decontaminate", "classify", "edu_score", "edu_subset", "shard")
+STAGE_SECTIONS = ("crawl", "exact_dedup", "dedup", "decontaminate", "classify", "edu_score", "edu_subset", "shard",
+                  "export")
 FILTER_LABELS = {
     "url_filter": "URL filter", "extraction_empty": "no text extracted", "language": "language",
     "gopher_repetition": "Gopher repetition", "gopher_quality": "Gopher quality",

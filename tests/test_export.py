@@ -385,6 +385,10 @@ def test_export_is_a_step_of_a_job_config_with_its_stats(site_job, tmp_path, cap
     assert (tmp_path / "mg" / "data_path.txt").exists()
     assert not [p.name for p in (tmp_path / "mg").iterdir() if p.name.startswith("_")]
     assert (job / "_export" / "_SUCCESS").exists()
+    from shammie.jobs.report import write_report
+
+    _, plots = write_report(str(job))  # the export step is in the report's per-stage throughput
+    assert "export" in [row[0] for row in next(p for p in plots if p.key == "throughput").table]
     capsys.readouterr()
     assert main(["run", str(config), "--no-progress"]) == 0
     assert "export: complete, skipped" in capsys.readouterr().out
