@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shammie.dedup.arrays import load_npy, save_npy
 from shammie.dedup.signatures import normalise_words
 from shammie.pipeline import documents, jobdir, storage
 from shammie.pipeline.options import option
@@ -39,24 +40,13 @@ def text_hashes(texts: list[str], dumps: list[str], across_snapshots: bool) -> n
 def hash_task(p: dict) -> dict:
     table = read_documents(p["input"], columns=["text", "dump"])
     hashes = text_hashes(table["text"].to_pylist(), table["dump"].to_pylist(), p["across"])
-    _save(p["output"], hashes)
+    save_npy(p["output"], hashes)
     return {"documents": len(hashes)}
-
-
-def _save(url: str, array: np.ndarray) -> None:
-    with storage.atomic_write(url) as local, open(local, "wb") as f:
-        np.save(f, array)
-
-
-def _load(url: str) -> np.ndarray:
-    fs, path = storage.get_fs(url)
-    with fs.open(path, "rb") as f:
-        return np.load(f)
 
 
 def filter_task(p: dict) -> dict:
     table = read_documents(p["input"])
-    keep = _load(p["keep"])
+    keep = load_npy(p["keep"])
     documents.write_table(table.filter(keep), p["output"])
     return {"documents": int(keep.sum()), "removed": int((~keep).sum())}
 
@@ -73,7 +63,7 @@ def exact_keep_masks(ctx, tasks: list[Task], across_snapshots: bool, work: str) 
     ctx.run_tasks([Task(t.name, {"input": t.payload["input"], "output": u, "across": across_snapshots},
                         (f"{folder}/{t.name}.hashes.npy",)) for t, u in zip(tasks, hash_urls)],
                   hash_task, folder=folder, desc="exact duplicates: hashing")
-    hashes = [_load(u) for u in hash_urls]
+    hashes = [load_npy(u) for u in hash_urls]
     # the first position of each hash, in input order (file name, then row), is the copy kept
     _, first, inverse = np.unique(np.concatenate(hashes) if hashes else np.empty(0, np.uint64),
                                   return_index=True, return_inverse=True)
@@ -85,7 +75,7 @@ def exact_keep_masks(ctx, tasks: list[Task], across_snapshots: bool, work: str) 
     keep_urls, start = [], 0
     for task, h in zip(tasks, hashes):
         url = storage.join(ctx.out, folder, f"{task.name}.keep.npy")
-        _save(url, keep_all[start:start + len(h)])
+        save_npy(url, keep_all[start:start + len(h)])
         start += len(h)
         keep_urls.append(url)
     return keep_urls, edges

@@ -27,11 +27,11 @@ as Python objects (~100+ bytes per key) instead of arrays on disk.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 
+from shammie.dedup.arrays import load_npy, load_npz, open_npz, save_npy, save_npz
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import InputError
 
@@ -41,19 +41,6 @@ INDEX_FORMAT = 1
 
 def index_url(job: str) -> str:
     return storage.join(job, jobdir.DEDUPED, INDEX)
-
-
-def _save(url: str, array: np.ndarray) -> None:
-    with storage.atomic_write(url) as local, open(local, "wb") as f:
-        np.save(f, array)
-
-
-def _load(url: str, mmap: bool = False) -> np.ndarray:
-    if mmap and not storage.is_remote(url):
-        return np.load(storage.strip_file_scheme(url), mmap_mode="r")
-    fs, path = storage.get_fs(url)
-    with fs.open(path, "rb") as f:
-        return np.load(f)
 
 
 def read_index_info(job: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -83,8 +70,9 @@ def against_task(p: dict) -> dict:
     Every document with shingles is probed, not only this job's kept ones: a cluster of
     this job is a duplicate of the history as soon as one of its members is, exactly as
     if all snapshots had been clustered together (the driver then removes whole clusters)."""
-    sig = np.load(_open(p["signatures"]))
-    valid = sig["valid"]
+    with open_npz(p["signatures"]) as sig:
+        valid = sig["valid"]
+        keys_of_band = [_unsalted(sig, b) for b in range(p["bands"])]
     rows = np.flatnonzero(valid)
     matched_job = np.full(rows.size, -1, dtype=np.int32)
     matched_doc = np.full(rows.size, -1, dtype=np.int64)
@@ -93,22 +81,21 @@ def against_task(p: dict) -> dict:
             open_rows = matched_job < 0
             if not open_rows.any():
                 break
-            keys = _load(storage.join(index, f"k{b:02d}.npy"), mmap=True)
+            keys = load_npy(storage.join(index, f"k{b:02d}.npy"), mmap=True)
             if keys.size == 0:
                 continue
-            query = _unsalted(sig, b)[rows[open_rows]]
+            query = keys_of_band[b][rows[open_rows]]
             pos = np.searchsorted(keys, query)
             pos_clipped = np.minimum(pos, keys.size - 1)
             hit = (pos < keys.size) & (np.asarray(keys[pos_clipped]) == query)
             if hit.any():
-                docs = _load(storage.join(index, f"d{b:02d}.npy"), mmap=True)
+                docs = load_npy(storage.join(index, f"d{b:02d}.npy"), mmap=True)
                 where = np.flatnonzero(open_rows)[hit]
                 matched_job[where] = j
                 matched_doc[where] = np.asarray(docs[pos_clipped[hit]])
     found = matched_job >= 0
     out = {"rows": rows[found].astype(np.int64), "job": matched_job[found], "doc": matched_doc[found]}
-    with storage.atomic_write(p["output"]) as local, open(local, "wb") as f:
-        np.savez(f, **out)
+    save_npz(p["output"], **out)
     return {"documents": int(valid.shape[0]), "matched": int(found.sum())}
 
 
@@ -122,9 +109,9 @@ def clusters_matching_history(files: list[dict], n_jobs: int) -> tuple[list[np.n
     matched_root: dict[int, tuple[int, int]] = {}
     labels = []
     for f in files:
-        label = np.load(_open(f["remove"]))["label"]
+        label = load_npz(f["remove"], ["label"])["label"]
         labels.append(label)
-        m = np.load(_open(f["against"]))
+        m = load_npz(f["against"], ["rows", "job", "doc"])
         for root, j, d in zip(label[m["rows"]].tolist(), m["job"].tolist(), m["doc"].tolist()):
             matched_root.setdefault(root, (j, d))
     roots = np.array(sorted(matched_root), dtype=np.int64)
@@ -136,14 +123,6 @@ def clusters_matching_history(files: list[dict], n_jobs: int) -> tuple[list[np.n
             per_job[matched_root[int(label[r])][0]] += 1
         per_file.append(rows.astype(np.int64))
     return per_file, matched_root, per_job
-
-
-def _open(url: str):
-    fs, path = storage.get_fs(url)
-    with fs.open(path, "rb") as f:
-        import io
-
-        return io.BytesIO(f.read())
 
 
 def _unsalted(sig, b: int) -> np.ndarray:
@@ -161,10 +140,10 @@ def write_index(out: str, files: list[dict], params: dict[str, Any], against: li
     snapshots together would); a key maps to the kept document of its cluster, or -1 when
     the cluster was removed as a copy of an earlier job."""
     root_dir = storage.join(out, INDEX)
-    keep_per_file, labels, idhash, sizes = [], [], [], []
+    keep_per_file, labels, idhash, sizes, valid_rows = [], [], [], [], []
     for i, f in enumerate(files):
-        sig = np.load(_open(f["signatures"]))
-        removed = np.load(_open(f["remove"]))
+        sig = load_npz(f["signatures"], ["valid", "idhash"])
+        removed = load_npz(f["remove"], ["rows", "label", "sizes"])
         keep = np.ones(sig["valid"].shape[0], dtype=bool)
         keep[removed["rows"]] = False
         if against_removed is not None:
@@ -173,29 +152,31 @@ def write_index(out: str, files: list[dict], params: dict[str, Any], against: li
         labels.append(removed["label"])
         idhash.append(sig["idhash"][keep])
         sizes.append(removed["sizes"][keep])
-    # kept document number of each kept root (global row -> number among kept documents)
+        valid_rows.append(np.flatnonzero(sig["valid"]))  # documents too short for shingles have no keys
+    # each keyed document -> the kept document of its cluster (its number among kept documents), or -1
     kept_global = np.concatenate([np.flatnonzero(k) + f["offset"] for k, f in zip(keep_per_file, files)]) \
         if files else np.empty(0, np.int64)
-    for b in range(params["bands"]):
-        keys, docs = [], []
-        for i, f in enumerate(files):
-            sig = np.load(_open(f["signatures"]))
-            rows = np.flatnonzero(sig["valid"])
-            keys.append(_unsalted(sig, b)[rows])
-            root = labels[i][rows]
-            pos = np.searchsorted(kept_global, root)
-            pos_clipped = np.minimum(pos, max(kept_global.size - 1, 0))
-            ok = (pos < kept_global.size) & (kept_global[pos_clipped] == root) if kept_global.size else \
-                np.zeros(rows.size, dtype=bool)
-            docs.append(np.where(ok, pos_clipped, -1).astype(np.int64))
+    doc_of_rows = []
+    for rows, label in zip(valid_rows, labels):
+        root = label[rows]
+        pos = np.searchsorted(kept_global, root)
+        pos_clipped = np.minimum(pos, max(kept_global.size - 1, 0))
+        ok = (pos < kept_global.size) & (kept_global[pos_clipped] == root) if kept_global.size else \
+            np.zeros(rows.size, dtype=bool)
+        doc_of_rows.append(np.where(ok, pos_clipped, -1).astype(np.int64))
+    for b in range(params["bands"]):  # one band of every file in memory at a time
+        keys = []
+        for f, rows in zip(files, valid_rows):
+            with open_npz(f["signatures"]) as sig:
+                keys.append(_unsalted(sig, b)[rows])
+        docs = doc_of_rows
         k = np.concatenate(keys) if keys else np.empty(0, np.uint64)
         d = np.concatenate(docs) if docs else np.empty(0, np.int64)
         order = np.argsort(k, kind="stable")
-        _save(storage.join(root_dir, f"k{b:02d}.npy"), k[order])
-        _save(storage.join(root_dir, f"d{b:02d}.npy"), d[order])
-    with storage.atomic_write(storage.join(root_dir, "docs.npz")) as local, open(local, "wb") as fh:
-        np.savez(fh, idhash=np.concatenate(idhash) if idhash else np.empty(0, np.uint64),
-                 cluster_size=np.concatenate(sizes).astype(np.int32) if sizes else np.empty(0, np.int32))
+        save_npy(storage.join(root_dir, f"k{b:02d}.npy"), k[order])
+        save_npy(storage.join(root_dir, f"d{b:02d}.npy"), d[order])
+    save_npz(storage.join(root_dir, "docs.npz"), idhash=np.concatenate(idhash) if idhash else np.empty(0, np.uint64),
+             cluster_size=np.concatenate(sizes).astype(np.int32) if sizes else np.empty(0, np.int32))
     # rehydration: a whole cluster of this job is a set of copies of the earlier document it hit
     earlier: dict[tuple[int, int], int] = {}
     all_labels = np.concatenate(labels) if labels else np.empty(0, np.int64)
@@ -204,10 +185,9 @@ def write_index(out: str, files: list[dict], params: dict[str, Any], against: li
         if d >= 0:
             earlier[(j, d)] = earlier.get((j, d), 0) + int(cluster_sizes[root])
     pairs = sorted(earlier.items())
-    with storage.atomic_write(storage.join(root_dir, "earlier_copies.npz")) as local, open(local, "wb") as fh:
-        np.savez(fh, job=np.array([p[0][0] for p in pairs], dtype=np.int32),
-                 doc=np.array([p[0][1] for p in pairs], dtype=np.int64),
-                 copies=np.array([p[1] for p in pairs], dtype=np.int64))
+    save_npz(storage.join(root_dir, "earlier_copies.npz"), job=np.array([p[0][0] for p in pairs], dtype=np.int32),
+             doc=np.array([p[0][1] for p in pairs], dtype=np.int64),
+             copies=np.array([p[1] for p in pairs], dtype=np.int64))
     info = {"format": INDEX_FORMAT, "params": params, "documents": int(kept_global.size),
             "against": [{"job": job, "removed": n} for job, n in zip(against, per_job or [0] * len(against))]}
     storage.write_json_atomic(storage.join(root_dir, "index.json"), info)
@@ -217,7 +197,7 @@ def write_index(out: str, files: list[dict], params: dict[str, Any], against: li
 def rehydration_counts(job: str, later_jobs: list[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(idhash, copies) of a job's kept documents: copies in the job itself plus those later
     jobs deduplicated `--against` it found (FineWeb-2's rehydration upsamples by this count)."""
-    docs = np.load(_open(storage.join(index_url(job), "docs.npz")))
+    docs = load_npz(storage.join(index_url(job), "docs.npz"), ["idhash", "cluster_size"])
     copies = docs["cluster_size"].astype(np.int64).copy()
     for later in later_jobs:
         info = storage.read_json(storage.join(index_url(later), "index.json")) or {}
@@ -225,11 +205,7 @@ def rehydration_counts(job: str, later_jobs: list[str] = ()) -> tuple[np.ndarray
         if job not in against:
             continue
         j = against.index(job)
-        found = np.load(_open(storage.join(index_url(later), "earlier_copies.npz")))
+        found = load_npz(storage.join(index_url(later), "earlier_copies.npz"), ["job", "doc", "copies"])
         mine = found["job"] == j
         np.add.at(copies, found["doc"][mine], found["copies"][mine])
     return docs["idhash"], copies
-
-
-def describe_against(info: dict[str, Any]) -> str:
-    return json.dumps(info.get("against", []))

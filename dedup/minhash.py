@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from shammie.dedup import history
+from shammie.dedup.arrays import load_npy, load_npz, save_npz
 from shammie.dedup.exact import exact_keep_masks
 from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash
 from shammie.pipeline import documents, jobdir, storage
@@ -60,21 +60,6 @@ CLUSTERS = f"{STAGE}/{WORK}/clusters"
 # plus sort buffers): the knob that bounds memory of the bucket stage.
 MAX_BUCKET_DOCS = 4_000_000
 ALL_SNAPSHOTS = "*"
-
-
-# --------------------------------------------------------------------------- npz I/O
-
-def _save_npz(url: str, **arrays: np.ndarray) -> None:
-    with storage.atomic_write(url) as local:
-        with open(local, "wb") as f:
-            np.savez(f, **arrays)
-
-
-def _load_npz(url: str, names: list[str]) -> dict[str, np.ndarray]:
-    """Only the named members are read (the archive is seekable, local or remote)."""
-    fs, path = storage.get_fs(url)
-    with fs.open(path, "rb") as f, np.load(f) as z:
-        return {n: z[n] for n in names}
 
 
 # --------------------------------------------------------------------------- stage 1
@@ -111,7 +96,7 @@ def signature_task(p: dict) -> dict:
         # Unsalted keys too: the job's index (dedup/history.py) must match other snapshots' documents.
         unsalted = band_keys(sigs, params, None)
         arrays.update({f"u{b:02d}": unsalted[b] for b in range(params.bands)})
-    _save_npz(p["output"], valid=valid, snapshot=snapshot, idhash=ids, **arrays)
+    save_npz(p["output"], valid=valid, snapshot=snapshot, idhash=ids, **arrays)
     return {"documents": n, "with_shingles": int(valid.sum()), "snapshots": snapshot_names,
             "snapshot_counts": [int(c) for c in np.bincount(snapshot, minlength=len(snapshot_names))],
             "exact_removed": [int(c) for c in exact_removed],
@@ -130,7 +115,7 @@ def bucket_task(p: dict) -> dict:
     band, part, bits = p["band"], p["part"], p["bits"]
     keys_parts, idx_parts = [], []
     for f in p["files"]:
-        z = _load_npz(f["url"], [f"k{band:02d}", "valid"])
+        z = load_npz(f["url"], [f"k{band:02d}", "valid"])
         k = z[f"k{band:02d}"]
         if k.shape[0] != f["rows"]:
             raise RuntimeError(f"{f['url']}: {k.shape[0]} rows, expected {f['rows']}; delete it and re-run")
@@ -149,7 +134,7 @@ def bucket_task(p: dict) -> dict:
     new_group[1:] = keys[1:] != keys[:-1]
     first = idx[np.maximum.accumulate(np.where(new_group, np.arange(keys.shape[0]), 0))] if keys.size else idx
     edges = np.stack([first[~new_group], idx[~new_group]], axis=1) if keys.size else np.empty((0, 2), np.int64)
-    _save_npz(p["output"], edges=edges)
+    save_npz(p["output"], edges=edges)
     return {"documents": int(keys.shape[0]), "edges": int(edges.shape[0])}
 
 
@@ -194,7 +179,7 @@ def cluster_task(p: dict) -> dict:
 
     def batches():
         for url in edge_urls:
-            yield _load_npz(url, ["edges"])["edges"]
+            yield load_npz(url, ["edges"])["edges"]
 
     label = connected_min_labels(n, batches)
     removed = np.nonzero(label != np.arange(n, dtype=label.dtype))[0]
@@ -206,12 +191,12 @@ def cluster_task(p: dict) -> dict:
     snapshot_names = p["snapshots"]
     snapshot = np.empty(n, dtype=np.uint32)
     for f in p["files"]:
-        local = _load_npz(f["signatures"], ["snapshot"])["snapshot"]
+        local = load_npz(f["signatures"], ["snapshot"])["snapshot"]
         remap = np.array([snapshot_names.index(s) for s in f["snapshots"]], dtype=np.uint32)
         snapshot[f["offset"]:f["offset"] + f["rows"]] = remap[local] if local.size else local
         rows = removed[(removed >= f["offset"]) & (removed < f["offset"] + f["rows"])] - f["offset"]
         part = slice(f["offset"], f["offset"] + f["rows"])
-        _save_npz(f["remove"], rows=rows.astype(np.int64), sizes=row_sizes[part], label=label[part].astype(np.int64))
+        save_npz(f["remove"], rows=rows.astype(np.int64), sizes=row_sizes[part], label=label[part].astype(np.int64))
     k = len(snapshot_names)
     per = {
         name: {"documents_in": int(d), "clusters": int(c), "removed": int(r), "kept": int(d - r)}
@@ -233,19 +218,19 @@ def cluster_task(p: dict) -> dict:
 def filter_task(p: dict) -> dict:
     """One input Parquet file minus its removed rows, same schema, same file name."""
     table = read_documents(p["input"])
-    expect = _load_npz(p["signatures"], ["idhash"])["idhash"]
+    expect = load_npz(p["signatures"], ["idhash"])["idhash"]
     ids = np.fromiter((string_hash(x) for x in table.column("id").to_pylist()), dtype=np.uint64,
                       count=table.num_rows)
     if not np.array_equal(ids, expect):
         raise InputError(f"{p['input']} changed while dedup ran (its ids differ from its signatures); "
                          "run the same `shammie dedup` again: the changed input is refused, or pass --overwrite")
-    rows = _load_npz(p["remove"], ["rows"])["rows"]
+    rows = load_npz(p["remove"], ["rows"])["rows"]
     keep = _load_mask(p.get("exact_keep"), table.num_rows).copy()
     exact_removed = int((~keep).sum())
     keep[rows] = False  # the clusters include the exact copies (edges to their first copy)
     against_removed = 0
     if p.get("against"):
-        matched = _load_npz(p["against"], ["rows"])["rows"]
+        matched = load_npz(p["against"], ["rows"])["rows"]
         against_removed = int(keep[matched].sum())
         keep[matched] = False
     documents.write_table(table.filter(keep), p["output"])
@@ -257,9 +242,7 @@ def _load_mask(url: str | None, n: int) -> np.ndarray:
     """The exact-duplicate pass's keep mask of one file (all True when the pass is off)."""
     if url is None:
         return np.ones(n, dtype=bool)
-    fs, path = storage.get_fs(url)
-    with fs.open(path, "rb") as f:
-        mask = np.load(f)
+    mask = load_npy(url)
     if mask.shape != (n,):
         raise InputError(f"{url}: {mask.shape[0]} rows, the input has {n}; run the same `shammie dedup` again")
     return mask
@@ -346,7 +329,7 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
             exact, exact_edges = exact_keep_masks(ctx, ctx.tasks, across, WORK)
         exact_seconds = time.monotonic() - t
         exact_edges_url = storage.join(out, WORK, "exact", "edges.npz")
-        _save_npz(exact_edges_url, edges=exact_edges)
+        save_npz(exact_edges_url, edges=exact_edges)
 
         # 1. signatures, one task per input file
         t = time.monotonic()
@@ -416,7 +399,7 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
                  for i in range(len(inputs))], len(earlier_jobs))
             against = [storage.join(out, WORK, "against", f"{i:05d}.remove.npz") for i in range(len(inputs))]
             for url, rows in zip(against, against_removed):
-                _save_npz(url, rows=rows)
+                save_npz(url, rows=rows)
             stage_stats["against"] = _stage_summary(dict.fromkeys(inputs, {}), time.monotonic() - t, total)
 
         # 4. filter, one task per input file

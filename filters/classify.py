@@ -11,7 +11,6 @@ the edu stage's Ray plumbing (one task per file, resumable) and only adds a colu
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Sequence
 

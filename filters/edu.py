@@ -13,18 +13,14 @@ and any local Hugging Face sequence-classification model (the original BERT kind
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
 from shammie.filters.edu_metrics import int_scores
-from shammie.filters.scoring import BACKENDS, DEFAULT_BATCH, histogram, subset_name, whitespace_tokens
-from shammie.filters.scoring import EDU_COLUMN as SCORE_COLUMN
-from shammie.filters.scoring import EDU_INT_COLUMN as INT_COLUMN
+from shammie.filters.scoring import BACKENDS
 from shammie.pipeline.errors import InputError
-
 
 
 def load_scorer(model: str, backend: str = "fasttext"):

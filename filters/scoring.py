@@ -25,7 +25,7 @@ from shammie.filters.edu_metrics import int_scores
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import DocumentStage, InputFile, Task, read_documents
+from shammie.pipeline.stage import DocumentStage, InputFile, read_documents
 
 EDU_COLUMN = "edu_score"
 EDU_INT_COLUMN = "edu_int_score"

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from shammie.pipeline.errors import UserError
+from shammie.pipeline.errors import ShammieError, UserError
 
 __version__ = "0.1.0"
 
@@ -55,22 +55,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def user_facing_errors() -> tuple[type[BaseException], ...]:
-    """Library exceptions whose message is written for the user: shown as one line, exit 2.
-
-    Every other exception is a bug and keeps its traceback."""
-    from shammie.pipeline.errors import ShammieError
-    from shammie.pipeline.options import OptionsError
-
-    classes: list[type[BaseException]] = [ShammieError, OptionsError]
-    for module, name in (("shammie.mixing.store", "StoreError"), ("shammie.mixing.mixer", "MixingError")):
-        try:
-            classes.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(classes)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -82,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._module.run(args) or 0)
-    except user_facing_errors() as e:
+    except ShammieError as e:  # library errors written for the user (options, inputs, stores, mixers)
         message = " ".join(str(e).split("\n")) if not isinstance(e, UserError) else str(e)
         print(f"shammie {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -19,11 +19,10 @@ from __future__ import annotations
 import codecs
 import copy
 import difflib
-import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 

@@ -138,16 +138,7 @@ def input_fingerprint(url: str) -> dict:
     if url.startswith(("http://", "https://")) or url.startswith(f"s3://{CC_BUCKET}/"):
         return {}
     if url.startswith("s3://"):
-        fs, path = storage.get_fs(url)
-        try:
-            info = fs.info(path)
-        except Exception:
-            return {"missing": True}
-        out = {"size": int(info.get("size") or 0)}
-        tag = info.get("ETag") or info.get("etag")
-        if tag:
-            out["etag"] = str(tag).strip('"')
-        return out
+        return storage.file_fingerprint(url) or {"missing": True}  # size and ETag, one metadata request
     if storage.is_remote(url):
         return {}
     try:

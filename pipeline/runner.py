@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from shammie.pipeline import jobdir, parallel, storage
@@ -69,10 +69,6 @@ class RunOptions:
 class StageResult:
     section: dict[str, Any]
     status: str  # "ran" | "complete" (nothing to do) | "resumed" | "grew" | "overwrote"
-
-    @property
-    def changed_output(self) -> bool:
-        return self.status != "complete"
 
 
 # ---------------------------------------------------------------- lock
@@ -274,8 +270,10 @@ def describe_change(stage: Stage, old: dict, settings: dict, inputs: dict) -> st
 class StageContext:
     """What `Stage.execute` gets: the planned tasks and a way to run them (or other phases) on Ray."""
 
-    def __init__(self, stage: Stage, run: RunOptions, out: str, tasks: list[Task]):
+    def __init__(self, stage: Stage, run: RunOptions, out: str, tasks: list[Task], settings: dict):
         self.stage, self.run, self.out, self.tasks = stage, run, out, tasks
+        self.worker_key = json.dumps([type(stage).__module__, type(stage).__qualname__, stage.job, settings],
+                                     sort_keys=True, default=str)
 
     def run_tasks(self, tasks: Sequence[Task], fn: Callable[[Any], dict] | None = None, *,
                   folder: str | None = None, desc: str | None = None) -> dict[str, dict]:
@@ -283,7 +281,7 @@ class StageContext:
 
         Without `fn` a task runs `stage.run_task(payload, out)` on a worker that ran
         `stage.setup()` once. `folder` (inside the output) keeps a phase's markers apart."""
-        call = fn if fn is not None else _StageCall(self.stage, self.out)
+        call = fn if fn is not None else _StageCall(self.stage, self.out, self.worker_key)
         marker_root = storage.join(self.out, folder) if folder else self.out
         return parallel.run_tasks(
             self.stage.job, self.stage.name,
@@ -295,18 +293,20 @@ class StageContext:
 
 
 
-_WORKER_STAGES: dict[tuple, Stage] = {}
+_WORKER_STAGES: dict[str, Stage] = {}
 
 
 class _StageCall:
-    """Picklable task function: the worker's set-up copy of the stage runs the payload."""
+    """Picklable task function: the worker's set-up copy of the stage runs the payload.
 
-    def __init__(self, stage: Stage, out: str):
-        self.stage, self.out = stage, out
+    `key` (the stage's class, job and settings, computed once by the driver) names the
+    set-up copy a worker keeps across tasks; settings can cost I/O (model checksums)."""
+
+    def __init__(self, stage: Stage, out: str, key: str):
+        self.stage, self.out, self.key = stage, out, key
 
     def __call__(self, payload: Any) -> dict:
-        key = (type(self.stage).__module__, type(self.stage).__qualname__, self.stage.job,
-               json.dumps(self.stage.settings(), sort_keys=True, default=str))
+        key = self.key
         ready = _WORKER_STAGES.get(key)
         if ready is None:
             self.stage.setup()
@@ -413,8 +413,6 @@ def output_errors() -> Iterator[None]:
 
 def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], settings: dict,
              record_inputs: dict, inputs: list[InputFile], started: float, say) -> dict[str, Any]:
-    from shammie.pipeline.ray_runtime import init_ray
-
     job = stage.job
     storage.makedirs(target)
     books = stage.bookkeeping_url() if target == stage.output_url() else target
@@ -425,7 +423,7 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
         "version": RECORD_VERSION, "stage": stage.name, "settings": settings, "inputs": record_inputs,
         "started_at": _now()})
     say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) -> {target}")
-    ctx = StageContext(stage, run, target, tasks)
+    ctx = StageContext(stage, run, target, tasks, settings)
     results = stage.execute(ctx)
     planned = {o for t in tasks for o in t.outputs}
     if not stage.manages_output:
@@ -506,17 +504,9 @@ def _swap_in(new: str, out: str) -> None:
     """Replace `out` by the complete `new` folder; the old one is removed only after the swap."""
     old = None
     if storage.exists(out):
-        old = f"{out.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
         parent, name = os.path.split(out.rstrip("/"))
-        old = storage.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}") if not storage.is_remote(out) else old
+        old = storage.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
         storage.rename(out, old)
     storage.rename(new, out)
     if old is not None:
         storage.remove(old)
-
-
-def pending_replacements(job: str, folder: str) -> Iterator[str]:
-    """Partial `--overwrite` folders of a stage (shown by dry runs)."""
-    for name in storage.listdir(job):
-        if name.startswith(f".{folder}.new-"):
-            yield storage.join(job, name)

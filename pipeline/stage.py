@@ -25,7 +25,6 @@ document folder; `DocumentStage` gives them input resolution and one task per fi
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -126,11 +125,6 @@ class Stage:
         """The CLI's closing summary."""
         return f"{self.name}: {section.get('documents', 0)} documents in {section.get('files', 0)} file(s)"
 
-    # ------------------------------------------------------------ helpers for subclasses
-
-    @property
-    def progress(self) -> bool:
-        return bool(getattr(self.options, "progress", True)) and not getattr(self.options, "no_progress", False)
 
 
 def parquet_outputs_of(job: str, folder: str) -> list[InputFile]:
@@ -231,11 +225,3 @@ class DocumentStage(Stage):
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "input_stage": self.input_stage()}
-
-
-def stage_cli_name(stage: Stage) -> str:
-    return stage.name.replace("_", " ")
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false", "no")
