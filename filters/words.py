@@ -23,10 +23,12 @@ own cache still builds a Doc and a Python object per token for every text).
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 
 DEFAULT_CACHE_CHUNKS = 500_000  # ~100 MB of cached chunks and their words at most
 _SEPARATOR = " \n\n "  # a whitespace token between learned chunks: no special case spans it
+_BREAKS_SPACY = "IS_ALPHA"  # datatrove removes it before splitting (spaCy's tokenizer raises on it)
 
 
 class ChunkCachedWordTokenizer:
@@ -34,21 +36,35 @@ class ChunkCachedWordTokenizer:
 
     def __init__(self, inner, max_chunks: int = DEFAULT_CACHE_CHUNKS):
         from spacy.tokenizer import Tokenizer
+        from spacy.vocab import Vocab
 
         self._inner = inner
         self._max = max_chunks
-        # chunk -> (its words, its tokens before special cases: only the first and last few matter)
-        self._cache: OrderedDict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = OrderedDict()
+        # chunk -> [its words, its first and last few tokens before special cases (None until needed)]
+        self._cache: OrderedDict[str, list] = OrderedDict()
         spacy_tokenizer = inner.tokenizer.tokenizer
+        # Copies of spaCy's tokenizer over a vocabulary without lexical attribute getters: a
+        # tokenizer makes a lexeme for every new string, and computing its attributes (shape,
+        # like_num, like_url, ...) was a third of the split's cost; no split depends on them.
+        # The words pass also skips the pipeline's sentencizer, which datatrove's call runs.
+        self._vocab = Vocab()
+        affixes = dict(prefix_search=spacy_tokenizer.prefix_search, suffix_search=spacy_tokenizer.suffix_search,
+                       infix_finditer=spacy_tokenizer.infix_finditer, token_match=spacy_tokenizer.token_match,
+                       url_match=spacy_tokenizer.url_match, faster_heuristics=spacy_tokenizer.faster_heuristics)
+        self._with_rules = Tokenizer(self._vocab, rules=spacy_tokenizer.rules, **affixes)
         # The same affix rules without special cases: the token sequences the phrase matcher sees.
-        self._bare = Tokenizer(spacy_tokenizer.vocab, rules={}, prefix_search=spacy_tokenizer.prefix_search,
-                               suffix_search=spacy_tokenizer.suffix_search,
-                               infix_finditer=spacy_tokenizer.infix_finditer,
-                               token_match=spacy_tokenizer.token_match, url_match=spacy_tokenizer.url_match)
+        self._bare = Tokenizer(self._vocab, rules={}, **affixes)
         self._straddles = _straddling_pairs(spacy_tokenizer, self._bare)
         self._rules = set(spacy_tokenizer.rules)
         self._edge = max((len(k) for k in self._straddles), default=1)
         self._last_tokens = {k[-1] for k in self._straddles}
+        # the same, as strings, for a first check of a boundary without tokens
+        self._left_strings = tuple({"".join(k) for k in self._straddles})
+        seconds = {"".join(s) for v in self._straddles.values() for s in v}
+        self._right_strings = tuple(seconds)
+        self._right_beginnings = {s[:n] for s in seconds for n in range(1, len(s) + 1)}
+        self._left_last_chars = {k[-1] for k in self._left_strings}
+        self._right_first_chars = {k[0] for k in seconds}
         self.hits = self.misses = self.whole_texts = 0
 
     @property
@@ -56,6 +72,9 @@ class ChunkCachedWordTokenizer:
         return self._inner.language
 
     def word_tokenize(self, text: str) -> list[str]:
+        if _BREAKS_SPACY in text:  # datatrove's call rewrites such a text before splitting it
+            self.whole_texts += 1
+            return self._inner.word_tokenize(text)
         chunks = [c for c in text.split(" ") if c]
         cache = self._cache
         unseen = [c for c in dict.fromkeys(chunks) if c not in cache]
@@ -66,69 +85,88 @@ class ChunkCachedWordTokenizer:
         entries = [cache[c] for c in chunks]
         while len(cache) > self._max:
             cache.popitem(last=False)
-        if self._any_straddle(entries):
+        if self._any_straddle(chunks, entries):
             self.whole_texts += 1
-            return self._inner.word_tokenize(text)
+            return self._tokens_per_chunk([text], self._with_rules, strip=True)[0]
         words: list[str] = []
         for entry in entries:
             words.extend(entry[0])
         return words
 
-    def _any_straddle(self, entries) -> bool:
+    def _any_straddle(self, chunks: list[str], entries: list[list]) -> bool:
+        """Could a special case straddle a space of this text? First by strings: the left chunk
+        must end with a first part and the right one start with a second part (or be the start
+        of one), which rules out all but a few boundaries; then by the chunks' bare tokens."""
+        ends, starts, beginnings = self._left_strings, self._right_strings, self._right_beginnings
+        last_chars, first_chars = self._left_last_chars, self._right_first_chars
+        suspects = [i for i, (left, right) in enumerate(zip(chunks, chunks[1:]))
+                    if left[-1] in last_chars and right[0] in first_chars
+                    and left.endswith(ends) and (right.startswith(starts) or right in beginnings)]
+        if not suspects:
+            return False
+        missing = {chunks[j]: entries[j] for i in suspects for j in (i, i + 1) if entries[j][1] is None}
+        if missing:
+            self._learn_edges(list(missing), list(missing.values()))
         last_tokens = self._last_tokens
-        for left, right in zip(entries, entries[1:]):
-            tail = left[2]
+        for i in suspects:
+            tail, head = entries[i][2], entries[i + 1][1]
             if not tail or tail[-1] not in last_tokens:
                 continue
             for j in range(1, min(len(tail), self._edge) + 1):
-                starts = self._straddles.get(tail[-j:])
-                if starts and any(right[1][:len(s)] == s or s[:len(right[1])] == right[1] for s in starts):
+                seconds = self._straddles.get(tail[-j:])
+                if seconds and any(head[:len(s)] == s or s[:len(head)] == head for s in seconds):
                     return True
         return False
 
     def _learn(self, chunks: list[str]) -> None:
-        """Words (spaCy, special cases applied) and bare affix tokens of each unseen chunk.
+        """The words (spaCy, special cases applied) of each unseen chunk; its bare affix tokens
+        (first and last few) are learnt later, only if a boundary needs them.
 
         A chunk of ASCII letters only, or digits only, that is no special case is one token
         (no prefix, suffix or infix rule can apply to it) and needs no spaCy call: those are
-        most of the unseen chunks of real text. The others go to spaCy, two calls in all."""
+        most of the unseen chunks of real text. The others go to spaCy in one call."""
         rules = self._rules
         hard = []
         for c in chunks:
             if c.isascii() and (c.isalpha() or c.isdigit()) and c not in rules:
-                self._cache[c] = ((c,), (c,), (c,))
+                self._cache[c] = [(c,), (c,), (c,)]
             else:
                 hard.append(c)
         if not hard:
             return
-        words = self._tokens_per_chunk(hard, lambda s: self._inner._do_tokenize(s)[0], strip=True)
-        bare = self._tokens_per_chunk(hard, self._bare, strip=False)
-        edge = self._edge
-        for c, w, b in zip(hard, words, bare):
-            self._cache[c] = (tuple(w), tuple(b[:edge]), tuple(b[-edge:]))
+        for c, w in zip(hard, self._tokens_per_chunk(hard, self._with_rules, strip=True)):
+            self._cache[c] = [tuple(w), None, None]
 
-    def _tokens_per_chunk(self, chunks: list[str], tokenize, strip: bool) -> list[list[str]]:
+    def _learn_edges(self, chunks: list[str], entries: list[list]) -> None:
+        edge = self._edge
+        for entry, bare in zip(entries, self._tokens_per_chunk(chunks, self._bare, strip=False)):
+            entry[1], entry[2] = tuple(bare[:edge]), tuple(bare[-edge:])
+
+    def _tokens_per_chunk(self, chunks: list[str], tokenizer, strip: bool) -> list[list[str]]:
+        """The tokens of each chunk, from one tokenizer call on the chunks joined by separators.
+
+        Tokens are read as (start, length) arrays and sliced from the joined string: no
+        spaCy Token object per token (those were another third of the cost)."""
+        import numpy as np
+        from spacy.attrs import IDX, LENGTH
+
         joined = _SEPARATOR.join(chunks)
-        starts, pos = [], 0
-        for c in chunks:
-            starts.append(pos)
-            pos += len(c) + len(_SEPARATOR)
-        out: list[list[str]] = [[] for _ in chunks]
-        nlp = self._inner.tokenizer
-        nlp.max_length = len(joined) + 10
-        with nlp.memory_zone():
-            k = 0
-            for token in tokenize(joined):
-                while k + 1 < len(starts) and token.idx >= starts[k + 1]:
-                    k += 1
-                text = token.text
-                if text.isspace() and token.idx >= starts[k] + len(chunks[k]):
-                    continue  # the separator
-                if strip:
-                    text = text.strip()
-                    if not text:
-                        continue
-                out[k].append(text)
+        lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
+        starts = np.zeros(len(chunks), dtype=np.int64)
+        np.cumsum(lengths[:-1] + len(_SEPARATOR), out=starts[1:])
+        with self._vocab.memory_zone():
+            spans = tokenizer(joined).to_array([IDX, LENGTH]).astype(np.int64, copy=False)
+        if not len(spans):
+            return [[] for _ in chunks]
+        begin, size = spans[:, 0], spans[:, 1]
+        owner = np.searchsorted(starts, begin, side="right") - 1
+        inside = begin < starts[owner] + lengths[owner]   # the rest are the separators' whitespace
+        begin, size, owner = begin[inside], size[inside], owner[inside]
+        texts = [joined[b:b + n] for b, n in zip(begin.tolist(), size.tolist())]
+        bounds = np.searchsorted(owner, np.arange(len(chunks) + 1), side="left").tolist()
+        out = [texts[bounds[k]:bounds[k + 1]] for k in range(len(chunks))]
+        if strip:
+            out = [[t.strip() for t in toks if not t.isspace()] for toks in out]
         return out
 
     def __getattr__(self, name):
@@ -162,3 +200,21 @@ def fast_word_tokenizer(inner):
     if isinstance(inner, SpaCyTokenizer) and inner.language in CHUNKABLE and inner.config is None:
         return ChunkCachedWordTokenizer(inner)
     return inner
+
+
+def import_spacy_without_torch() -> None:
+    """Import spaCy so that its thinc layer does not import torch.
+
+    thinc imports torch whenever it is installed (Shammie's `torch` extra installs it), which
+    costs a crawl worker 2-4 s of start-up and ~200 MB, although spaCy's tokenizer and
+    sentencizer, all the filters use, never touch it. While spaCy loads, `import torch`
+    fails as if torch were absent; afterwards it imports normally, for any later user in
+    the process. Nothing is done when either is already imported."""
+    if "spacy" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError
+    try:
+        import spacy  # noqa: F401
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]

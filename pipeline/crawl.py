@@ -130,9 +130,23 @@ class CrawlStage(Stage):
         # URL block lists, spaCy and fastText cost seconds to load: once per worker process, and
         # all of it here (each step loads lazily on its first document), so that the per-step CPU
         # the tasks report is what pages cost and the first file of a worker is not slower.
+        from shammie.filters.words import import_spacy_without_torch
+
+        import_spacy_without_torch()
         self.config = self.fineweb_config()
         self.steps = build_steps(self.config)
         warm_up(self.steps, self.options.extractor)
+
+    def execute(self, ctx) -> dict[str, dict]:
+        # The URL filter's domain index is built once per machine (~10-20 s, first crawl only);
+        # the driver builds it while Ray starts, and workers on this machine wait for it (a file
+        # lock) instead of each building their own. Nodes without it build it in their set-up.
+        import threading
+
+        from shammie.filters.url_blocklist import prepare_domain_index
+
+        threading.Thread(target=prepare_domain_index, name="url-index", daemon=True).start()
+        return ctx.run_tasks(ctx.tasks)
 
     def run_task(self, payload: dict, out: str) -> dict:
         return process_warc(payload, out, self)
@@ -177,7 +191,7 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
     from datatrove.data import Document
     from datatrove.pipeline.filters.base_filter import get_filter_result
 
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     url, name, job = task["url"], task["name"], stage.job
     cfg = stage.config
     steps = stage.steps
@@ -321,6 +335,8 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
         "drop_reasons": dict(sorted(reasons.items())),
         "languages": dict(sorted((str(k), v) for k, v in languages.items())),
         "seconds": round(time.monotonic() - started, 3),
+        "started_at": round(started_at, 3),
+        "finished_at": round(time.time(), 3),
         "cpu_seconds": {k: round(v, 4) for k, v in sorted(cpu.items())},
     }
     if unreadable:
@@ -372,6 +388,10 @@ def summarize(funnels: list[dict]) -> dict:
         filter_order=FILTER_ORDER,
         cost=crawl_cost(cpu, total["html_responses"]),
     )
+    spans = [(f["started_at"], f["finished_at"]) for f in funnels if "started_at" in f]
+    if spans:
+        # first task start to last task end: for one uninterrupted run, the stage without Ray's start-up
+        total["task_span_seconds"] = round(max(e for _, e in spans) - min(s for s, _ in spans), 3)
     _check_identity(total, where="the job")
     return total
 

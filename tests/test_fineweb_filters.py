@@ -66,3 +66,55 @@ def test_c4_sentence_budget_on_real_pages(shared_data):
     want = _outcomes(C4QualityFilter(filter_no_terminal_punct=False), texts)
     assert sum(r is True for r, _ in want) > 100 and sum(r is not True for r, _ in want) > 100
     assert _outcomes(make_c4_filter(filter_no_terminal_punct=False), texts) == want
+
+
+def _repetition_cases() -> list[list[str]]:
+    """Word lists that reach every branch: ties between n-grams of different lengths (the first seen
+    wins), repeats that make the scan skip, words whose concatenations collide, words with spaces."""
+    cases = [[], ["a"], ["a", "b"], ["a"] * 12, ["ab", "c", "a", "bc"] * 4, ["x", "yy", "x", "yy", "zzz", "zzz"],
+             ["long", "a", "long", "a", "b", "cc", "b", "cc"], ["a b", "c", "a", "b c", "a b", "c", "a", "b c"],
+             ["the", "cat", "sat", "on", "the", "mat"] * 3 + ["and", "then", "the", "cat", "sat"]]
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        vocab = [rng.choice(["a", "b", "ab", "ba", "c", "the", "word", "x y"][: rng.randint(2, 8)]) for _ in range(5)]
+        cases.append([rng.choice(vocab) for _ in range(rng.randint(0, 40))])
+    return cases
+
+
+def test_bulk_ngram_counts_equal_datatroves_functions(shared_data):
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate, find_top_duplicate, get_n_grams
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    from shammie.filters.repetition import all_duplicate_chars, top_duplicate_chars
+
+    labels = shared_data / "labels"
+    texts = [json.loads(line)["text"] for line in open(labels / "dclm-human-quality-agreement.jsonl")]
+    tokenizer = SpaCyTokenizer("en")
+    word_lists = [tokenizer.word_tokenize(t) for t in texts[:400]] + _repetition_cases()
+    for words in word_lists:
+        for n in (2, 3, 4):
+            grams = get_n_grams(words, n)
+            want = find_top_duplicate(grams) if grams else None
+            if not any(" " in w for w in words):  # the filter takes datatrove's functions otherwise
+                assert top_duplicate_chars(words, n) == want, (words[:20], n)
+        for n in range(5, 11):
+            assert all_duplicate_chars(words, n) == find_all_duplicate(words, n), (words[:20], n)
+
+
+def test_fast_gopher_repetition_gives_datatroves_verdicts(shared_data):
+    from datatrove.pipeline.filters import GopherRepetitionFilter
+
+    from shammie.filters.repetition import FastGopherRepetition
+
+    labels = shared_data / "labels"
+    texts = [json.loads(line)["text"] for line in open(labels / "dclm-human-quality-agreement.jsonl")]
+    texts += [t for t in pq.read_table(labels / "fineweb-llm-scored-legal-1.parquet").column("text").to_pylist() if t]
+    # repeated blocks push documents over each threshold in turn
+    texts += [t + "\n\n" + "\n".join(t.splitlines()[:k]) for t in texts[:60] for k in (1, 3, 10)]
+    texts += ["", "word", "a b c d e f g h i j k " * 30]
+    want = _outcomes(GopherRepetitionFilter(), texts)
+    reasons = {r[1] for r, _ in want if r is not True}
+    assert len(reasons) >= 4 and sum(r is True for r, _ in want) > 100, reasons
+    assert _outcomes(FastGopherRepetition(), texts) == want

@@ -70,3 +70,31 @@ def test_segmenting_languages_are_not_wrapped():
 
     tokenizer = SpaCyTokenizer("zh")
     assert fast_word_tokenizer(tokenizer) is tokenizer
+
+
+def test_texts_built_from_special_cases_equal_spacys():
+    """Every special case next to pieces of the others, across spaces: the string pre-check that
+    decides which boundaries need a closer look must never skip one where spaCy's matcher looks."""
+    import random
+
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    reference, fast = SpaCyTokenizer("en"), ChunkCachedWordTokenizer(SpaCyTokenizer("en"))
+    spacy_tokenizer = reference.tokenizer.tokenizer
+    rules = sorted(spacy_tokenizer.rules)
+    # the rules, their string prefixes, and their tokens: a case can then be cut at any token
+    tokens = sorted({t.text for r in rules for t in fast._bare(r)})
+    pieces = rules + [r[:n] for r in rules for n in range(1, len(r))] + tokens * 4 + ["dogs", "When", "so.", "x"]
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(pieces) for _ in range(rng.randint(2, 8))) for _ in range(20000)]
+    differing = [t for t in texts if fast.word_tokenize(t) != reference.word_tokenize(t)]
+    assert not differing, f"{len(differing)} texts differ, e.g. {differing[:3]!r}"
+    assert fast.whole_texts > 0
+
+
+def test_a_text_that_breaks_spacy_gets_datatroves_words():
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    reference, fast = SpaCyTokenizer("en"), ChunkCachedWordTokenizer(SpaCyTokenizer("en"))
+    text = "a flag IS_ALPHA in the text, (twice) IS_ALPHA."
+    assert fast.word_tokenize(text) == reference.word_tokenize(text)

@@ -1,0 +1,138 @@
+"""datatrove's Gopher repetition filter with its n-gram statistics computed in bulk.
+
+After the word split, the filter's cost is three pure-Python loops per document: the
+2/3/4-gram strings and a Counter of them (`get_n_grams`, `find_top_duplicate`), and, for
+n = 5..10, a scan that joins every n-gram (`find_all_duplicate`). `FastGopherRepetition`
+gives the same numbers, hence the same verdicts, by cheaper means:
+
+* top n-gram: word ids from one dict pass, each n-gram an integer key, counts with
+  `numpy.unique`; the winner is the most frequent n-gram that occurs first, as
+  `Counter.most_common(1)` picks it, and its characters (its words plus n-1 spaces) times its count.
+  Keys equal exactly when the space-joined strings are equal, because no word contains a
+  space (a text with such a word takes datatrove's functions);
+* duplicate n-grams: the keys are datatrove's own (the words joined with no separator,
+  taken as slices of one joined string). A document whose keys are all distinct has no
+  duplicate characters; the others run datatrove's sequential scan over those keys.
+
+tests/test_fineweb_filters.py checks the numbers against datatrove's functions on real
+texts and on built cases (ties, words with spaces, empty and short documents).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datatrove.pipeline.filters.gopher_repetition_filter import (
+    GopherRepetitionFilter,
+    find_duplicates,
+    find_top_duplicate,
+    get_n_grams,
+)
+from datatrove.utils.text import split_into_words
+
+_KEY_BITS = 62  # n word ids packed into one int64 while vocabulary ** n < 2 ** 62
+
+
+def top_duplicate_chars(words: list[str], n: int, ids: np.ndarray | None = None,
+                        lengths: np.ndarray | None = None, vocabulary: int | None = None) -> int | None:
+    """`find_top_duplicate(get_n_grams(words, n))`, or None when there is no n-gram."""
+    m = len(words) - n + 1
+    if m <= 0:
+        return None
+    if ids is None:
+        ids, lengths, vocabulary = word_ids(words)
+    if vocabulary ** n >= 2 ** _KEY_BITS:
+        return find_top_duplicate(get_n_grams(words, n))
+    keys = ids[:m].copy()
+    for j in range(1, n):
+        keys *= vocabulary
+        keys += ids[j:j + m]
+    _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+    best = counts.max()
+    start = int(first[counts == best].min())   # Counter keeps first-seen order; max() takes the first
+    return (int(lengths[start:start + n].sum()) + n - 1) * int(best)
+
+
+def all_duplicate_chars(words: list[str], n: int, joined: str | None = None,
+                        offsets: list[int] | None = None) -> int:
+    """`find_all_duplicate(words, n)`."""
+    m = len(words) - n + 1
+    if m <= 0:
+        return 0
+    if joined is None:
+        joined, offsets = join_words(words)
+    keys = [joined[a:b] for a, b in zip(offsets[:m], offsets[n:])]
+    if len(set(keys)) == m:
+        return 0   # nothing repeats: the scan never skips and counts nothing
+    # datatrove's scan, over the keys made above instead of a join per step
+    unique: set[str] = set()
+    repeated, idx = 0, 0
+    while idx < m:
+        key = keys[idx]
+        if key in unique:
+            repeated += len(key)
+            idx += n
+        else:
+            unique.add(key)
+            idx += 1
+    return repeated
+
+
+def word_ids(words: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    vocabulary: dict[str, int] = {}
+    ids = np.fromiter((vocabulary.setdefault(w, len(vocabulary)) for w in words), dtype=np.int64, count=len(words))
+    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    return ids, lengths, max(len(vocabulary), 1)
+
+
+def join_words(words: list[str]) -> tuple[str, list[int]]:
+    offsets = [0]
+    total = 0
+    for w in words:
+        total += len(w)
+        offsets.append(total)
+    return "".join(words), offsets
+
+
+class FastGopherRepetition(GopherRepetitionFilter):
+    """GopherRepetitionFilter.filter (datatrove 0.10) with the n-gram statistics above."""
+
+    def filter(self, doc):
+        text = doc.text
+        if not text:
+            return False, "empty"
+
+        paragraphs = self.paragraph_exp.split(text.strip())
+        paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs)
+        if self.dup_para_frac and paragraphs_duplicates / len(paragraphs) > self.dup_para_frac:
+            return False, "dup_para_frac"
+        if self.dup_para_char_frac and char_duplicates / len(text) > self.dup_para_char_frac:
+            return False, "dup_para_char_frac"
+
+        lines = self._line_splitter.split(text)
+        line_duplicates, char_duplicates = find_duplicates(lines)
+        if self.dup_line_frac and line_duplicates / len(lines) > self.dup_line_frac:
+            return False, "dup_line_frac"
+        if self.dup_line_char_frac and char_duplicates / len(text) > self.dup_line_char_frac:
+            return False, "dup_line_char_frac"
+
+        words = split_into_words(text, self.language)
+        spaced = any(" " in w for w in words)
+        ids, lengths, vocabulary = word_ids(words)
+        for n, n_frac in self.top_n_grams:
+            if spaced:
+                n_grams = get_n_grams(words, n)
+                top_char_length = find_top_duplicate(n_grams) if n_grams else None
+            else:
+                top_char_length = top_duplicate_chars(words, n, ids, lengths, vocabulary)
+            if top_char_length is None:
+                continue
+            if top_char_length / len(text) > n_frac:
+                return False, f"top_{n}_gram"
+
+        joined, offsets = join_words(words)
+        for n, n_frac in self.dup_n_grams:
+            n_duplicates_char = all_duplicate_chars(words, n, joined, offsets)
+            if n_duplicates_char / len(text) > n_frac:
+                return False, f"duplicated_{n}_n_grams"
+
+        return True
