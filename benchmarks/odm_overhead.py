@@ -5,7 +5,7 @@
 Per optimizer step of K micro-batches (K = 1, 4, 16) this times, without a model:
 
   mixer     : what the mixer adds to a training loop: grouping each micro-batch's
-              per-sequence losses by domain (per_domain_losses), one update() per
+              per-sequence losses by domain (DomainLossAccumulator), one update() per
               step (validation, reward, next policy, cursors, log record) and the draws
               of the step's K micro-batches
   fetch     : the whole in-process loader path as well: K micro-batches drawn, read
@@ -46,7 +46,8 @@ class _MemoryStore:
 
 def measure(rule: str, k: int, args, store) -> dict:
     from shammie.mixing.dataset import MixtureDataset
-    from shammie.mixing.mixer import OnlineDataMixer, per_domain_losses
+    from shammie.mixing.losses import DomainLossAccumulator
+    from shammie.mixing.mixer import OnlineDataMixer
     losses_per_seq = torch.rand(args.batch) + 2.0
 
     def mixer_only(steps: int) -> float:
@@ -54,24 +55,24 @@ def measure(rule: str, k: int, args, store) -> dict:
         m.configure(batch_size=args.batch, seq_len=2048,
                     num_sequences=[store.num_sequences(d, 2048) for d in store.domains])
         began = time.perf_counter()
+        acc = DomainLossAccumulator()
         for _ in range(steps):
             draws = m.step_draws(m.step + 1)
-            acc: dict[str, list[float]] = {}
             for micro in range(k):
-                per_domain_losses([m.domains[i] for i in draws[micro]], losses_per_seq, into=acc)
-            m.update(acc)
+                acc.add(losses_per_seq, [m.domains[i] for i in draws[micro]])
+            m.update(acc.pop())
         return (time.perf_counter() - began) / steps
 
     def fetch(steps: int) -> float:
         m = OnlineDataMixer(store.domains, reward=rule, grad_accum=k, seed=1)
         it = iter(MixtureDataset(store, m, 2048, args.batch).dataloader())
         began = time.perf_counter()
+        acc = DomainLossAccumulator()
         for _ in range(steps):
-            acc: dict[str, list[float]] = {}
             for _ in range(k):
                 b = next(it)
-                per_domain_losses(b["domain"], losses_per_seq, into=acc)
-            m.update(acc)
+                acc.add(losses_per_seq, b["domain"], step=b["step"])
+            m.update(acc.pop(), step=b["step"])
         return (time.perf_counter() - began) / steps
 
     steps = max(50, args.steps // k)

@@ -18,8 +18,10 @@ What has to change compared with a plain `Trainer` (docs/integrations.md explain
   `mixer.update()` runs once per optimizer step, in `on_step_end` (after optimizer.step()).
   The mixer is built with `grad_accum` equal to `gradient_accumulation_steps`.
 * Checkpoints: `--save-steps N` saves `mixture.state_dict()` per rank into each checkpoint
-  folder; `--resume CHECKPOINT` loads it before training, and `ignore_data_skip=True` stops
-  the Trainer from pulling (and dropping) the batches it already trained on.
+  folder; `--resume CHECKPOINT` loads it before training. The Trainer then fast-forwards its
+  loader by pulling and dropping the batches it already trained on (`ignore_data_skip=False`,
+  the default); `on_train_begin` makes those batches free placeholders
+  (`MixtureDataset.fast_forward`), so the stream continues exactly at the checkpoint's step.
 * Order under torchrun: create TrainingArguments first (it initialises torch.distributed),
   then the store (`same_build_across_ranks`: every rank reads rank 0's build) and the
   mixer, which reads its rank and world size from the process group.
@@ -41,7 +43,7 @@ from trainer_args import add_trainer_arguments  # noqa: E402
 
 from shammie.mixing.dataset import MixtureDataset
 from shammie.mixing.losses import DomainLossAccumulator, sequence_losses, unpack_batch
-from shammie.mixing.mixer import MixLog, OnlineDataMixer, StaticMixer
+from shammie.mixing.mixer import MixingError, MixLog, OnlineDataMixer, StaticMixer
 from shammie.mixing.store import open_store, same_build_across_ranks
 
 
@@ -97,6 +99,22 @@ def make_trainer_class():
         def __init__(self, trainer: MixingTrainer, log: MixLog):
             self.trainer, self.log = trainer, log
 
+        def on_train_begin(self, args, state, control, **kwargs):
+            # After the checkpoint's TrainerState is loaded, before the Trainer builds its loader.
+            mixture = self.trainer.mixture
+            if state.global_step != mixture.mixer.step:
+                raise MixingError(
+                    f"the Trainer resumes at step {state.global_step} but the mixture's stream is at step "
+                    f"{mixture.mixer.step}: load the checkpoint's mixture state (MixtureDataset.load_state_dict) "
+                    "before trainer.train(resume_from_checkpoint=...)")
+            if state.global_step and not args.ignore_data_skip:
+                # The Trainer fast-forwards by pulling and dropping (global_step % max_steps) x
+                # accumulation micro-batches from a loader Accelerate rebuilds around the dataset
+                # (skip_first_batches): make those placeholders, so the skip is free and the
+                # stream continues exactly at the restored step.
+                mixture.fast_forward((state.global_step % args.max_steps) * args.gradient_accumulation_steps)
+            return control
+
         def on_step_end(self, args, state, control, **kwargs):
             acc = self.trainer.domain_losses
             record = self.trainer.mixture.mixer.update(acc.means(), step=acc.step)
@@ -140,11 +158,10 @@ def main(argv=None) -> int:
         logging_steps=max(1, args.max_steps // 10), report_to=[],
         save_strategy="steps" if args.save_steps else "no", save_steps=args.save_steps or 500,
         remove_unused_columns=False, use_cpu=not torch.cuda.is_available(), seed=args.seed,
-        disable_tqdm=True,
-        # On resume the Trainer would pull and drop the batches it already trained on, without
-        # update(): the mixer's loader refuses that. Restore the data with
-        # MixtureDataset.load_state_dict instead (docs/integrations.md).
-        ignore_data_skip=True)
+        disable_tqdm=True)
+    # Resume keeps the Trainer's default data skip (ignore_data_skip=False): the stream is restored
+    # with MixtureDataset.load_state_dict below, and the callback turns the batches the Trainer
+    # drops into free placeholders (MixtureDataset.fast_forward). ignore_data_skip=True works too.
     # After TrainingArguments: under torchrun the process group exists now, and the mixer
     # takes its rank and world size from it (each rank draws its own micro-batches).
     # Every rank reads rank 0's build, even if the store is rebuilt while ranks start.

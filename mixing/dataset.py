@@ -23,6 +23,10 @@ Why it is correct with workers and ranks:
 * Every new iterator starts at the trainer's position as last published by
   ``mixer.update()`` or ``load_state_dict`` (shared memory), also in persistent
   workers, so a new iterator per epoch continues the stream.
+* A trainer that resumes by pulling and dropping the batches it already trained on
+  (Hugging Face Trainer's data skip, through a loader Accelerate rebuilds around the
+  dataset) gets ``fast_forward(n)`` placeholders first: the skip costs nothing and the
+  stream continues at the restored step.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from shammie.mixing.mixer import DEFAULT_WAIT_TIMEOUT, Mixer, MixingError, _SharedRows, _SKIP_HINT
 
 _PERM_SALT = 0x5E0
+FAST_FORWARD_KEY = "fast_forward_placeholder"   # marks an item fast_forward() put before the stream
 _GATHER_MIN_ROWS = 128
 
 
@@ -50,7 +55,8 @@ _WORKER_ITERATIONS: dict[tuple[int, int], int] = {}
 
 
 class _DomainCursor:
-    """Maps the k-th sequence taken from one domain on one rank to a sequence index."""
+    """Maps the k-th sequence taken from one domain on one rank to a sequence index:
+    ``perm_e[rank + world * (k mod n_r)]`` with e = k // n_r (see the module docstring)."""
 
     def __init__(self, num_sequences: int, seed: int, domain_index: int, rank: int, world: int, shuffle: bool):
         self.n, self.seed, self.domain_index = num_sequences, seed, domain_index
@@ -58,15 +64,81 @@ class _DomainCursor:
         self.per_rank = num_sequences // world
         self._epoch, self._perm = -1, None
 
-    def index(self, k: int) -> int:
-        epoch, pos = divmod(int(k), self.per_rank)
-        j = self.rank + self.world * pos
-        if not self.shuffle:
-            return j
+    def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
             rng = np.random.default_rng([self.seed, _PERM_SALT, self.domain_index, epoch])
             self._perm, self._epoch = rng.permutation(self.n), epoch
-        return int(self._perm[j])
+        return self._perm
+
+    def indices(self, k: int, count: int) -> np.ndarray:
+        """Sequence indices of the domain's k-th .. (k + count - 1)-th sequences on this rank,
+        with one or two numpy operations per epoch they span (no per-row Python)."""
+        epoch, pos = divmod(int(k), self.per_rank)
+        out = np.empty(count, dtype=np.int64)
+        done = 0
+        while done < count:
+            take = min(count - done, self.per_rank - pos)
+            j = np.arange(self.rank + self.world * pos, self.rank + self.world * (pos + take), self.world)
+            out[done:done + take] = self._permutation(epoch)[j] if self.shuffle else j
+            done += take
+            epoch, pos = epoch + 1, 0
+        return out
+
+
+class _DomainReader:
+    """Copies a domain's packed sequences into rows of a batch with as little per-row Python
+    as the store allows. A ShardStore is read through its batch path's layout (each shard's
+    sequences as one zero-copy (rows, seq_len) view): rows in one shard -- every row when
+    the domain has one shard, as domains under 128 M tokens do -- are one fancy-indexing
+    copy; rows spread over shards are copied from those views one by one (128 rows or more:
+    one ``store.gather()``, whose plan groups them by shard). Other stores: ``gather()``
+    from 128 rows when they have it, else ``sequence()`` per row."""
+
+    def __init__(self, store, name: str, seq_len: int):
+        self.store, self.name, self.seq_len = store, name, seq_len
+        self.gather = getattr(store, "gather", None)
+        self.domain = self.single = None
+        try:                                        # ShardStore's batch-path layout
+            domain = store._domain(name)
+            layout = domain.sequence_layout(seq_len)
+            self.starts, self.first, self.rows = layout["starts"], layout["first"], layout["rows"]
+            self._views = [None] * len(self.first)
+            self.domain, self.layout = domain, layout
+        except (AttributeError, KeyError, TypeError):
+            return
+        if len(self.first) == 1:
+            self.single = self._view(0)
+
+    def _view(self, k: int) -> np.ndarray:
+        view = self._views[k]
+        if view is None:
+            view = self._views[k] = self.domain.sequence_view(self.layout, k).view(np.ndarray)
+        return view
+
+    def read(self, idx: np.ndarray, out: np.ndarray, rows: np.ndarray | None) -> None:
+        """out[rows] = sequences idx (rows None: all of out, in order)."""
+        if self.single is not None:
+            out[rows if rows is not None else slice(None)] = self.single[idx]
+            return
+        positions = range(len(idx)) if rows is None else rows.tolist()
+        if self.domain is not None:
+            L = self.seq_len
+            shard = np.searchsorted(self.starts, idx * L, side="right") - 1
+            local = idx - self.first[shard]
+            k0 = int(shard[0])
+            if (shard == k0).all() and (local < self.rows[k0]).all():
+                out[rows if rows is not None else slice(None)] = self._view(k0)[local]
+                return
+            if len(idx) < _GATHER_MIN_ROWS:
+                inside = local < self.rows[shard]
+                for r, k, i, ok, j in zip(positions, shard.tolist(), local.tolist(), inside.tolist(), idx.tolist()):
+                    out[r] = self._view(k)[i] if ok else self.domain.token_slice(j * L, (j + 1) * L)
+                return
+        if self.gather is not None and len(idx) >= _GATHER_MIN_ROWS:
+            out[rows if rows is not None else slice(None)] = self.gather(self.name, self.seq_len, idx)
+            return
+        for r, j in zip(positions, idx.tolist()):
+            out[r] = self.store.sequence(self.name, self.seq_len, j)
 
 
 class MixtureDataset(IterableDataset):
@@ -101,6 +173,8 @@ class MixtureDataset(IterableDataset):
         self._start = _SharedRows(1, len(mixer.domains) + 1)
         self._generation = 0
         self._waits = torch.zeros(1, dtype=torch.int64).share_memory_()
+        # [step | n]: iterators starting at that step first yield n placeholders (fast_forward)
+        self._skip = _SharedRows(1, 1)
         too_small = [d for d, n in zip(mixer.domains, self.num_sequences) if n < mixer.world_size]
         if too_small:
             raise MixingError(f"domain(s) {too_small} have fewer packed sequences of length {seq_len} than "
@@ -111,23 +185,44 @@ class MixtureDataset(IterableDataset):
         return [_DomainCursor(n, m.seed, i, m.rank, m.world_size, self.shuffle)
                 for i, n in enumerate(self.num_sequences)]
 
-    def _read(self, drawn: np.ndarray, consumed: np.ndarray, cursors: list[_DomainCursor]) -> np.ndarray:
-        """The rows of one micro-batch: per domain, the next sequences of its cursor, read
-        with one store.gather() call where the store has the batch path."""
+    def _readers(self) -> list[_DomainReader]:
+        return [_DomainReader(self.store, name, self.seq_len) for name in self.mixer.domains]
+
+    def _read(self, drawn: np.ndarray, consumed: np.ndarray, cursors: list[_DomainCursor],
+              readers: list[_DomainReader]) -> np.ndarray:
+        """The rows of one micro-batch: per domain drawn, the next sequences of its cursor
+        (one index array), read into the rows that drew it."""
         out = np.empty((len(drawn), self.seq_len), dtype=np.int64)
-        gather = getattr(self.store, "gather", None)
-        for d in np.unique(drawn):
-            rows = np.flatnonzero(drawn == d)
-            idx = [cursors[d].index(consumed[d] + n) for n in range(len(rows))]
-            name = self.mixer.domains[d]
-            # gather() plans the whole batch at a fixed cost (~0.07 ms); below ~128 rows the
-            # zero-copy sequence() views copied one by one are cheaper (benchmarks/odm_read_rate.py)
-            if gather is not None and len(rows) >= _GATHER_MIN_ROWS:
-                out[rows] = gather(name, self.seq_len, idx)
-            else:
-                for r, j in zip(rows, idx):
-                    out[r] = self.store.sequence(name, self.seq_len, j)
+        if not self.per_sample:                     # one domain for the whole micro-batch
+            d = int(drawn[0])
+            readers[d].read(cursors[d].indices(consumed[d], len(drawn)), out, None)
+            return out
+        order = np.argsort(drawn, kind="stable")    # rows grouped by domain, in row order
+        counts = np.bincount(drawn, minlength=len(readers)).tolist()
+        lo = 0
+        for d, c in enumerate(counts):
+            if c:
+                readers[d].read(cursors[d].indices(consumed[d], c), out, order[lo:lo + c])
+                lo += c
         return out
+
+    def fast_forward(self, n: int) -> None:
+        """Let a trainer that resumes by dropping the first ``n`` batches of its loader do so
+        for free: iterators starting at the mixer's current step (call this after
+        ``load_state_dict``) first yield ``n`` placeholder items, no draws, no reads, then
+        the stream from the restored step on. Without it such a trainer pulls n real
+        micro-batches without calling ``update()``. For Hugging Face Trainer with
+        ``ignore_data_skip=False``: n = (global_step % max_steps) x gradient_accumulation_steps
+        (``examples/hf_trainer.py`` does it in ``on_train_begin``). A placeholder that reaches
+        the training step makes ``unpack_batch`` raise. Holds also for iterators made by other
+        DataLoaders (workers read it from shared memory); an update() ends it."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise MixingError(f"fast_forward needs a number of batches >= 0, got {n!r}")
+        self._skip.write(0, self.mixer.step, np.array([float(n)]))
+
+    def _skipped_at(self, start: int) -> int:
+        stamp, row = self._skip.read(0)
+        return int(row[0]) if stamp == start else 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # The start position is read here, eagerly, not in the generator body: a worker that
@@ -137,7 +232,7 @@ class MixtureDataset(IterableDataset):
         if info is None:
             mixer._fix_lag()                   # the trainer's process draws now: the lag is final
             start, consumed = mixer.step, mixer.consumed.copy()
-            return self._stream(start, consumed, 0, 1, False)
+            return self._stream(start, consumed, 0, 1, False, self._skipped_at(start))
         key = (id(self), info.id)
         done = _WORKER_ITERATIONS.get(key, 0)
         _WORKER_ITERATIONS[key] = done + 1
@@ -151,23 +246,30 @@ class MixtureDataset(IterableDataset):
                 start, consumed = int(row[0]), row[1:].astype(np.int64)
             else:                              # a plain DataLoader: the trainer's last published position
                 start, consumed = mixer.stream_position()
-        return self._stream(start, consumed, info.id, info.num_workers, True)
+        return self._stream(start, consumed, info.id, info.num_workers, True, self._skipped_at(start))
 
     def _stream(self, start: int, consumed: np.ndarray, worker: int, workers: int,
-                in_worker: bool) -> Iterator[dict[str, Any]]:
+                in_worker: bool, skipped: int = 0) -> Iterator[dict[str, Any]]:
         mixer, domains = self.mixer, self.mixer.domains
-        cursors = self._cursors()
-        t, item = start, 0
+        cursors, readers = self._cursors(), self._readers()
+        for item in range(worker, skipped, workers):     # this worker's share of the placeholders
+            yield {FAST_FORWARD_KEY: item}
+        t, item = start, skipped
+        k, batch, per_sample = len(domains), self.batch_size, self.per_sample
         while True:
             t += 1
             policy = mixer.policy_for_step(t, wait=in_worker, timeout=self.wait_timeout, on_wait=self._count_wait)
             draws = mixer.step_draws(t, policy)
             for micro in range(mixer.grad_accum):
+                drawn = draws[micro]
                 if item % workers == worker:
-                    rows = self._read(draws[micro], consumed, cursors)
-                    yield {"input_ids": torch.from_numpy(rows), "domain": [domains[d] for d in draws[micro]],
-                           "step": t}
-                consumed += np.bincount(draws[micro], minlength=len(domains))
+                    rows = self._read(drawn, consumed, cursors, readers)
+                    names = [domains[d] for d in drawn.tolist()] if per_sample else [domains[drawn[0]]] * batch
+                    yield {"input_ids": torch.from_numpy(rows), "domain": names, "step": t}
+                if per_sample:
+                    consumed += np.bincount(drawn, minlength=k)
+                else:
+                    consumed[drawn[0]] += batch
                 item += 1
 
     def _count_wait(self) -> None:
@@ -242,22 +344,29 @@ class _MixtureDataLoader(DataLoader):
 
     def __iter__(self):
         self.dataset._mark_start()
-        return _CheckedIterator(super().__iter__(), self.dataset.mixer)
+        skipped = self.dataset._skipped_at(self.dataset.mixer.step)
+        if self.num_workers == 0 and self.collate_fn is _as_is and not self.pin_memory:
+            # In-process with nothing to collate or pin, the DataLoader's own iterator only adds
+            # a profiler hook and a fetcher per batch (~10-25 us): iterate the dataset directly.
+            inner = iter(self.dataset)
+        else:
+            inner = super().__iter__()
+        return _CheckedIterator(inner, self.dataset.mixer, skipped)
 
 
 class _CheckedIterator:
-    def __init__(self, inner, mixer: Mixer):
+    def __init__(self, inner, mixer: Mixer, skipped: int = 0):
         self._inner, self._mixer = inner, mixer
         self._start = mixer.stream_position()[0]      # where the workers start, too
-        self._served = 0
+        self._served = -int(skipped)                  # fast_forward placeholders need no policy
 
     def __iter__(self):
         return self
 
     def __next__(self):
         m = self._mixer
-        step = self._start + 1 + self._served // m.grad_accum
-        if not m.can_draw(step):
+        step = self._start + 1 + max(self._served, 0) // m.grad_accum
+        if self._served >= 0 and not m.can_draw(step):
             raise MixingError(
                 f"the trainer asked for a batch of step {step} (micro-batch {self._served % m.grad_accum + 1} of "
                 f"{m.grad_accum}) but mixer.update() has run for {m.step} steps; with lag={m.lag} that batch "

@@ -15,22 +15,27 @@ the micro-batches of one optimizer step (gradient accumulation)::
     opt.step()
     log.write(mixer.update(acc.means(), step=acc.step)); acc.reset()
 
-Everything stays on the loss's device until one final transfer of 2 x (number of
-domains) numbers, so on a GPU the helpers cost one synchronisation per call of
-``means()``, not one per sequence.
+``DomainLossAccumulator`` is the one way from per-sequence losses to ``update()``'s
+``{domain: mean}`` (``per_domain_means`` is its one-batch form;
+``shammie.mixing.mixer.per_domain_losses`` an earlier name of that). CPU losses are
+summed with numpy; GPU losses stay on their device until one final transfer of
+2 x (number of domains) numbers, so the helpers cost one synchronisation per call of
+``means()``, not one per micro-batch or sequence.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shammie.pipeline.errors import ShammieError
+from shammie.mixing.dataset import FAST_FORWARD_KEY as _FAST_FORWARD_KEY
+from shammie.mixing.mixer import _STACKED_HINT, MixingError
 
 
-class BatchError(ShammieError, ValueError):
+class BatchError(MixingError):
     """A batch that is not one MixtureDataset micro-batch (e.g. several stacked by a DataLoader batch_size)."""
 
 
@@ -49,79 +54,113 @@ def sequence_losses(logits: torch.Tensor, targets: torch.Tensor, ignore_index: i
     return (token * counted).sum(dim=1) / counted.sum(dim=1).clamp(min=1)
 
 
-def _sums_and_counts(per_sequence: torch.Tensor, domains: Sequence[str],
-                     names: list[str], index: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    losses = per_sequence.detach().reshape(-1)
-    if losses.numel() != len(domains):
-        raise ValueError(f"{losses.numel()} per-sequence losses for a batch of {len(domains)} domains: pass one "
-                         "loss per sequence (reduction='none', averaged over tokens), e.g. sequence_losses()")
-    for d in domains:
-        if d not in index:
-            index[d] = len(names)
-            names.append(d)
-    idx = torch.tensor([index[d] for d in domains], device=losses.device)
-    k = len(names)
-    sums = torch.zeros(k, dtype=torch.float64, device=losses.device).index_add_(0, idx, losses.double())
-    counts = torch.bincount(idx, minlength=k).double()
-    return sums, counts
-
-
-def per_domain_means(per_sequence: torch.Tensor, domains: Sequence[str]) -> dict[str, float]:
-    """{domain: mean loss of that domain's sequences} for one batch (detached; plain floats)."""
-    names: list[str] = []
-    sums, counts = _sums_and_counts(per_sequence, domains, names, {})
-    means = (sums / counts).tolist()
-    return dict(zip(names, means))
-
-
 class DomainLossAccumulator:
-    """Per-domain loss sums and counts over the micro-batches of one optimizer step.
+    """Per-domain loss sums and counts over the micro-batches of one optimizer step: the one
+    helper from per-sequence losses plus a batch's ``domain`` list to ``mixer.update()``'s
+    ``{domain: mean}`` (``per_domain_means`` is its one-batch form).
 
     ``means()`` weights every sequence equally (the mean over all of a domain's
     sequences in the step, not a mean of micro-batch means). ``step`` checks that all
     micro-batches came from the same MixtureDataset step, which catches a trainer whose
-    accumulation count differs from the mixer's ``grad_accum``."""
+    accumulation count differs from the mixer's ``grad_accum``. Losses are detached;
+    CPU losses (tensors, arrays, lists) are summed with numpy, losses on an accelerator
+    stay there until ``means()`` (one synchronisation per optimizer step)."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self._names: list[str] = []
         self._index: dict[str, int] = {}
-        self._sums: torch.Tensor | None = None
-        self._counts: torch.Tensor | None = None
+        self._sums: Any = None          # numpy arrays, or tensors on the losses' device
+        self._counts: Any = None
         self.micro_batches = 0
         self.step: int | None = None
 
-    def add(self, per_sequence: torch.Tensor, domains: Sequence[str], *, step: int | None = None) -> None:
+    def add(self, per_sequence: Any, domains: Sequence[str], *, step: int | None = None) -> None:
+        """Add one micro-batch: one loss per sequence (a tensor, array or list; averaged over
+        tokens, e.g. ``sequence_losses()``) and the batch's ``domain`` list."""
         if step is not None:
-            step = int(step)
+            step = int(step.item() if isinstance(step, torch.Tensor) else step)
             if self.step is not None and step != self.step:
                 raise BatchError(f"micro-batch of step {step} accumulated into step {self.step}: the trainer's "
                                  "gradient accumulation and the mixer's grad_accum disagree, or update() was skipped")
-            self.step = step
-        sums, counts = _sums_and_counts(per_sequence, domains, self._names, self._index)
-        if self._sums is None:
-            self._sums, self._counts = sums, counts
+        domains = list(domains)
+        n = len(domains)
+        one_domain = n > 0 and domains.count(domains[0]) == n     # the default: one domain per micro-batch
+        if not (isinstance(domains[0], str) if one_domain else all(isinstance(d, str) for d in domains)):
+            raise BatchError(f"the batch's domains should be a list of names, got {domains[:3]}...: " + _STACKED_HINT)
+        on_device = isinstance(self._sums, torch.Tensor)
+        if isinstance(per_sequence, torch.Tensor):
+            losses = per_sequence.detach().reshape(-1)
+            if losses.device.type == "cpu" and not on_device:
+                losses = (losses if losses.dtype in (torch.float32, torch.float64) else losses.double()).numpy()
+            else:
+                on_device = True
         else:
-            grow = len(self._names) - len(self._sums)
-            if grow:
-                pad = torch.zeros(grow, dtype=sums.dtype, device=sums.device)
-                self._sums, self._counts = torch.cat([self._sums, pad]), torch.cat([self._counts, pad])
-            self._sums = self._sums + sums
-            self._counts = self._counts + counts
+            losses = np.asarray(per_sequence, dtype=np.float64).reshape(-1)
+        if len(losses) != n:
+            raise BatchError(f"{len(losses)} per-sequence losses for a batch of {n} sequences: pass one "
+                             "loss per sequence (reduction='none', averaged over tokens), e.g. sequence_losses()")
+        index = self._index
+        codes = [index.setdefault(domains[0], len(index))] if one_domain else \
+            [index.setdefault(d, len(index)) for d in domains]
+        k = len(index)
+        if on_device:                                   # e.g. on a GPU: no synchronisation here
+            device = self._sums.device if isinstance(self._sums, torch.Tensor) else losses.device
+            losses = torch.as_tensor(losses).to(device).double()
+            self._grow(k, device)
+            if one_domain:
+                self._sums[codes[0]] += losses.sum()
+                self._counts[codes[0]] += n
+            else:
+                idx = torch.tensor(codes, device=device)
+                self._sums.index_add_(0, idx, losses)
+                self._counts += torch.bincount(idx, minlength=k).double()
+        else:
+            self._grow(k, None)
+            if one_domain:
+                self._sums[codes[0]] += float(losses.sum(dtype=np.float64))
+                self._counts[codes[0]] += n
+            elif n:
+                self._sums += np.bincount(codes, weights=losses, minlength=k)
+                self._counts += np.bincount(codes, minlength=k)
+        self.step = step if step is not None else self.step
         self.micro_batches += 1
 
+    def _grow(self, k: int, device) -> None:
+        """Sums and counts for k domains: numpy arrays (device None) or tensors on `device`."""
+        if device is None:
+            if self._sums is None:
+                self._sums, self._counts = np.zeros(k), np.zeros(k)
+            elif len(self._sums) < k:
+                pad = np.zeros(k - len(self._sums))
+                self._sums, self._counts = np.append(self._sums, pad), np.append(self._counts, pad)
+            return
+        if not isinstance(self._sums, torch.Tensor):     # start, or move CPU sums to the device
+            old = (np.zeros(0), np.zeros(0)) if self._sums is None else (self._sums, self._counts)
+            self._sums, self._counts = (torch.as_tensor(a, dtype=torch.float64, device=device) for a in old)
+        if len(self._sums) < k:
+            pad = torch.zeros(k - len(self._sums), dtype=torch.float64, device=device)
+            self._sums, self._counts = torch.cat([self._sums, pad]), torch.cat([self._counts, pad])
+
     def means(self) -> dict[str, float]:
+        """{domain: mean loss of its sequences so far} for the domains seen (plain floats)."""
         if self._sums is None:
             return {}
-        return dict(zip(self._names, (self._sums / self._counts).tolist()))
+        return dict(zip(self._index, (self._sums / self._counts).tolist()))
 
     def pop(self) -> dict[str, float]:
         """The means, then reset for the next optimizer step."""
         out = self.means()
         self.reset()
         return out
+
+
+def per_domain_means(per_sequence: Any, domains: Sequence[str]) -> dict[str, float]:
+    """{domain: mean loss of that domain's sequences} for one batch (detached; plain floats)."""
+    acc = DomainLossAccumulator()
+    acc.add(per_sequence, domains)
+    return acc.means()
 
 
 def unpack_batch(batch: Mapping[str, Any]) -> tuple[torch.Tensor, list[str], int]:
@@ -131,6 +170,11 @@ def unpack_batch(batch: Mapping[str, Any]) -> tuple[torch.Tensor, list[str], int
     A DataLoader with ``batch_size=4`` (HF Trainer's default path does this) stacks 4
     micro-batches into a 3-D ``input_ids`` and a tensor of steps, and a model would
     happily train on it; this turns that into an error naming the cause."""
+    if isinstance(batch, Mapping) and _FAST_FORWARD_KEY in batch:
+        raise BatchError("a fast_forward() placeholder reached the training step: MixtureDataset.fast_forward(n) "
+                         "is for a trainer that drops its loader's first n batches on resume (Hugging Face Trainer "
+                         "with ignore_data_skip=False: n = global_step x gradient_accumulation_steps); this one "
+                         "did not drop them")
     if not isinstance(batch, Mapping) or not {"input_ids", "domain", "step"} <= set(batch):
         raise BatchError(f"expected a MixtureDataset batch with input_ids, domain and step, got "
                          f"{sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__}")

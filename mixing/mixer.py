@@ -37,6 +37,7 @@ Design (why it is exactly resumable and safe with DataLoader workers):
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -67,8 +68,10 @@ _STACKED_HINT = ("MixtureDataset yields whole micro-batches: build the loader wi
                  "DataLoader(dataset, batch_size=None); a DataLoader batch_size stacks several of them")
 
 _SKIP_HINT = ("If the trainer skips batches on resume, it consumes batches without calling update(): "
-              "with Hugging Face Trainer set TrainingArguments(ignore_data_skip=True) and restore the "
-              "data with MixtureDataset.load_state_dict instead. With gradient accumulation pass "
+              "with Hugging Face Trainer set TrainingArguments(ignore_data_skip=True), or call "
+              "MixtureDataset.fast_forward(global_step x gradient_accumulation_steps) in a callback's "
+              "on_train_begin (examples/hf_trainer.py), after restoring the data with "
+              "MixtureDataset.load_state_dict. With gradient accumulation pass "
               "grad_accum=K to the mixer and call update() once per optimizer step.")
 
 
@@ -130,24 +133,12 @@ def resolve_weights(domains: Sequence[str], weights: Any,
     return w / w.sum()
 
 
-def per_domain_losses(domains: Sequence[str], losses: Any,
-                      into: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
-    """Group a micro-batch's per-sequence losses by the batch's ``domain`` list.
-
-    Call it for every micro-batch of an optimizer step (``into`` accumulates) and pass
-    the result to ``mixer.update()``, which averages each domain's list."""
-    if any(not isinstance(d, str) for d in domains):
-        raise MixingError(f"the batch's domains should be a list of names, got {list(domains)[:3]}...: "
-                          + _STACKED_HINT)
-    values = losses.detach().float().reshape(-1).tolist() if hasattr(losses, "detach") \
-        else np.asarray(losses, dtype=np.float64).reshape(-1).tolist()
-    if len(values) != len(domains):
-        raise MixingError(f"{len(values)} per-sequence losses for a batch of {len(domains)} sequences: "
-                          "pass one loss per sequence (reduction='none', then mean over tokens)")
-    out = {} if into is None else into
-    for d, v in zip(domains, values):
-        out.setdefault(d, []).append(v)
-    return out
+def per_domain_losses(domains: Sequence[str], losses: Any) -> dict[str, float]:
+    """The earlier name of ``shammie.mixing.losses.per_domain_means`` (domains first), kept
+    for scripts that import it from here: {domain: mean per-sequence loss} of one batch.
+    Accumulate micro-batches with ``shammie.mixing.losses.DomainLossAccumulator``."""
+    from shammie.mixing.losses import per_domain_means   # imports torch; the bandit does not need it
+    return per_domain_means(losses, domains)
 
 
 # -- torch.distributed -------------------------------------------------------
@@ -382,15 +373,18 @@ class Mixer:
             return self._draw_cache[1]         # update() replays the draw the dataset just made
         cdf = np.cumsum(policy)
         cdf = cdf / cdf[-1]
-        per_batch = self.batch_size if self.per_sample else 1
         drawn = np.empty((self.grad_accum, self.batch_size), dtype=np.int64)
+        last = self.num_domains - 1
+        cdf_list = cdf.tolist()
         for m in range(self.grad_accum):
             # inverse-CDF on seeded uniforms: Generator.choice(p=...) costs ~3x more per call.
             # Micro-batch 0 keeps the seed of the single-micro-batch schedule.
             key_seed = [self.seed, _DRAW_SALT, t, self.rank] + ([m] if m else [])
-            uniforms = np.random.default_rng(key_seed).random(per_batch)
-            picks = np.minimum(np.searchsorted(cdf, uniforms, side="right"), self.num_domains - 1)
-            drawn[m] = picks if self.per_sample else picks[0]
+            rng = np.random.default_rng(key_seed)
+            if self.per_sample:
+                drawn[m] = np.minimum(np.searchsorted(cdf, rng.random(self.batch_size), side="right"), last)
+            else:   # the same first uniform and the same search as above, without arrays
+                drawn[m] = min(bisect.bisect_right(cdf_list, rng.random()), last)
         drawn.flags.writeable = False
         self._draw_cache = (key, drawn)
         return drawn
@@ -427,6 +421,13 @@ class Mixer:
     def _parse_loss(self, d: Any, v: Any) -> float:
         if d not in self._index:
             raise MixingError(f"loss reported for unknown domain {d!r}; domains are {self.domains}")
+        if type(v) is float or type(v) is int:      # the common case, without numpy
+            try:
+                x = float(v)
+            except OverflowError:
+                x = math.inf
+            if 0.0 <= x < math.inf:
+                return x
         if v is None:
             raise MixingError(f"loss for domain {d!r} is None: pass a number, a tensor or a list of "
                               "per-sequence losses (a Hugging Face model returns loss=None without labels)")
@@ -449,19 +450,19 @@ class Mixer:
             raise MixingError(f"loss for domain {d!r} overflows (mean of {arr.tolist()[:4]}...)")
         return mean
 
-    def _local_losses(self, losses: Mapping[str, Any], drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _local_losses(self, losses: Mapping[str, Any], drawn_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(losses, Mapping):
             raise MixingError(f"update() takes a {{domain: loss}} mapping, got {type(losses).__name__}")
         sums = np.zeros(self.num_domains)
         counts = np.zeros(self.num_domains)
-        drawn_set = set(np.unique(drawn).tolist())
         for d, v in losses.items():
             mean = self._parse_loss(d, v)
             i = self._index[d]
-            if self.require_drawn and i not in drawn_set:
+            if self.require_drawn and not drawn_counts[i]:
                 raise MixingError(
                     f"loss reported for domain {d!r}, which step {self.step + 1} did not draw on rank "
-                    f"{self.rank} (drawn: {sorted(self.domains[j] for j in drawn_set)}). Report the losses "
+                    f"{self.rank} (drawn: {sorted(self.domains[j] for j in np.flatnonzero(drawn_counts))}). "
+                    "Report the losses "
                     "of the batches this rank received, once per optimizer step. " + _SKIP_HINT)
             sums[i] += mean
             counts[i] += 1
@@ -510,7 +511,7 @@ class Mixer:
         drawn_counts = np.bincount(drawn.reshape(-1), minlength=self.num_domains)
         local_error: MixingError | None = None
         try:
-            sums, counts = self._local_losses(losses, drawn)
+            sums, counts = self._local_losses(losses, drawn_counts)
         except MixingError as e:
             if _dist_info(self.process_group)[1] <= 1:
                 raise
@@ -523,7 +524,7 @@ class Mixer:
             raise MixingError(f"{int(errors)} other rank(s) reported invalid losses for step {t}; see their errors")
         with np.errstate(over="ignore", invalid="ignore"):
             means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-        if not np.all(np.isfinite(means)):
+        if not np.isfinite(means).all():
             raise MixingError(f"the rank-averaged losses of step {t} overflow: {means.tolist()}")
         consumed_all = self.consumed_all + drawn_all.astype(np.int64)
         self._learn_checked(t, means, counts > 0, used, consumed_all)
@@ -865,11 +866,11 @@ class OnlineDataMixer(Mixer):
         try:
             with np.errstate(over="ignore", invalid="ignore"):
                 self._learn(t, means, seen, used)
-            if not np.all(np.isfinite(self.rewards)):
+            if not np.isfinite(self.rewards).all():
                 raise MixingError(f"step {t}: the losses {dict(zip(self.domains, means.tolist()))} make the "
                                   f"rewards non-finite ({self.rewards.tolist()}); update refused, mixer unchanged")
             nxt = self._next_policy(t + 1, consumed_all)
-            if not (np.all(np.isfinite(nxt)) and np.all(nxt >= 0) and abs(nxt.sum() - 1.0) < 1e-9):
+            if not (np.isfinite(nxt).all() and (nxt >= 0).all() and abs(nxt.sum() - 1.0) < 1e-9):
                 raise MixingError(f"step {t}: the next policy would be {nxt.tolist()}; update refused, "
                                   "mixer unchanged")
         except Exception:

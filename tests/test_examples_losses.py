@@ -90,3 +90,31 @@ def test_a_dataloader_that_stacks_batches_is_refused(mixture):
         unpack_batch(stacked)
     with pytest.raises(BatchError, match="input_ids, domain and step"):
         unpack_batch({"input_ids": torch.zeros(2, 3)})
+
+
+def test_accumulator_takes_arrays_and_lists_and_refuses_stacked_domains():
+    acc = DomainLossAccumulator()
+    acc.add(np.array([1.0, 3.0]), ["a", "b"])
+    acc.add([5.0], ["a"])
+    acc.add(torch.tensor([2.0], dtype=torch.float16), ["c"])
+    assert acc.means() == pytest.approx({"a": 3.0, "b": 3.0, "c": 2.0})
+    with pytest.raises(BatchError, match="batch_size=None"):
+        acc.add(torch.ones(2), [("a", "b"), ("a", "b")])             # a DataLoader's collated domain lists
+    with pytest.raises(BatchError, match="2 per-sequence losses for a batch of 3"):
+        acc.add(torch.ones(2), ["a", "b", "c"])
+    assert acc.micro_batches == 3                                     # refused batches leave it as it was
+
+
+def test_accumulator_device_path_gives_the_same_means():
+    """Losses on an accelerator are summed with torch on their device; forced here on CPU
+    tensors by starting the sums as tensors, it must agree with the numpy path."""
+    batches = [(torch.tensor([1.0, 2.0, 4.0]), ["a", "a", "a"]), (torch.tensor([3.0, 5.0]), ["b", "a"]),
+               (torch.tensor([7.0]), ["c"])]
+    plain, device = DomainLossAccumulator(), DomainLossAccumulator()
+    device._grow(0, torch.device("cpu"))
+    for losses, domains in batches:
+        plain.add(losses, domains, step=2)
+        device.add(losses, domains, step=2)
+    assert isinstance(device._sums, torch.Tensor) and not isinstance(plain._sums, torch.Tensor)
+    assert plain.means() == pytest.approx({"a": 3.0, "b": 3.0, "c": 7.0})
+    assert device.means() == pytest.approx(plain.means())

@@ -177,3 +177,73 @@ def test_hf_trainer_resumed_from_a_checkpoint_continues_the_stream_exactly(tmp_p
         assert a["weights"] == b["weights"] and a["sequences"] == b["sequences"]
         assert a["loss"].keys() == b["loss"].keys()
         assert all(math.isclose(a["loss"][d], b["loss"][d], rel_tol=1e-6) for d in a["loss"])
+
+
+def _hf_in_process(tiny_store, out: Path, *, max_steps: int, save_steps: int = 0, resume: Path | None = None,
+                   ignore_data_skip: bool = False, workers: int = 2, load_mixture: bool = True) -> list[dict]:
+    """The HF example's Trainer, built here with explicit TrainingArguments; returns the log records."""
+    from transformers import TrainingArguments, set_seed
+
+    from shammie.mixing.dataset import MixtureDataset
+    from shammie.mixing.mixer import MixLog, OnlineDataMixer
+    from shammie.mixing.store import open_store
+
+    hf = _load_example("hf_trainer")
+    set_seed(0)
+    args = TrainingArguments(output_dir=str(out), max_steps=max_steps, gradient_accumulation_steps=ACCUM,
+                             dataloader_num_workers=workers, learning_rate=1e-3, lr_scheduler_type="constant",
+                             save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
+                             report_to=[], use_cpu=True, remove_unused_columns=False, disable_tqdm=True, seed=0,
+                             ignore_data_skip=ignore_data_skip)
+    store = open_store(tiny_store)
+    mixer = OnlineDataMixer.from_store(store, seed=0, grad_accum=ACCUM)
+    mixture = MixtureDataset(store, mixer, seq_len=SEQ + 1, batch_size=BATCH)
+    model = hf.tiny_gpt2(store.vocab_size, SEQ, 32, 1)
+    if resume is not None and load_mixture:
+        mixture.load_state_dict(json.loads((resume / hf.mixture_state_name(0)).read_text()))
+    log_path = out.parent / f"{out.name}.jsonl"
+    log = MixLog(str(log_path))
+    MixingTrainer, MixerUpdate = hf.make_trainer_class()
+    trainer = MixingTrainer(model=model, args=args, mixture=mixture, loader_workers=workers)
+    trainer.add_callback(MixerUpdate(trainer, log))
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    log.close()
+    assert trainer.state.global_step == mixer.step == max_steps
+    return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("ignore_data_skip", [False, True])
+def test_hf_trainer_resume_with_or_without_data_skip_is_quick_and_exact(tmp_path, tiny_store, ignore_data_skip):
+    """HF Trainer's default resume (ignore_data_skip=False) fast-forwards a loader that Accelerate
+    rebuilds around the dataset (skip_first_batches), so the mixer's own loader check never sees
+    it. It used to block a worker for the 60 s wait and then fail; now the skipped micro-batches
+    are placeholders that cost nothing and the stream resumes exactly at the checkpoint's step."""
+    import time
+
+    # 6 steps to skip: more than the lag (4), so the skipped batches need updates that never come
+    full = _hf_in_process(tiny_store, tmp_path / "full", max_steps=9, save_steps=6)
+    started = time.monotonic()
+    again = _hf_in_process(tiny_store, tmp_path / "resumed", max_steps=9, resume=tmp_path / "full" / "checkpoint-6",
+                           ignore_data_skip=ignore_data_skip)
+    elapsed = time.monotonic() - started
+    assert elapsed < 30, f"resume took {elapsed:.0f} s"
+    assert [r["step"] for r in again] == [7, 8, 9]
+    for a, b in zip([r for r in full if r["step"] > 6], again):
+        assert a["weights"] == b["weights"] and a["sequences"] == b["sequences"]
+        assert a["loss"].keys() == b["loss"].keys()
+        assert all(math.isclose(a["loss"][d], b["loss"][d], rel_tol=1e-6) for d in a["loss"])
+
+
+def test_hf_trainer_resume_without_the_mixture_state_is_refused_at_once(tmp_path, tiny_store):
+    """The Trainer would restart the stream at step 1 (or skip into a stream it never drew):
+    the example's on_train_begin compares the Trainer's step with the mixer's before any batch."""
+    import time
+
+    from shammie.mixing.mixer import MixingError
+
+    _hf_in_process(tiny_store, tmp_path / "full", max_steps=2, save_steps=2, workers=0)
+    began = time.monotonic()
+    with pytest.raises(MixingError, match=r"resumes at step 2 but the mixture's stream is at step 0.*load_state_dict"):
+        _hf_in_process(tiny_store, tmp_path / "resumed", max_steps=4, resume=tmp_path / "full" / "checkpoint-2",
+                       load_mixture=False)
+    assert time.monotonic() - began < 20

@@ -226,3 +226,85 @@ def test_large_batches_read_through_the_store_batch_path(tmp_path, per_sample):
             assert proxy.gathers >= 6                      # every batch (>= 128 rows of a domain) used gather()
     for (dom_a, ids_a), (dom_b, ids_b) in zip(*streams):
         assert dom_a == dom_b and torch.equal(ids_a, ids_b)
+
+
+# -- the read path: vectorised cursors and per-shard views, same stream as before -------------
+
+def _per_row_index(n, seed, domain_index, rank, world, shuffle, k):
+    """The cursor as it was first written, one Python call per row: the reference."""
+    per_rank = n // world
+    epoch, pos = divmod(k, per_rank)
+    j = rank + world * pos
+    if not shuffle:
+        return j
+    return int(np.random.default_rng([seed, 0x5E0, domain_index, epoch]).permutation(n)[j])
+
+
+@pytest.mark.parametrize("n,rank,world,shuffle", [(37, 0, 1, True), (37, 2, 3, True), (10, 1, 2, False),
+                                                  (5, 0, 1, True)])
+def test_vectorised_cursor_indices_equal_the_per_row_ones(n, rank, world, shuffle):
+    from shammie.mixing.dataset import _DomainCursor
+    cursor = _DomainCursor(n, 9, 2, rank, world, shuffle)
+    per_rank = n // world
+    # inside one epoch, across one boundary, and spanning several epochs in one call
+    for k, count in [(0, 1), (3, per_rank - 3), (per_rank - 2, 5), (1, 3 * per_rank + 2), (7 * per_rank + 1, 4)]:
+        got = cursor.indices(k, count)
+        assert got.dtype == np.int64
+        assert got.tolist() == [_per_row_index(n, 9, 2, rank, world, shuffle, k + i) for i in range(count)]
+
+
+def _reference_step_draws(mixer, t, policy):
+    """Step t's domains as first written: searchsorted on an array of uniforms, every micro-batch."""
+    cdf = np.cumsum(policy)
+    cdf = cdf / cdf[-1]
+    per_batch = mixer.batch_size if mixer.per_sample else 1
+    drawn = np.empty((mixer.grad_accum, mixer.batch_size), dtype=np.int64)
+    for m in range(mixer.grad_accum):
+        uniforms = np.random.default_rng([mixer.seed, 0x0D4A, t, mixer.rank] + ([m] if m else [])).random(per_batch)
+        picks = np.minimum(np.searchsorted(cdf, uniforms, side="right"), mixer.num_domains - 1)
+        drawn[m] = picks if mixer.per_sample else picks[0]
+    return drawn
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_step_draws_equal_the_array_formula(per_sample):
+    mixer = StaticMixer(["a", "b", "c", "d"], {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}, seed=5, grad_accum=3)
+    mixer.configure(batch_size=6, per_sample=per_sample, rank=1, world_size=2)
+    for policy in (mixer.policy_for_step(1), np.array([0.5, 0.0, 0.5, 0.0]), np.array([0.0, 0.0, 0.0, 1.0])):
+        for t in range(1, 200):
+            mixer._draw_cache = None
+            assert np.array_equal(mixer.step_draws(t, policy), _reference_step_draws(mixer, t, policy))
+
+
+@pytest.mark.parametrize("count", [1, 16, 200])
+def test_reader_copies_exactly_the_store_sequences(tmp_path, count):
+    """Rows in one shard, rows over several shards, rows spanning two shards, many rows."""
+    from shammie.mixing.dataset import _DomainReader
+    from shammie.mixing.store import open_store
+    from shammie.mixing.store_testing import write_token_store
+    rng = np.random.default_rng(3)
+    docs = {"one": [rng.integers(3, 300, size=int(n)) for n in rng.integers(20, 200, 40)],
+            "many": [rng.integers(3, 300, size=int(n)) for n in rng.integers(20, 400, 400)]}
+    write_token_store(str(tmp_path / "store"), docs, seq_len=16, shard_tokens=9_000)
+    store = open_store(str(tmp_path / "store"))
+    for name in store.domains:
+        reader, n = _DomainReader(store, name, 16), store.num_sequences(name, 16)
+        assert (reader.single is not None) == (name == "one")
+        starts = store._domain(name).tok_starts[1:-1]
+        spanning = [b // 16 for b in starts if b % 16]          # rows that cross a shard end
+        assert (len(spanning) > 3) == (name == "many")
+        for trial in range(5):
+            idx = rng.integers(0, n, count)
+            if trial == 0:
+                idx = np.full(count, n - 1)
+            if trial == 1 and spanning:
+                idx[: len(spanning)] = spanning[:count]
+            expect = np.stack([store.sequence(name, 16, int(j)) for j in idx]).astype(np.int64)
+            out = np.full((count, 16), -1, dtype=np.int64)
+            reader.read(idx, out, None)
+            assert np.array_equal(out, expect)
+            rows = rng.permutation(count + 3)[:count]
+            out = np.full((count + 3, 16), -1, dtype=np.int64)
+            reader.read(idx, out, rows)
+            assert np.array_equal(out[rows], expect)
+            assert (np.delete(out, rows, axis=0) == -1).all()

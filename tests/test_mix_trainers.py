@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from shammie.mixing.dataset import MixtureDataset
-from shammie.mixing.mixer import DEFAULT_WAIT_TIMEOUT, MixingError, OnlineDataMixer, per_domain_losses
+from shammie.mixing.dataset import FAST_FORWARD_KEY, MixtureDataset
+from shammie.mixing.losses import BatchError, DomainLossAccumulator, per_domain_means, unpack_batch
+from shammie.mixing.mixer import DEFAULT_WAIT_TIMEOUT, MixingError, OnlineDataMixer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # --import-mode=importlib
 from test_mix_fakes import FakeStore, identify  # noqa: E402
@@ -38,13 +39,14 @@ def make(grad_accum=1, lag=None, batch_size=3, per_sample=False, **kw):
 def train(batches, mixer, steps, grad_accum):
     """A trainer loop with accumulation: K micro-batches, then one update() per optimizer step."""
     served = []
+    losses = DomainLossAccumulator()
     for _ in range(steps):
-        losses: dict[str, list[float]] = {}
         for _ in range(grad_accum):
             b = next(batches)
             served.append((b["step"], [identify(r, mixer.domains) for r in b["input_ids"]]))
-            per_domain_losses(b["domain"], per_sequence_loss(b), into=losses)
-        mixer.update(losses, step=served[-1][0])
+            losses.add(per_sequence_loss(b), b["domain"], step=b["step"])
+        mixer.update(losses.means(), step=losses.step)
+        losses.reset()
     return served
 
 
@@ -127,6 +129,55 @@ def test_resumed_trainer_skipping_batches_is_refused_at_once():
     assert time.monotonic() - began < 20
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("loader", ["mixture", "accelerate_skip"])
+def test_fast_forward_makes_a_resumed_trainers_skip_free_and_exact(workers, loader):
+    """HF Trainer's default resume pulls and drops steps_trained x grad_accum batches, through
+    accelerate's skip_first_batches, which rebuilds the DataLoader around the dataset (our loader
+    and its check are gone). With fast_forward those batches are placeholders and the first
+    batch the trainer keeps is the restored step's."""
+    ref_mixer, ref_data = make(grad_accum=2)
+    ref = train(iter(ref_data.dataloader(num_workers=0)), ref_mixer, 30, 2)
+    mixer, data = make(grad_accum=2)
+    train(iter(data.dataloader(num_workers=workers)), mixer, 20, 2)
+    m2, d2 = make(grad_accum=2)
+    d2.load_state_dict(data.state_dict())
+    d2.fast_forward(20 * 2)
+    began = time.monotonic()
+    if loader == "accelerate_skip":
+        from accelerate import skip_first_batches
+        batches = iter(skip_first_batches(d2.dataloader(num_workers=workers), 20 * 2))
+    else:
+        source = iter(d2.dataloader(num_workers=workers))
+        dropped = [next(source) for _ in range(20 * 2)]
+        assert all(set(b) == {FAST_FORWARD_KEY} for b in dropped)      # no reads, no draws
+        batches = source
+    assert train(batches, m2, 10, 2) == ref[40:]
+    assert time.monotonic() - began < 20
+    assert m2.state_dict() == ref_mixer.state_dict()
+
+
+def test_fast_forward_placeholders_that_reach_the_model_are_refused():
+    mixer, data = make(grad_accum=2)
+    data.fast_forward(3)
+    with pytest.raises(BatchError, match="fast_forward"):
+        unpack_batch(next(iter(data.dataloader())))
+    with pytest.raises(MixingError, match=">= 0"):
+        data.fast_forward(-1)
+
+
+def test_fast_forward_ends_with_the_next_update():
+    mixer, data = make(grad_accum=1)
+    data.fast_forward(2)
+    loader = data.dataloader()
+    assert set(next(iter(loader))) == {FAST_FORWARD_KEY}
+    it = iter(loader)
+    next(it), next(it)                              # still at step 0: placeholders again
+    b = next(it)
+    mixer.update({b["domain"][0]: 1.0}, step=b["step"])
+    assert "input_ids" in next(iter(loader))        # a new position: no placeholders
+
+
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")     # torch: more workers than cores
 def test_many_workers_derive_a_lag_that_never_waits():
     mixer, data = make()
@@ -191,6 +242,18 @@ def test_a_loader_that_stacks_batches_is_named():
     with pytest.raises(MixingError, match="batch_size=None"):
         mixer.update({}, step=stacked["step"])
     with pytest.raises(MixingError, match="batch_size=None"):
-        per_domain_losses(stacked["domain"], torch.ones(12))
+        per_domain_means(torch.ones(12), stacked["domain"])
     b = next(iter(data.dataloader()))
-    mixer.update(per_domain_losses(b["domain"], torch.ones(3)), step=torch.tensor(b["step"]))
+    mixer.update(per_domain_means(torch.ones(3), b["domain"]), step=torch.tensor(b["step"]))
+
+
+def test_the_former_helper_name_is_the_one_helper():
+    """mixer.per_domain_losses (domains first) is per_domain_means / DomainLossAccumulator: one
+    implementation, so both refuse a stacked batch and give the same means."""
+    import shammie.mixing.mixer as mixer_module
+    per_seq = torch.tensor([1.0, 2.0, 4.0, 8.0])
+    domains = ["a", "b", "a", "a"]
+    assert mixer_module.per_domain_losses(domains, per_seq) == per_domain_means(per_seq, domains)
+    with pytest.raises(BatchError, match="batch_size=None"):
+        mixer_module.per_domain_losses([("a", "b")], torch.ones(2))
+    assert "into" not in mixer_module.per_domain_losses.__code__.co_varnames    # no second accumulator
