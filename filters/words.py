@@ -40,7 +40,8 @@ class ChunkCachedWordTokenizer:
 
         self._inner = inner
         self._max = max_chunks
-        # chunk -> [its words, its first and last few tokens before special cases (None until needed)]
+        # chunk -> [its words, its first and last few tokens before special cases (None until needed),
+        #           whether it may end / start a special case that straddles a space (by its string)]
         self._cache: OrderedDict[str, list] = OrderedDict()
         spacy_tokenizer = inner.tokenizer.tokenizer
         # Copies of spaCy's tokenizer over a vocabulary without lexical attribute getters: a
@@ -88,20 +89,14 @@ class ChunkCachedWordTokenizer:
         if self._any_straddle(chunks, entries):
             self.whole_texts += 1
             return self._tokens_per_chunk([text], self._with_rules, strip=True)[0]
-        words: list[str] = []
-        for entry in entries:
-            words.extend(entry[0])
-        return words
+        return [w for entry in entries for w in entry[0]]
 
     def _any_straddle(self, chunks: list[str], entries: list[list]) -> bool:
-        """Could a special case straddle a space of this text? First by strings: the left chunk
-        must end with a first part and the right one start with a second part (or be the start
-        of one), which rules out all but a few boundaries; then by the chunks' bare tokens."""
-        ends, starts, beginnings = self._left_strings, self._right_strings, self._right_beginnings
-        last_chars, first_chars = self._left_last_chars, self._right_first_chars
-        suspects = [i for i, (left, right) in enumerate(zip(chunks, chunks[1:]))
-                    if left[-1] in last_chars and right[0] in first_chars
-                    and left.endswith(ends) and (right.startswith(starts) or right in beginnings)]
+        """Could a special case straddle a space of this text? First by strings (flags kept with
+        each chunk): the left chunk must end with a first part and the right one start with a
+        second part (or be the start of one), which rules out all but a few boundaries; then
+        by the two chunks' bare tokens."""
+        suspects = [i for i, (left, right) in enumerate(zip(entries, entries[1:])) if left[3] and right[4]]
         if not suspects:
             return False
         missing = {chunks[j]: entries[j] for i in suspects for j in (i, i + 1) if entries[j][1] is None}
@@ -125,17 +120,22 @@ class ChunkCachedWordTokenizer:
         A chunk of ASCII letters only, or digits only, that is no special case is one token
         (no prefix, suffix or infix rule can apply to it) and needs no spaCy call: those are
         most of the unseen chunks of real text. The others go to spaCy in one call."""
-        rules = self._rules
+        rules, cache = self._rules, self._cache
+        ends, starts, beginnings = self._left_strings, self._right_strings, self._right_beginnings
+        last_chars, first_chars = self._left_last_chars, self._right_first_chars
         hard = []
         for c in chunks:
+            may_end = c[-1] in last_chars and c.endswith(ends)
+            may_start = c[0] in first_chars and (c.startswith(starts) or c in beginnings)
             if c.isascii() and (c.isalpha() or c.isdigit()) and c not in rules:
-                self._cache[c] = [(c,), (c,), (c,)]
+                cache[c] = [(c,), (c,), (c,), may_end, may_start]
             else:
                 hard.append(c)
+                cache[c] = [None, None, None, may_end, may_start]
         if not hard:
             return
         for c, w in zip(hard, self._tokens_per_chunk(hard, self._with_rules, strip=True)):
-            self._cache[c] = [tuple(w), None, None]
+            cache[c][0] = tuple(w)
 
     def _learn_edges(self, chunks: list[str], entries: list[list]) -> None:
         edge = self._edge
