@@ -26,6 +26,8 @@ _EXPORTS = {
     "linear_policy": "shammie.mixing.mixer",
     "reduction_device": "shammie.mixing.mixer",
     "MixtureDataset": "shammie.mixing.dataset",
+    "DomainLossAccumulator": "shammie.mixing.losses",
+    "per_domain_means": "shammie.mixing.losses",
 }
 
 __all__ = sorted(_EXPORTS)

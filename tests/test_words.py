@@ -23,8 +23,27 @@ def real_texts(shared) -> list[str]:
     # raw HTML too: markup, entities and scripts are the hardest input for the affix rules
     docs += [gzip.decompress(p.read_bytes()).decode("utf-8", "replace")[:20000]
              for p in sorted((bench / "html").glob("*.html.gz"))[:60]]
+    docs += _crawl_payloads(shared)
     lines = [ln for d in docs for ln in d.split("\n") if ln.strip()]
     return docs + lines
+
+
+def _crawl_payloads(shared) -> list[str]:
+    """The HTML of the shared crawls' responses (what extraction leaves of it is a subset of its chunks)."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    out = []
+    for path in sorted((shared / "warc").glob("*.warc.gz")):
+        try:
+            with path.open("rb") as f:
+                for record in ArchiveIterator(f):
+                    if record.rec_type == "response":
+                        body = record.content_stream().read()
+                        if body:
+                            out.append(body.decode("utf-8", "replace")[:20000])
+        except Exception:  # the deliberately truncated fixtures: what was read is enough
+            continue
+    return out
 
 
 @pytest.mark.shared_data
