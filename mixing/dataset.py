@@ -86,57 +86,31 @@ class _DomainCursor:
 
 
 class _DomainReader:
-    """Copies a domain's packed sequences into rows of a batch with as little per-row Python
-    as the store allows. A ShardStore is read through its batch path's layout (each shard's
-    sequences as one zero-copy (rows, seq_len) view): rows in one shard -- every row when
-    the domain has one shard, as domains under 128 M tokens do -- are one fancy-indexing
-    copy; rows spread over shards are copied from those views one by one (128 rows or more:
-    one ``store.gather()``, whose plan groups them by shard). Other stores: ``gather()``
-    from 128 rows when they have it, else ``sequence()`` per row."""
+    """Copies a domain's packed sequences into rows of a batch. A store with
+    ``sequence_reader(domain, seq_len)`` (ShardStore: one copy per shard through its batch
+    path's layout) is read through it; other stores through ``gather()`` from
+    ``_GATHER_MIN_ROWS`` rows when they have it, else ``sequence()`` per row."""
 
     def __init__(self, store, name: str, seq_len: int):
         self.store, self.name, self.seq_len = store, name, seq_len
         self.gather = getattr(store, "gather", None)
-        self.domain = self.single = None
-        try:                                        # ShardStore's batch-path layout
-            domain = store._domain(name)
-            layout = domain.sequence_layout(seq_len)
-            self.starts, self.first, self.rows = layout["starts"], layout["first"], layout["rows"]
-            self._views = [None] * len(self.first)
-            self.domain, self.layout = domain, layout
-        except (AttributeError, KeyError, TypeError):
-            return
-        if len(self.first) == 1:
-            self.single = self._view(0)
+        make = getattr(store, "sequence_reader", None)
+        self.fast = make(name, seq_len) if make is not None else None
 
-    def _view(self, k: int) -> np.ndarray:
-        view = self._views[k]
-        if view is None:
-            view = self._views[k] = self.domain.sequence_view(self.layout, k).view(np.ndarray)
-        return view
+    @property
+    def single(self):
+        """The domain's one shard as a (rows, seq_len) view when it has one shard, else None."""
+        return self.fast.single if self.fast is not None else None
 
     def read(self, idx: np.ndarray, out: np.ndarray, rows: np.ndarray | None) -> None:
         """out[rows] = sequences idx (rows None: all of out, in order)."""
-        if self.single is not None:
-            out[rows if rows is not None else slice(None)] = self.single[idx]
+        if self.fast is not None:
+            self.fast.read(idx, out, rows)
             return
-        positions = range(len(idx)) if rows is None else rows.tolist()
-        if self.domain is not None:
-            L = self.seq_len
-            shard = np.searchsorted(self.starts, idx * L, side="right") - 1
-            local = idx - self.first[shard]
-            k0 = int(shard[0])
-            if (shard == k0).all() and (local < self.rows[k0]).all():
-                out[rows if rows is not None else slice(None)] = self._view(k0)[local]
-                return
-            if len(idx) < _GATHER_MIN_ROWS:
-                inside = local < self.rows[shard]
-                for r, k, i, ok, j in zip(positions, shard.tolist(), local.tolist(), inside.tolist(), idx.tolist()):
-                    out[r] = self._view(k)[i] if ok else self.domain.token_slice(j * L, (j + 1) * L)
-                return
         if self.gather is not None and len(idx) >= _GATHER_MIN_ROWS:
             out[rows if rows is not None else slice(None)] = self.gather(self.name, self.seq_len, idx)
             return
+        positions = range(len(idx)) if rows is None else rows.tolist()
         for r, j in zip(positions, idx.tolist()):
             out[r] = self.store.sequence(self.name, self.seq_len, j)
 

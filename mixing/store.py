@@ -26,7 +26,7 @@ import hashlib
 import os
 import zlib
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -274,6 +274,50 @@ class _BatchPlan:
             else:
                 out[self.group_pos[lo:hi]] = d.sequence_view(layout, k)[self.group_rows[lo:hi]]
         return out
+
+
+class SequenceReader:
+    """Copies sequences of one domain into rows of a batch with as little per-row Python as
+    possible, for readers that take a few random sequences at a time (MixtureDataset).
+
+    It uses the batch path's layout (each shard's whole sequences as one zero-copy
+    (rows, seq_len) view): rows in one shard -- every row when the domain has one shard,
+    as domains under 128 M tokens do -- are one fancy-indexing copy; rows spread over
+    shards are copied from those views one by one, or with `gather()` from
+    GATHER_MIN_ROWS rows (its plan has a fixed ~0.07 ms cost: benchmarks/odm_read_rate.py);
+    a row that crosses a shard end is read from the token stream."""
+
+    GATHER_MIN_ROWS = 128
+
+    def __init__(self, domain: "_Domain", seq_len: int, gather: Callable[[np.ndarray], np.ndarray]):
+        self.domain, self.seq_len, self._gather = domain, int(seq_len), gather
+        self.layout = layout = domain.sequence_layout(self.seq_len)
+        self.starts, self.first, self.rows = layout["starts"], layout["first"], layout["rows"]
+        self.single = self._view(0) if len(self.first) == 1 else None
+
+    def _view(self, k: int) -> np.ndarray:
+        return self.domain.sequence_view(self.layout, k).view(np.ndarray)
+
+    def read(self, idx: np.ndarray, out: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """out[rows] = sequences idx (rows None: all of out, in order)."""
+        where = rows if rows is not None else slice(None)
+        if self.single is not None:
+            out[where] = self.single[idx]
+            return
+        L = self.seq_len
+        shard = np.searchsorted(self.starts, idx * L, side="right") - 1
+        local = idx - self.first[shard]
+        k0 = int(shard[0])
+        if (shard == k0).all() and (local < self.rows[k0]).all():
+            out[where] = self._view(k0)[local]
+            return
+        if len(idx) >= self.GATHER_MIN_ROWS:
+            out[where] = self._gather(idx)
+            return
+        positions = range(len(idx)) if rows is None else rows.tolist()
+        inside = local < self.rows[shard]
+        for r, k, i, ok, j in zip(positions, shard.tolist(), local.tolist(), inside.tolist(), idx.tolist()):
+            out[r] = self._view(k)[i] if ok else self.domain.token_slice(j * L, (j + 1) * L)
 
 
 class ShardStore:
@@ -533,6 +577,10 @@ class ShardStore:
                                     world_size=world_size, worker_id=worker_id, num_workers=num_workers,
                                     drop_last=drop_last, shuffle_block=shuffle_block)
         return self._iter_sequences(self._domain(domain), seq_len, order, dtype)
+
+    def sequence_reader(self, domain: str, seq_len: int) -> "SequenceReader":
+        """A reader of the domain's sequences for small random batches (see SequenceReader)."""
+        return SequenceReader(self._domain(domain), seq_len, lambda idx: self.gather(domain, seq_len, idx))
 
     def gather(self, domain: str, seq_len: int, indices, dtype: Any = np.int64, out: np.ndarray | None = None) -> np.ndarray:
         """Sequences `indices` of a domain as one (len(indices), seq_len) array (a copy, `dtype`)."""
