@@ -130,7 +130,8 @@ def run_peer(python: str, corpus: str, work: str, workers: int, tag: str, lid_mo
     wall, peak, text = run_timed([python, os.path.join(HERE, "peer_datatrove_fineweb.py"), corpus, out, str(workers),
                                   lid_model], env=dict(os.environ))
     res = json.loads(text.split("RESULT ", 1)[1].splitlines()[0])
-    timeouts = text.count("Timeout while cleaning record text")
+    timeouts = sum(int(step.get("stats", {}).get("timeout", 0) or 0)
+                   for step in json.load(open(os.path.join(out, "logs", "stats.json"))))
     return {"tool": "datatrove", "workers": workers, "pages": pages, "wall_s": round(wall, 2),
             "pages_per_s": round(pages / wall, 2), "peak_worker_rss_mib": round(peak / 2**20),
             "kept": len(res["kept_ids"]), "kept_ids": res["kept_ids"], "extraction_timeouts": timeouts}
