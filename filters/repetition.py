@@ -20,6 +20,8 @@ texts and on built cases (ties, words with spaces, empty and short documents).
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import numpy as np
 from datatrove.pipeline.filters.gopher_repetition_filter import (
     GopherRepetitionFilter,
@@ -33,13 +35,14 @@ _KEY_BITS = 62  # n word ids packed into one int64 while vocabulary ** n < 2 ** 
 
 
 def top_duplicate_chars(words: list[str], n: int, ids: np.ndarray | None = None,
-                        lengths: np.ndarray | None = None, vocabulary: int | None = None) -> int | None:
+                        vocabulary: int | None = None, offsets: list[int] | None = None) -> int | None:
     """`find_top_duplicate(get_n_grams(words, n))`, or None when there is no n-gram."""
     m = len(words) - n + 1
     if m <= 0:
         return None
     if ids is None:
-        ids, lengths, vocabulary = word_ids(words)
+        ids, vocabulary = word_ids(words)
+        offsets = join_words(words)[1]
     if vocabulary ** n >= 2 ** _KEY_BITS:
         return find_top_duplicate(get_n_grams(words, n))
     keys = ids[:m].copy()
@@ -49,7 +52,7 @@ def top_duplicate_chars(words: list[str], n: int, ids: np.ndarray | None = None,
     _, first, counts = np.unique(keys, return_index=True, return_counts=True)
     best = counts.max()
     start = int(first[counts == best].min())   # Counter keeps first-seen order; max() takes the first
-    return (int(lengths[start:start + n].sum()) + n - 1) * int(best)
+    return (offsets[start + n] - offsets[start] + n - 1) * int(best)
 
 
 def all_duplicate_chars(words: list[str], n: int, joined: str | None = None,
@@ -77,20 +80,16 @@ def all_duplicate_chars(words: list[str], n: int, joined: str | None = None,
     return repeated
 
 
-def word_ids(words: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+def word_ids(words: list[str]) -> tuple[np.ndarray, int]:
+    """Each word's id (in order of first appearance) and the number of distinct words."""
     vocabulary: dict[str, int] = {}
     ids = np.fromiter((vocabulary.setdefault(w, len(vocabulary)) for w in words), dtype=np.int64, count=len(words))
-    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
-    return ids, lengths, max(len(vocabulary), 1)
+    return ids, max(len(vocabulary), 1)
 
 
 def join_words(words: list[str]) -> tuple[str, list[int]]:
-    offsets = [0]
-    total = 0
-    for w in words:
-        total += len(w)
-        offsets.append(total)
-    return "".join(words), offsets
+    """The words joined with no separator, and where each starts in it (plus the end)."""
+    return "".join(words), [0, *accumulate(map(len, words))]
 
 
 class FastGopherRepetition(GopherRepetitionFilter):
@@ -116,20 +115,20 @@ class FastGopherRepetition(GopherRepetitionFilter):
             return False, "dup_line_char_frac"
 
         words = split_into_words(text, self.language)
-        spaced = any(" " in w for w in words)
-        ids, lengths, vocabulary = word_ids(words)
+        joined, offsets = join_words(words)
+        spaced = " " in joined                  # some word holds a space: keys by words would differ
+        ids, vocabulary = word_ids(words)
         for n, n_frac in self.top_n_grams:
             if spaced:
                 n_grams = get_n_grams(words, n)
                 top_char_length = find_top_duplicate(n_grams) if n_grams else None
             else:
-                top_char_length = top_duplicate_chars(words, n, ids, lengths, vocabulary)
+                top_char_length = top_duplicate_chars(words, n, ids, vocabulary, offsets)
             if top_char_length is None:
                 continue
             if top_char_length / len(text) > n_frac:
                 return False, f"top_{n}_gram"
 
-        joined, offsets = join_words(words)
         for n, n_frac in self.dup_n_grams:
             n_duplicates_char = all_duplicate_chars(words, n, joined, offsets)
             if n_duplicates_char / len(text) > n_frac:

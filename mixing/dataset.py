@@ -39,10 +39,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shammie.mixing.mixer import DEFAULT_WAIT_TIMEOUT, Mixer, MixingError, _SharedRows, _SKIP_HINT
+from shammie.mixing.store import SequenceReader
 
 _PERM_SALT = 0x5E0
 FAST_FORWARD_KEY = "fast_forward_placeholder"   # marks an item fast_forward() put before the stream
-_GATHER_MIN_ROWS = 128
+_GATHER_MIN_ROWS = SequenceReader.GATHER_MIN_ROWS  # one threshold for every store's batch read
 
 
 def _as_is(batch):
