@@ -15,6 +15,7 @@ import json
 import os
 import pstats
 import tempfile
+import time
 
 from shammie.pipeline.crawl import CrawlOptions, CrawlStage
 
@@ -29,7 +30,10 @@ def main() -> None:
     args = ap.parse_args()
     job = tempfile.mkdtemp(prefix="shammie-profile-")
     stage = CrawlStage(job, CrawlOptions(inputs=[args.warc], output=job, extractor=args.extractor))
+    started, cpu = time.monotonic(), time.process_time()
     stage.setup()
+    print(f"worker set-up (models, block lists, warm-up): {time.monotonic() - started:.2f} s wall, "
+          f"{time.process_time() - cpu:.2f} s CPU")
     out = os.path.join(job, "documents")
     os.makedirs(out, exist_ok=True)
     payload = {"url": os.path.abspath(args.warc), "name": "profile"}
