@@ -14,7 +14,9 @@ in a sandbox process. Two of those choices make output depend on load and order:
 - `deduplicate=True` uses a process-wide cache that remembers earlier documents:
   Shammie passes a fresh cache per input file instead, so a file's output depends
   only on that file (the same as datatrove with one file per task).
-Extraction runs in-process: no sandbox process and no pickling per page.
+Extraction runs in-process: no sandbox process and no pickling per page, and trafilatura's
+regex XPath tests are guarded by their attribute's presence (pipeline.trafilatura_xpaths:
+the same matches, ~20% less extraction CPU).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class Extractor:
         from trafilatura import extract
         from trafilatura.deduplication import LRU_SIZE, LRUCache
 
+        from shammie.pipeline.trafilatura_xpaths import install
+
+        install()  # the same output for less CPU (see that module)
         self._extract = extract
         self._cache = LRUCache(maxsize=LRU_SIZE)
         self._timeout_s = timeout_s

@@ -6,6 +6,7 @@ to the machine (or to `--workers`). With an address: join that cluster.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -144,7 +145,36 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         return f"Ray cluster at {address}"
     # address="local": always a new in-process Ray, even when `ray start` left a cluster on this machine
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
+    # Registered after Ray's own exit hook, so it runs first (atexit is last in, first out).
+    atexit.register(stop_autoscaler_monitor)
     return f"local Ray ({num_cpus or os.cpu_count()} CPUs)"
+
+
+def stop_autoscaler_monitor() -> bool:
+    """Stop the local Ray's autoscaler monitor before `ray.shutdown()`; True if one was stopped.
+
+    Why: at shutdown Ray stops its GCS first, then sends the monitor SIGTERM; the monitor's
+    handler then tries to report its own exit to the stopped GCS, and Ray waits a full second
+    before it kills it. That second was ~15% of a small crawl's fixed cost. A one-machine Ray
+    has nothing to autoscale, so the monitor is stopped outright first; Ray's shutdown then
+    finds it gone. This reads Ray's private process table: on any surprise it does nothing
+    and Ray's own shutdown proceeds as before."""
+    try:
+        from ray._private import ray_constants
+        from ray._private import worker as ray_worker
+
+        node = ray_worker._global_node
+        if node is None or not node.head:
+            return False
+        stopped = False
+        for info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
+            if info.process.poll() is None:
+                info.process.kill()
+                info.process.wait(timeout=2)
+                stopped = True
+        return stopped
+    except Exception:  # noqa: BLE001 - an optimisation only; Ray's shutdown still runs
+        return False
 
 
 def cluster_cpus() -> int:

@@ -1,0 +1,227 @@
+"""trafilatura's XPath expressions with their regex tests guarded: the same matches, less CPU.
+
+Why this is hand-written: trafilatura 2.x selects boilerplate with XPath expressions that
+call EXSLT `re:test(@class, 'pattern')`. lxml runs every such call as a Python callback,
+once per candidate element, including elements that have no `class` (or `id`, `style`)
+attribute at all: the XPath string of an empty node-set is '' and the pattern is still
+searched in it. On real pages these callbacks were the largest single cost of extraction
+(`prune_unwanted_nodes`, ~9 ms of ~27 ms per page; benchmarks/crawl_profile.py).
+
+The rewrite wraps each call as `(@class and re:test(@class, 'pattern'))`: libxml2 checks
+that the attribute exists natively and skips the callback otherwise. XPath's `and` does
+not evaluate its right side when the left is false, and an absent attribute gives '' to
+`re:test`, so the two forms select the same elements exactly when the pattern cannot match
+the empty string. That is checked for every pattern (with its flags); a call whose subject
+is not a plain attribute (or union of attributes), or whose pattern can match '', is left
+as it was. tests/test_trafilatura_xpaths.py compares the node sets of every rewritten
+expression with the original's on real and built pages, and the extracted text of real pages.
+
+The second change is in how lxml picks a Python class for each element proxy: lxml.html's
+parser asks a Python method (`HtmlElementClassLookup.lookup`) for every proxy it creates,
+about 3,700 times per page in trafilatura. `install()` gives trafilatura's parser lxml's own
+C-level lookups with the same table (form elements get lxml.html's form classes, every
+other element `HtmlElement`, comments `HtmlComment`...): ~5% of extraction time.
+
+`install()` swaps the guarded expressions into trafilatura's modules in place (the lists
+that trafilatura's functions hold are mutated, single expressions are replaced wherever a
+trafilatura module refers to them) and sets the parser's lookup; `uninstall()` puts the
+originals back.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+
+REGEXP_NS = "http://exslt.org/regular-expressions"
+_CALL = "re:test("
+# A subject we can guard: one attribute or a union of attributes, e.g. `@id|@class`.
+_ATTRIBUTE_SUBJECT = re.compile(r"@[A-Za-z_][\w.-]*(\s*\|\s*@[A-Za-z_][\w.-]*)*")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+# A namespace prefix in use (`re:test`), not an axis (`self::div`).
+_PREFIX = re.compile(r"(?<![:\w-])([A-Za-z_][\w.-]*):(?!:)")
+
+_lock = threading.Lock()
+_installed: list[tuple[object, str, object, object]] = []  # (container, key, original, guarded)
+_parser_lookup: list[object] = []  # the lookup trafilatura's parser had before install()
+_active: list[bool] = []  # non-empty while installed
+
+
+def element_class_lookup():
+    """lxml.html's element classes, looked up in C: the same class for every node lxml.html's
+    Python `HtmlElementClassLookup` gives (tags are lower case in a parsed HTML tree)."""
+    from lxml import etree, html
+
+    lookup = etree.ElementNamespaceClassLookup(etree.ElementDefaultClassLookup(
+        element=html.HtmlElement, comment=html.HtmlComment, pi=html.HtmlProcessingInstruction,
+        entity=html.HtmlEntity))
+    lookup.get_namespace(None).update(html.HtmlElementClassLookup()._element_classes)
+    return lookup
+
+
+def _call_arguments(source: str, start: int) -> tuple[list[str], int]:
+    """The arguments of the call whose '(' ends just before `start`, and the index after its ')'."""
+    args, current, depth, quote = [], [], 0, None
+    for i in range(start, len(source)):
+        c = source[i]
+        if quote:
+            current.append(c)
+            if c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+            current.append(c)
+        elif c == "(":
+            depth += 1
+            current.append(c)
+        elif c == ")" and depth:
+            depth -= 1
+            current.append(c)
+        elif c == ")":
+            args.append("".join(current).strip())
+            return args, i + 1
+        elif c == "," and not depth:
+            args.append("".join(current).strip())
+            current = []
+        else:
+            current.append(c)
+    raise ValueError(f"unbalanced re:test( call in XPath: {source!r}")
+
+
+def _literal(arg: str) -> str | None:
+    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "'\"" and arg[0] not in arg[1:-1]:
+        return arg[1:-1]
+    return None
+
+
+def _can_skip_when_absent(subject: str, pattern_arg: str, flags_arg: str | None) -> bool:
+    """True when `re:test(subject, pattern)` is false whenever `subject` selects no attribute."""
+    if not _ATTRIBUTE_SUBJECT.fullmatch(subject):
+        return False
+    pattern = _literal(pattern_arg)
+    flags = "" if flags_arg is None else _literal(flags_arg)
+    if pattern is None or flags is None or set(flags) - set("gi"):
+        return False
+    try:
+        compiled = re.compile(pattern, re.IGNORECASE if "i" in flags else 0)
+    except re.error:
+        return False
+    return compiled.search("") is None
+
+
+def guard_regex_tests(source: str) -> tuple[str, int]:
+    """`source` with every safely guardable `re:test(@a, 'p')` written `(@a and re:test(@a, 'p'))`.
+
+    Returns the new source and how many calls were guarded.
+
+    (Writing the literal alternatives of a pattern as `contains()` calls instead was tried
+    and is slower: libxml2 re-reads the attribute for each call, where one regex search
+    covers all alternatives.)"""
+    out, position, guarded = [], 0, 0
+    while (start := source.find(_CALL, position)) >= 0:
+        if start and (source[start - 1].isalnum() or source[start - 1] in "_-:"):
+            out.append(source[position:start + len(_CALL)])  # part of a longer name
+            position = start + len(_CALL)
+            continue
+        args, end = _call_arguments(source, start + len(_CALL))
+        call = source[start:end]
+        out.append(source[position:start])
+        if len(args) in (2, 3) and _can_skip_when_absent(args[0], args[1], args[2] if len(args) == 3 else None):
+            out.append(f"({args[0]} and {call})")
+            guarded += 1
+        else:
+            out.append(call)
+        position = end
+    out.append(source[position:])
+    return "".join(out), guarded
+
+
+def _guarded_xpath(xpath):
+    """The guarded copy of an lxml XPath, or None when nothing in it can be guarded."""
+    from lxml.etree import XPath
+
+    source = getattr(xpath, "path", None)
+    if not isinstance(source, str) or _CALL not in source:
+        return None
+    # Only expressions whose one namespace prefix is `re` (we must re-declare every prefix).
+    if set(_PREFIX.findall(_QUOTED.sub("''", source))) != {"re"}:
+        return None
+    new_source, guarded = guard_regex_tests(source)
+    if not guarded:
+        return None
+    return XPath(new_source, namespaces={"re": REGEXP_NS})
+
+
+def _trafilatura_modules():
+    import trafilatura  # noqa: F401  (loads its submodules)
+
+    return [m for name, m in list(sys.modules.items())
+            if m is not None and (name == "trafilatura" or name.startswith("trafilatura."))]
+
+
+def install() -> int:
+    """Swap guarded expressions and the C-level class lookup into trafilatura (idempotent);
+    return how many expressions changed."""
+    from lxml.etree import XPath
+
+    with _lock:
+        if _active:
+            return len({id(original) for _, _, original, _ in _installed})
+        _active.append(True)
+        from lxml import html
+        from trafilatura import utils
+
+        if isinstance(getattr(utils, "HTML_PARSER", None), html.HTMLParser):
+            _parser_lookup.append(html.HtmlElementClassLookup())
+            utils.HTML_PARSER.set_element_class_lookup(element_class_lookup())
+        replacements: dict[int, object] = {}
+
+        def guarded_for(xpath):
+            if id(xpath) not in replacements:
+                replacements[id(xpath)] = _guarded_xpath(xpath)
+            return replacements[id(xpath)]
+
+        seen_lists: set[int] = set()
+        for module in _trafilatura_modules():
+            for name, value in list(vars(module).items()):
+                if isinstance(value, XPath):
+                    new = guarded_for(value)
+                    if new is not None:
+                        _installed.append((module, name, value, new))
+                        setattr(module, name, new)
+                elif isinstance(value, list) and id(value) not in seen_lists \
+                        and value and all(isinstance(x, XPath) for x in value):
+                    seen_lists.add(id(value))
+                    for i, x in enumerate(value):
+                        new = guarded_for(x)
+                        if new is not None:
+                            _installed.append((value, i, x, new))
+                            value[i] = new
+        return len({id(original) for _, _, original, _ in _installed})
+
+
+def uninstall() -> None:
+    """Put trafilatura's original expressions (and its parser's lookup) back."""
+    with _lock:
+        _active.clear()
+        if _parser_lookup:
+            from trafilatura import utils
+
+            utils.HTML_PARSER.set_element_class_lookup(_parser_lookup.pop())
+        for container, key, original, _ in reversed(_installed):
+            if isinstance(container, list):
+                container[key] = original
+            else:
+                setattr(container, key, original)
+        _installed.clear()
+
+
+def installed_pairs() -> list[tuple[object, object]]:
+    """(original, guarded) for each expression `install()` replaced, once each."""
+    pairs, seen = [], set()
+    for _, _, original, guarded in _installed:
+        if id(original) not in seen:
+            seen.add(id(original))
+            pairs.append((original, guarded))
+    return pairs
