@@ -194,8 +194,11 @@ def install_c4_sentence_budget() -> None:
     quarter of a worker's time on real pages, docs/benchmarks/crawl.md) only to
     compare the total with `min_num_sentences` at the end. Once that many are seen,
     the verdict and the kept text cannot change, so the splitter datatrove calls
-    answers with one placeholder part. Outside a budgeted filter call it is the
-    original function."""
+    answers with one placeholder part. Before that, where the language's word tokenizer
+    can count a line's sentences itself (`ChunkCachedWordTokenizer.count_sentences`:
+    the same count without the pipeline's lexical attributes and Span objects), the
+    splitter answers with that many placeholders: in this mode the filter only counts
+    the parts. Outside a budgeted filter call it is the original function."""
     global _budget_installed
     if _budget_installed:
         return
@@ -209,12 +212,20 @@ def install_c4_sentence_budget() -> None:
             return original(text, *args, **kwargs)
         if budget.seen >= budget.needed:
             return _ENOUGH
-        parts = original(text, *args, **kwargs)
+        count = _count_sentences(text, args[0] if args else kwargs.get("language", "en"))
+        parts = original(text, *args, **kwargs) if count is None else ("",) * count
         budget.seen += len(parts)
         return parts
 
     c4_filters.split_into_sentences = split_until_enough
     _budget_installed = True
+
+
+def _count_sentences(text: str, language) -> int | None:
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    count = getattr(load_word_tokenizer(language), "count_sentences", None)
+    return None if count is None else count(text)
 
 
 def make_c4_filter(**kwargs):

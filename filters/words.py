@@ -67,6 +67,7 @@ class ChunkCachedWordTokenizer:
         self._left_last_chars = {k[-1] for k in self._left_strings}
         self._right_first_chars = {k[0] for k in seconds}
         self.hits = self.misses = self.whole_texts = 0
+        self._sentence_rule = None  # (punct_chars, is_punct) once read from the pipeline; False if none
 
     @property
     def language(self) -> str:
@@ -168,6 +169,61 @@ class ChunkCachedWordTokenizer:
         if strip:
             out = [[t.strip() for t in toks if not t.isspace()] for toks in out]
         return out
+
+    def count_sentences(self, text: str) -> int | None:
+        """How many sentences datatrove's `split_into_sentences(text)` gives, or None to ask it.
+
+        datatrove runs the whole blank pipeline: tokenizer, lexemes with every lexical
+        attribute, the sentencizer, a Span per sentence. The count needs only the tokens and
+        the sentencizer's rule, replayed here as spaCy's `Sentencizer.predict` states it: a
+        new sentence starts at the first token after a sentence-final character (its
+        `punct_chars`) that is neither such a character nor punctuation (`is_punct`, the
+        pipeline's own lexical getter). The tokens come from the copy of the tokenizer
+        without lexical attributes. Whitespace tokens count (they are not punctuation).
+        tests/test_words.py compares the count with datatrove's on real lines."""
+        sentencizer = self._sentencizer()
+        if sentencizer is None or _BREAKS_SPACY in text:
+            return None
+        from spacy.attrs import IDX, LENGTH
+
+        punct_chars, is_punct = sentencizer
+        with self._vocab.memory_zone():
+            spans = self._with_rules(text).to_array([IDX, LENGTH]).tolist()
+        if not spans:
+            return 0
+        sentences, seen_period = 1, False
+        for begin, size in spans:
+            token = text[begin:begin + size]
+            if token in punct_chars:
+                seen_period = True
+            elif seen_period and not is_punct(token):
+                sentences += 1
+                seen_period = False
+        return sentences
+
+    def _sentencizer(self):
+        """(punct_chars, memoised is_punct) of the inner pipeline's sentencizer; None without one."""
+        if self._sentence_rule is None:
+            from spacy.attrs import IS_PUNCT
+
+            nlp = self._inner.tokenizer
+            pipe = nlp.get_pipe("sentencizer") if "sentencizer" in nlp.pipe_names else None
+            getter = nlp.vocab.lex_attr_getters.get(IS_PUNCT)
+            if pipe is None or getter is None or len(nlp.pipe_names) != 1:
+                self._sentence_rule = False
+            else:
+                memo: dict[str, bool] = {}
+
+                def is_punct(token: str) -> bool:
+                    found = memo.get(token)
+                    if found is None:
+                        if len(memo) > 200_000:
+                            memo.clear()
+                        found = memo[token] = bool(getter(token))
+                    return found
+
+                self._sentence_rule = (frozenset(pipe.punct_chars), is_punct)
+        return self._sentence_rule or None
 
     def __getattr__(self, name):
         return getattr(self._inner, name)

@@ -56,8 +56,17 @@ def test_c4_sentence_budget_keeps_datatrove_verdicts_and_text(monkeypatch):
     assert vanilla_calls == 50 and len(calls) == 5  # stops splitting once 5 sentences are seen
 
 
-def test_c4_sentence_budget_on_real_pages(shared_data):
+def test_c4_sentence_budget_on_real_pages(shared_data, monkeypatch):
     from datatrove.pipeline.filters import C4QualityFilter
+
+    from shammie.filters import fineweb
+    from shammie.filters.words import ChunkCachedWordTokenizer
+
+    fineweb.install_word_tokenizer_memo()  # as a crawl worker has it: lines are counted without Spans
+    counted = []
+    count = ChunkCachedWordTokenizer.count_sentences
+    monkeypatch.setattr(ChunkCachedWordTokenizer, "count_sentences",
+                        lambda self, text: counted.append(1) or count(self, text))
 
     labels = shared_data / "labels"
     texts = [json.loads(line)["text"] for line in open(labels / "dclm-human-quality-agreement.jsonl")]
@@ -66,6 +75,7 @@ def test_c4_sentence_budget_on_real_pages(shared_data):
     want = _outcomes(C4QualityFilter(filter_no_terminal_punct=False), texts)
     assert sum(r is True for r, _ in want) > 100 and sum(r is not True for r, _ in want) > 100
     assert _outcomes(make_c4_filter(filter_no_terminal_punct=False), texts) == want
+    assert len(counted) > 1000
 
 
 def _repetition_cases() -> list[list[str]]:

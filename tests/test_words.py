@@ -117,3 +117,37 @@ def test_a_text_that_breaks_spacy_gets_datatroves_words():
     reference, fast = SpaCyTokenizer("en"), ChunkCachedWordTokenizer(SpaCyTokenizer("en"))
     text = "a flag IS_ALPHA in the text, (twice) IS_ALPHA."
     assert fast.word_tokenize(text) == reference.word_tokenize(text)
+
+
+SENTENCE_CASES = [
+    "Hi.  .", "Hi. . there", "One. Two! Three? four", "a\tb. c", "e.g. this is it. U.S. is big.",
+    "Wait... what?! Yes.", 'He said: "Go." Then he left.', "x。y！z？w", ":) fine. ok :-)", "  lead. trail  ",
+    "No punctuation here at all", "Ends with a period.", "(Parenthetical.) Next one.", "Numbers 1.5 and 2. Then",
+    "a  .  b", "Dr. Smith met Mrs. Jones at 5 p.m. yesterday.", "...", "!", "Hi.\u00a0There", "end .\" ( next",
+]
+
+
+def test_sentence_count_equals_spacys_on_built_lines():
+    """The count of datatrove's `split_into_sentences` (spaCy's sentencizer), whitespace tokens included."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    reference = SpaCyTokenizer("en")
+    fast = ChunkCachedWordTokenizer(SpaCyTokenizer("en"))
+    counts = {line: fast.count_sentences(line) for line in SENTENCE_CASES}
+    assert counts == {line: len(reference.span_tokenize(line)) for line in SENTENCE_CASES}
+    assert counts["Hi.  ."] == 2  # the extra space is a token that starts a sentence; without it, 1
+    assert max(counts.values()) >= 3
+    assert fast.count_sentences("a IS_ALPHA b. c") is None  # datatrove rewrites such a text: ask it
+
+
+@pytest.mark.shared_data
+def test_sentence_count_equals_spacys_on_real_lines(shared_data):
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    lines = [ln.strip() for t in real_texts(shared_data) for ln in t.splitlines() if len(ln.split()) >= 3]
+    lines = list(dict.fromkeys(lines))[:20_000]
+    assert len(lines) >= 10_000, len(lines)
+    reference = SpaCyTokenizer("en")
+    fast = ChunkCachedWordTokenizer(SpaCyTokenizer("en"))
+    differing = [ln for ln in lines if fast.count_sentences(ln) != len(reference.span_tokenize(ln))]
+    assert not differing, f"{len(differing)} lines differ, e.g. {differing[0][:200]!r}"
