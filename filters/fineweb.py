@@ -212,7 +212,7 @@ def install_c4_sentence_budget() -> None:
             return original(text, *args, **kwargs)
         if budget.seen >= budget.needed:
             return _ENOUGH
-        count = _count_sentences(text, args[0] if args else kwargs.get("language", "en"))
+        count = _count_sentences(text, args[0] if args else kwargs.get("language"))
         parts = original(text, *args, **kwargs) if count is None else ("",) * count
         budget.seen += len(parts)
         return parts
@@ -222,8 +222,11 @@ def install_c4_sentence_budget() -> None:
 
 
 def _count_sentences(text: str, language) -> int | None:
+    """The sentence count of `text` from its language's word tokenizer; None to split it instead."""
     from datatrove.utils.word_tokenizers import load_word_tokenizer
 
+    if language is None:  # C4 always names its language; anything else is datatrove's to default
+        return None
     count = getattr(load_word_tokenizer(language), "count_sentences", None)
     return None if count is None else count(text)
 

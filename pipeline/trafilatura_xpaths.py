@@ -20,7 +20,8 @@ The second change is in how lxml picks a Python class for each element proxy: lx
 parser asks a Python method (`HtmlElementClassLookup.lookup`) for every proxy it creates,
 about 3,700 times per page in trafilatura. `install()` gives trafilatura's parser lxml's own
 C-level lookups with the same table (form elements get lxml.html's form classes, every
-other element `HtmlElement`, comments `HtmlComment`...): ~5% of extraction time.
+other element `HtmlElement`, comments `HtmlComment`...). benchmarks/trafilatura_speedups.py
+measures both changes, alternating with and without them in one process.
 
 `install()` swaps the guarded expressions into trafilatura's modules in place (the lists
 that trafilatura's functions hold are mutated, single expressions are replaced wherever a
@@ -44,8 +45,8 @@ _PREFIX = re.compile(r"(?<![:\w-])([A-Za-z_][\w.-]*):(?!:)")
 
 _lock = threading.Lock()
 _installed: list[tuple[object, str, object, object]] = []  # (container, key, original, guarded)
-_parser_lookup: list[object] = []  # the lookup trafilatura's parser had before install()
-_active: list[bool] = []  # non-empty while installed
+_active = False
+_lookup_replaced = False  # trafilatura's parser had lxml.html's Python lookup, now the C one
 
 
 def element_class_lookup():
@@ -165,16 +166,17 @@ def install() -> int:
     return how many expressions changed."""
     from lxml.etree import XPath
 
+    global _active, _lookup_replaced
     with _lock:
         if _active:
-            return len({id(original) for _, _, original, _ in _installed})
-        _active.append(True)
+            return len(installed_pairs())
+        _active = True
         from lxml import html
         from trafilatura import utils
 
         if isinstance(getattr(utils, "HTML_PARSER", None), html.HTMLParser):
-            _parser_lookup.append(html.HtmlElementClassLookup())
             utils.HTML_PARSER.set_element_class_lookup(element_class_lookup())
+            _lookup_replaced = True
         replacements: dict[int, object] = {}
 
         def guarded_for(xpath):
@@ -198,17 +200,20 @@ def install() -> int:
                         if new is not None:
                             _installed.append((value, i, x, new))
                             value[i] = new
-        return len({id(original) for _, _, original, _ in _installed})
+        return len(installed_pairs())
 
 
 def uninstall() -> None:
     """Put trafilatura's original expressions (and its parser's lookup) back."""
+    global _active, _lookup_replaced
     with _lock:
-        _active.clear()
-        if _parser_lookup:
+        _active = False
+        if _lookup_replaced:
+            from lxml import html
             from trafilatura import utils
 
-            utils.HTML_PARSER.set_element_class_lookup(_parser_lookup.pop())
+            utils.HTML_PARSER.set_element_class_lookup(html.HtmlElementClassLookup())  # what lxml.html sets
+            _lookup_replaced = False
         for container, key, original, _ in reversed(_installed):
             if isinstance(container, list):
                 container[key] = original
