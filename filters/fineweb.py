@@ -280,11 +280,9 @@ class FineWebSteps:
 
 
 def build_steps(cfg: FineWebConfig) -> FineWebSteps:
-    from datatrove.pipeline.filters import (
-        FineWebQualityFilter,
-        GopherQualityFilter,
-    )
+    from datatrove.pipeline.filters import FineWebQualityFilter
 
+    from shammie.filters.gopher_quality import FastGopherQuality
     from shammie.filters.repetition import FastGopherRepetition
     from shammie.filters.url_blocklist import make_url_filter
 
@@ -295,7 +293,7 @@ def build_steps(cfg: FineWebConfig) -> FineWebSteps:
     url_filter.download_data()  # the bundled block lists, once, at worker start (domains: memory-mapped)
     makers = {
         "gopher_repetition": FastGopherRepetition,  # datatrove's, with its n-gram counts in bulk
-        "gopher_quality": GopherQualityFilter,
+        "gopher_quality": FastGopherQuality,  # datatrove's, with its per-word tests memoised
         "c4_quality": lambda **kw: make_c4_filter(filter_no_terminal_punct=cfg.c4_terminal_punct, **kw),
         "fineweb_quality": FineWebQualityFilter,
     }

@@ -12,10 +12,11 @@ at a boundary where such a straddling candidate exists.
 
 `ChunkCachedWordTokenizer` keeps the words of the chunks it has seen (web text repeats
 its chunks), sends a text's unseen chunks to spaCy in one call (separated by a newline
-token, across which nothing can match), and answers from the cache unless a boundary of
-the text could start a straddling special case, in which case the text goes to spaCy
-whole. The output is spaCy's, word for word: tests/test_words.py checks it on real texts
-and benchmarks/word_split.py measures the speed.
+token, across which nothing can match), and answers from the cache, except around a
+boundary of the text that could start a straddling special case: spaCy splits a stretch
+of text around each such boundary (once the whole text: 5% of crawled pages have one, and
+they were a third of the split's time). The output is spaCy's, word for word:
+tests/test_words.py checks it on real texts and benchmarks/word_split.py measures the speed.
 
 Hand-written because neither spaCy nor datatrove keeps tokenizations across texts (spaCy's
 own cache still builds a Doc and a Python object per token for every text).
@@ -25,10 +26,13 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
+from itertools import chain, compress
+from operator import itemgetter
 
 DEFAULT_CACHE_CHUNKS = 500_000  # ~100 MB of cached chunks and their words at most
 _SEPARATOR = " \n\n "  # a whitespace token between learned chunks: no special case spans it
 _BREAKS_SPACY = "IS_ALPHA"  # datatrove removes it before splitting (spaCy's tokenizer raises on it)
+_WORDS, _MAY_END = itemgetter(0), itemgetter(3)  # fields of a cache entry (see __init__)
 
 
 class ChunkCachedWordTokenizer:
@@ -58,6 +62,8 @@ class ChunkCachedWordTokenizer:
         self._straddles = _straddling_pairs(spacy_tokenizer, self._bare)
         self._rules = set(spacy_tokenizer.rules)
         self._edge = max((len(k) for k in self._straddles), default=1)
+        # the most tokens a straddling candidate covers (first part + second part)
+        self._reach = max((len(k) + len(v) for k, seconds in self._straddles.items() for v in seconds), default=1)
         self._last_tokens = {k[-1] for k in self._straddles}
         # the same, as strings, for a first check of a boundary without tokens
         self._left_strings = tuple({"".join(k) for k in self._straddles})
@@ -66,7 +72,7 @@ class ChunkCachedWordTokenizer:
         self._right_beginnings = {s[:n] for s in seconds for n in range(1, len(s) + 1)}
         self._left_last_chars = {k[-1] for k in self._left_strings}
         self._right_first_chars = {k[0] for k in seconds}
-        self.hits = self.misses = self.whole_texts = 0
+        self.hits = self.misses = self.whole_texts = self.straddled_texts = 0
         self._sentence_rule = None  # (punct_chars, is_punct) once read from the pipeline; False if none
 
     @property
@@ -77,33 +83,38 @@ class ChunkCachedWordTokenizer:
         if _BREAKS_SPACY in text:  # datatrove's call rewrites such a text before splitting it
             self.whole_texts += 1
             return self._inner.word_tokenize(text)
-        chunks = [c for c in text.split(" ") if c]
+        # the loops over a text's chunks are C-level (filter, map, compress, chain): with most
+        # chunks cached, this bookkeeping is what a split costs
+        chunks = list(filter(None, text.split(" ")))
         cache = self._cache
         unseen = [c for c in dict.fromkeys(chunks) if c not in cache]
         if unseen:
             self._learn(unseen)
         self.misses += len(unseen)
         self.hits += len(chunks) - len(unseen)
-        entries = [cache[c] for c in chunks]
+        entries = list(map(cache.__getitem__, chunks))
         while len(cache) > self._max:
             cache.popitem(last=False)
-        if self._any_straddle(chunks, entries):
-            self.whole_texts += 1
-            return self._tokens_per_chunk([text], self._with_rules, strip=True)[0]
-        return [w for entry in entries for w in entry[0]]
+        boundaries = self._straddled_boundaries(chunks, entries)
+        if boundaries:
+            self.straddled_texts += 1
+            return self._words_around(text, chunks, entries, boundaries)
+        return list(chain.from_iterable(map(_WORDS, entries)))
 
-    def _any_straddle(self, chunks: list[str], entries: list[list]) -> bool:
-        """Could a special case straddle a space of this text? First by strings (flags kept with
-        each chunk): the left chunk must end with a first part and the right one start with a
-        second part (or be the start of one), which rules out all but a few boundaries; then
-        by the two chunks' bare tokens."""
-        suspects = [i for i, (left, right) in enumerate(zip(entries, entries[1:])) if left[3] and right[4]]
+    def _straddled_boundaries(self, chunks: list[str], entries: list[list]) -> list[int]:
+        """The spaces (i: between chunks i and i + 1) that a special case could straddle. First
+        by strings (flags kept with each chunk): the left chunk must end with a first part and
+        the right one start with a second part (or be the start of one), which rules out all
+        but a few boundaries; then by the two chunks' bare tokens."""
+        may_end = compress(range(len(entries) - 1), map(_MAY_END, entries))
+        suspects = [i for i in may_end if entries[i + 1][4]]
         if not suspects:
-            return False
+            return []
         missing = {chunks[j]: entries[j] for i in suspects for j in (i, i + 1) if entries[j][1] is None}
         if missing:
             self._learn_edges(list(missing), list(missing.values()))
         last_tokens = self._last_tokens
+        found = []
         for i in suspects:
             tail, head = entries[i][2], entries[i + 1][1]
             if not tail or tail[-1] not in last_tokens:
@@ -111,8 +122,45 @@ class ChunkCachedWordTokenizer:
             for j in range(1, min(len(tail), self._edge) + 1):
                 seconds = self._straddles.get(tail[-j:])
                 if seconds and any(head[:len(s)] == s or s[:len(head)] == head for s in seconds):
-                    return True
-        return False
+                    found.append(i)
+                    break
+        return found
+
+    def _words_around(self, text: str, chunks: list[str], entries: list[list], boundaries: list[int]) -> list[str]:
+        """The text's words when special cases may straddle the given spaces: spaCy splits the
+        stretch of text around each such space, the cache gives the other chunks' words.
+
+        A straddling candidate starts in the chunk left of a flagged space (every candidate
+        that crosses a space is flagged at the first space it crosses) and covers at most
+        `_reach` tokens, so at most `_reach` chunks; what it can shadow overlaps it. A stretch
+        of `_reach` chunks on each side of the space holds all of that, and the chunks
+        outside every stretch split as they do alone. tests/test_words.py compares the words
+        with spaCy's on real texts and on long built ones with cases in their middle."""
+        starts, position = [], 0
+        for piece in text.split(" "):
+            if piece:
+                starts.append(position)
+            position += len(piece) + 1
+        last, reach = len(chunks) - 1, self._reach
+        stretches: list[list[int]] = []
+        for i in boundaries:
+            first, end = max(0, i - reach), min(last, i + 1 + reach)
+            if stretches and first <= stretches[-1][1] + 1:
+                stretches[-1][1] = end
+            else:
+                stretches.append([first, end])
+        split = self._tokens_per_chunk([text[starts[a]:starts[b] + len(chunks[b])] for a, b in stretches],
+                                       self._with_rules, strip=True)
+        words: list[str] = []
+        done = 0
+        for (a, b), stretch_words in zip(stretches, split):
+            for entry in entries[done:a]:
+                words.extend(entry[0])
+            words.extend(stretch_words)
+            done = b + 1
+        for entry in entries[done:]:
+            words.extend(entry[0])
+        return words
 
     def _learn(self, chunks: list[str]) -> None:
         """The words (spaCy, special cases applied) of each unseen chunk; its bare affix tokens

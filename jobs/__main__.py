@@ -1,5 +1,3 @@
-import sys
+from shammie.jobs.cli import entry
 
-from shammie.jobs.cli import main
-
-sys.exit(main())
+entry()

@@ -124,7 +124,10 @@ class CrawlStage(Stage):
         return files
 
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
-        return [Task(f.name, {"url": f.url, "name": f.name}, (f"{f.name}.parquet",)) for f in inputs]
+        # Largest files first (when sizes are known): a big file started last would leave the
+        # other workers idle while it finishes. The outputs do not depend on the order.
+        by_size = sorted(inputs, key=lambda f: -int(f.fingerprint.get("size") or 0))
+        return [Task(f.name, {"url": f.url, "name": f.name}, (f"{f.name}.parquet",)) for f in by_size]
 
     def setup(self) -> None:
         # URL block lists, spaCy and fastText cost seconds to load: once per worker process, and

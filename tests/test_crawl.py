@@ -251,3 +251,17 @@ def test_missing_input_is_a_clear_error_before_any_work(tmp_path, capsys):
     assert "nope.warc.gz" in err and "does not exist" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_largest_files_are_planned_first(tmp_path):
+    """Ray runs tasks in the order they are submitted: a big file left for last would keep one
+    worker busy while the others idle. Equal sizes keep the listing's order."""
+    from shammie.pipeline.crawl import CrawlOptions, CrawlStage
+
+    sizes = {"a.warc.gz": 10, "b.warc.gz": 3000, "c.warc.gz": 10, "d.warc.gz": 700}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    job = str(tmp_path / "job")
+    stage = CrawlStage(job, CrawlOptions(inputs=[str(tmp_path)], output=job))
+    tasks = stage.plan(stage.resolve_inputs(), job)
+    assert [t.payload["url"].rsplit("/", 1)[-1] for t in tasks] == ["b.warc.gz", "d.warc.gz", "a.warc.gz", "c.warc.gz"]

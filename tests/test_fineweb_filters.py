@@ -113,6 +113,49 @@ def test_bulk_ngram_counts_equal_datatroves_functions(shared_data):
             assert all_duplicate_chars(words, n) == find_all_duplicate(words, n), (words[:20], n)
 
 
+def test_duplicate_ngram_count_is_exact_when_hashes_collide(monkeypatch):
+    """The scan over repeated keys tells keys apart by a hash; keys that share one are compared as
+    strings, and when two different keys collide the count comes from the full scan. Forced here
+    by putting every n-gram in one group."""
+    import numpy as np
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+
+    from shammie.filters import repetition
+
+    cases = _repetition_cases() + [["😀", "a", "\ud800", "b"] * 5, ["ab", "ba"] * 8, ["a", "b", "c", "d", "e"] * 3]
+    for words in cases:  # non-BMP characters and a lone surrogate hash too
+        for n in range(5, 11):
+            assert repetition.all_duplicate_chars(words, n) == find_all_duplicate(words, n), (words[:20], n)
+    fallbacks = []
+    scan = repetition._scan_all_keys
+    monkeypatch.setattr(repetition, "_scan_all_keys", lambda *a: fallbacks.append(1) or scan(*a))
+    monkeypatch.setattr(repetition.NgramHashes, "groups", lambda self, n, m: np.zeros(m, dtype=np.int64) if m > 1 else None)
+    for words in cases:
+        for n in range(5, 11):
+            assert repetition.all_duplicate_chars(words, n) == find_all_duplicate(words, n), (words[:20], n)
+    assert len(fallbacks) > 100
+
+
+def test_fast_gopher_quality_gives_datatroves_verdicts(shared_data):
+    from datatrove.pipeline.filters import GopherQualityFilter
+
+    from shammie.filters.gopher_quality import FastGopherQuality
+
+    labels = shared_data / "labels"
+    texts = [json.loads(line)["text"] for line in open(labels / "dclm-human-quality-agreement.jsonl")]
+    texts += [t for t in pq.read_table(labels / "fineweb-llm-scored-legal-1.parquet").column("text").to_pylist() if t]
+    # built pages for the rules real text rarely breaks: symbols, bullets, ellipses, no stop words, long words
+    base = "the cat and the dog sat on a mat with some of the birds " * 6
+    texts += [base + "# " * k for k in (10, 60)] + [base + "... " * 30, "\n".join(["- item one two"] * 40),
+              "\n".join(["it was so…"] * 40), "lorem ipsum dolor sit amet " * 20, base.replace(" ", "x ") * 2,
+              "1 2 3 4 5 ! ? " * 40 + base, "supercalifragilistic " * 60, base * 300, "…"]
+    want = _outcomes(GopherQualityFilter(), texts)
+    reasons = {r[1] for r, _ in want if r is not True}
+    assert len(reasons) >= 7 and sum(r is True for r, _ in want) > 100, reasons
+    assert _outcomes(FastGopherQuality(), texts) == want
+    assert _outcomes(FastGopherQuality(), texts) == want  # again, from the remembered words
+
+
 def test_fast_gopher_repetition_gives_datatroves_verdicts(shared_data):
     from datatrove.pipeline.filters import GopherRepetitionFilter
 
