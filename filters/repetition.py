@@ -82,7 +82,8 @@ def all_duplicate_chars(words: list[str], n: int, joined: str | None = None,
     groups = group[positions].tolist()
     first_key: dict[int, str] = {}
     for p, g in zip(positions, groups):
-        if first_key.setdefault(g, joined[offsets[p]:offsets[p + n]]) != joined[offsets[p]:offsets[p + n]]:
+        key = joined[offsets[p]:offsets[p + n]]
+        if first_key.setdefault(g, key) != key:
             return _scan_all_keys(joined, offsets, n, m)   # two different keys share a hash
     seen: set[int] = set()
     repeated, next_visited = 0, 0

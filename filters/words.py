@@ -85,7 +85,8 @@ class ChunkCachedWordTokenizer:
             return self._inner.word_tokenize(text)
         # the loops over a text's chunks are C-level (filter, map, compress, chain): with most
         # chunks cached, this bookkeeping is what a split costs
-        chunks = list(filter(None, text.split(" ")))
+        pieces = text.split(" ")
+        chunks = list(filter(None, pieces))
         cache = self._cache
         unseen = [c for c in dict.fromkeys(chunks) if c not in cache]
         if unseen:
@@ -98,7 +99,7 @@ class ChunkCachedWordTokenizer:
         boundaries = self._straddled_boundaries(chunks, entries)
         if boundaries:
             self.straddled_texts += 1
-            return self._words_around(text, chunks, entries, boundaries)
+            return self._words_around(text, pieces, entries, boundaries)
         return list(chain.from_iterable(map(_WORDS, entries)))
 
     def _straddled_boundaries(self, chunks: list[str], entries: list[list]) -> list[int]:
@@ -126,7 +127,7 @@ class ChunkCachedWordTokenizer:
                     break
         return found
 
-    def _words_around(self, text: str, chunks: list[str], entries: list[list], boundaries: list[int]) -> list[str]:
+    def _words_around(self, text: str, pieces: list[str], entries: list[list], boundaries: list[int]) -> list[str]:
         """The text's words when special cases may straddle the given spaces: spaCy splits the
         stretch of text around each such space, the cache gives the other chunks' words.
 
@@ -135,13 +136,15 @@ class ChunkCachedWordTokenizer:
         `_reach` tokens, so at most `_reach` chunks; what it can shadow overlaps it. A stretch
         of `_reach` chunks on each side of the space holds all of that, and the chunks
         outside every stretch split as they do alone. tests/test_words.py compares the words
-        with spaCy's on real texts and on long built ones with cases in their middle."""
-        starts, position = [], 0
-        for piece in text.split(" "):
+        with spaCy's on real texts and on long built ones with cases in their middle.
+        `pieces` is `text.split(" ")`: the chunks and where they start."""
+        starts, ends, position = [], [], 0
+        for piece in pieces:
             if piece:
                 starts.append(position)
+                ends.append(position + len(piece))
             position += len(piece) + 1
-        last, reach = len(chunks) - 1, self._reach
+        last, reach = len(starts) - 1, self._reach
         stretches: list[list[int]] = []
         for i in boundaries:
             first, end = max(0, i - reach), min(last, i + 1 + reach)
@@ -149,17 +152,14 @@ class ChunkCachedWordTokenizer:
                 stretches[-1][1] = end
             else:
                 stretches.append([first, end])
-        split = self._tokens_per_chunk([text[starts[a]:starts[b] + len(chunks[b])] for a, b in stretches],
-                                       self._with_rules, strip=True)
+        split = self._tokens_per_chunk([text[starts[a]:ends[b]] for a, b in stretches], self._with_rules, strip=True)
         words: list[str] = []
         done = 0
         for (a, b), stretch_words in zip(stretches, split):
-            for entry in entries[done:a]:
-                words.extend(entry[0])
+            words.extend(chain.from_iterable(map(_WORDS, entries[done:a])))
             words.extend(stretch_words)
             done = b + 1
-        for entry in entries[done:]:
-            words.extend(entry[0])
+        words.extend(chain.from_iterable(map(_WORDS, entries[done:])))
         return words
 
     def _learn(self, chunks: list[str]) -> None:
