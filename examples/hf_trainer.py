@@ -25,6 +25,10 @@ What has to change compared with a plain `Trainer` (docs/integrations.md explain
 * Order under torchrun: create TrainingArguments first (it initialises torch.distributed),
   then the store (`same_build_across_ranks`: every rank reads rank 0's build) and the
   mixer, which reads its rank and world size from the process group.
+* The end: the Trainer leaves the process group up, held by its DDP wrapper. `main()`
+  trains in a function, then `end_process_group()` frees the Trainer and destroys the
+  group, so gloo's threads stop before the interpreter exits (left running, they
+  now and then aborted a rank after its work was done).
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ import sys
 
 import torch
 
-# the examples' shared flags live beside this file (also when the file is imported, not run)
+# the examples' shared flags and run end live beside this file (also when the file is imported, not run)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from trainer_args import add_trainer_arguments  # noqa: E402
+from trainer_common import add_trainer_arguments, end_process_group  # noqa: E402
 
 from shammie.mixing.dataset import MixtureDataset
 from shammie.mixing.losses import DomainLossAccumulator, sequence_losses, unpack_batch
@@ -147,7 +151,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.grad_accum < 1 or args.max_steps < 1:
         p.error("--grad-accum and --max-steps must be >= 1")
+    summary = train(args)
+    # One line per rank (rank 0's last): each rank trained on its own data, with the same weights.
+    # One write() of less than PIPE_BUF bytes: the ranks share stdout, and print() may split
+    # a line into several writes that interleave with the other rank's.
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (json.dumps(summary) + "\n").encode())
+    end_process_group()     # train() has returned: nothing refers to the Trainer any more
+    return 0
 
+
+def train(args: argparse.Namespace) -> dict:
+    """Trains with online mixing; returns this rank's summary."""
     from transformers import TrainingArguments, set_seed
 
     set_seed(args.seed)
@@ -186,21 +201,11 @@ def main(argv=None) -> int:
     trainer.add_callback(MixerUpdate(trainer, log))
     result = trainer.train(resume_from_checkpoint=args.resume)
     log.close()
-    # One line per rank (rank 0's last): each rank trained on its own data, with the same weights.
-    summary = json.dumps({"rank": training_args.process_index, "world_size": training_args.world_size,
-                          "log": args.log, "optimizer_steps": trainer.state.global_step,
-                          "micro_batches": trainer.micro_batches, "mixer_step": mixer.step,
-                          "weights": mixer.weights(), "data_sha256": trainer.seen.hexdigest(),
-                          "train_loss": result.training_loss})
-    # One write() of less than PIPE_BUF bytes: the ranks share stdout, and print() may split
-    # a line into several writes that interleave with the other rank's.
-    sys.stdout.flush()
-    os.write(sys.stdout.fileno(), (summary + "\n").encode())
-    if torch.distributed.is_initialized():
-        # The Trainer leaves the process group up; gloo's threads torn down at interpreter
-        # exit abort the process ("terminate called without an active exception").
-        torch.distributed.destroy_process_group()
-    return 0
+    return {"rank": training_args.process_index, "world_size": training_args.world_size,
+            "log": args.log, "optimizer_steps": trainer.state.global_step,
+            "micro_batches": trainer.micro_batches, "mixer_step": mixer.step,
+            "weights": mixer.weights(), "data_sha256": trainer.seen.hexdigest(),
+            "train_loss": result.training_loss}
 
 
 if __name__ == "__main__":

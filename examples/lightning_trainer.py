@@ -15,6 +15,9 @@ What matters (docs/integrations.md explains each):
 * The mixer is created in `setup()`, where Lightning has initialised torch.distributed,
   so it reads the rank and world size of this process; there, too, every rank switches
   to rank 0's store build (`same_build_across_ranks`).
+* Lightning leaves the process group up after `fit()`: `main()` trains in a function,
+  then `end_process_group()` frees the Trainer and destroys the group, so gloo's threads
+  stop before the interpreter exits.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ import sys
 
 import torch
 
-# the examples' shared flags live beside this file (also when the file is imported, not run)
+# the examples' shared flags and run end live beside this file (also when the file is imported, not run)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from trainer_args import add_trainer_arguments  # noqa: E402
+from trainer_common import add_trainer_arguments, end_process_group  # noqa: E402
 import torch.nn as nn
 
 from shammie.mixing.dataset import MixtureDataset
@@ -127,7 +130,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.grad_accum < 1 or args.max_steps < 1:
         p.error("--grad-accum and --max-steps must be >= 1")
+    summary = train(args)
+    # One line per rank: each rank trained on its own data, with the same weights.
+    # One write() of less than PIPE_BUF bytes: the ranks share stdout, and print() may split
+    # a line into several writes that interleave with the other rank's.
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (json.dumps(summary) + "\n").encode())
+    end_process_group()     # train() has returned: nothing refers to the Trainer any more
+    return 0
 
+
+def train(args: argparse.Namespace) -> dict:
+    """Trains with online mixing; returns this rank's summary."""
     L.seed_everything(args.seed, verbose=False)
     module = MixingModule(args)
     trainer = L.Trainer(max_steps=args.max_steps, accumulate_grad_batches=args.grad_accum,
@@ -136,17 +150,11 @@ def main(argv=None) -> int:
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, log_every_n_steps=max(1, args.max_steps // 10))
     trainer.fit(module)
-    # One line per rank: each rank trained on its own data, with the same weights.
     mixer = module.mixture.mixer
-    summary = json.dumps({"rank": trainer.global_rank, "world_size": trainer.world_size, "log": args.log,
-                          "optimizer_steps": trainer.global_step, "micro_batches": module.micro_batches,
-                          "mixer_step": mixer.step, "updates": module.updates, "weights": mixer.weights(),
-                          "data_sha256": module.seen.hexdigest()})
-    # One write() of less than PIPE_BUF bytes: the ranks share stdout, and print() may split
-    # a line into several writes that interleave with the other rank's.
-    sys.stdout.flush()
-    os.write(sys.stdout.fileno(), (summary + "\n").encode())
-    return 0
+    return {"rank": trainer.global_rank, "world_size": trainer.world_size, "log": args.log,
+            "optimizer_steps": trainer.global_step, "micro_batches": module.micro_batches,
+            "mixer_step": mixer.step, "updates": module.updates, "weights": mixer.weights(),
+            "data_sha256": module.seen.hexdigest()}
 
 
 if __name__ == "__main__":

@@ -20,35 +20,41 @@ import pytest
 from shammie.mixing.mixer import OnlineDataMixer
 
 RANK_SCRIPT = textwrap.dedent("""
-    import json, os, sys
+    import gc, json, os, sys
     import torch.distributed as dist
     sys.path.insert(0, sys.argv[1])
     from test_mix_fakes import FakeStore, identify
     from shammie.mixing.dataset import MixtureDataset
     from shammie.mixing.mixer import OnlineDataMixer
     dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=2)
-    rank = dist.get_rank()
-    mode = sys.argv[3]
-    store = FakeStore({"a": 80 * 4, "b": 30 * 4, "c": 50 * 4})
-    if mode == "default":       # rank/world from torch.distributed's default group
-        mixer = OnlineDataMixer(store.domains, seed=3, lag=2)
-    elif mode == "group":       # an explicit data-parallel group holding both ranks
-        mixer = OnlineDataMixer(store.domains, seed=3, lag=2, process_group=dist.new_group([0, 1]))
-    else:                       # "tp": both ranks are one tensor-parallel pair, each its own data-parallel group
-        groups = [dist.new_group([0]), dist.new_group([1])]      # every rank must create every group
-        mixer = OnlineDataMixer(store.domains, seed=3, lag=2, process_group=groups[rank])
-    ds = MixtureDataset(store, mixer, 4, 2)
-    it = iter(ds.dataloader(num_workers=int(sys.argv[2])))
-    steps = []
-    for _ in range(60):
-        b = next(it)
-        d = b["domain"][0]
-        loss = 1.0 + (0.5 * rank if mode != "tp" else 0.0) + (int(b["input_ids"][0, 0]) % 13) / 10 + (2.0 if d == "b" else 0.0)
-        rec = mixer.update({d: loss})
-        steps.append({"local": {d: loss}, "served": [identify(r, store.domains) for r in b["input_ids"]],
-                      "weights": rec["weights"], "rank": mixer.rank})
-    print(json.dumps({"steps": steps, "rewards": mixer.rewards.tolist(), "final": mixer.weights(),
-                      "world": mixer.world_size}))
+
+    def run(mode):
+        rank = dist.get_rank()
+        store = FakeStore({"a": 80 * 4, "b": 30 * 4, "c": 50 * 4})
+        if mode == "default":       # rank/world from torch.distributed's default group
+            mixer = OnlineDataMixer(store.domains, seed=3, lag=2)
+        elif mode == "group":       # an explicit data-parallel group holding both ranks
+            mixer = OnlineDataMixer(store.domains, seed=3, lag=2, process_group=dist.new_group([0, 1]))
+        else:                       # "tp": both ranks are one tensor-parallel pair, each its own data-parallel group
+            groups = [dist.new_group([0]), dist.new_group([1])]      # every rank must create every group
+            mixer = OnlineDataMixer(store.domains, seed=3, lag=2, process_group=groups[rank])
+        ds = MixtureDataset(store, mixer, 4, 2)
+        it = iter(ds.dataloader(num_workers=int(sys.argv[2])))
+        steps = []
+        for _ in range(60):
+            b = next(it)
+            d = b["domain"][0]
+            loss = 1.0 + (0.5 * rank if mode != "tp" else 0.0) + (int(b["input_ids"][0, 0]) % 13) / 10 + (2.0 if d == "b" else 0.0)
+            rec = mixer.update({d: loss})
+            steps.append({"local": {d: loss}, "served": [identify(r, store.domains) for r in b["input_ids"]],
+                          "weights": rec["weights"], "rank": mixer.rank})
+        return {"steps": steps, "rewards": mixer.rewards.tolist(), "final": mixer.weights(),
+                "world": mixer.world_size}
+
+    print(json.dumps(run(sys.argv[3])))
+    # The mixer holds its process group, and gloo's threads must stop before the interpreter
+    # exits (examples/trainer_common.py): run() has returned, so destroying the groups ends them.
+    gc.collect()
     dist.destroy_process_group()
 """)
 
