@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 
@@ -32,7 +31,7 @@ import torch
 
 # the examples' shared flags and run end live beside this file (also when the file is imported, not run)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from trainer_common import add_trainer_arguments, end_process_group  # noqa: E402
+from trainer_common import add_trainer_arguments, finish_rank  # noqa: E402
 import torch.nn as nn
 
 from shammie.mixing.dataset import MixtureDataset
@@ -130,13 +129,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.grad_accum < 1 or args.max_steps < 1:
         p.error("--grad-accum and --max-steps must be >= 1")
-    summary = train(args)
     # One line per rank: each rank trained on its own data, with the same weights.
-    # One write() of less than PIPE_BUF bytes: the ranks share stdout, and print() may split
-    # a line into several writes that interleave with the other rank's.
-    sys.stdout.flush()
-    os.write(sys.stdout.fileno(), (json.dumps(summary) + "\n").encode())
-    end_process_group()     # train() has returned: nothing refers to the Trainer any more
+    # Called once train() has returned: nothing refers to the Trainer any more.
+    finish_rank(train(args))
     return 0
 
 

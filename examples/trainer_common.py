@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
+import sys
 
 
 def add_trainer_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,3 +42,12 @@ def end_process_group() -> None:
     gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()    # the last reference: gloo joins its threads here
+
+
+def finish_rank(summary: dict) -> None:
+    """Print this rank's summary as one JSON line, then end the process group."""
+    # One write() of less than PIPE_BUF bytes: the ranks share stdout, and print() may split
+    # a line into several writes that interleave with the other rank's.
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (json.dumps(summary) + "\n").encode())
+    end_process_group()
