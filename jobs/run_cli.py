@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config key (dotted, YAML value), e.g. --set crawl.limit_files=2; repeatable")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate the config and that the output is writable, print the plan, run nothing")
-    # --workers/--ray-address override the config's keys; --overwrite/--wait apply to every step.
+    # --workers/--ray-address/--shared-filesystem override the config's keys; --overwrite/--wait/--verify
+    # apply to every step.
     options.add_arguments(parser, RunOptions)
 
 
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         dry_run_checks(config)
         print(format_plan(config, plan(config), ray_address=run.ray_address))
         return 0
-    run_job(config, ray_address=run.ray_address, progress=run.progress, overwrite=run.overwrite, wait=run.wait)
+    run_job(config, ray_address=run.ray_address, progress=run.progress, overwrite=run.overwrite, wait=run.wait,
+            verify=run.verify, shared_filesystem=run.shared_filesystem)
     print(f"job {config['name']!r} complete: {config.output}  (next: shammie report {config.output})")
     return 0

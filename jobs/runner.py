@@ -144,39 +144,31 @@ def _has_task_markers(step: Step) -> bool:
     return bool(storage.listdir(storage.join(step.folder, jobdir.TASKS)))
 
 
-def _warn_local_output_on_cluster(job: str, log: Callable[[str], None]) -> None:
-    """Workers write their outputs themselves: on several hosts a local job dir must be shared."""
-    import ray
-
-    if storage.is_remote(job) or not ray.is_initialized():
-        return
-    hosts = {n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive")}
-    if len(hosts) > 1:
-        log(f"warning: the job directory {job} is a local path but the cluster spans {len(hosts)} hosts; "
-            "it must be a filesystem every node mounts at that path, otherwise use an s3:// output")
-
-
 def dry_run_checks(config: JobConfig) -> None:
     """What --dry-run verifies besides the config: that the output can be written."""
     check_output_writable(config.output, create=False)
 
 
 def run_job(config: JobConfig, *, ray_address: str | None = None, progress: bool = True, overwrite: bool = False,
-            wait: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+            wait: bool = False, verify: bool = False, shared_filesystem: bool = False,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the job's steps in order; return {step name: stats}."""
     job = config.output
     check_output_writable(job, create=False)
     steps = plan(config)
     address = ray_address or config["ray_address"]
+    shared = shared_filesystem or bool(config["shared_filesystem"])
     pending = [s for s in steps if not s.done]
     if pending:
         # Started here rather than by the first task so that a cluster that cannot be
         # reached fails before any step, and the log says where the job runs. Before the
         # job folder is created: init_ray checks an address in seconds (ray.init would
-        # retry an unreachable one for minutes), and a failed start leaves nothing behind.
-        from shammie.pipeline.ray_runtime import init_ray
+        # retry an unreachable one for minutes), and a failed start leaves nothing behind;
+        # so is a local job folder on a cluster of several hosts (refused).
+        from shammie.pipeline.ray_runtime import check_job_location, init_ray
 
         where = init_ray(address, num_cpus=config["workers"])
+        check_job_location(job, address, shared_filesystem=shared)
     check_output_writable(job)
     storage.write_bytes_atomic(storage.join(job, JOB_CONFIG_FILE), config.to_yaml().encode())
     summary: dict[str, Any] = {}
@@ -189,7 +181,8 @@ def run_job(config: JobConfig, *, ray_address: str | None = None, progress: bool
     for i, step in enumerate(steps, 1):
         log(f"[{i}/{len(steps)}] {step.name}: {step.input_stage or 'input'} -> {step.folder}")
         run = RunOptions(workers=config["workers"], ray_address=address, progress=progress,
-                         overwrite=overwrite or upstream_rewritten, wait=wait)
+                         overwrite=overwrite or upstream_rewritten, wait=wait, verify=verify,
+                         shared_filesystem=shared)
         start = time.monotonic()
         result = run_stage(step.stage, run, log=log if progress else (lambda _m: None))
         seconds = time.monotonic() - start
@@ -198,7 +191,6 @@ def run_job(config: JobConfig, *, ray_address: str | None = None, progress: bool
             log(f"[{i}/{len(steps)}] {step.name}: complete, skipped")
             continue
         upstream_rewritten = True
-        _warn_local_output_on_cluster(job, log)
         timings[step.name] = {"seconds": round(seconds, 3), "documents": result.section.get("documents")}
         jobdir.update_stats(job, RUN_SECTION, {"name": config["name"], "steps": timings})
         documents = result.section.get("documents")

@@ -4,8 +4,10 @@ Why hand-written: Ray schedules and retries tasks, but the skip-what-is-done
 bookkeeping, bounded submission and the live progress bar are ours. Each task
 writes its output atomically, then its marker `<stage>/_tasks/<name>.json` (the
 task's stats) from inside the worker, so work finished while the driver died is
-kept. A re-run skips tasks that have a marker; Ray re-runs a task whose worker
-died (`max_retries`), and the atomic writes make a retried task's output whole.
+kept. A re-run skips tasks that have a marker whose outputs still match it; Ray
+re-runs a task whose worker died (`max_retries`), and the atomic writes make a
+retried task's output whole. The driver's bookkeeping is in bulk (`finished_tasks`):
+listings instead of a request per marker or output, and no output is read back.
 
 Tasks report live progress with `report_progress(n)`: counts go to a small Ray
 actor at most twice a second, and the driver's bar shows them (docs and docs/s).
@@ -14,6 +16,7 @@ actor at most twice a second, and the driver's bar shows them (docs and docs/s).
 from __future__ import annotations
 
 import collections
+import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -73,8 +76,6 @@ def is_secret_name(name: str) -> bool:
 
 
 def forwarded_env() -> dict[str, str]:
-    import os
-
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     env.update({k: v for k, v in os.environ.items() if k.startswith("SHAMMIE_") and not is_secret_name(k)})
     # A runtime_env makes Ray start a separate worker pool: only when there is something to say.
@@ -84,14 +85,47 @@ def forwarded_env() -> dict[str, str]:
 
 
 OUTPUTS_KEY = "_outputs"
+# What identifies an output's content: the `_SUCCESS` manifest that downstream stages fingerprint
+# their input by. A marker also records, for a local file, its `mtime_ns` (when it was written).
+CONTENT_KEYS = ("size", "xxh3", "etag", "rows")
+STAMP_KEY = "mtime_ns"
+
+
+def output_fingerprint(url: str) -> dict[str, Any] | None:
+    """What the worker records about an output it just wrote (None if it is missing): size and
+    xxh3 checksum (local; the file is still in the page cache) or ETag (object store), the row
+    count of a Parquet file (from its footer), and the modification time of a local file.
+
+    Taken once, where the file was written, so the driver never reads outputs back: it checks
+    them on resume against one listing of their folder (size and mtime_ns, or size and ETag)."""
+    from shammie.pipeline import storage
+
+    record = storage.file_fingerprint(url)
+    if record is None:
+        return None
+    if not storage.is_remote(url):
+        record[STAMP_KEY] = os.stat(storage.strip_file_scheme(url)).st_mtime_ns
+    if url.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        fs, path = storage.get_fs(url)
+        with fs.open(path, "rb") as f:
+            record["rows"] = pq.read_metadata(f).num_rows
+    return record
+
+
+def content_of(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in CONTENT_KEYS if k in record}
 
 
 def _run_and_mark(fn: Callable[[Any], dict], payload: Any, marker_url: str, outputs: Sequence[str],
                   progress=None) -> dict:
-    """Worker side: run the task, then record its stats and the size/checksum of each output it wrote.
+    """Worker side: run the task, then record its stats and the fingerprint of each output it wrote.
 
     The marker is written after the outputs, so a marker whose outputs still match
-    them proves the task finished; a damaged or missing output makes it stale."""
+    them proves the task finished; a damaged or missing output makes it stale. The
+    fingerprints also travel back with the result (under OUTPUTS_KEY), so the driver
+    builds the folder's output manifest without reading any output."""
     from shammie.pipeline import storage
 
     global _progress_handle, _progress_pending
@@ -103,18 +137,33 @@ def _run_and_mark(fn: Callable[[Any], dict], payload: Any, marker_url: str, outp
         _progress_handle = None
     fingerprints = {}
     for url in outputs:
-        fp = storage.file_fingerprint(url)
+        fp = output_fingerprint(url)
         if fp is None:
             raise RuntimeError(f"task finished without writing its output {url}")
         fingerprints[url.rsplit("/", 1)[-1]] = fp
-    storage.write_json_atomic(marker_url, {**result, OUTPUTS_KEY: fingerprints})
-    return result
+    marked = {**result, OUTPUTS_KEY: fingerprints}
+    storage.write_json_atomic(marker_url, marked)
+    return marked
 
 
-def marker_is_valid(marker: Any, outputs: Sequence[str], checksum: bool = True) -> bool:
-    """A marker counts only while every output it recorded is still there, unchanged."""
+def output_matches(recorded: dict[str, Any], listed: dict[str, Any] | None, url: str, verify: bool = False) -> bool:
+    """Is the file at `url` (as one listing saw it: `listed`) still the one `recorded` describes?
+
+    Object store: same size and ETag. Local: same size and modification time (ns), or, with
+    `verify` or a record without a time (an older Shammie), same size and xxh3 of its bytes."""
     from shammie.pipeline import storage
 
+    if listed is None or recorded.get("size") != listed.get("size"):
+        return False
+    if storage.is_remote(url):
+        return "etag" not in recorded or listed.get("etag") == recorded["etag"]
+    if verify or STAMP_KEY not in recorded:
+        return (storage.file_fingerprint(url) or {}).get("xxh3") == recorded.get("xxh3")
+    return listed.get(STAMP_KEY) == recorded[STAMP_KEY]
+
+
+def marker_proves(marker: Any, outputs: Sequence[str], listed: dict[str, dict | None], verify: bool = False) -> bool:
+    """A marker counts only while every output it recorded is still there, unchanged (`listed`: url -> stat)."""
     if not isinstance(marker, dict):
         return False
     recorded = marker.get(OUTPUTS_KEY)
@@ -122,13 +171,48 @@ def marker_is_valid(marker: Any, outputs: Sequence[str], checksum: bool = True) 
         return not outputs  # a marker from before output fingerprints proves nothing about its files
     for url in outputs:
         want = recorded.get(url.rsplit("/", 1)[-1])
-        if want is None or storage.file_fingerprint(url, checksum=checksum) != want:
+        if not isinstance(want, dict) or not output_matches(want, listed.get(url), url, verify):
             return False
     return True
 
 
 def strip_marker(marker: dict) -> dict:
     return {k: v for k, v in marker.items() if k != OUTPUTS_KEY}
+
+
+def finished_tasks(specs: Sequence[tuple[str, Any, tuple, str]], marker_dir: str, *,
+                   verify: bool = False) -> tuple[dict[str, dict], list[str]]:
+    """(valid markers by task name, URLs of stale markers) for `specs` = (name, payload, outputs, marker URL).
+
+    In bulk, so a phase of 90k tasks starts in seconds: one listing of the marker folder
+    (a task without a marker costs nothing), the markers that exist read together, and
+    their outputs checked against one listing per output folder, never one request per file."""
+    from shammie.pipeline import storage
+
+    present = storage.list_stats(marker_dir)
+    candidates = [s for s in specs if storage.basename(s[3]) in present]
+    if not candidates:
+        return {}, []
+    markers = storage.read_json_files([s[3] for s in candidates])
+    listed = storage.stat_files([url for s in candidates if isinstance(markers[s[3]], dict) for url in s[2]])
+    valid, stale = {}, []
+    for name, _payload, outputs, marker_url in candidates:
+        marker = markers[marker_url]
+        if marker_proves(marker, outputs, listed, verify):
+            valid[name] = marker
+        else:
+            stale.append(marker_url)
+    return valid, stale
+
+
+def _record_outputs(records: dict[str, dict] | None, marker: dict, outputs: Sequence[str]) -> None:
+    if records is None:
+        return
+    recorded = marker.get(OUTPUTS_KEY) or {}
+    for url in outputs:
+        fp = recorded.get(url.rsplit("/", 1)[-1])
+        if isinstance(fp, dict):
+            records[url] = fp
 
 
 def _task_error(err: Exception) -> Exception:
@@ -158,12 +242,17 @@ def run_tasks(
     progress: bool = True,
     markers: str | None = None,
     ray_address: str | None = None,
+    verify: bool = False,
+    records: dict[str, dict] | None = None,
 ) -> dict[str, dict]:
     """Run `fn(payload)` for each `(name, payload[, output_urls])` not already done; return all results by name.
 
     A task is done when its marker (`<markers or job/stage>/_tasks/<name>.json`) exists
-    and every output URL it lists still has the size and checksum recorded there; a
-    stale marker is removed and its task redone. `fn` must be importable by Ray
+    and every output URL it lists still matches the fingerprint recorded there
+    (`output_matches`; `verify` re-reads local outputs for their checksum); a stale
+    marker is removed and its task redone. `records`, when given, receives the
+    fingerprint of every task's outputs (url -> size, checksum or ETag, rows, mtime_ns),
+    as the workers recorded them. `fn` must be importable by Ray
     workers (a module-level function or a picklable callable) and must write its
     outputs atomically before returning a JSON-able stats dict. Live progress comes
     from `report_progress`; tasks that never call it are counted when they finish,
@@ -175,28 +264,28 @@ def run_tasks(
 
     marker_dir = storage.join(markers or jobdir.stage_path(job, stage), jobdir.TASKS)
     results: dict[str, dict] = {}
+    specs = [(task[0], task[1], tuple(task[2]) if len(task) > 2 else (), storage.join(marker_dir, f"{task[0]}.json"))
+             for task in tasks]
+    done, stale = finished_tasks(specs, marker_dir, verify=verify)
+    if stale:
+        storage.remove_files(stale)
     todo = []
-    for task in tasks:
-        name, payload = task[0], task[1]
-        outputs = tuple(task[2]) if len(task) > 2 else ()
-        marker_url = storage.join(marker_dir, f"{name}.json")
-        try:
-            done = storage.read_json(marker_url)
-        except ValueError:
-            done = None
-        if done is not None and marker_is_valid(done, outputs):
-            results[name] = strip_marker(done)
-        else:
-            if done is not None:
-                storage.remove(marker_url)
-            todo.append((name, payload, outputs, marker_url))
+    for spec in specs:
+        marker = done.get(spec[0])
+        if marker is None:
+            todo.append(spec)
+            continue
+        results[spec[0]] = strip_marker(marker)
+        _record_outputs(records, marker, spec[2])
     if not todo:
         return results
 
-    from shammie.pipeline.ray_runtime import init_ray
+    from shammie.pipeline.ray_runtime import check_job_location, init_ray
 
     # Ray starts only when there is work (it costs seconds; a resumed stage may need none).
     init_ray(ray_address, num_cpus=max_in_flight)
+    # the workers write beside the markers: a local folder must be one every node sees
+    check_job_location(marker_dir, ray_address)
     options = dict(num_cpus=num_cpus, max_retries=max_retries)
     env = forwarded_env()
     if env:
@@ -212,20 +301,22 @@ def run_tasks(
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     start = time.monotonic()
     finished_count = 0
-    pending: dict[Any, str] = {}
+    pending: dict[Any, tuple[str, tuple]] = {}
     queue = collections.deque(todo)
     try:
         while queue or pending:
             while queue and len(pending) < max_in_flight:
                 name, payload, outputs, marker_url = queue.popleft()
-                pending[remote.remote(fn, payload, marker_url, outputs, counter)] = name
+                pending[remote.remote(fn, payload, marker_url, outputs, counter)] = (name, outputs)
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=_FLUSH_EVERY_S)
             for ref in ready:
-                name = pending.pop(ref)
+                name, outputs = pending.pop(ref)
                 try:
-                    results[name] = ray.get(ref)
+                    marked = ray.get(ref)
                 except Exception as e:
                     raise _task_error(e) from None
+                results[name] = strip_marker(marked)
+                _record_outputs(records, marked, outputs)
                 if count_key:
                     finished_count += int(results[name].get(count_key, 0) or 0)
                 bar.update(1)

@@ -1,7 +1,10 @@
 """Connecting to Ray: the embedded default or a cluster.
 
 No `--ray-address` and no `RAY_ADDRESS`: start a local Ray in this process, sized
-to the machine (or to `--workers`). With an address: join that cluster.
+to the machine (or to `--workers`). With an address: join that cluster, after
+checking in seconds that it answers as a Ray GCS and accepts this driver (Ray's
+token authentication, `RAY_AUTH_MODE=token`, docs/jobs.md), and that a local job
+directory is not used on a cluster spanning several hosts (`check_job_location`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import socket
 import sys
 
+from shammie.pipeline import storage
 from shammie.pipeline.errors import InputError
 
 # An unreachable address makes ray.init retry for minutes: these bound the check made before
@@ -21,6 +25,11 @@ HANDSHAKE_TIMEOUT_S = 10.0
 RPC_TIMEOUT_S = 5.0
 DEFAULT_GCS_PORT = 6379
 DEFAULT_PORTS = {"ray": 10001, "http": 80, "https": 443}  # Ray Client, and dashboard URLs
+# Ray's token authentication (Ray >= 2.52): the mode and where a driver finds the token, in Ray's order.
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
+DEFAULT_TOKEN_PATH = os.path.join("~", ".ray", "auth_token")
+SHARED_FS_ENV = "SHAMMIE_SHARED_FS"
 
 
 def ray_address(address: str | None = None) -> str | None:
@@ -111,18 +120,88 @@ def _check_gcs(target: str, where: str) -> None:
             from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
         except ImportError:  # generated stubs moved in this Ray version: the handshake has to do
             return
+        token, source = auth_token()
+        metadata = [("authorization", f"Bearer {token}")] if token else None
         try:
             gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
-                gcs_service_pb2.GetClusterIdRequest(), timeout=RPC_TIMEOUT_S)
+                gcs_service_pb2.GetClusterIdRequest(), timeout=RPC_TIMEOUT_S, metadata=metadata)
         except grpc.RpcError as e:
-            # any answer but "no such method" comes from a GCS (an auth-enabled one refuses the call)
+            # any answer but "no such method" comes from a GCS
             if e.code() == grpc.StatusCode.UNIMPLEMENTED:
                 raise InputError(f"{where}: {target} is a gRPC server but not a Ray GCS (a Ray Client port "
                                  "takes a ray:// address)") from None
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise InputError(f"{where}: {target} did not answer ({e.code().name.lower()})") from None
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                # ray.init would retry this for ~20 s of warnings, then fail without naming the cause
+                raise InputError(f"{where}: {_auth_refusal(token, source)}") from None
     finally:
         channel.close()
+
+
+def auth_token() -> tuple[str | None, str]:
+    """(the token this driver sends, where it came from) as Ray finds it: only with RAY_AUTH_MODE=token,
+    then RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token."""
+    if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
+        return None, f"{AUTH_MODE_ENV} is not token"
+    if os.environ.get(TOKEN_ENV, "").strip():
+        return os.environ[TOKEN_ENV].strip(), TOKEN_ENV
+    path = os.path.expanduser(os.environ.get(TOKEN_PATH_ENV) or DEFAULT_TOKEN_PATH)
+    try:
+        with open(path) as f:
+            return f.read().strip() or None, path
+    except OSError:
+        return None, path
+
+
+def _auth_refusal(token: str | None, source: str) -> str:
+    """One line: why the cluster refused this driver, and the fix."""
+    how = (f"give this machine the cluster's token ({TOKEN_ENV}=..., or the file {TOKEN_PATH_ENV} names, or "
+           f"{DEFAULT_TOKEN_PATH}; `ray get-auth-token` on the head node prints it)")
+    if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
+        return (f"the cluster requires Ray token authentication and this driver sends no token; set "
+                f"{AUTH_MODE_ENV}=token and {how} (docs/jobs.md)")
+    if token is None:
+        return f"the cluster requires Ray token authentication and {AUTH_MODE_ENV}=token but no token was found; {how}"
+    return f"the cluster refused the token from {source}; {how}"
+
+
+def cluster_hosts() -> set[str]:
+    """The addresses of the alive nodes of the Ray session this process joined."""
+    import ray
+
+    return {str(n.get("NodeManagerAddress")) for n in ray.nodes() if n.get("Alive")}
+
+
+def shared_filesystem_declared(flag: bool = False) -> bool:
+    """`--shared-filesystem` given now, or SHAMMIE_SHARED_FS=1 (which the flag sets for the rest of the
+    process, so the check before each phase's tasks, `parallel.run_tasks`, sees it too)."""
+    if flag:
+        os.environ[SHARED_FS_ENV] = "1"
+    return flag or os.environ.get(SHARED_FS_ENV, "").lower() in ("1", "true", "yes")
+
+
+def check_job_location(job: str, address: str | None = None, *, shared_filesystem: bool = False) -> None:
+    """Refuse, before any work, a local job directory on a Ray cluster whose nodes are on several hosts.
+
+    Workers write their outputs themselves, so on another host a local path is that
+    host's disk: the driver would find outputs missing or stale and redo them forever.
+    Fine when every node mounts the path (`--shared-filesystem`, SHAMMIE_SHARED_FS=1),
+    for an object-store job, and for the embedded local Ray (one host)."""
+    if storage.is_remote(job) or shared_filesystem_declared(shared_filesystem):
+        return
+    if not _connected():
+        address = ray_address(address)
+        if not address:
+            return
+        init_ray(address)
+    hosts = cluster_hosts()
+    if len(hosts) > 1:
+        shown = ", ".join(sorted(hosts)[:3]) + (" ..." if len(hosts) > 3 else "")
+        raise InputError(f"the job directory {job} is a local path but the Ray cluster spans {len(hosts)} hosts "
+                         f"({shown}): workers on other hosts would write to their own disks. Use an s3:// job "
+                         f"directory, or pass --shared-filesystem (or {SHARED_FS_ENV}=1) if every node mounts "
+                         "it at this path")
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:

@@ -30,6 +30,7 @@ import errno
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -42,6 +43,9 @@ from shammie.pipeline.options import option
 from shammie.pipeline.stage import InputFile, Stage, Task
 
 STAGE_RECORD = "_stage.json"
+# _SUCCESS key: name -> mtime_ns of each local output, beside "outputs" (which holds only what
+# identifies content, since downstream stages fingerprint their input by it)
+OUTPUT_STAMPS = "output_mtimes_ns"
 LOCKS = "_locks"
 # A lock object on an object store is refreshed this often and taken over when older
 # than STALE_AFTER (a killed driver cannot release it).
@@ -63,6 +67,11 @@ class RunOptions:
                              "folder that replaces it once complete", yaml=False)
     wait: bool = option(False, help="when another run of this stage holds the job, wait for it instead of failing",
                         yaml=False)
+    verify: bool = option(False, help="on resume, re-read every finished local output and compare its checksum "
+                          "instead of trusting its size and modification time", yaml=False)
+    shared_filesystem: bool = option(False, help="the local job directory is on a filesystem every node of the Ray "
+                                     "cluster mounts at the same path (also: SHAMMIE_SHARED_FS=1); without it a "
+                                     "local job directory is refused on a cluster that spans several hosts")
 
 
 @dataclass
@@ -78,18 +87,26 @@ class StageLock:
     """At most one run of a stage on a job at a time.
 
     Local jobs use an advisory `flock` (the kernel releases it when the process dies,
-    so a crashed run never leaves a stale lock). On an object store a lock object with
-    a heartbeat is the best that plain PUT/GET offers; it is taken over when its
-    heartbeat is older than STALE_AFTER_S."""
+    so a crashed run never leaves a stale lock). On S3 the lock object is created with a
+    conditional PUT (`If-None-Match: *`), so of two runs starting together exactly one
+    gets it; the holder refreshes a heartbeat in it every HEARTBEAT_S with `If-Match` on
+    the ETag it wrote, and a lock whose heartbeat is older than STALE_AFTER_S (a killed
+    driver cannot release it) is taken over with `If-Match` on the ETag read, so of two
+    runs taking over one wins. A store that lacks conditional writes gets the old best
+    effort (write, wait, read back: last writer wins) and a warning."""
 
-    def __init__(self, job: str, folder: str, stage_name: str, *, wait: bool = False, poll_s: float = 1.0):
+    def __init__(self, job: str, folder: str, stage_name: str, *, wait: bool = False, poll_s: float = 1.0,
+                 warn: Callable[[str], None] | None = None):
         self.url = storage.join(job, LOCKS, f"{folder}.lock")
         self.job, self.folder, self.stage_name, self.wait, self.poll_s = job, folder, stage_name, wait, poll_s
+        self.warn = warn or _warn
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "run": uuid.uuid4().hex,
                       "since": _now(), "stage": stage_name}
         self._fd: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._etag: str | None = None  # of the lock object we wrote last (conditional mode)
+        self.lost = False  # another run took the lock over (our heartbeat stopped for STALE_AFTER_S)
 
     def _busy_message(self, holder: dict | None) -> str:
         who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
@@ -121,26 +138,66 @@ class StageLock:
         return self
 
     def _acquire_remote(self) -> "StageLock":
-        while True:
-            holder = storage.read_json(self.url)
-            fresh = isinstance(holder, dict) and time.time() - float(holder.get("heartbeat", 0)) < STALE_AFTER_S
-            if not fresh:
-                storage.write_json_atomic(self.url, {**self.owner, "heartbeat": time.time()})
-                time.sleep(0.5)  # last writer wins: check that it was us
-                if (storage.read_json(self.url) or {}).get("run") == self.owner["run"]:
-                    break
-                continue
-            if not self.wait:
-                raise StageRefused(self._busy_message(holder))
-            time.sleep(self.poll_s)
+        if storage.supports_conditional_writes(self.url):
+            self._acquire_conditional()
+        else:
+            self.warn(f"warning: the store of {self.job} does not support conditional writes (If-None-Match); "
+                      "the job lock is best effort: two runs started within a second could both take it")
+            self._acquire_last_writer()
         self._thread = threading.Thread(target=self._heartbeat, daemon=True)
         self._thread.start()
         return self
 
+    def _body(self) -> bytes:
+        return json.dumps({**self.owner, "heartbeat": time.time()}).encode()
+
+    def _acquire_conditional(self) -> None:
+        while True:
+            self._etag = storage.create_exclusive(self.url, self._body())
+            if self._etag is not None:
+                return
+            found = storage.read_with_etag(self.url)
+            if found is None:
+                continue  # released between our PUT and our read: try again
+            holder = _parse_lock(found[0])
+            if not _is_fresh(holder):
+                # If-Match on the ETag we read: of two runs taking over a stale lock, one wins
+                self._etag = storage.replace_if_match(self.url, self._body(), found[1])
+                if self._etag is not None:
+                    return
+                continue
+            if not self.wait:
+                raise StageRefused(self._busy_message(holder))
+            time.sleep(self.poll_s)
+
+    def _acquire_last_writer(self) -> None:
+        while True:
+            holder = _read_remote_lock(self.url)
+            if not _is_fresh(holder):
+                storage.write_json_atomic(self.url, {**self.owner, "heartbeat": time.time()})
+                time.sleep(0.5)  # last writer wins: check that it was us
+                if (_read_remote_lock(self.url) or {}).get("run") == self.owner["run"]:
+                    return
+                continue
+            if not self.wait:
+                raise StageRefused(self._busy_message(holder))
+            time.sleep(self.poll_s)
+
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(Exception):
-                storage.write_json_atomic(self.url, {**self.owner, "heartbeat": time.time()})
+            try:
+                if self._etag is None:
+                    storage.write_json_atomic(self.url, {**self.owner, "heartbeat": time.time()})
+                    continue
+                etag = storage.replace_if_match(self.url, self._body(), self._etag)
+            except Exception:  # noqa: BLE001 - a failed refresh is retried at the next beat
+                continue
+            if etag is None:
+                self.lost = True
+                self.warn(f"warning: the lock {self.url} was taken over by another run (no heartbeat from this "
+                          f"one for {STALE_AFTER_S} s); two runs may now write {self.folder}/")
+                return
+            self._etag = etag
 
     def release(self) -> None:
         if self._fd is not None:
@@ -154,7 +211,9 @@ class StageLock:
             self._thread.join(timeout=5)
             self._thread = None
             with contextlib.suppress(Exception):
-                if (storage.read_json(self.url) or {}).get("run") == self.owner["run"]:
+                if self._etag is not None and not self.lost:
+                    storage.delete_if_match(self.url, self._etag)  # never another run's lock
+                elif self._etag is None and (_read_remote_lock(self.url) or {}).get("run") == self.owner["run"]:
                     storage.remove(self.url)
 
     def __enter__(self) -> "StageLock":
@@ -162,6 +221,32 @@ class StageLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _read_remote_lock(url: str) -> dict | None:
+    """The lock object's holder; None when there is none (or it was released while we read it)."""
+    found = storage.read_with_etag(url)
+    return None if found is None else _parse_lock(found[0])
+
+
+def _parse_lock(data: bytes) -> dict | None:
+    try:
+        holder = json.loads(data.decode("utf-8") or "null")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _is_fresh(holder: Any) -> bool:
+    """A lock whose holder refreshed its heartbeat within STALE_AFTER_S (an unreadable one is stale)."""
+    try:
+        return isinstance(holder, dict) and time.time() - float(holder.get("heartbeat", 0)) < STALE_AFTER_S
+    except (TypeError, ValueError):
+        return False
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _read_lock_file(path: str) -> dict | None:
@@ -272,6 +357,9 @@ class StageContext:
 
     def __init__(self, stage: Stage, run: RunOptions, out: str, tasks: list[Task], settings: dict):
         self.stage, self.run, self.out, self.tasks = stage, run, out, tasks
+        # url -> fingerprint of every output the phases' tasks wrote (or proved on resume), as the
+        # workers recorded it: the output manifest is built from these, without reading any file
+        self.output_records: dict[str, dict] = {}
         self.worker_key = json.dumps([type(stage).__module__, type(stage).__qualname__, stage.job, settings],
                                      sort_keys=True, default=str)
 
@@ -289,7 +377,7 @@ class StageContext:
             call, desc=desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
             count_key=self.stage.progress_count_key, max_in_flight=self.run.workers,
             num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root,
-            ray_address=self.run.ray_address)
+            ray_address=self.run.ray_address, verify=self.run.verify, records=self.output_records)
 
 
 
@@ -331,9 +419,10 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
     if not inputs:
         raise InputError(f"{stage.name}: the input is empty; nothing would be written")
     # ray.init retries an unreachable address for minutes: check it in seconds, before the folder exists
-    from shammie.pipeline.ray_runtime import check_ray_address
+    from shammie.pipeline.ray_runtime import check_job_location, check_ray_address
 
     check_ray_address(run.ray_address)
+    check_job_location(job, run.ray_address, shared_filesystem=run.shared_filesystem)
     with output_errors():
         check_output_writable(job)
     settings = stage.settings()
@@ -369,7 +458,7 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
                 return StageResult(section, "complete")
         elif status in ("resumed", "grew") and storage.exists(storage.join(books, jobdir.SUCCESS)) \
-                and _complete_and_valid(out, tasks):
+                and _complete_and_valid(out, tasks, verify=run.verify):
             section = jobdir.read_stats(job).get(stage.name)
             if status == "resumed" and isinstance(section, dict):
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
@@ -428,7 +517,7 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     planned = {o for t in tasks for o in t.outputs}
     if not stage.manages_output:
         _remove_unplanned(target, planned, stage)
-    outputs = {name: output_record(storage.join(target, name)) for name in sorted(planned)}
+    outputs, stamps = _output_manifest(target, planned, ctx.output_records)
     section = stage.summarize(results)
     section.setdefault("seconds", round(time.monotonic() - started, 3))
     count = section.get(stage.progress_count_key)
@@ -441,7 +530,8 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     previous = storage.read_json(success_url) if stage.manages_output else None
     storage.write_json_atomic(success_url, {
         **(previous if isinstance(previous, dict) else {}),
-        "stage": stage.name, "finished_at": _now(), "documents": section.get("documents"), "outputs": outputs})
+        "stage": stage.name, "finished_at": _now(), "documents": section.get("documents"), "outputs": outputs,
+        **({OUTPUT_STAMPS: stamps} if stamps else {})})
     return section
 
 
@@ -453,16 +543,30 @@ def _digest(obj: Any) -> str:
 
 def output_record(url: str) -> dict[str, Any]:
     """Size and checksum of a finished output, plus its row count when it is Parquet (from the footer)."""
-    record = storage.file_fingerprint(url)
+    record = parallel.output_fingerprint(url)
     if record is None:
         raise RuntimeError(f"{url} is missing although its task finished")
-    if url.endswith(".parquet"):
-        import pyarrow.parquet as pq
+    return parallel.content_of(record)
 
-        fs, path = storage.get_fs(url)
-        with fs.open(path, "rb") as f:
-            record["rows"] = pq.read_metadata(f).num_rows
-    return record
+
+def _output_manifest(target: str, planned: set[str], records: dict[str, dict]) -> tuple[dict, dict]:
+    """(name -> size, checksum or ETag, rows; name -> mtime_ns of local files) of the planned outputs.
+
+    Taken from the fingerprints the workers recorded in the task markers; a file no task of
+    this run reported, or reported without its row count (a marker of an older Shammie), is
+    read here instead."""
+    outputs, stamps = {}, {}
+    for name in sorted(planned):
+        url = storage.join(target, name)
+        record = records.get(url)
+        if record is None or (name.endswith(".parquet") and "rows" not in record):
+            record = parallel.output_fingerprint(url)
+            if record is None:
+                raise RuntimeError(f"{url} is missing although its task finished")
+        outputs[name] = parallel.content_of(record)
+        if parallel.STAMP_KEY in record:
+            stamps[name] = record[parallel.STAMP_KEY]
+    return outputs, stamps
 
 
 def _read_record(out: str) -> dict | None:
@@ -478,8 +582,9 @@ def _data_files(out: str, stage: Stage) -> list[str]:
             if not n.startswith((".", "_")) and n not in stage.keep_files]
 
 
-def _complete_and_valid(out: str, tasks: list[Task]) -> bool:
-    """The folder's _SUCCESS lists exactly the planned outputs and each file still matches it."""
+def _complete_and_valid(out: str, tasks: list[Task], verify: bool = False) -> bool:
+    """The folder's _SUCCESS lists exactly the planned outputs and each file still matches it
+    (checked against one listing per folder, as task markers are: `parallel.output_matches`)."""
     try:
         marker = storage.read_json(storage.join(out, jobdir.SUCCESS))
     except ValueError:
@@ -489,8 +594,16 @@ def _complete_and_valid(out: str, tasks: list[Task]) -> bool:
     planned = {o for t in tasks for o in t.outputs}
     if set(marker["outputs"]) != planned:
         return False
-    return all(storage.file_fingerprint(storage.join(out, n)) == {k: v for k, v in fp.items() if k != "rows"}
-               for n, fp in marker["outputs"].items())
+    stamps = marker.get(OUTPUT_STAMPS) if isinstance(marker.get(OUTPUT_STAMPS), dict) else {}
+    urls = {n: storage.join(out, n) for n in marker["outputs"]}
+    listed = storage.stat_files(list(urls.values()))
+    for name, fp in marker["outputs"].items():
+        if not isinstance(fp, dict):
+            return False
+        recorded = {**fp, parallel.STAMP_KEY: stamps[name]} if name in stamps else fp
+        if not parallel.output_matches(recorded, listed[urls[name]], urls[name], verify):
+            return False
+    return True
 
 
 def _remove_unplanned(target: str, planned: set[str], stage: Stage) -> None:

@@ -33,8 +33,8 @@ from shammie.pipeline.errors import InputError, StageRefused
 
 # Options every stage shares; they change how a run goes, never what it writes,
 # so they are left out of the settings the output is recorded with.
-RUN_ONLY_OPTIONS = frozenset({"workers", "ray_address", "progress", "no_progress", "overwrite", "wait",
-                              "dry_run", "input_stage"})
+RUN_ONLY_OPTIONS = frozenset({"workers", "ray_address", "progress", "no_progress", "overwrite", "wait", "verify",
+                              "shared_filesystem", "dry_run", "input_stage"})
 
 
 @dataclass(frozen=True)

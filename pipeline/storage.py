@@ -20,7 +20,8 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from typing import Any, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Sequence
 
 import fsspec
 
@@ -97,6 +98,60 @@ def list_sizes(url: str) -> dict[str, int]:
             for e in fs.ls(path, detail=True) if e.get("type") != "directory"}
 
 
+def list_stats(url: str) -> dict[str, dict[str, Any]]:
+    """Name -> what one listing tells about each file directly inside a folder, {} when there is no folder:
+    `size` and `mtime_ns` locally, `size` and `etag` on an object store (S3 lists ETags with the keys).
+
+    One `os.scandir` or one paginated LIST (1,000 keys per request) instead of a request per
+    file: the runner checks tens of thousands of task outputs this way before a phase starts."""
+    if not is_remote(url):
+        try:
+            with os.scandir(strip_file_scheme(url)) as entries:
+                return {e.name: {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+                        for e in entries if e.is_file() for st in (e.stat(),)}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+    fs, path = get_fs(url)
+    fs.invalidate_cache(path)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    stats = {}
+    for e in entries:
+        if e.get("type") == "directory":
+            continue
+        stat: dict[str, Any] = {"size": int(e.get("size") or 0)}
+        tag = e.get("ETag") or e.get("etag")
+        if tag:
+            stat["etag"] = str(tag).strip('"')
+        stats[posixpath.basename(e["name"].rstrip("/"))] = stat
+    return stats
+
+
+def stat_files(urls: Sequence[str], threads: int = 16) -> dict[str, dict[str, Any] | None]:
+    """`list_stats` of each file in `urls` (None when missing), with one listing per distinct folder;
+    an object store's folders are listed in parallel."""
+    folders: dict[str, list[str]] = {}
+    for url in urls:
+        folders.setdefault(parent(url), []).append(url)
+    names = list(folders)
+    if len(names) > 1 and any(is_remote(f) for f in names):
+        with ThreadPoolExecutor(max_workers=min(threads, len(names))) as pool:
+            listings = dict(zip(names, pool.map(list_stats, names)))
+    else:
+        listings = {f: list_stats(f) for f in names}
+    return {url: listings[folder].get(basename(url)) for folder, members in folders.items() for url in members}
+
+
+def parent(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[0] if "/" in url.rstrip("/") else "."
+
+
+def basename(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
 def file_fingerprint(url: str, checksum: bool = True) -> dict[str, Any] | None:
     """What identifies a file's content: its size, plus an xxh3-64 checksum of its bytes for
     local files (GB/s, so markers can be checked on every resume) or the object store's
@@ -137,6 +192,44 @@ def read_json(url: str, default: Any = None) -> Any:
         return json.loads(read_bytes(url).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{url} is not valid JSON ({e}); delete it or restore it") from None
+
+
+def read_json_files(urls: Sequence[str]) -> dict[str, Any]:
+    """The parsed JSON of each URL, None for a missing or damaged file; an object store's files are
+    fetched concurrently (fsspec's batched `cat`) instead of one request after another."""
+    out: dict[str, Any] = {}
+    remote = [u for u in urls if is_remote(u)]
+    for url in urls:
+        if not is_remote(url):
+            try:
+                with open(strip_file_scheme(url), "rb") as f:
+                    out[url] = json.loads(f.read().decode("utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                out[url] = None
+    if remote:
+        fs, _ = get_fs(remote[0])
+        paths = {get_fs(u)[1]: u for u in remote}
+        fetched = fs.cat(list(paths), on_error="return")
+        for path, url in paths.items():
+            data = fetched.get(path)
+            try:
+                out[url] = None if data is None or isinstance(data, BaseException) else json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                out[url] = None
+    return out
+
+
+def remove_files(urls: Sequence[str]) -> None:
+    """Remove files (missing ones are fine); an object store deletes up to 1,000 keys per request."""
+    local = [u for u in urls if not is_remote(u)]
+    for url in local:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(strip_file_scheme(url))
+    remote = [u for u in urls if is_remote(u)]
+    if remote:
+        fs, _ = get_fs(remote[0])
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm([get_fs(u)[1] for u in remote])
 
 
 def rename(src: str, dst: str) -> None:
@@ -213,3 +306,101 @@ def remove(url: str) -> None:
     fs, path = get_fs(url)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+# ---------------------------------------------------------------- conditional writes (S3)
+#
+# Why hand-written: fsspec has no compare-and-swap. S3 (since August 2024), MinIO and moto
+# answer a PUT with `If-None-Match: *` by 412 when the key exists, and a PUT or DELETE with
+# `If-Match: <ETag>` by 412 when the object changed: enough for a lock that exactly one
+# of two concurrent runs takes. s3fs passes these headers through to boto3 (`call_s3`).
+
+
+class ConditionalWriteUnsupported(Exception):
+    """The store refused or ignored a conditional request."""
+
+
+# HTTP statuses / S3 error codes meaning "the condition did not hold": 412, and 409 (a concurrent
+# conditional write to the same key won; S3 asks the loser to retry); 404 for If-Match on a gone key.
+_CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409", "404"}
+_UNSUPPORTED = {"NotImplemented", "InvalidArgument", "InvalidRequest", "501", "400"}
+_conditional_support: dict[str, bool] = {}
+
+
+def _s3_call(url: str, operation: str, **params: Any) -> dict | None:
+    """One S3 request on `url`'s object; None when its condition did not hold."""
+    if not url.startswith("s3://"):
+        raise ConditionalWriteUnsupported(f"{url.split('://')[0]}:// has no conditional writes here")
+    fs, path = get_fs(url)
+    bucket, key, _ = fs.split_path(path)
+    try:
+        return fs.call_s3(operation, Bucket=bucket, Key=key, **params)
+    except (FileExistsError, FileNotFoundError):
+        return None
+    except OSError as e:
+        code, status = _error_code(e)
+        if code in _CONDITION_FAILED or status in _CONDITION_FAILED:
+            return None
+        if code in _UNSUPPORTED or status in _UNSUPPORTED:
+            raise ConditionalWriteUnsupported(f"{operation} with {', '.join(params)}: {code or status}") from None
+        raise
+
+
+def _error_code(e: BaseException) -> tuple[str, str]:
+    """(S3 error code, HTTP status) of the botocore error behind s3fs's translated exception."""
+    cause = e.__cause__ if getattr(e, "__cause__", None) is not None else e
+    response = getattr(cause, "response", None) or {}
+    return (str((response.get("Error") or {}).get("Code") or ""),
+            str((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or ""))
+
+
+def _etag(response: dict | None) -> str | None:
+    return None if response is None else str(response.get("ETag") or "").strip('"') or None
+
+
+def create_exclusive(url: str, data: bytes) -> str | None:
+    """PUT `data` only if nothing is at `url`: the new object's ETag, or None when one exists."""
+    return _etag(_s3_call(url, "put_object", Body=data, IfNoneMatch="*"))
+
+
+def replace_if_match(url: str, data: bytes, etag: str) -> str | None:
+    """PUT `data` only if the object still has `etag`: the new ETag, or None when it changed or is gone."""
+    return _etag(_s3_call(url, "put_object", Body=data, IfMatch=f'"{etag}"'))
+
+
+def delete_if_match(url: str, etag: str) -> bool:
+    """DELETE the object only if it still has `etag`; False when it changed or is gone."""
+    return _s3_call(url, "delete_object", IfMatch=f'"{etag}"') is not None
+
+
+def read_with_etag(url: str) -> tuple[bytes, str] | None:
+    """An object's bytes and the ETag they belong to (s3fs reads with If-Match on the ETag it saw); None if gone."""
+    fs, path = get_fs(url)
+    fs.invalidate_cache(path)
+    try:
+        with fs.open(path, "rb") as f:
+            return f.read(), str(f.details.get("ETag") or "").strip('"')
+    except FileNotFoundError:
+        return None
+
+
+def supports_conditional_writes(url: str) -> bool:
+    """Whether the store behind `url` honours If-None-Match and If-Match (checked once per bucket with a
+    probe object next to `url`: a store that ignores the headers would let a second create succeed)."""
+    if not url.startswith("s3://"):
+        return False
+    bucket = url[len("s3://"):].split("/", 1)[0]
+    if bucket not in _conditional_support:
+        probe = join(parent(url), f".conditional-write-probe-{uuid.uuid4().hex}")
+        try:
+            first = create_exclusive(probe, b"1")
+            honoured = (first is not None and create_exclusive(probe, b"2") is None
+                        and (second := replace_if_match(probe, b"3", first)) is not None
+                        and replace_if_match(probe, b"4", first) is None and delete_if_match(probe, second))
+        except ConditionalWriteUnsupported:
+            honoured = False
+        finally:
+            with contextlib.suppress(Exception):
+                remove(probe)
+        _conditional_support[bucket] = bool(honoured)
+    return _conditional_support[bucket]
