@@ -244,6 +244,7 @@ def run_tasks(
     ray_address: str | None = None,
     verify: bool = False,
     records: dict[str, dict] | None = None,
+    shared_filesystem: bool | None = None,
 ) -> dict[str, dict]:
     """Run `fn(payload)` for each `(name, payload[, output_urls])` not already done; return all results by name.
 
@@ -252,7 +253,9 @@ def run_tasks(
     (`output_matches`; `verify` re-reads local outputs for their checksum); a stale
     marker is removed and its task redone. `records`, when given, receives the
     fingerprint of every task's outputs (url -> size, checksum or ETag, rows, mtime_ns),
-    as the workers recorded them. `fn` must be importable by Ray
+    as the workers recorded them. With `shared_filesystem` given (True or False), a local
+    marker folder is refused on a cluster of several hosts unless it is True
+    (`ray_runtime.check_job_location`), before the first task. `fn` must be importable by Ray
     workers (a module-level function or a picklable callable) and must write its
     outputs atomically before returning a JSON-able stats dict. Live progress comes
     from `report_progress`; tasks that never call it are counted when they finish,
@@ -284,8 +287,8 @@ def run_tasks(
 
     # Ray starts only when there is work (it costs seconds; a resumed stage may need none).
     init_ray(ray_address, num_cpus=max_in_flight)
-    # the workers write beside the markers: a local folder must be one every node sees
-    check_job_location(marker_dir, ray_address)
+    if shared_filesystem is not None:  # the workers write beside the markers: a folder every node must see
+        check_job_location(marker_dir, ray_address, shared_filesystem=shared_filesystem)
     options = dict(num_cpus=num_cpus, max_retries=max_retries)
     env = forwarded_env()
     if env:

@@ -174,10 +174,7 @@ def cluster_hosts() -> set[str]:
 
 
 def shared_filesystem_declared(flag: bool = False) -> bool:
-    """`--shared-filesystem` given now, or SHAMMIE_SHARED_FS=1 (which the flag sets for the rest of the
-    process, so the check before each phase's tasks, `parallel.run_tasks`, sees it too)."""
-    if flag:
-        os.environ[SHARED_FS_ENV] = "1"
+    """`--shared-filesystem` (`shared_filesystem: true` in a job config), or SHAMMIE_SHARED_FS=1."""
     return flag or os.environ.get(SHARED_FS_ENV, "").lower() in ("1", "true", "yes")
 
 

@@ -377,7 +377,8 @@ class StageContext:
             call, desc=desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
             count_key=self.stage.progress_count_key, max_in_flight=self.run.workers,
             num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root,
-            ray_address=self.run.ray_address, verify=self.run.verify, records=self.output_records)
+            ray_address=self.run.ray_address, verify=self.run.verify, records=self.output_records,
+            shared_filesystem=self.run.shared_filesystem)
 
 
 
