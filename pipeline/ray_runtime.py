@@ -117,14 +117,12 @@ def _check_gcs(target: str, where: str) -> None:
                              f"within {HANDSHAKE_TIMEOUT_S:g} s); give the head node's GCS address, "
                              f"port {DEFAULT_GCS_PORT} by default") from None
         try:
-            from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+            from ray.core.generated import gcs_service_pb2  # noqa: F401 - the stubs _ask_cluster_id uses
         except ImportError:  # generated stubs moved in this Ray version: the handshake has to do
             return
         token, source = auth_token()
-        metadata = [("authorization", f"Bearer {token}")] if token else None
         try:
-            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
-                gcs_service_pb2.GetClusterIdRequest(), timeout=RPC_TIMEOUT_S, metadata=metadata)
+            _ask_cluster_id(channel, token)
         except grpc.RpcError as e:
             # any answer but "no such method" comes from a GCS
             if e.code() == grpc.StatusCode.UNIMPLEMENTED:
@@ -134,15 +132,41 @@ def _check_gcs(target: str, where: str) -> None:
                 raise InputError(f"{where}: {target} did not answer ({e.code().name.lower()})") from None
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 # ray.init would retry this for ~20 s of warnings, then fail without naming the cause
-                raise InputError(f"{where}: {_auth_refusal(token, source)}") from None
+                accepted = None if token else _accepted_local_token(channel)
+                raise InputError(f"{where}: {_auth_refusal(token, source, accepted)}") from None
     finally:
         channel.close()
 
 
-def auth_token() -> tuple[str | None, str]:
-    """(the token this driver sends, where it came from) as Ray finds it: only with RAY_AUTH_MODE=token,
-    then RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token."""
-    if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
+def _ask_cluster_id(channel, token: str | None) -> None:
+    """One GCS call, with the token as Ray's own clients send it (gRPC `authorization: Bearer ...`)."""
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+        gcs_service_pb2.GetClusterIdRequest(), timeout=RPC_TIMEOUT_S,
+        metadata=[("authorization", f"Bearer {token}")] if token else None)
+
+
+def _accepted_local_token(channel) -> str | None:
+    """Where a token this machine has (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) lies that
+    the cluster accepts, although the driver would not send it (RAY_AUTH_MODE is not token)."""
+    import grpc
+
+    token, source = auth_token(mode="token")
+    if not token:
+        return None
+    try:
+        _ask_cluster_id(channel, token)
+    except grpc.RpcError:
+        return None
+    return source
+
+
+def auth_token(mode: str | None = None) -> tuple[str | None, str]:
+    """(the token a driver sends, where it came from) as Ray finds it: only when the mode (default:
+    $RAY_AUTH_MODE) is token, then RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token."""
+    mode = os.environ.get(AUTH_MODE_ENV, "") if mode is None else mode
+    if mode.lower() != "token":
         return None, f"{AUTH_MODE_ENV} is not token"
     if os.environ.get(TOKEN_ENV, "").strip():
         return os.environ[TOKEN_ENV].strip(), TOKEN_ENV
@@ -154,11 +178,14 @@ def auth_token() -> tuple[str | None, str]:
         return None, path
 
 
-def _auth_refusal(token: str | None, source: str) -> str:
+def _auth_refusal(token: str | None, source: str, accepted: str | None = None) -> str:
     """One line: why the cluster refused this driver, and the fix."""
     how = (f"give this machine the cluster's token ({TOKEN_ENV}=..., or the file {TOKEN_PATH_ENV} names, or "
            f"{DEFAULT_TOKEN_PATH}; `ray get-auth-token` on the head node prints it)")
     if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
+        if accepted:
+            return (f"the cluster requires Ray token authentication and this driver sends no token; set "
+                    f"{AUTH_MODE_ENV}=token (the token in {accepted} is accepted by this cluster)")
         return (f"the cluster requires Ray token authentication and this driver sends no token; set "
                 f"{AUTH_MODE_ENV}=token and {how} (docs/jobs.md)")
     if token is None:

@@ -6,6 +6,7 @@ process): ray.init on such an address retries for minutes, so the check must com
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -147,20 +149,23 @@ def test_a_malformed_address_is_named(address, not_connected):
         check_ray_address(address)
 
 
-def test_a_running_ray_gcs_passes_the_check(tmp_path):
-    """The check must not refuse a real cluster: a Ray started here (address="local") in a child process."""
+TOKEN = "shammie-test-token-6c0f2a1e9b7d4c3a"
+
+
+@contextlib.contextmanager
+def child_cluster(mode: str) -> Iterator[str]:
+    """The GCS address of a Ray started in a child process (address="local"), with Ray's token
+    authentication off ("disabled") or on ("token", with TOKEN). The mode is set explicitly: Ray
+    2.60 turns it on by default for a new local cluster, with the user-wide ~/.ray/auth_token."""
     script = ("import ray, sys, time; ray.init(address='local', num_cpus=1, include_dashboard=False); "
               "print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read(); ray.shutdown()")
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**clean_env(), "RAY_AUTH_MODE": mode, **({"RAY_AUTH_TOKEN": TOKEN} if mode == "token" else {})}
     child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         address = child.stdout.readline().strip()
         assert address, "the child Ray did not start"
-        check = subprocess.run([sys.executable, "-c", "import sys; from shammie.pipeline.ray_runtime import "
-                                "check_ray_address; check_ray_address(sys.argv[1])", address],
-                               capture_output=True, text=True, env=env, timeout=FAIL_WITHIN_S * 2)
-        assert check.returncode == 0, check.stderr
+        yield address
     finally:
         child.stdin.close()
         try:
@@ -168,3 +173,75 @@ def test_a_running_ray_gcs_passes_the_check(tmp_path):
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+@pytest.fixture(scope="module")
+def open_cluster() -> Iterator[str]:
+    with child_cluster("disabled") as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def token_cluster() -> Iterator[str]:
+    with child_cluster("token") as address:
+        yield address
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without any Ray address or auth setting of the user's."""
+    drop = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def check_in_child(address: str, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+    """check_ray_address as a fresh driver runs it; exit 2 and the message on an InputError."""
+    script = ("import sys\nfrom shammie.pipeline.errors import InputError\n"
+              "from shammie.pipeline.ray_runtime import check_ray_address\n"
+              "try:\n    check_ray_address(sys.argv[1])\nexcept InputError as e:\n"
+              "    print(e, file=sys.stderr); sys.exit(2)\n")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script, address], capture_output=True, text=True, env=env,
+                          timeout=FAIL_WITHIN_S * 2)
+    return proc, time.monotonic() - started
+
+
+@pytest.mark.parametrize("cluster", ["open_cluster", "token_cluster"])
+def test_a_running_ray_gcs_passes_the_check(cluster, request, tmp_path):
+    """The check must not refuse a cluster the driver can join: auth off, or on with the right token."""
+    address = request.getfixturevalue(cluster)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    env = {**clean_env(), **({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+                             if cluster == "token_cluster" else {})}
+    check, _ = check_in_child(address, env)
+    assert check.returncode == 0, check.stderr
+
+
+def test_a_cluster_with_token_auth_refuses_a_driver_without_the_token_in_seconds(token_cluster, tmp_path):
+    """Ray's own ray.init retries an authentication refusal for ~20 s of warnings; the check names the fix."""
+    address = token_cluster
+    home = tmp_path / "home"  # no ~/.ray/auth_token: nothing this machine has would be accepted
+    home.mkdir()
+    no_mode, seconds = check_in_child(address, {**clean_env(), "HOME": str(home)})
+    assert no_mode.returncode == 2 and seconds < FAIL_WITHIN_S, (no_mode.stderr, seconds)
+    assert len(no_mode.stderr.strip().splitlines()) == 1, no_mode.stderr
+    assert "requires Ray token authentication" in no_mode.stderr and "RAY_AUTH_MODE=token" in no_mode.stderr
+    assert "ray get-auth-token" in no_mode.stderr
+
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text(TOKEN)  # the head's token, but the driver would not send it
+    hint, _ = check_in_child(address, {**clean_env(), "HOME": str(home)})
+    assert hint.returncode == 2 and "set RAY_AUTH_MODE=token (the token in" in hint.stderr, hint.stderr
+    assert "auth_token is accepted by this cluster" in hint.stderr, hint.stderr
+
+    wrong, _ = check_in_child(address, {**clean_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-it"})
+    assert wrong.returncode == 2 and "refused the token from RAY_AUTH_TOKEN" in wrong.stderr, wrong.stderr
+
+
+def test_the_cli_names_the_token_fix_and_creates_nothing(token_cluster, warc_file, tmp_path):
+    address = token_cluster
+    out = tmp_path / "job"
+    proc, seconds = run_shammie(["crawl", str(warc_file), "--output", str(out), "--ray-address", address,
+                                 "--no-progress"], env_extra={"HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled"})
+    assert_fails_fast(proc, seconds, out, address)
+    assert "requires Ray token authentication" in proc.stderr
