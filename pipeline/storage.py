@@ -42,8 +42,13 @@ def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
+# Connections one process keeps to S3 (botocore's default is 10): the driver reads tens of thousands
+# of small task markers at once (`read_json_files`), each a round trip of tens of milliseconds.
+S3_CONNECTIONS = 64
+
+
 def s3_storage_options(anon: bool | None = None) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
+    opts: dict[str, Any] = {"config_kwargs": {"max_pool_connections": S3_CONNECTIONS}}
     endpoint = s3_endpoint()
     if endpoint:
         opts["client_kwargs"] = {"endpoint_url": endpoint}
