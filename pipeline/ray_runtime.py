@@ -50,6 +50,8 @@ def check_ray_address(address: str | None = None) -> None:
         return
     if _connected():
         return
+    # ray.init("auto") sends this machine's token when RAY_AUTH_MODE is unset; an explicit address does not
+    auto = address == "auto" and AUTH_MODE_ENV not in os.environ
     if address == "auto":
         address = _auto_address()
     scheme, _, rest = address.rpartition("://")
@@ -64,7 +66,7 @@ def check_ray_address(address: str | None = None) -> None:
         return
     if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
         return  # the GCS speaks gRPC over TLS, with certificates this check does not have
-    _check_gcs(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}", where)
+    _check_gcs(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}", where, auto=auto)
 
 
 def _connected() -> bool:
@@ -104,7 +106,7 @@ def _host_port(rest: str, address: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-def _check_gcs(target: str, where: str) -> None:
+def _check_gcs(target: str, where: str, auto: bool = False) -> None:
     """Something listens on `target`: check that it is a Ray GCS (a gRPC server that knows Ray's calls)."""
     import grpc
 
@@ -120,7 +122,7 @@ def _check_gcs(target: str, where: str) -> None:
             from ray.core.generated import gcs_service_pb2  # noqa: F401 - the stubs _ask_cluster_id uses
         except ImportError:  # generated stubs moved in this Ray version: the handshake has to do
             return
-        token, source = auth_token()
+        token, source = auth_token(mode="token" if auto else None)
         try:
             _ask_cluster_id(channel, token)
         except grpc.RpcError as e:
