@@ -34,6 +34,8 @@ def run_stage_command(stage_cls: type, args: argparse.Namespace) -> int:
 
 RERUN_RULES = """\
 re-runs: the same inputs and settings resume (finished files skipped, damaged ones
-redone); changed inputs or settings are refused, naming the change; --overwrite
-recomputes into a fresh folder that replaces the old one only once complete. One
-run of a stage per job at a time (--wait queues behind a running one)."""
+redone: a changed size, modification time or S3 ETag; --verify compares checksums);
+changed inputs or settings are refused, naming the change; --overwrite recomputes
+into a fresh folder that replaces the old one only once complete. One run of a
+stage per job at a time (--wait queues behind a running one). On a Ray cluster of
+several hosts the job must be on s3:// or on a --shared-filesystem."""
