@@ -15,11 +15,14 @@ What a run does, whatever the stage (docs/job-directory.md has the user's versio
      * inputs removed or changed, or settings changed: refused, naming what changed;
        `--overwrite` recomputes into a fresh folder that replaces the old one only once
        it is complete, so a finished output is never deleted before its replacement is whole.
-4. **Markers prove outputs**: a task marker records the size and checksum of each file
-   its task wrote; a marker whose files differ is stale and its task is redone.
+4. **Markers prove outputs**: a task marker records the size, checksum (or ETag), row
+   count and local modification time of each file its task wrote, taken by the worker;
+   a marker whose files differ (checked in bulk against listings: `parallel.finished_tasks`)
+   is stale and its task is redone.
 5. **Completion**: files no task of the current plan wrote are removed, `stats.json` gets
    the stage's section, then `_SUCCESS` is written with the manifest of outputs (name,
-   size, checksum) that downstream stages fingerprint their input by.
+   size, checksum, rows) that downstream stages fingerprint their input by, built from
+   the markers' records: no output is read back by the driver.
 """
 
 from __future__ import annotations
