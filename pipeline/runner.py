@@ -360,9 +360,9 @@ class StageContext:
 
     def __init__(self, stage: Stage, run: RunOptions, out: str, tasks: list[Task], settings: dict):
         self.stage, self.run, self.out, self.tasks = stage, run, out, tasks
-        # url -> fingerprint of every output the phases' tasks wrote (or proved on resume), as the
-        # workers recorded it: the output manifest is built from these, without reading any file
-        self.output_records: dict[str, dict] = {}
+        # url -> fingerprint of each planned output a phase's task wrote (or proved on resume), as
+        # the worker recorded it: the output manifest is built from these, without reading any file
+        self.output_records = _PlannedRecords({storage.join(out, o) for t in tasks for o in t.outputs})
         self.worker_key = json.dumps([type(stage).__module__, type(stage).__qualname__, stage.job, settings],
                                      sort_keys=True, default=str)
 
@@ -383,6 +383,19 @@ class StageContext:
             ray_address=self.run.ray_address, verify=self.run.verify, records=self.output_records,
             shared_filesystem=self.run.shared_filesystem)
 
+
+
+class _PlannedRecords(dict):
+    """Output records kept for the planned outputs only: the intermediate files of a multi-phase
+    stage (dedup's signatures, buckets, ...) would otherwise cost ~0.5 KB each in the driver."""
+
+    def __init__(self, planned: set[str]):
+        super().__init__()
+        self.planned = planned
+
+    def __setitem__(self, url: str, record: dict) -> None:
+        if url in self.planned:
+            super().__setitem__(url, record)
 
 
 _WORKER_STAGES: dict[str, Stage] = {}
