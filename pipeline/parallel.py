@@ -189,7 +189,7 @@ def finished_tasks(specs: Sequence[tuple[str, Any, tuple, str]], marker_dir: str
     their outputs checked against one listing per output folder, never one request per file."""
     from shammie.pipeline import storage
 
-    present = storage.list_stats(marker_dir)
+    present = set(storage.listdir(marker_dir))
     candidates = [s for s in specs if storage.basename(s[3]) in present]
     if not candidates:
         return {}, []
