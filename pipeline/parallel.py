@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from shammie.pipeline import jobdir
+from shammie.pipeline import jobdir, storage
 
 _FLUSH_EVERY_S = 0.5
 _progress_handle = None
@@ -98,8 +98,6 @@ def output_fingerprint(url: str) -> dict[str, Any] | None:
 
     Taken once, where the file was written, so the driver never reads outputs back: it checks
     them on resume against one listing of their folder (size and mtime_ns, or size and ETag)."""
-    from shammie.pipeline import storage
-
     record = storage.file_fingerprint(url)
     if record is None:
         return None
@@ -126,8 +124,6 @@ def _run_and_mark(fn: Callable[[Any], dict], payload: Any, marker_url: str, outp
     them proves the task finished; a damaged or missing output makes it stale. The
     fingerprints also travel back with the result (under OUTPUTS_KEY), so the driver
     builds the folder's output manifest without reading any output."""
-    from shammie.pipeline import storage
-
     global _progress_handle, _progress_pending
     _progress_handle, _progress_pending = progress, 0
     try:
@@ -151,8 +147,6 @@ def output_matches(recorded: dict[str, Any], listed: dict[str, Any] | None, url:
 
     Object store: same size and ETag. Local: same size and modification time (ns), or, with
     `verify` or a record without a time (an older Shammie), same size and xxh3 of its bytes."""
-    from shammie.pipeline import storage
-
     if listed is None or recorded.get("size") != listed.get("size"):
         return False
     if storage.is_remote(url):
@@ -187,8 +181,6 @@ def finished_tasks(specs: Sequence[tuple[str, Any, tuple, str]], marker_dir: str
     In bulk, so a phase of 90k tasks starts in seconds: one listing of the marker folder
     (a task without a marker costs nothing), the markers that exist read together, and
     their outputs checked against one listing per output folder, never one request per file."""
-    from shammie.pipeline import storage
-
     present = set(storage.listdir(marker_dir))
     candidates = [s for s in specs if storage.basename(s[3]) in present]
     if not candidates:
@@ -262,8 +254,6 @@ def run_tasks(
     by their result's `count_key`.
     """
     import ray
-
-    from shammie.pipeline import storage
 
     marker_dir = storage.join(markers or jobdir.stage_path(job, stage), jobdir.TASKS)
     results: dict[str, dict] = {}
