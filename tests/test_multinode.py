@@ -4,7 +4,9 @@ node mid-job, and check the job completes with output identical to an undisturbe
 Both nodes are real `ray start` processes on 127.0.0.1 (own temp dirs, own ports);
 `shammie run` is a subprocess driver with RAY_ADDRESS pointing at the head. The
 pytest process's own Ray (`ray_session`) is never used. Every process started here
-is SIGKILLed on the way out, whatever happens.
+is SIGKILLed on the way out, whatever happens. The job folder is local: both nodes are
+on this one host (one node address), which the runner allows without
+`--shared-filesystem` (tests/test_cluster_refusal.py has the multi-host refusal).
 """
 
 from __future__ import annotations
