@@ -270,10 +270,10 @@ def test_rerun_after_interrupted_stage_gives_identical_output(tmp_path, referenc
     monkeypatch.setattr(parallel, "run_tasks", real)
     work = job / "deduped" / "_work"
     # What a worker killed mid-task leaves: a temporary file and no marker.
-    bucket = sorted((work / "buckets").glob("*.npz"))[0]
+    bucket = sorted((work / "buckets").glob("*.npy"))[0]
     (work / "buckets" / "_tasks" / (bucket.stem + ".json")).unlink()
     bucket.unlink()
-    (work / "buckets" / (".tmp-killed-" + bucket.name)).write_bytes(b"PK\x03\x04 truncated")
+    (work / "buckets" / (".tmp-killed-" + bucket.name)).write_bytes(b"\x93NUMPY truncated")
     assert not jobdir.is_complete(str(job), "deduped")
 
     stats = minhash.dedup(str(job), progress=False)
