@@ -29,6 +29,7 @@ that are planted copies or stub pages.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -201,10 +202,11 @@ def quality(job: Path) -> dict:
     kept = {i for f in sorted((job / "deduped").glob("*.parquet"))
             for i in documents.read_table(str(f), ["id"])["id"].to_pylist()}
     removed = [i for i in every if i not in kept]
+    digest = hashlib.sha256("\n".join(sorted(kept)).encode()).hexdigest()[:16]
     sources = set(truth.values())
     right = sum(1 for i in removed if i in truth or i.startswith("s") or i in sources)
     found = sum(1 for c, s in truth.items() if not (c in kept and s in kept))
-    return {"documents": len(every), "removed": len(removed), "planted": len(truth),
+    return {"documents": len(every), "removed": len(removed), "planted": len(truth), "kept_digest": digest,
             "recall": round(found / max(len(truth), 1), 4), "precision": round(right / max(len(removed), 1), 4)}
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from shammie.dedup.arrays import load_npy, save_npy
 from shammie.dedup.signatures import normalise_words
 from shammie.pipeline import documents, jobdir, partitioned, storage
+from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import DocumentStage, InputFile, Task, read_documents
 
@@ -73,6 +74,34 @@ def numbered_tasks(inputs: list[InputFile], out: str) -> list[Task]:
     return tasks
 
 
+# A map task (exact hashing, MinHash signatures) reads a run of consecutive input files of at most
+# this many documents (one file at least): a reduce task then reads one partition per map task, so
+# at 90k input files of ~30k documents the shuffles have ~3k map files instead of 90k (requests
+# per reduce task divided by ~30). Small inputs keep one file per task (at most 1/256 of the input).
+MAX_GROUP_DOCS = 1_000_000
+
+
+def file_groups(tasks: list[Task], total: int, max_group_docs: int = MAX_GROUP_DOCS) -> list[list[Task]]:
+    """Consecutive input files per map task: up to min(max_group_docs, total / 256) documents, one file at least.
+    Depends on the input only (never on workers), so a resumed run plans the same groups."""
+    target = max(1, min(max_group_docs, total // 256))
+    groups: list[list[Task]] = []
+    size = 0
+    for t in tasks:
+        if groups and size + t.payload["rows"] <= target:
+            groups[-1].append(t)
+            size += t.payload["rows"]
+        else:
+            groups.append([t])
+            size = t.payload["rows"]
+    return groups
+
+
+def group_payload(group: list[Task]) -> list[dict]:
+    """What a map task needs of each of its files."""
+    return [{k: t.payload[k] for k in ("input", "index", "offset", "rows")} for t in group]
+
+
 def range_bits(documents_count: int, max_range_docs: int) -> int:
     """log2 of the number of hash ranges so that one range holds <= max_range_docs documents (uniform hashes)."""
     bits = 0
@@ -112,21 +141,32 @@ def text_hashes(texts: list[str], dumps: list[str], across_snapshots: bool) -> n
 
 
 def hash_task(p: dict) -> dict:
-    """One input file -> its (hash, document number) pairs, grouped by hash range."""
+    """A run of input files -> their (hash, document number) pairs, grouped by hash range."""
     cpu = time.process_time()
-    table = read_documents(p["input"], columns=["text", "dump"])
-    hashes = text_hashes(table["text"].to_pylist(), table["dump"].to_pylist(), p["across"])
-    records = np.empty(hashes.size, dtype=HASH_RECORD)
-    records["hash"] = hashes
-    records["doc"] = p["offset"] + np.arange(hashes.size, dtype=np.int64)
-    partitioned.write_partitioned(p["output"], records, key_range(hashes, p["bits"]), 1 << p["bits"])
-    return {"documents": int(hashes.size), "cpu_seconds": time.process_time() - cpu}
+    parts = []
+    for f in p["files"]:
+        table = read_documents(f["input"], columns=["text", "dump"])
+        check_rows(f, table.num_rows)
+        hashes = text_hashes(table["text"].to_pylist(), table["dump"].to_pylist(), p["across"])
+        records = np.empty(hashes.size, dtype=HASH_RECORD)
+        records["hash"] = hashes
+        records["doc"] = f["offset"] + np.arange(hashes.size, dtype=np.int64)
+        parts.append(records)
+    records = np.concatenate(parts) if parts else np.empty(0, dtype=HASH_RECORD)
+    partitioned.write_partitioned(p["output"], records, key_range(records["hash"], p["bits"]), 1 << p["bits"])
+    return {"documents": int(records.size), "cpu_seconds": time.process_time() - cpu}
+
+
+def check_rows(f: dict, rows: int) -> None:
+    if rows != f["rows"]:
+        raise InputError(f"{f['input']} has {rows} rows, its folder's _SUCCESS recorded {f['rows']}; it changed "
+                         "after its stage finished: re-run that stage first")
 
 
 def reduce_task(p: dict) -> dict:
     """One hash range of every file -> the copies (by file) and (first copy, copy) edges."""
     cpu = time.process_time()
-    urls = [storage.join(p["hashes"], f"{i:05d}.prt") for i in range(p["files"])]
+    urls = [storage.join(p["hashes"], f"g{g:05d}.prt") for g in range(p["groups"])]
     records = partitioned.read_partition_of_all(urls, p["range"], HASH_RECORD)
     order = np.lexsort((records["doc"], records["hash"]))
     hashes, docs = records["hash"][order], records["doc"][order]
@@ -144,15 +184,21 @@ def reduce_task(p: dict) -> dict:
             "cpu_seconds": time.process_time() - cpu}
 
 
-def copy_mask(copies_dir: str, ranges: int, index: int, offset: int, rows: int) -> np.ndarray:
-    """True for the rows of input file `index` that are exact copies of an earlier document."""
+def copy_masks(copies_dir: str, ranges: int, files: list[dict]) -> list[np.ndarray]:
+    """Per input file of `files` (consecutive files), True for its rows that are exact copies of an
+    earlier document: one read of their run of partitions from every copies file."""
     urls = [storage.join(copies_dir, f"r{r:05d}.prt") for r in range(ranges)]
-    docs = partitioned.read_partition_of_all(urls, index, DOC_RECORD)["doc"] - offset
-    if docs.size and (docs.min() < 0 or docs.max() >= rows):
-        raise RuntimeError(f"exact-duplicate work files do not match input file {index}; re-run the same command")
-    mask = np.zeros(rows, dtype=bool)
-    mask[docs] = True
-    return mask
+    docs = partitioned.read_partition_of_all(urls, files[0]["index"], DOC_RECORD, stop=files[-1]["index"] + 1)["doc"]
+    masks = []
+    for f in files:
+        rows = docs[(docs >= f["offset"]) & (docs < f["offset"] + f["rows"])] - f["offset"]
+        mask = np.zeros(f["rows"], dtype=bool)
+        mask[rows] = True
+        masks.append(mask)
+    if sum(int(m.sum()) for m in masks) != docs.size:
+        raise RuntimeError(f"exact-duplicate work files do not match input files {files[0]['index']}.."
+                           f"{files[-1]['index']}; re-run the same command")
+    return masks
 
 
 # --------------------------------------------------------------------------- the pass, for any stage
@@ -177,24 +223,25 @@ class ExactPass:
     def edge_urls(self) -> list[str]:
         return [storage.join(self.work, "exact", "edges", f"r{r:05d}.npy") for r in range(self.ranges)]
 
-    def copy_mask(self, payload: dict) -> np.ndarray:
-        return copy_mask(self.copies_dir, self.ranges, payload["index"], payload["offset"], payload["rows"])
+    def copy_masks(self, files: list[dict]) -> list[np.ndarray]:
+        return copy_masks(self.copies_dir, self.ranges, files)
 
-    def run(self, ctx, tasks: list[Task], across: bool, offsets_url: str, stats: dict) -> dict[str, dict]:
-        """Hash every file, then reduce every range; adds per-phase stats to `stats`, returns the
-        reduce tasks' results (their `copies` add up to the exact edges)."""
+    def run(self, ctx, groups: list[list[Task]], across: bool, offsets_url: str, stats: dict) -> dict[str, dict]:
+        """Hash every run of files, then reduce every range; adds per-phase stats to `stats`,
+        returns the reduce tasks' results (their `copies` add up to the exact edges)."""
         hashes = storage.join(self.work, "exact", "hashes")
         t = time.monotonic()
         hashed = ctx.run_tasks([
-            Task(f"{t_.payload['index']:05d}", {"input": t_.payload["input"], "offset": t_.payload["offset"],
-                                                 "across": across, "bits": self.bits,
-                                                 "output": storage.join(hashes, f"{t_.payload['index']:05d}.prt")},
-                 (f"{self.folder}/exact/hashes/{t_.payload['index']:05d}.prt",))
-            for t_ in tasks], hash_task, folder=f"{self.folder}/exact/hashes", desc="exact duplicates: hash")
+            Task(f"g{g:05d}", {"files": group_payload(group), "across": across, "bits": self.bits,
+                               "output": storage.join(hashes, f"g{g:05d}.prt")},
+                 (f"{self.folder}/exact/hashes/g{g:05d}.prt",))
+            for g, group in enumerate(groups)], hash_task, folder=f"{self.folder}/exact/hashes",
+            desc="exact duplicates: hash")
         stats["exact_hash"] = phase_stats(hashed, time.monotonic() - t)
         t = time.monotonic()
         reduced = ctx.run_tasks([
-            Task(f"r{r:05d}", {"hashes": hashes, "files": self.files, "range": r, "offsets": offsets_url,
+            Task(f"r{r:05d}", {"hashes": hashes, "groups": len(groups), "files": self.files, "range": r,
+                               "offsets": offsets_url,
                                "copies": storage.join(self.copies_dir, f"r{r:05d}.prt"),
                                "edges": self.edge_urls()[r]},
                  (f"{self.folder}/exact/copies/r{r:05d}.prt", f"{self.folder}/exact/edges/r{r:05d}.npy"))
@@ -218,7 +265,7 @@ def filter_task(p: dict) -> dict:
     if table.num_rows != p["rows"]:
         raise RuntimeError(f"{p['input']} has {table.num_rows} rows, {p['rows']} were recorded; it changed while "
                            "exact-dedup ran: run the same command again")
-    keep = ~copy_mask(p["copies"], p["ranges"], p["index"], p["offset"], p["rows"])
+    keep = ~copy_masks(p["copies"], p["ranges"], [p])[0]
     documents.write_table(table.filter(keep), p["output"])
     return {"documents": int(keep.sum()), "removed": int((~keep).sum())}
 
@@ -240,7 +287,7 @@ class ExactDedupStage(DocumentStage):
         work = storage.join(ctx.out, self.WORK)
         exact = ExactPass(work, self.WORK, range_bits(documents_count, MAX_RANGE_DOCS), len(tasks))
         offsets_url = write_file_offsets(work, tasks)
-        exact.run(ctx, tasks, self.options.across_snapshots, offsets_url, {})
+        exact.run(ctx, file_groups(tasks, documents_count), self.options.across_snapshots, offsets_url, {})
         filters = [Task(t.name, {**t.payload, "copies": exact.copies_dir, "ranges": exact.ranges}, t.outputs)
                    for t in tasks]
         results = ctx.run_tasks(filters, filter_task, desc="exact dedup 3/3 filter")

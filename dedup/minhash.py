@@ -46,8 +46,8 @@ from shammie.dedup import history
 from shammie.dedup.arrays import load_npy, load_npz, save_npy, save_npz
 from shammie.dedup import clusters
 from shammie.dedup.clusters import CLUSTER_RECORD, connected_min_labels
-from shammie.dedup.exact import (ExactPass, file_of, key_range, numbered_tasks, phase_stats, range_bits,
-                                 write_file_offsets)
+from shammie.dedup.exact import (ExactPass, check_rows, file_groups, group_payload, key_range, numbered_tasks,
+                                 phase_stats, range_bits, write_file_offsets)
 from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash
 from shammie.pipeline import documents, jobdir, partitioned, storage
 from shammie.pipeline.errors import InputError
@@ -103,46 +103,64 @@ def _max_rss_mb() -> float:
 
 # --------------------------------------------------------------------------- signatures
 
-def signature_task(p: dict) -> dict:
-    """One input file -> its band keys grouped by (band, key range), and its id hashes."""
-    cpu = _cpu()
-    params = MinhashParams(**p["params"])
-    table = read_documents(p["input"], columns=["id", "text", "dump"])
+def file_signatures(f: dict, copies: np.ndarray, hasher: MinHasher, across: bool, meta: str) -> tuple[np.ndarray, float]:
+    """One input file's (key, snapshot, document) records, band-major (bands x its documents
+    with shingles), and its id hashes and exact-copy flags saved to `meta`. Also the CPU
+    seconds of the hashing loop."""
+    table = read_documents(f["input"], columns=["id", "text", "dump"])
     n = table.num_rows
-    if n != p["rows"]:
-        raise InputError(f"{p['input']} has {n} rows, its folder's _SUCCESS recorded {p['rows']}; it changed "
-                         "after its stage finished: re-run that stage, then dedup")
+    check_rows(f, n)
+    params = hasher.params
     texts = table.column("text").to_pylist()
     dumps = [d if d is not None else "unknown" for d in table.column("dump").to_pylist()]
-    # Exact duplicates (removed anyway) get no signature: MinHash only hashes what could stay.
-    copies = p["exact"].copy_mask(p) if p.get("exact") else np.zeros(n, dtype=bool)
-    hasher = MinHasher(params)
     sigs = np.zeros((n, params.num_perm), dtype=np.uint32)
     valid = np.zeros(n, dtype=bool)
     hash_cpu = _cpu()
     for i, text in enumerate(texts):
-        if not copies[i]:
+        if not copies[i]:  # exact duplicates (removed anyway) get no signature
             sigs[i], valid[i] = hasher.text_signature(text or "")
     hash_cpu = _cpu() - hash_cpu
     rows = np.flatnonzero(valid)
     keys = band_keys(sigs[rows], params, None)  # (bands, len(rows)); unsalted: snapshots are a separate field
     del sigs
-    m, bands, bits = rows.size, params.bands, p["bits"]
+    m, bands = rows.size, params.bands
     records = np.empty(bands * m, dtype=SIG_RECORD)
     records["key"] = keys.reshape(-1)
-    if p["across_snapshots"]:
+    if across:
         records["snap"] = 0
     else:
         snap_of = {d: string_hash(d) for d in set(dumps)}
-        snaps = np.fromiter((snap_of[dumps[r]] for r in rows.tolist()), dtype=np.uint64, count=m)
-        records["snap"] = np.tile(snaps, bands)
-    records["doc"] = np.tile(p["offset"] + rows.astype(np.int64), bands)
-    part = np.repeat(np.arange(bands, dtype=np.int64) << bits, m) + key_range(records["key"], bits)
-    partitioned.write_partitioned(p["output"], records, part, bands << bits)
+        records["snap"] = np.tile(np.fromiter((snap_of[dumps[r]] for r in rows.tolist()), dtype=np.uint64, count=m),
+                                  bands)
+    records["doc"] = np.tile(f["offset"] + rows.astype(np.int64), bands)
     ids = np.fromiter((string_hash(x) for x in table.column("id").to_pylist()), dtype=np.uint64, count=n)
-    save_npz(p["meta"], idhash=ids, copy=copies)
-    return {"documents": n, "with_shingles": int(m), "exact_removed": int(copies.sum()),
-            "cpu_seconds": _cpu() - cpu, "hash_cpu_seconds": hash_cpu}
+    save_npz(meta, idhash=ids, copy=copies)
+    return records, hash_cpu
+
+
+def signature_task(p: dict) -> dict:
+    """A run of input files -> their band keys in ONE file grouped by (band, key range), and
+    per input file its id hashes and exact-copy flags."""
+    cpu = _cpu()
+    params = MinhashParams(**p["params"])
+    hasher = MinHasher(params)
+    files = p["files"]
+    copies = p["exact"].copy_masks(files) if p.get("exact") else [np.zeros(f["rows"], bool) for f in files]
+    parts, hash_cpu = [], 0.0
+    for f, c in zip(files, copies):
+        records, seconds = file_signatures(f, c, hasher, p["across_snapshots"], p["meta"][f["index"] - files[0]["index"]])
+        parts.append(records)
+        hash_cpu += seconds
+    bands, bits = params.bands, p["bits"]
+    # band-major within each file -> the band of every record, then its key range
+    band = np.concatenate([np.repeat(np.arange(bands, dtype=np.int64), r.size // bands) for r in parts]) \
+        if parts else np.empty(0, np.int64)
+    records = np.concatenate(parts) if parts else np.empty(0, dtype=SIG_RECORD)
+    partitioned.write_partitioned(p["output"], records, (band << bits) + key_range(records["key"], bits),
+                                  bands << bits)
+    return {"documents": sum(f["rows"] for f in files), "with_shingles": int(records.size // bands),
+            "exact_removed": int(sum(int(c.sum()) for c in copies)), "cpu_seconds": _cpu() - cpu,
+            "hash_cpu_seconds": hash_cpu}
 
 
 # --------------------------------------------------------------------------- buckets
@@ -162,7 +180,7 @@ def bucket_task(p: dict) -> dict:
     """One band, one key range of every signature file -> its duplicate edges (and index shard)."""
     cpu = _cpu()
     band, part, bits = p["band"], p["part"], p["bits"]
-    urls = [storage.join(p["signatures"], f"{i:05d}.prt") for i in range(p["files"])]
+    urls = [storage.join(p["signatures"], f"g{g:05d}.prt") for g in range(p["groups"])]
     rec = partitioned.read_partition_of_all(urls, (band << bits) + part, SIG_RECORD)
     order = np.lexsort((rec["doc"], rec["snap"], rec["key"]))
     rec = rec[order]
@@ -397,19 +415,22 @@ class DedupRun:
     def run(self) -> dict[str, dict]:
         params, options, out = self.stage.params, self.options, self.ctx.out
         offsets_url = write_file_offsets(self.work, self.tasks)
+        groups = file_groups(self.tasks, self.total)
         exact, exact_results = None, {}
         if options.exact:
             exact = ExactPass(self.work, WORK, self.bits, self.files)
-            exact_results = exact.run(self.ctx, self.tasks, options.across_snapshots, offsets_url, self.stats)
+            exact_results = exact.run(self.ctx, groups, options.across_snapshots, offsets_url, self.stats)
+
+        def meta(t: Task) -> str:
+            return f"meta/{t.payload['index']:05d}.npz"
 
         sig = self.timed("signatures", [
-            Task(f"{t.payload['index']:05d}",
-                 {**t.payload, "params": params.to_dict(), "across_snapshots": options.across_snapshots,
-                  "bits": self.bits, "exact": exact,
-                  "output": self.url("signatures", f"{t.payload['index']:05d}.prt"),
-                  "meta": self.url("meta", f"{t.payload['index']:05d}.npz")},
-                 (f"{WORK}/signatures/{t.payload['index']:05d}.prt", f"{WORK}/meta/{t.payload['index']:05d}.npz"))
-            for t in self.tasks], signature_task, "dedup 1/4 signatures", "signatures")
+            Task(f"g{g:05d}",
+                 {"files": group_payload(group), "params": params.to_dict(), "across_snapshots": options.across_snapshots,
+                  "bits": self.bits, "exact": exact, "output": self.url("signatures", f"g{g:05d}.prt"),
+                  "meta": [self.url(meta(t)) for t in group]},
+                 (f"{WORK}/signatures/g{g:05d}.prt",) + tuple(f"{WORK}/{meta(t)}" for t in group))
+            for g, group in enumerate(groups)], signature_task, "dedup 1/4 signatures", "signatures")
         hash_cpu = sum(r.get("hash_cpu_seconds", 0.0) for r in sig.values())
         s = self.stats["signatures"]
         s["docs_per_cpu_s"] = round(self.total / s["cpu_seconds"], 1) if s["cpu_seconds"] > 0 else None
@@ -420,7 +441,8 @@ class DedupRun:
         ranges = 1 << self.bits
         buckets = self.timed("buckets", [
             Task(f"b{b:02d}-r{r:05d}",
-                 {"signatures": self.url("signatures"), "files": self.files, "band": b, "part": r, "bits": self.bits,
+                 {"signatures": self.url("signatures"), "groups": len(groups), "band": b, "part": r,
+                  "bits": self.bits,
                   "earlier": earlier, "output": self.url("buckets", f"b{b:02d}-r{r:05d}.npy"),
                   "index": storage.join(index, history.shard_name(b, r)) if options.keep_index else None},
                  (f"{WORK}/buckets/b{b:02d}-r{r:05d}.npy",)
@@ -433,7 +455,7 @@ class DedupRun:
         cluster_files, cluster_stats = self.cluster(edge_files, edges, offsets_url, index if earlier else None)
 
         filtered = self.timed("filter", [
-            Task(t.name, {**t.payload, "meta": self.url("meta", f"{t.payload['index']:05d}.npz"),
+            Task(t.name, {**t.payload, "meta": self.url(meta(t)),
                           "clusters": cluster_files, "earlier_jobs": len(earlier),
                           "index_file": storage.join(index, history.file_record_name(t.payload["index"]))
                           if options.keep_index else None},

@@ -1,8 +1,8 @@
 """Partitioned record files: the shuffle format between multi-pass phases (dedup, exact dedup).
 
 A map task writes ONE file holding its records grouped by partition; a reduce task
-reads only its partition of every map file, with two small ranged reads per file (the
-partition's bounds, then its bytes), so the bytes read by a shuffle are one pass over
+reads only its partition (or a run of consecutive partitions) of every map file, with two
+small ranged reads per file (the header and the partition's bounds, then its bytes), so the bytes read by a shuffle are one pass over
 what the map side wrote, whatever the number of partitions. This is how datatrove's
 MinHash stages split a band by hash range, and how Spark/Ray Data shuffle; it is
 hand-written because neither offers a file format a Ray task can read one partition of
@@ -51,7 +51,9 @@ def write_partitioned(url: str, records: np.ndarray, partition: np.ndarray, num_
     bounds = np.zeros(num_partitions + 1, dtype="<u8")
     np.cumsum(counts, out=bounds[1:])
     if num_partitions > 1 and partition.size:
-        records = records[np.argsort(partition, kind="stable")]
+        # numpy's stable sort is a radix sort for 16-bit keys: linear in the records
+        keys = partition.astype(np.uint16) if num_partitions <= 1 << 16 else partition
+        records = records[np.argsort(keys, kind="stable")]
     header = np.array([num_partitions, records.dtype.itemsize], dtype="<u8")
     with storage.atomic_write(url) as local, open(local, "wb") as f:
         f.write(MAGIC)
@@ -72,36 +74,51 @@ def _check_header(url: str, head: bytes, dtype: np.dtype, p: int) -> int:
     return int(num_partitions)
 
 
-def read_partition(url: str, p: int, dtype: np.dtype) -> np.ndarray:
-    """Partition `p` of one file (a copy, safe to keep after the file is gone)."""
+def read_partition_range(url: str, first: int, stop: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Partitions [first, stop) of one file in one read: (their records, the stop - first + 1
+    record offsets of each partition within them). A copy, safe to keep after the file is gone."""
     dtype = np.dtype(dtype)
+    if stop <= first:
+        raise ValueError(f"empty partition range [{first}, {stop})")
+    span = slice(_HEADER + 8 * first, _HEADER + 8 * (stop + 1))
     if not storage.is_remote(url):
         raw = np.memmap(storage.strip_file_scheme(url), dtype=np.uint8, mode="r")
-        num_partitions = _check_header(url, bytes(raw[:_HEADER]), dtype, p)
-        lo, hi = np.frombuffer(raw[_HEADER + 8 * p:_HEADER + 8 * p + 16], dtype="<u8").tolist()
+        num_partitions = _check_header(url, bytes(raw[:_HEADER]), dtype, stop - 1)
+        bounds = np.frombuffer(raw[span], dtype="<u8").astype(np.int64)
         data = _HEADER + 8 * (num_partitions + 1)
-        out = np.frombuffer(raw[data + lo * dtype.itemsize:data + hi * dtype.itemsize], dtype=dtype).copy()
+        out = np.frombuffer(raw[data + bounds[0] * dtype.itemsize:data + bounds[-1] * dtype.itemsize],
+                            dtype=dtype).copy()
         del raw
-        return out
+        return out, bounds - bounds[0]
     fs, path = storage.get_fs(url)
-    head, pair = fs.cat_ranges([path, path], [0, _HEADER + 8 * p], [_HEADER, _HEADER + 8 * p + 16])
-    num_partitions = _check_header(url, head, dtype, p)
-    lo, hi = np.frombuffer(pair, dtype="<u8").tolist()
-    if hi == lo:
-        return np.empty(0, dtype=dtype)
+    head, raw_bounds = fs.cat_ranges([path, path], [0, span.start], [_HEADER, span.stop])
+    num_partitions = _check_header(url, head, dtype, stop - 1)
+    bounds = np.frombuffer(raw_bounds, dtype="<u8").astype(np.int64)
     data = _HEADER + 8 * (num_partitions + 1)
-    return np.frombuffer(fs.cat_file(path, start=data + lo * dtype.itemsize, end=data + hi * dtype.itemsize),
-                         dtype=dtype).copy()
+    if bounds[-1] == bounds[0]:
+        return np.empty(0, dtype=dtype), bounds - bounds[0]
+    raw = fs.cat_file(path, start=data + int(bounds[0]) * dtype.itemsize, end=data + int(bounds[-1]) * dtype.itemsize)
+    return np.frombuffer(raw, dtype=dtype).copy(), bounds - bounds[0]
 
 
-def read_partition_of_all(urls: Sequence[str], p: int, dtype: np.dtype) -> np.ndarray:
-    """Partition `p` of every file, concatenated in the order of `urls`."""
+def read_partition(url: str, p: int, dtype: np.dtype) -> np.ndarray:
+    """Partition `p` of one file (a copy, safe to keep after the file is gone)."""
+    return read_partition_range(url, p, p + 1, dtype)[0]
+
+
+def read_partition_of_all(urls: Sequence[str], p: int, dtype: np.dtype, stop: int | None = None) -> np.ndarray:
+    """Partition `p` (or partitions [p, stop)) of every file, concatenated in the order of `urls`."""
     dtype = np.dtype(dtype)
+    stop = p + 1 if stop is None else stop
+
+    def one(url: str) -> np.ndarray:
+        return read_partition_range(url, p, stop, dtype)[0]
+
     if urls and storage.is_remote(urls[0]):
         with ThreadPoolExecutor(REMOTE_READ_THREADS) as pool:
-            parts = list(pool.map(lambda u: read_partition(u, p, dtype), urls))
+            parts = list(pool.map(one, urls))
     else:
-        parts = [read_partition(u, p, dtype) for u in urls]
+        parts = [one(u) for u in urls]
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 

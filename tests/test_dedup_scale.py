@@ -213,3 +213,26 @@ def test_task_payloads_do_not_list_every_input_file(tmp_path, corpus, monkeypatc
     # 30 input files: a payload listing them would be >= 30 URLs (~2 KB); the clustering task
     # lists the edge files (bands x ranges), the distributed mode splits them over its scatter tasks
     assert {k: v for k, v in sizes.items() if k != "cluster_task" and v > 1500} == {}
+
+
+def test_runs_of_files_per_map_task_keep_the_same_set(tmp_path, corpus, monkeypatch):
+    """Map tasks over runs of consecutive files (as at 90k files) give the kept set of one file per task."""
+    src, clean, ref = corpus
+    job = tmp_path / "job"
+    shutil.copytree(src, job)
+    from shammie.dedup import exact
+
+    def by_seven(tasks, total, max_group_docs=None):
+        return [tasks[i:i + 7] for i in range(0, len(tasks), 7)]
+
+    monkeypatch.setattr(minhash, "file_groups", by_seven)
+    stats = minhash.dedup(str(job), max_bucket_docs=40, progress=False)
+    assert stats["stages"]["signatures"]["tasks"] == 5 and stats["stages"]["exact_hash"]["tasks"] == 5
+    assert kept_ids(job) == kept_ids(clean)
+    assert (stats["removed"], stats["exact_removed"], stats["per_snapshot"]) == \
+        (ref["removed"], ref["exact_removed"], ref["per_snapshot"])
+    # the grouping rule itself: at most 1/256 of the input per task, one file at least, the 1M cap
+    tasks = [type("T", (), {"payload": {"rows": 10}})() for _ in range(100)]
+    assert [len(g) for g in exact.file_groups(tasks, 1000)] == [1] * 100
+    assert [len(g) for g in exact.file_groups(tasks, 256 * 35)] == [3] * 33 + [1]
+    assert [len(g) for g in exact.file_groups(tasks, 10**12, max_group_docs=50)] == [5] * 20
