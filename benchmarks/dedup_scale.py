@@ -210,6 +210,69 @@ def quality(job: Path) -> dict:
             "recall": round(found / max(len(truth), 1), 4), "precision": round(right / max(len(removed), 1), 4)}
 
 
+# --------------------------------------------------------------------------- task overhead and projection
+
+def task_overhead(tasks: int, workers: int) -> dict:
+    """Wall seconds of `tasks` empty tasks through the same runner (markers, Ray scheduling)."""
+    import tempfile
+
+    from shammie.pipeline import parallel
+    from shammie.pipeline.ray_runtime import init_ray
+
+    init_ray(None, num_cpus=workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.monotonic()
+        parallel.run_tasks(tmp, "noop", [(f"t{i:05d}", i) for i in range(tasks)], _noop, progress=False,
+                           markers=tmp, max_in_flight=workers)
+        return {"tasks": tasks, "seconds": round(time.monotonic() - start, 2)}
+
+
+def _noop(payload) -> dict:
+    return {}
+
+
+PHASES = ("exact_hash", "exact_reduce", "signatures", "buckets", "clusters", "filter")
+
+
+def projection(row: dict, documents: float = 3e9, files: int = 90_000, nodes: int = 100, cores: int = 16,
+               max_bucket_docs: int = 4_000_000, max_group_docs: int = 1_000_000) -> list[tuple]:
+    """A 3B-document snapshot on `nodes` x `cores`, each figure from a constant measured at `row`'s size."""
+    n = row["size"]
+    ranges = 1
+    while documents / ranges > max_bucket_docs:
+        ranges *= 2
+    groups = int(documents // min(max_group_docs, documents // 256))
+    clustered = documents * row["clustered_documents"] / n
+    edges = documents * row["cluster_edges"] / n
+    cores_all = nodes * cores
+    out = []
+    for phase in PHASES:
+        st = row["stages"].get(phase) or {}
+        cpu_per_doc = (st.get("cpu_seconds") or 0) / n
+        cpu_h = cpu_per_doc * documents / 3600
+        if phase == "clusters":
+            partitions = 1
+            while 2 * edges > partitions * 200_000_000:
+                partitions *= 2
+            memory = f"{2 * edges / partitions * 50 / 2**30:.1f} GB per round task ({partitions} partitions)" \
+                if partitions > 1 else f"{clustered * 37 / 2**30:.1f} GB (one task)"
+            requests = f"~{8 * partitions * partitions:,} per round (P x P x 2), a handful of rounds"
+            hours = cpu_h / min(partitions, cores_all)
+        else:
+            tasks = {"exact_hash": groups, "signatures": groups, "filter": files, "exact_reduce": ranges,
+                     "buckets": 14 * ranges}[phase]
+            memory = {"exact_hash": "one run of files (<= 1M documents): ~1 GB",
+                      "signatures": "one run of files: ~1 GB (signatures 448 B + records 336 B per document)",
+                      "filter": "one input file", "exact_reduce": f"{documents / ranges * 70 / 2**20:.0f} MB",
+                      "buckets": f"{documents / ranges * 70 / 2**20:.0f} MB"}[phase]
+            requests = {"exact_hash": f"{files:,} input reads", "signatures": f"{files:,} input reads + "
+                        f"{groups * ranges * 2:,} (copies)", "filter": f"{files * 4:,}",
+                        "exact_reduce": f"{ranges * groups * 2:,}", "buckets": f"{14 * ranges * groups * 2:,}"}[phase]
+            hours = cpu_h / min(tasks, cores_all)
+        out.append((phase, round(cpu_per_doc * 1e6, 2), round(cpu_h, 1), round(hours, 2), memory, requests))
+    return out
+
+
 # --------------------------------------------------------------------------- main
 
 def main() -> None:
@@ -221,7 +284,22 @@ def main() -> None:
     ap.add_argument("--label", default="run")
     ap.add_argument("--extra", default="", help="extra dedup options, e.g. '--max-bucket-docs 20000'")
     ap.add_argument("--json", help="append the results to this JSON file (a list of runs)")
+    ap.add_argument("--task-overhead", type=int, metavar="N", help="only time N empty tasks through the runner")
+    ap.add_argument("--project", metavar="JSON", help="only print the 3B-document projection from the largest "
+                                                     "run with --label LABEL in this results file")
     args = ap.parse_args()
+    if args.task_overhead:
+        print(json.dumps(task_overhead(args.task_overhead, args.workers)))
+        return
+    if args.project:
+        rows = [r for r in json.loads(Path(args.project).read_text()) if r["label"] == args.label]
+        row = max(rows, key=lambda r: r["size"])
+        print(f"from the {row['size']:,}-document run of {row['time']} ({args.label})\n")
+        print("| phase | CPU µs per document | CPU hours | wall hours on 100 x 16 cores | memory per process | requests |")
+        print("| --- | ---: | ---: | ---: | --- | --- |")
+        for r in projection(row):
+            print("| " + " | ".join(str(x) for x in r) + " |")
+        return
     results = []
     for size in [int(s) for s in args.sizes.split(",")]:
         job = build_corpus(size)
@@ -235,7 +313,7 @@ def main() -> None:
                "cpu_ms_per_doc_tasks": round(1000 * cpu_tasks / size, 4) if cpu_tasks else None,
                "cpu_ms_per_doc_workers": round(1000 * run["workers_cpu_s"] / size, 4),
                "stages": stages, "bucket_ranges_per_band": stats.get("bucket_ranges_per_band"),
-               "clustered_documents": stats.get("clustered_documents"),
+               "clustered_documents": stats.get("clustered_documents"), "cluster_edges": stats.get("cluster_edges"),
                "kept": stats.get("kept"), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("stages", "log_tail")}), flush=True)
