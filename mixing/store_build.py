@@ -47,6 +47,7 @@ from shammie.mixing.store_format import StoreError
 from shammie.mixing.store_writer import DEFAULT_SHARD_TOKENS, new_manifest, publish_build, write_tokenizer
 from shammie.mixing.tokenizer import DEFAULT_SAMPLE_BYTES, Tokenizer, sample_texts, train_tokenizer
 from shammie.pipeline import jobdir, parallel, storage
+from shammie.pipeline.stage import parquet_outputs_of
 
 DEFAULT_VOCAB = 32000
 # Tokenize tasks: one per input file up to MIN_TASKS files; beyond, contiguous groups of
@@ -260,11 +261,11 @@ def _fold(phases: _Phases, files: list[str], sizes: list[int], inputs: list, *, 
         (f"{r:04d}", {"dir": out_dir, "count_files": len(groups), "partitions": counts.reducer_partitions(r, reducers),
                       "top_k": top_k}) for r in range(reducers)],
         counts.reduce_task, light=True, desc="shard: reduce keys", count_key=None)
-    folder_ = counts.fold_domains(reduced, group_by, top_k)
+    fold = counts.fold_domains(reduced, group_by, top_k)
     if progress:
-        print(f"shard: {sum(int(r['distinct']) for r in reduced)} distinct {group_by} values -> "
-              f"{len(folder_.names()) + (top_k is not None)} domains at most")
-    return folder_
+        kept = f"the {len(fold.names())} largest kept, the rest -> {dom.OTHER!r}" if top_k is not None else "no folding"
+        print(f"shard: {sum(int(r['distinct']) for r in reduced)} distinct {group_by} values ({kept})")
+    return fold
 
 
 def build_store(job: str, store: str | None = None, *, group_by: str = "edu", tokenizer: str | None = None,
@@ -369,8 +370,6 @@ def _inputs(job: str, stage: str, files: list[str] | None,
             fingerprints: list[dict] | None) -> tuple[list[str], list[dict]]:
     """The input files and what identifies each one's content, as recorded upstream when possible."""
     if files is None:
-        from shammie.pipeline.stage import parquet_outputs_of
-
         recorded = parquet_outputs_of(job, stage)
         files, fingerprints = [i.url for i in recorded], [dict(i.fingerprint) for i in recorded]
     files = list(files)
