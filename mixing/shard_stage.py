@@ -63,9 +63,10 @@ class ShardOptions:
 
 class ShardStage(DocumentStage):
     """Group documents into domains, tokenize them with sentencepiece and write STORE/manifest.json plus, per
-domain, Parquet text shards and memory-mappable token shards. Shards get new names on every build and the
-manifest is replaced last, so readers never see a half-written store; an interrupted run resumes its
-finished files when re-run."""
+domain, Parquet text shards and memory-mappable token shards. Ray tasks count the domain keys, tokenize and
+write the shards; the driver writes the manifest. Shards get new names on every build and the manifest is
+replaced last, so readers never see a half-written store; an interrupted run resumes its finished tasks
+when re-run, and --overwrite builds the store afresh. --store must be a new or empty folder or a store."""
 
     name = "shard"
     output = jobdir.STORE

@@ -55,8 +55,8 @@ DEFAULT_VOCAB = 32000
 # plan and the small files written grow with tasks x domains).
 TASK_BYTES = 256 << 20
 MIN_TASKS = 4096
-# Count tasks read one column: about this much input Parquet each.
-COUNT_TASK_BYTES = 1 << 30
+# Count tasks read one column: about this much input Parquet each (their keys are ~100 B a row).
+COUNT_TASK_BYTES = 256 << 20
 # A piece at least this fraction of --shard-tokens stays a shard as it is; smaller ones are merged.
 KEEP_FRACTION = 8
 STAGE_RECORD = "_stage.json"  # the stage runner's record of a store's inputs and settings (pipeline/runner.py)
@@ -188,27 +188,22 @@ def _chunks(items: Sequence, sizes: Sequence[int]) -> list[list]:
     return out
 
 
-def _ray_running() -> bool:
-    try:
-        import ray
-    except ImportError:
-        return False
-    return ray.is_initialized()
-
-
 class _Phases:
-    """Runs a build's phases: on Ray, or in this process when Ray would only add its start-up time."""
+    """Runs a build's phases: all on Ray, or all in this process when the build has one tokenize task.
 
-    def __init__(self, staging: str, *, workers: int | None, ray_address: str | None, progress: bool):
+    One tokenize task gives Ray nothing to parallelise (and starting it costs ~15 s): the
+    driver then is the build's only worker (sentencepiece's threads use the cores), holding
+    what that one task holds. A build of several tasks runs every phase on Ray, so the
+    driver holds no documents (its count and merge tasks included). With --ray-address
+    everything goes to the cluster."""
+
+    def __init__(self, staging: str, *, in_process: bool, workers: int | None, ray_address: str | None,
+                 progress: bool):
         self.staging, self.workers, self.ray_address, self.progress = staging, workers, ray_address, progress
+        self.in_process = in_process and not ray_address
         self.seconds: dict[str, float] = {}
 
-    def in_process(self, tasks: int, light: bool) -> bool:
-        """One task gives Ray nothing to parallelise, and starting it costs ~15 s; light phases (reduce,
-        merge) follow heavy ones, so they run here unless the heavy ones already started Ray."""
-        return not self.ray_address and not _ray_running() and (tasks == 1 or light)
-
-    def run(self, phase: str, tasks: list[tuple[str, dict]], fn: Callable[[dict], dict], *, light: bool = False,
+    def run(self, phase: str, tasks: list[tuple[str, dict]], fn: Callable[[dict], dict], *,
             desc: str | None = None, count_key: str | None = "documents") -> list[dict]:
         """Every task's result, in task order; finished tasks (markers under `_staging/<phase>`) are skipped."""
         start = time.monotonic()
@@ -216,7 +211,7 @@ class _Phases:
         try:
             if not tasks:
                 return []
-            if self.in_process(len(tasks), light):
+            if self.in_process:
                 return [self._run_here(folder, name, payload, fn) for name, payload in tasks]
             by_name = parallel.run_tasks(folder, "", tasks, fn, desc=desc or f"shard: {phase.split('/')[-1]}",
                                          count_key=count_key, max_in_flight=self.workers, progress=self.progress,
@@ -260,7 +255,7 @@ def _fold(phases: _Phases, files: list[str], sizes: list[int], inputs: list, *, 
     reduced = phases.run(f"{folder}/reduce-{top_k}-{reducers}", [
         (f"{r:04d}", {"dir": out_dir, "count_files": len(groups), "partitions": counts.reducer_partitions(r, reducers),
                       "top_k": top_k}) for r in range(reducers)],
-        counts.reduce_task, light=True, desc="shard: reduce keys", count_key=None)
+        counts.reduce_task, desc="shard: reduce keys", count_key=None)
     fold = counts.fold_domains(reduced, group_by, top_k)
     if progress:
         kept = f"the {len(fold.names())} largest kept, the rest -> {dom.OTHER!r}" if top_k is not None else "no folding"
@@ -323,7 +318,9 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
     # build keeps its files for pinned readers, and an interrupted overwrite resumes here.
     build_id = _digest([recipe_id, existing["build_id"]]) if same else recipe_id
     staging = storage.join(store, fmt.STAGING)
-    phases = _Phases(staging, workers=workers, ray_address=ray_address, progress=progress)
+    file_groups = _chunks(files, groups)
+    phases = _Phases(staging, in_process=len(file_groups) == 1, workers=workers, ray_address=ray_address,
+                     progress=progress)
     write_tokenizer(store, tok)
     folder = _fold(phases, files, sizes, inputs, group_by=group_by, top_k=effective_top_k, progress=progress)
     fold_url = None
@@ -333,7 +330,6 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
 
     text_schema = pieces.encode_schema(pieces.text_schema(schema))
     keep_tokens = max(1, shard_tokens // KEEP_FRACTION)
-    file_groups = _chunks(files, groups)
     in_process_threads = workers or os.cpu_count() or 1
     common = {"store": store, "build_id": build_id, "group_by": group_by, "fold": fold_url,
               "tokenizer": storage.join(store, fmt.tokenizer_name(tok.sha256)), "tokenizer_sha256": tok.sha256,
@@ -343,22 +339,27 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
              for i, group in enumerate(file_groups)]
     results = phases.run(f"{build_id}/tokenize", tasks, pieces.tokenize_task, desc="shard: tokenize")
     del tasks
-    plan = pieces.plan_merges(results, shard_tokens)
+    plan = pieces.plan_merges(results, shard_tokens, None if folder is None else pieces.fold_domain_list(folder))
     if folder is None and len(plan.names) > dom.MAX_DOMAINS_WITHOUT_TOP_K:
         dom.DomainFolder({}, group_by, None, distinct=len(plan.names))  # raises the refusal
     del results
 
-    merge_tasks = [(f"{g['domain']}--{g['pieces'][0][0]:06d}-{g['pieces'][0][1]:04d}",
-                    {"store": store, "domain": g["domain"], "build_id": build_id, "pieces": g["pieces"],
-                     "dtype": tok.dtype.str, "schema": text_schema}) for g in plan.groups]
-    merged_results = phases.run(f"{build_id}/merge", merge_tasks, pieces.merge_task, light=True,
+    merge_tasks = []
+    for g in plan.groups:
+        group_pieces = plan.pieces(g)
+        first = (int(group_pieces[0][0]), int(group_pieces[0][1]))
+        merge_tasks.append((f"{g['domain']}--{first[0]:06d}-{first[1]:04d}",
+                            {"store": store, "domain": g["domain"], "build_id": build_id, "pieces": group_pieces,
+                             "first": first, "dtype": tok.dtype.str, "schema": text_schema}))
+    merged_results = phases.run(f"{build_id}/merge", merge_tasks, pieces.merge_task,
                                 desc="shard: merge small pieces")
-    merged = {(t[1]["domain"], *t[1]["pieces"][0]): r["entry"] for t, r in zip(merge_tasks, merged_results)}
+    merged = {(t[1]["domain"], *t[1]["first"]): r["entry"] for t, r in zip(merge_tasks, merged_results)}
+    del merge_tasks
     manifest = new_manifest(tok, build_id=build_id, seq_len=seq_len, domains=plan.shards(merged), info={
         "group_by": group_by, "top_k": effective_top_k, "recipe": recipe_id,
         "input": {"job": job, "stage": stage, "files": len(files)}})
     stats = _stats(manifest, store=store, stage=stage, seconds=time.monotonic() - t0, phases=phases.seconds)
-    stats["pieces"] = {"tasks": len(file_groups), "merged": sum(len(g["pieces"]) for g in plan.groups),
+    stats["pieces"] = {"tasks": len(file_groups), "merged": sum(g["rows"][1] - g["rows"][0] for g in plan.groups),
                        "merge_tasks": len(plan.groups)}
     publish_build(store, manifest, tok, keep_builds=keep_builds, success={"stats": stats})
     storage.remove(staging)

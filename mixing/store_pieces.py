@@ -18,8 +18,9 @@ so the last piece of each (task, domain) is classified by size:
   store's size: pieces are copied once at most, and only the small ones.
 
 What the driver holds per (task, domain) pair: 4 int64 in the task's result (base64,
-~43 B as text) plus the domain name once per task (~60 B): ~100 B, and ~30 B once
-decoded; the kept pieces' entries (~1.5 KB each) are O(shards).
+~43 B as text) plus the domain's index (a name only when nothing folds), then one row
+of 6 int64 in the merge plan; measured with `benchmarks/store_scale.py --plan-pairs`
+(docs/store.md, "Scale"). The kept pieces' entries (~1.5 KB each) are O(shards).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -62,14 +63,16 @@ def _tokenizer(url: str, sha256: str) -> Tokenizer:
     return _cached(f"tok:{sha256}", lambda: Tokenizer(storage.read_bytes(url)))
 
 
-def _fold(url: str | None):
-    """raw key -> domain name: the driver's DomainFolder mapping, or safe names when nothing folds."""
+def _fold(url: str | None) -> tuple[Callable[[str | None], str], dict[str, int] | None]:
+    """(raw key -> domain name, domain name -> its index in the fold's domain list): the driver's
+    DomainFolder mapping, or safe names and no index when nothing folds."""
     if url is None:
-        return dom.safe_component
+        return dom.safe_component, None
 
     def load():
-        mapping = {raw: name for raw, name in json.loads(storage.read_bytes(url))["mapping"]}
-        return lambda raw: mapping.get(raw, dom.OTHER)
+        fold = json.loads(storage.read_bytes(url))
+        mapping = {raw: name for raw, name in fold["mapping"]}
+        return (lambda raw: mapping.get(raw, dom.OTHER)), {name: i for i, name in enumerate(fold["domains"])}
 
     return _cached(f"fold:{url}", load)
 
@@ -112,7 +115,7 @@ def tokenize_task(payload: dict[str, Any]) -> dict[str, Any]:
 
     start = time.monotonic()
     tok = _tokenizer(payload["tokenizer"], payload["tokenizer_sha256"])
-    fold = _fold(payload.get("fold"))
+    fold, domain_index = _fold(payload.get("fold"))
     schema = decode_schema(payload["schema"])
     build, task = payload["build_id"], int(payload["task"])
     writers: dict[str, DomainShards] = {}
@@ -149,12 +152,16 @@ def tokenize_task(payload: dict[str, Any]) -> dict[str, Any]:
         raise StoreError(f"--group-by {payload['group_by']} gives more than {dom.MAX_DOMAINS_WITHOUT_TOP_K} "
                          f"distinct values in {payload['inputs'][0]} alone; pass --top-k N to keep the N largest "
                          f"and fold the rest into {dom.OTHER!r}")
-    return summarize_pieces(entries, payload["keep_tokens"],
+    return summarize_pieces(entries, payload["keep_tokens"], domain_index,
                             documents=documents, tokens=tokens_total, seconds=time.monotonic() - start)
 
 
-def summarize_pieces(entries: dict[str, list[dict]], keep_tokens: int, **totals) -> dict[str, Any]:
-    """A tokenize task's result: per domain its piece count and last piece, entries of the kept pieces only."""
+def summarize_pieces(entries: dict[str, list[dict]], keep_tokens: int, domain_index: dict[str, int] | None,
+                     **totals) -> dict[str, Any]:
+    """A tokenize task's result: per domain its piece count and last piece, entries of the kept pieces only.
+
+    Domains are named by their index in the fold's domain list when there is one (an int,
+    not a ~60 B string per task and domain in the driver)."""
     names = sorted(entries)
     rows, kept = [], []
     for d, domain in enumerate(names):
@@ -165,66 +172,86 @@ def summarize_pieces(entries: dict[str, list[dict]], keep_tokens: int, **totals)
         for j, entry in enumerate(shards if last_kept else shards[:-1]):
             kept.append([d, j, entry])
     return {"documents": int(totals["documents"]), "tokens": int(totals["tokens"]),
-            "seconds": round(float(totals["seconds"]), 3), "domains": names,
+            "seconds": round(float(totals["seconds"]), 3),
+            "domains": names if domain_index is None else [domain_index[n] for n in names],
             "pieces": encode_array(np.array(rows, dtype=np.int64).reshape(-1, len(PIECE_FIELDS))), "kept": kept}
 
 
 # ---------------------------------------------------------------- merging small pieces
 
 
-def plan_merges(results: list[dict[str, Any]], shard_tokens: int) -> "MergePlan":
-    """Group runs of consecutive small pieces per domain (results in task order)."""
-    return MergePlan(results, shard_tokens)
+def plan_merges(results: list[dict[str, Any]], shard_tokens: int,
+                domain_list: list[str] | None = None) -> "MergePlan":
+    """Group runs of consecutive small pieces per domain (results in task order; the list is consumed)."""
+    return MergePlan(results, shard_tokens, domain_list)
+
+
+def _rows(table: np.ndarray, chunk: int = 1 << 16) -> Iterator[list[int]]:
+    """The table's rows as Python ints, a chunk at a time (a whole `tolist()` costs ~300 B per row)."""
+    for start in range(0, len(table), chunk):
+        yield from table[start:start + chunk].tolist()
 
 
 class MergePlan:
     """Which pieces become shards as they are and which are merged, per domain, in store order.
 
-    Holds per (task, domain) pair 6 int64 (~50 B with the name lookup) and the kept
-    entries; `groups` are the merge tasks, `shards(domain, merged)` the manifest's list."""
+    Holds per (task, domain) pair one row of 6 int64 (48 B), sorted by domain then task, and
+    the kept pieces' entries; `groups` (the merge tasks) are row ranges of that table, and
+    `shards(merged)` the manifest's lists. `domain_list` names the domains of results that
+    give indices (tokenize tasks with a fold)."""
 
-    def __init__(self, results: list[dict[str, Any]], shard_tokens: int):
+    TASK, DOMAIN, PIECES, LAST_DOCS, LAST_TOKENS, LAST_KEPT = range(6)
+
+    def __init__(self, results: list[dict[str, Any]], shard_tokens: int, domain_list: list[str] | None = None):
         self.domain_ids: dict[str, int] = {}
         self.kept: dict[tuple[int, int], list[tuple[int, dict]]] = {}
         columns = []
         for task, result in enumerate(results):
-            ids = [self.domain_ids.setdefault(name, len(self.domain_ids)) for name in result["domains"]]
+            results[task] = None   # consumed: the results and the table are never both whole in memory
+            ids = [self.domain_ids.setdefault(d if isinstance(d, str) else domain_list[d], len(self.domain_ids))
+                   for d in result["domains"]]
             pieces = decode_array(result["pieces"], len(PIECE_FIELDS))
             if len(ids):
                 columns.append(np.column_stack([np.full(len(ids), task), np.array(ids), pieces]))
             for d, j, entry in result["kept"]:
                 self.kept.setdefault((task, ids[d]), []).append((j, entry))
         table = np.concatenate(columns) if columns else np.zeros((0, 2 + len(PIECE_FIELDS)), np.int64)
-        order = np.lexsort((table[:, 0], table[:, 1]))        # by domain, then task
-        self.table = table[order]
+        del columns
+        self.table = table[np.lexsort((table[:, self.TASK], table[:, self.DOMAIN]))]   # by domain, then task
         self.names = sorted(self.domain_ids, key=self.domain_ids.get)
         self.groups = self._group(int(shard_tokens))
 
     def _group(self, shard_tokens: int) -> list[dict[str, Any]]:
-        """Greedy runs of small last pieces: a run ends at a kept piece, a full piece, or `shard_tokens`."""
+        """Greedy runs of small last pieces: a run ends at a kept piece, a full piece, or `shard_tokens`.
+
+        A run is consecutive rows of the sorted table, so a group is its row range."""
         groups: list[dict[str, Any]] = []
         current: dict[str, Any] | None = None
         prev_domain = -1
-        for task, domain, n_pieces, _docs, tokens, last_kept in self.table.tolist():
+        for row, (_task, domain, n_pieces, _docs, tokens, last_kept) in enumerate(_rows(self.table)):
             if domain != prev_domain or n_pieces > 1 or last_kept:
                 current = None  # another domain, or a piece in between: the run is not consecutive
             prev_domain = domain
             if last_kept:
                 continue
-            piece = [task, n_pieces - 1]
             if current is not None and current["tokens"] + tokens <= shard_tokens:
-                current["pieces"].append(piece)
+                current["rows"][1] = row + 1
                 current["tokens"] += tokens
             else:
-                current = {"domain": self.names[domain], "pieces": [piece], "tokens": tokens}
+                current = {"domain": self.names[domain], "rows": [row, row + 1], "tokens": tokens}
                 groups.append(current)
         return groups
+
+    def pieces(self, group: dict[str, Any]) -> np.ndarray:
+        """(task, j) of every piece of a group, in store order."""
+        rows = self.table[group["rows"][0]:group["rows"][1]]
+        return np.column_stack([rows[:, self.TASK], rows[:, self.PIECES] - 1])
 
     def shards(self, merged: dict[tuple[str, int, int], dict]) -> dict[str, list[dict]]:
         """Every domain's shard entries in store order; `merged` maps (domain, task, j) of a group's first
         piece to the merged shard's entry."""
         out: dict[str, list[dict]] = {}
-        for task, domain, n_pieces, _docs, _tokens, last_kept in self.table.tolist():
+        for task, domain, n_pieces, _docs, _tokens, last_kept in _rows(self.table):
             name = self.names[domain]
             shards = out.setdefault(name, [])
             shards.extend(entry for _j, entry in sorted(self.kept.get((task, domain), []), key=lambda je: je[0]))
@@ -237,7 +264,7 @@ def merge_task(payload: dict[str, Any]) -> dict[str, Any]:
     """Consecutive small pieces of one domain -> one shard; then the pieces are deleted."""
     start = time.monotonic()
     store, domain, build = payload["store"], payload["domain"], payload["build_id"]
-    first_task, first_j = payload["pieces"][0]
+    first_task, first_j = (int(x) for x in payload["pieces"][0])
     stem = fmt.merged_stem(build, first_task, first_j)
     dtype = np.dtype(payload["dtype"])
     entry = shard_entry(store, domain, stem, dtype)  # a retry after the worker died past publishing
@@ -251,7 +278,7 @@ def merge_task(payload: dict[str, Any]) -> dict[str, Any]:
             out.discard()
             raise
     remove_files([storage.join(store, domain, name) for task, j in payload["pieces"]
-                  for name in fmt.stem_names(fmt.piece_stem(build, task, j)).values()])
+                  for name in fmt.stem_names(fmt.piece_stem(build, int(task), int(j))).values()])
     return {"entry": entry, "pieces": len(payload["pieces"]), "documents": entry["documents"],
             "seconds": round(time.monotonic() - start, 3)}
 
@@ -276,10 +303,10 @@ def remove_files(urls: list[str]) -> None:
             pass
 
 
-def _read_pieces(store: str, domain: str, build: str, pieces: list[list[int]],
+def _read_pieces(store: str, domain: str, build: str, pieces,
                  dtype: np.dtype) -> Iterator[tuple[pa.Table, np.ndarray, np.ndarray]]:
     for task, j in pieces:
-        names = fmt.stem_names(fmt.piece_stem(build, task, j))
+        names = fmt.stem_names(fmt.piece_stem(build, int(task), int(j)))
         url = {kind: storage.join(store, domain, name) for kind, name in names.items()}
         table = read_table(url["text"])
         tokens = np.frombuffer(storage.read_bytes(url["tokens"]), dtype=np.dtype(dtype).newbyteorder("<"))
@@ -290,8 +317,13 @@ def _read_pieces(store: str, domain: str, build: str, pieces: list[list[int]],
         yield table, tokens, np.diff(offsets).astype(np.int64)
 
 
+def fold_domain_list(folder: dom.DomainFolder) -> list[str]:
+    """Every domain a fold can give, sorted: the kept names and `other`."""
+    return sorted(set(folder.names()) | {dom.OTHER})
+
+
 def fold_file_payload(folder: dom.DomainFolder) -> bytes:
-    return json.dumps({"mapping": folder.mapping(), "domains": folder.names()}).encode()
+    return json.dumps({"mapping": folder.mapping(), "domains": fold_domain_list(folder)}).encode()
 
 
 def digest(obj: Any, n: int = 12) -> str:

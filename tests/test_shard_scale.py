@@ -66,7 +66,7 @@ def test_merge_plan_groups_only_consecutive_small_pieces_up_to_shard_tokens():
         _result({"a": (1, 10, False), "b": (1, 5, False)}),
     ]
     plan = store_pieces.plan_merges(results, shard_tokens=100)
-    groups = [(g["domain"], g["pieces"], g["tokens"]) for g in plan.groups]
+    groups = [(g["domain"], plan.pieces(g).tolist(), g["tokens"]) for g in plan.groups]
     assert groups == [("a", [[0, 0], [1, 0]], 80), ("a", [[2, 0], [4, 0]], 50),
                       ("b", [[1, 1], [2, 0]], 30), ("b", [[4, 0]], 5)]
     merged = {(d, *p[0]): {"merged": (d, *p[0])} for d, p, _ in groups}
@@ -179,10 +179,7 @@ def test_interrupted_merge_resumes_and_matches_a_clean_build(tmp_path, monkeypat
             raise KeyboardInterrupt("worker died mid-merge")
         return real(payload)
 
-    from shammie.mixing import store_build
-
-    monkeypatch.setattr(store_pieces, "merge_task", dies)
-    monkeypatch.setattr(store_build, "_ray_running", lambda: False)   # in this process, where the patch holds
+    monkeypatch.setattr(store_pieces, "merge_task", dies)   # one input file: every phase runs in this process
     for _ in range(2):
         with pytest.raises(KeyboardInterrupt):
             _build(job, **kw)
@@ -220,6 +217,7 @@ def test_driver_reads_no_document_and_encodes_no_token_on_ray(tmp_path, monkeypa
     monkeypatch.setattr(documents, "read_table", refuse)
     monkeypatch.setattr(tokenizer_module.Tokenizer, "encode_documents", refuse)
     monkeypatch.setattr(store_pieces, "_read_pieces", refuse)
+    monkeypatch.setattr(store_counts, "_read_keys", refuse)
     stats = _build(job, group_by="site", top_k=2, tokenizer=str(model), train_tokenizer=None, shard_tokens=10**9)
     monkeypatch.undo()
     assert stats["documents"] == 180 and stats["pieces"]["tasks"] == 3 and stats["pieces"]["merged"] == 9
