@@ -136,7 +136,8 @@ def tokenize_task(payload: dict[str, Any]) -> dict[str, Any]:
                 if domain not in writers:
                     writers[domain] = DomainShards(payload["store"], domain,
                                                    lambda j, b=build, t=task: fmt.piece_stem(b, t, j),
-                                                   tok.dtype, schema, payload["shard_tokens"])
+                                                   tok.dtype, schema, payload["shard_tokens"],
+                                                   transient_below=payload["keep_tokens"])
                 picked = pa.array(rows)
                 writers[domain].add(table.take(picked),
                                     token_lists.take(picked).flatten().to_numpy(zero_copy_only=False),

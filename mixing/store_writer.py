@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import posixpath
+import uuid
 from typing import Any, Callable
 
 import numpy as np
@@ -41,20 +42,46 @@ ROW_GROUP_ROWS = 512
 
 
 class _AtomicFile:
-    """One output file written to a local temporary path and published by `publish()`."""
+    """One output file written to a local temporary path and published by `publish()`.
+
+    Remote files go through `storage.atomic_write` (one PUT). Local ones are renamed into
+    place here, so that a transient file (a small piece a merge task consumes and deletes
+    minutes later) can skip the fsync that a shard a manifest lists gets: on a busy disk
+    the fsync of thousands of small pieces cost more wall time than writing them. A piece
+    lost to a power failure makes its merge task fail naming it, never a silent gap."""
 
     def __init__(self, url: str):
         self.url = url
-        self._cm = storage.atomic_write(url)
-        self.local = self._cm.__enter__()
+        if storage.is_remote(url):
+            self._cm = storage.atomic_write(url)
+            self.local = self._cm.__enter__()
+            return
+        self._cm = None
+        self.path = storage.strip_file_scheme(url)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        # The temporary name storage.atomic_write uses (collect_garbage deletes leftovers).
+        self.local = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(self.path)}")
 
-    def publish(self) -> None:
-        self._cm.__exit__(None, None, None)
+    def publish(self, durable: bool = True) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(None, None, None)
+            return
+        if durable:
+            with open(self.local, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(self.local, self.path)
 
     def discard(self) -> None:
+        if self._cm is not None:
+            try:
+                self._cm.__exit__(RuntimeError, RuntimeError("discarded"), None)
+            except RuntimeError:
+                pass
+            return
         try:
-            self._cm.__exit__(RuntimeError, RuntimeError("discarded"), None)
-        except RuntimeError:
+            os.unlink(self.local)
+        except FileNotFoundError:
             pass
 
 
@@ -75,6 +102,7 @@ class _ShardWriter:
         self._pending_rows = 0
         self.documents = 0
         self.tokens = 0
+        self.durable = True
 
     def add(self, table: pa.Table, tokens: np.ndarray, lengths: np.ndarray) -> None:
         data = np.ascontiguousarray(tokens, dtype=self.dtype).tobytes()
@@ -94,6 +122,8 @@ class _ShardWriter:
         self._pending, self._pending_rows = [], 0
 
     def finish(self) -> dict[str, Any]:
+        """Close and publish the three files; return the shard's manifest entry. With `durable` set
+        False beforehand, without fsync (a transient piece, see `_AtomicFile`)."""
         self._flush_text()
         self._parquet.close()
         self._tokens.close()
@@ -109,7 +139,7 @@ class _ShardWriter:
             entry["files"][kind] = {"path": self.rel[kind], "bytes": os.path.getsize(out.local),
                                     "checksum": checksum}
         for out in self.files.values():
-            out.publish()
+            out.publish(self.durable)
         return entry
 
     def discard(self) -> None:
@@ -126,12 +156,15 @@ class DomainShards:
 
     A shard is closed once it holds `shard_tokens` or more (documents are never split, so
     a closed shard may exceed it by less than one document); the last one holds the rest.
-    `stem_of(j)` names shard j. `finish()` returns the manifest entries of the shards."""
+    `stem_of(j)` names shard j. `finish()` returns the manifest entries of the shards.
+    A last shard of fewer than `transient_below` tokens is a piece that will be merged and
+    deleted: it is published without fsync."""
 
     def __init__(self, store: str, domain: str, stem_of: Callable[[int], str], dtype: np.dtype,
-                 schema: pa.Schema, shard_tokens: int):
+                 schema: pa.Schema, shard_tokens: int, transient_below: int = 0):
         self.store, self.domain, self.stem_of = store, domain, stem_of
         self.dtype, self.schema, self.shard_tokens = dtype, schema, int(shard_tokens)
+        self.transient_below = int(transient_below)
         self.done: list[dict[str, Any]] = []
         self._open: _ShardWriter | None = None
 
@@ -158,6 +191,7 @@ class DomainShards:
 
     def finish(self) -> list[dict[str, Any]]:
         if self._open is not None:
+            self._open.durable = self._open.tokens >= self.transient_below
             self.done.append(self._open.finish())
             self._open = None
         return self.done
