@@ -323,39 +323,10 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
                      progress=progress)
     write_tokenizer(store, tok)
     folder = _fold(phases, files, sizes, inputs, group_by=group_by, top_k=effective_top_k, progress=progress)
-    fold_url = None
-    if folder is not None:
-        fold_url = storage.join(staging, build_id, "fold.json")
-        storage.write_bytes_atomic(fold_url, pieces.fold_file_payload(folder))
-
-    text_schema = pieces.encode_schema(pieces.text_schema(schema))
-    keep_tokens = max(1, shard_tokens // KEEP_FRACTION)
-    in_process_threads = workers or os.cpu_count() or 1
-    common = {"store": store, "build_id": build_id, "group_by": group_by, "fold": fold_url,
-              "tokenizer": storage.join(store, fmt.tokenizer_name(tok.sha256)), "tokenizer_sha256": tok.sha256,
-              "schema": text_schema, "shard_tokens": shard_tokens, "keep_tokens": keep_tokens}
-    tasks = [(f"{i:06d}", {**common, "task": i, "inputs": group,
-                           "threads": in_process_threads if len(file_groups) == 1 else 1})
-             for i, group in enumerate(file_groups)]
-    results = phases.run(f"{build_id}/tokenize", tasks, pieces.tokenize_task, desc="shard: tokenize")
-    del tasks
-    plan = pieces.plan_merges(results, shard_tokens, None if folder is None else pieces.fold_domain_list(folder))
-    if folder is None and len(plan.names) > dom.MAX_DOMAINS_WITHOUT_TOP_K:
-        dom.DomainFolder({}, group_by, None, distinct=len(plan.names))  # raises the refusal
-    del results
-
-    merge_tasks = []
-    for g in plan.groups:
-        group_pieces = plan.pieces(g)
-        first = (int(group_pieces[0][0]), int(group_pieces[0][1]))
-        merge_tasks.append((f"{g['domain']}--{first[0]:06d}-{first[1]:04d}",
-                            {"store": store, "domain": g["domain"], "build_id": build_id, "pieces": group_pieces,
-                             "first": first, "dtype": tok.dtype.str, "schema": text_schema}))
-    merged_results = phases.run(f"{build_id}/merge", merge_tasks, pieces.merge_task,
-                                desc="shard: merge small pieces")
-    merged = {(t[1]["domain"], *t[1]["first"]): r["entry"] for t, r in zip(merge_tasks, merged_results)}
-    del merge_tasks
-    manifest = new_manifest(tok, build_id=build_id, seq_len=seq_len, domains=plan.shards(merged), info={
+    plan = _tokenize(phases, file_groups, store=store, build_id=build_id, tok=tok, folder=folder,
+                     group_by=group_by, schema=schema, shard_tokens=shard_tokens, threads=workers or os.cpu_count() or 1)
+    domains = _merge(phases, plan, store=store, build_id=build_id, tok=tok, schema=schema)
+    manifest = new_manifest(tok, build_id=build_id, seq_len=seq_len, domains=domains, info={
         "group_by": group_by, "top_k": effective_top_k, "recipe": recipe_id,
         "input": {"job": job, "stage": stage, "files": len(files)}})
     stats = _stats(manifest, store=store, stage=stage, seconds=time.monotonic() - t0, phases=phases.seconds)
@@ -365,6 +336,45 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
     storage.remove(staging)
     record_stats(job, store, stats)
     return stats
+
+
+def _tokenize(phases: _Phases, file_groups: list[list[str]], *, store: str, build_id: str, tok: Tokenizer,
+              folder: dom.DomainFolder | None, group_by: str, schema, shard_tokens: int,
+              threads: int) -> pieces.MergePlan:
+    """Tokenize tasks write every domain's pieces into the store; returns the plan of what to merge."""
+    fold_url = None
+    if folder is not None:
+        fold_url = storage.join(phases.staging, build_id, "fold.json")
+        storage.write_bytes_atomic(fold_url, pieces.fold_file_payload(folder))
+    common = {"store": store, "build_id": build_id, "group_by": group_by, "fold": fold_url,
+              "tokenizer": storage.join(store, fmt.tokenizer_name(tok.sha256)), "tokenizer_sha256": tok.sha256,
+              "schema": pieces.encode_schema(pieces.text_schema(schema)), "shard_tokens": shard_tokens,
+              "keep_tokens": max(1, shard_tokens // KEEP_FRACTION)}
+    tasks = [(f"{i:06d}", {**common, "task": i, "inputs": group,
+                           "threads": threads if phases.in_process else 1})   # the driver as the only worker
+             for i, group in enumerate(file_groups)]
+    results = phases.run(f"{build_id}/tokenize", tasks, pieces.tokenize_task, desc="shard: tokenize")
+    del tasks
+    plan = pieces.plan_merges(results, shard_tokens, None if folder is None else pieces.fold_domain_list(folder))
+    if folder is None and len(plan.names) > dom.MAX_DOMAINS_WITHOUT_TOP_K:
+        dom.DomainFolder({}, group_by, None, distinct=len(plan.names))  # raises the refusal
+    return plan
+
+
+def _merge(phases: _Phases, plan: pieces.MergePlan, *, store: str, build_id: str, tok: Tokenizer,
+           schema) -> dict[str, list[dict]]:
+    """Merge tasks join each group of small pieces into one shard; returns every domain's shards in order."""
+    text_schema = pieces.encode_schema(pieces.text_schema(schema))
+    tasks = []
+    for g in plan.groups:
+        group_pieces = plan.pieces(g)
+        first = (int(group_pieces[0][0]), int(group_pieces[0][1]))
+        tasks.append((f"{g['domain']}--{first[0]:06d}-{first[1]:04d}",
+                      {"store": store, "domain": g["domain"], "build_id": build_id, "pieces": group_pieces,
+                       "first": first, "dtype": tok.dtype.str, "schema": text_schema}))
+    results = phases.run(f"{build_id}/merge", tasks, pieces.merge_task, desc="shard: merge small pieces")
+    merged = {(t[1]["domain"], *t[1]["first"]): r["entry"] for t, r in zip(tasks, results)}
+    return plan.shards(merged)
 
 
 def _inputs(job: str, stage: str, files: list[str] | None,
