@@ -13,7 +13,7 @@ import pytest
 
 from shammie.dedup import clusters, minhash
 from shammie.pipeline import partitioned
-from test_dedup import alter, kept_ids, planted_corpus, random_text, write_docs
+from test_dedup import alter, kept_ids, random_text, reference_roots, write_docs
 from shammie.pipeline import jobdir
 
 
@@ -71,24 +71,6 @@ def test_a_partition_on_s3_is_two_ranged_reads(s3_server, s3_bucket):
 
 
 # --------------------------------------------------------------------------- components
-
-def reference_roots(edges: np.ndarray) -> dict[int, int]:
-    """Smallest member of each node's component, by a plain dict union-find."""
-    parent: dict[int, int] = {}
-
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges.tolist():
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in list(parent)}
-
 
 def random_graph(seed: int) -> np.ndarray:
     """Sparse document numbers in the billions, stars and long chains, and negative (virtual) documents."""
