@@ -9,7 +9,7 @@ Recall = share of pairs with true Jaccard >= 0.85 of which at most one document 
 Precision = share of removed documents that have a true Jaccard >= 0.5 with some other
 document of the corpus (distinct real pages are at ~0.0-0.1; planted copies with 4% of
 words changed are at ~0.7); precision_strict_070 requires >= 0.7. docs/s per stage = input documents / stage wall time. Peak memory
-= tracemalloc peak of one stage (largest task), measured in a separate untimed pass.
+= tracemalloc peak of one stage for the peers (largest task, a separate untimed pass); for Shammie the clustering task's own peak RSS (its other tasks are per file or per key range).
 
 scaling: synthetic corpora (100 words, 10% near-copies) through `shammie.dedup.minhash.dedup`
 on Ray, then the cluster stage re-run alone in a fresh process on the kept work files:
@@ -104,37 +104,10 @@ def run_shammie(job: str, workers: int) -> dict:
     stages = {k: {"docs_per_s": v["docs_per_s"]} for k, v in stats["stages"].items()}
     for key in ("docs_per_cpu_s", "hash_docs_per_cpu_s"):
         stages["signatures"][key] = stats["stages"]["signatures"][key]
-    # Memory: each stage's largest task again, in this process, untimed.
-    work = Path(job) / "deduped" / "_work"
-    files = sorted(jobdir.stage_files(job, "documents"), key=os.path.getsize)
-    sig_peak = traced(minhash.signature_task, {"input": files[-1], "output": str(WORK / "tmp-sig.npz"),
-                                               "params": minhash.MinhashParams().to_dict(),
-                                               "across_snapshots": False})[1]
-    payload = json.loads((work / "clusters" / "_payload.json").read_text())
-    sig_files = [{"url": f["signatures"], "rows": f["rows"], "offset": f["offset"]} for f in payload["files"]]
-    bucket_peak = traced(minhash.bucket_task, {"band": 0, "part": 0, "bits": 0, "files": sig_files,
-                                               "output": str(WORK / "tmp-b.npz")})[1]
-    cluster_peak = traced(minhash.cluster_task, payload)[1]
-    filter_peak = traced(minhash.filter_task, {"input": files[-1], "job": job,
-                                               "signatures": _sig_for(payload, files[-1], job),
-                                               "remove": _remove_for(payload, files[-1], job),
-                                               "output": str(WORK / "tmp-f.parquet")})[1]
-    for k, v in zip(["signatures", "buckets", "clusters", "filter"], [sig_peak, bucket_peak, cluster_peak, filter_peak]):
-        stages[k]["peak_mib"] = round(v, 1)
+    # Memory: the clustering task's own peak RSS (the other phases' tasks are per file or per key range)
+    stages["clusters"]["max_rss_mb"] = stats["stages"]["clusters"].get("max_rss_mb")
     return {"kept": kept, "stages": stages, "documents": n, "end_to_end_docs_per_s": round(
         n / sum(v["seconds"] for v in stats["stages"].values()), 1)}
-
-
-def _index_of(job: str, url: str) -> int:
-    return [Path(f).name for f in jobdir.stage_files(job, "documents")].index(Path(url).name)
-
-
-def _sig_for(payload: dict, url: str, job: str) -> str:
-    return payload["files"][_index_of(job, url)]["signatures"]
-
-
-def _remove_for(payload: dict, url: str, job: str) -> str:
-    return payload["files"][_index_of(job, url)]["remove"]
 
 
 # ------------------------------------------------------------------ datatrove
@@ -269,20 +242,24 @@ def quality(args) -> dict:
 
 def _cluster_memory_child(job: str) -> dict:
     """Run in a fresh process: Shammie's cluster stage, then datatrove's on the same pairs."""
-    payload = json.loads((Path(job) / "deduped" / "_work" / "clusters" / "_payload.json").read_text())
+    work = Path(job) / "deduped" / "_work"
+    exact_ranges = len(list((work / "exact" / "edges").glob("*.npy")))
+    ranges = len(list((work / "buckets").glob("b00-*.npy")))
+    edge_files = minhash.EdgeFiles(str(work), exact_ranges, 14, ranges)
+    payload = {"edge_files": edge_files, "offsets": str(work / "files.npy"), "output": str(work / "rerun.prt")}
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     stats, peak = traced(minhash.cluster_task, payload)
     ours = {"seconds": round(time.perf_counter() - t, 2), "traced_peak_mib": round(peak, 1),
             "rss_growth_mib": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, 1),
-            "removed": stats["removed"]}
+            "clustered_documents": stats["nodes"]}
     # datatrove's cluster stage on the same candidate pairs (.dups: file, doc, file, doc as uint32)
     from datatrove.pipeline.dedup.minhash import MinhashDedupCluster
 
     dups = Path(job) / "dt-dups"
     shutil.rmtree(dups, ignore_errors=True)
     dups.mkdir()
-    edges = np.concatenate([minhash._load_npz(u, ["edges"])["edges"] for u in payload["edges"]])
+    edges = np.concatenate([np.load(u) for u in edge_files.urls()])
     n_pairs = int(edges.shape[0])
     per_band = np.array_split(edges, 14)
     for b, e in enumerate(per_band):

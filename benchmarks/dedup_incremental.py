@@ -98,7 +98,7 @@ def main() -> int:
         if not os.path.exists(job):
             write_snapshot(job, snapshots[s], f"S{s}")
             jobdir.mark_complete(job, "documents")
-            minhash.dedup(job, workers=args.workers, progress=False)
+            minhash.dedup(job, workers=args.workers, progress=False, keep_index=True)
         history.append(job)
     results = []
     for h in args.history:

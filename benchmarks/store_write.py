@@ -7,8 +7,8 @@ Input text: the real Common Crawl documents of ../shared/data/labels/dclm-human-
 text when that folder is absent (`--synthetic`). Steps timed separately:
   train     : sentencepiece training (--vocab, BPE) on --train-mb of the input (one run, not part of build)
   encode    : single-core sentencepiece encode of one input file (the per-core ceiling of tokenizing)
-  build     : build_store(...) with the trained model: Ray tasks tokenize (Ray started beforehand,
-              timed separately), driver writes shards; one file runs in the driver without Ray
+  build     : build_store(...) with the trained model: Ray tasks tokenize and write the shards (Ray
+              started beforehand, timed separately); one file runs in the driver without Ray
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def main() -> None:
     print(f"          total {stats['seconds']:.1f} s = {stats['tokens_per_s'] / 1e6:.2f} M tokens/s "
           f"(tokenize phase {stats['tokenize_seconds']:.1f} s = "
           f"{stats['tokens'] / stats['tokenize_seconds'] / 1e6:.2f} M tokens/s; "
-          f"write phase {stats['write_seconds']:.1f} s = {stats['tokens'] / stats['write_seconds'] / 1e6:.2f} M tokens/s)")
+          f"merge phase {stats['write_seconds']:.1f} s)")
     store = open_store(os.path.join(tmp, "store"))
     size = sum(f["bytes"] for d in store.domains for s in store.domain_info(d)["shards"] for f in s["files"].values())
     print(f"store   : {size / 1e6:.1f} MB on disk ({store.manifest['token_dtype']} tokens)")

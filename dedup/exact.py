@@ -2,23 +2,45 @@
 
 The cheap pass every peer pipeline runs before MinHash: the text is normalised as the
 MinHash signatures normalise it (FineWeb's simplify_text, then whitespace words), hashed
-to 64 bits (xxh3), and in each snapshot the first document of a hash (by input file name,
-then row) is kept. Two phases, written on the stage runner: hash every file (one task
-per file), then drop the rows whose hash an earlier row had (one task per file).
+to 64 bits (xxh3, seeded by the snapshot unless across snapshots), and in each hash the
+first document (by input file name, then row) is kept.
+
+It runs as a shuffle through files, so no process holds a per-document array of the
+whole input (docs/dedup.md, "How it runs"):
+
+1. **hash** (one task per input file): each row's hash and document number, written as
+   one partitioned file grouped by hash range (`pipeline.partitioned`);
+2. **reduce** (one task per hash range): that range of every hash file, sorted; every
+   document after the first of a hash is a copy. Writes the copies grouped by the input
+   file they belong to, and the (first, copy) edges MinHash dedup adds to its clusters;
+3. the consumer of file i (the exact-dedup filter, or dedup's signature task) reads
+   partition i of every reduce output: its own copies, nothing else.
+
+Documents are numbered by (input file order, row): `offset(file) + row`, with offsets
+from the row counts the upstream stage recorded, so map tasks can number their rows
+before anything else has run.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from shammie.dedup.arrays import load_npy, save_npy
 from shammie.dedup.signatures import normalise_words
-from shammie.pipeline import documents, jobdir, storage
+from shammie.pipeline import documents, jobdir, partitioned, storage
+from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import DocumentStage, Task, read_documents
+from shammie.pipeline.stage import DocumentStage, InputFile, Task, read_documents
 
+HASH_RECORD = np.dtype([("hash", "<u8"), ("doc", "<i8")])
+DOC_RECORD = np.dtype([("doc", "<i8")])
+# Reduce tasks sort at most this many (hash, document) pairs each (16 bytes each plus the
+# sort's buffers); the number of hash ranges is the smallest power of two that keeps them below.
+MAX_RANGE_DOCS = 4_000_000
+FILES = "files.npy"
 
 
 @dataclass(frozen=True)
@@ -29,6 +51,87 @@ class ExactDedupOptions:
     input_stage: str | None = option(None, help="document folder to read (default: documents/)", metavar="STAGE")
 
 
+# --------------------------------------------------------------------------- numbering and ranges
+
+def numbered_tasks(inputs: list[InputFile], out: str) -> list[Task]:
+    """One task per input file, carrying its position, first document number and row count.
+
+    Row counts come from the upstream `_SUCCESS` manifest; a folder written without them
+    (an older Shammie) has each file's Parquet footer read here instead (one small read per file)."""
+    import pyarrow.parquet as pq
+
+    tasks, offset = [], 0
+    for i, f in enumerate(inputs):
+        rows = f.fingerprint.get("rows")
+        if rows is None:
+            fs, path = storage.get_fs(f.url)
+            with fs.open(path, "rb") as fh:
+                rows = pq.read_metadata(fh).num_rows
+        tasks.append(Task(f.name.removesuffix(".parquet"),
+                          {"input": f.url, "output": storage.join(out, f.name), "index": i, "offset": offset,
+                           "rows": int(rows)}, (f.name,)))
+        offset += int(rows)
+    return tasks
+
+
+# A map task (exact hashing, MinHash signatures) reads a run of consecutive input files of at most
+# this many documents (one file at least): a reduce task then reads one partition per map task, so
+# at 90k input files of ~30k documents the shuffles have ~3k map files instead of 90k (requests
+# per reduce task divided by ~30). Small inputs keep one file per task (at most 1/256 of the input).
+MAX_GROUP_DOCS = 1_000_000
+
+
+def file_groups(tasks: list[Task], total: int, max_group_docs: int = MAX_GROUP_DOCS) -> list[list[Task]]:
+    """Consecutive input files per map task: up to min(max_group_docs, total / 256) documents, one file at least.
+    Depends on the input only (never on workers), so a resumed run plans the same groups."""
+    target = max(1, min(max_group_docs, total // 256))
+    groups: list[list[Task]] = []
+    size = 0
+    for t in tasks:
+        if groups and size + t.payload["rows"] <= target:
+            groups[-1].append(t)
+            size += t.payload["rows"]
+        else:
+            groups.append([t])
+            size = t.payload["rows"]
+    return groups
+
+
+def group_payload(group: list[Task]) -> list[dict]:
+    """What a map task needs of each of its files."""
+    return [{k: t.payload[k] for k in ("input", "index", "offset", "rows")} for t in group]
+
+
+def range_bits(documents_count: int, max_range_docs: int) -> int:
+    """log2 of the number of hash ranges so that one range holds <= max_range_docs documents (uniform hashes)."""
+    bits = 0
+    while (documents_count >> bits) > max_range_docs:
+        bits += 1
+    return bits
+
+
+def key_range(keys: np.ndarray, bits: int) -> np.ndarray:
+    """The range of each 64-bit key: its top `bits` bits."""
+    if bits == 0:
+        return np.zeros(keys.shape[0], dtype=np.int64)
+    return (keys >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def write_file_offsets(work_url: str, tasks: list[Task]) -> str:
+    """Document-number bounds of the input files (F + 1 values): how reducers route a document to its file."""
+    end = tasks[-1].payload["offset"] + tasks[-1].payload["rows"] if tasks else 0
+    offsets = np.array([t.payload["offset"] for t in tasks] + [end], dtype=np.int64)
+    url = storage.join(work_url, FILES)
+    save_npy(url, offsets)
+    return url
+
+
+def file_of(docs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    return np.searchsorted(offsets, docs, side="right") - 1
+
+
+# --------------------------------------------------------------------------- tasks
+
 def text_hashes(texts: list[str], dumps: list[str], across_snapshots: bool) -> np.ndarray:
     import xxhash
 
@@ -38,47 +141,133 @@ def text_hashes(texts: list[str], dumps: list[str], across_snapshots: bool) -> n
 
 
 def hash_task(p: dict) -> dict:
-    table = read_documents(p["input"], columns=["text", "dump"])
-    hashes = text_hashes(table["text"].to_pylist(), table["dump"].to_pylist(), p["across"])
-    save_npy(p["output"], hashes)
-    return {"documents": len(hashes)}
+    """A run of input files -> their (hash, document number) pairs, grouped by hash range."""
+    cpu = time.process_time()
+    parts = []
+    for f in p["files"]:
+        table = read_documents(f["input"], columns=["text", "dump"])
+        check_rows(f, table.num_rows)
+        hashes = text_hashes(table["text"].to_pylist(), table["dump"].to_pylist(), p["across"])
+        records = np.empty(hashes.size, dtype=HASH_RECORD)
+        records["hash"] = hashes
+        records["doc"] = f["offset"] + np.arange(hashes.size, dtype=np.int64)
+        parts.append(records)
+    records = np.concatenate(parts) if parts else np.empty(0, dtype=HASH_RECORD)
+    partitioned.write_partitioned(p["output"], records, key_range(records["hash"], p["bits"]), 1 << p["bits"])
+    return {"documents": int(records.size), "cpu_seconds": time.process_time() - cpu}
+
+
+def check_rows(f: dict, rows: int) -> None:
+    if rows != f["rows"]:
+        raise InputError(f"{f['input']} has {rows} rows, its folder's _SUCCESS recorded {f['rows']}; it changed "
+                         "after its stage finished: re-run that stage first")
+
+
+def reduce_task(p: dict) -> dict:
+    """One hash range of every file -> the copies (by file) and (first copy, copy) edges."""
+    cpu = time.process_time()
+    urls = [storage.join(p["hashes"], f"g{g:05d}.prt") for g in range(p["groups"])]
+    records = partitioned.read_partition_of_all(urls, p["range"], HASH_RECORD)
+    order = np.lexsort((records["doc"], records["hash"]))
+    hashes, docs = records["hash"][order], records["doc"][order]
+    del records, order
+    new = np.ones(hashes.size, dtype=bool)
+    new[1:] = hashes[1:] != hashes[:-1]
+    first = docs[np.maximum.accumulate(np.where(new, np.arange(hashes.size), 0))] if hashes.size else docs
+    copies = docs[~new]
+    save_npy(p["edges"], np.stack([first[~new], copies], axis=1) if copies.size else np.empty((0, 2), np.int64))
+    offsets = load_npy(p["offsets"])
+    out = np.empty(copies.size, dtype=DOC_RECORD)
+    out["doc"] = copies
+    partitioned.write_partitioned(p["copies"], out, file_of(copies, offsets), p["files"])
+    return {"documents": int(docs.size), "copies": int(copies.size), "bytes_read": int(docs.size) * HASH_RECORD.itemsize,
+            "cpu_seconds": time.process_time() - cpu}
+
+
+def copy_masks(copies_dir: str, ranges: int, files: list[dict]) -> list[np.ndarray]:
+    """Per input file of `files` (consecutive files), True for its rows that are exact copies of an
+    earlier document: one read of their run of partitions from every copies file."""
+    urls = [storage.join(copies_dir, f"r{r:05d}.prt") for r in range(ranges)]
+    docs = partitioned.read_partition_of_all(urls, files[0]["index"], DOC_RECORD, stop=files[-1]["index"] + 1)["doc"]
+    masks = []
+    for f in files:
+        rows = docs[(docs >= f["offset"]) & (docs < f["offset"] + f["rows"])] - f["offset"]
+        mask = np.zeros(f["rows"], dtype=bool)
+        mask[rows] = True
+        masks.append(mask)
+    if sum(int(m.sum()) for m in masks) != docs.size:
+        raise RuntimeError(f"exact-duplicate work files do not match input files {files[0]['index']}.."
+                           f"{files[-1]['index']}; re-run the same command")
+    return masks
+
+
+# --------------------------------------------------------------------------- the pass, for any stage
+
+@dataclass
+class ExactPass:
+    """Where the exact pass of one run keeps its files (inside the stage's work folder)."""
+
+    work: str        # URL of the work folder
+    folder: str      # the work folder relative to the stage output (task markers live under it)
+    bits: int
+    files: int
+
+    @property
+    def ranges(self) -> int:
+        return 1 << self.bits
+
+    @property
+    def copies_dir(self) -> str:
+        return storage.join(self.work, "exact", "copies")
+
+    def edge_urls(self) -> list[str]:
+        return [storage.join(self.work, "exact", "edges", f"r{r:05d}.npy") for r in range(self.ranges)]
+
+    def copy_masks(self, files: list[dict]) -> list[np.ndarray]:
+        return copy_masks(self.copies_dir, self.ranges, files)
+
+    def run(self, ctx, groups: list[list[Task]], across: bool, offsets_url: str, stats: dict) -> dict[str, dict]:
+        """Hash every run of files, then reduce every range; adds per-phase stats to `stats`,
+        returns the reduce tasks' results (their `copies` add up to the exact edges)."""
+        hashes = storage.join(self.work, "exact", "hashes")
+        t = time.monotonic()
+        hashed = ctx.run_tasks([
+            Task(f"g{g:05d}", {"files": group_payload(group), "across": across, "bits": self.bits,
+                               "output": storage.join(hashes, f"g{g:05d}.prt")},
+                 (f"{self.folder}/exact/hashes/g{g:05d}.prt",))
+            for g, group in enumerate(groups)], hash_task, folder=f"{self.folder}/exact/hashes",
+            desc="exact duplicates: hash")
+        stats["exact_hash"] = phase_stats(hashed, time.monotonic() - t)
+        t = time.monotonic()
+        reduced = ctx.run_tasks([
+            Task(f"r{r:05d}", {"hashes": hashes, "groups": len(groups), "files": self.files, "range": r,
+                               "offsets": offsets_url,
+                               "copies": storage.join(self.copies_dir, f"r{r:05d}.prt"),
+                               "edges": self.edge_urls()[r]},
+                 (f"{self.folder}/exact/copies/r{r:05d}.prt", f"{self.folder}/exact/edges/r{r:05d}.npy"))
+            for r in range(self.ranges)], reduce_task, folder=f"{self.folder}/exact/reduce",
+            desc="exact duplicates: find copies")
+        stats["exact_reduce"] = phase_stats(reduced, time.monotonic() - t)
+        return reduced
+
+
+def phase_stats(results: dict[str, dict], seconds: float) -> dict:
+    """Wall seconds, tasks and the CPU seconds the tasks measured themselves."""
+    cpu = sum(float(r.get("cpu_seconds", 0.0) or 0.0) for r in results.values())
+    stats = {"seconds": round(seconds, 3), "tasks": len(results), "cpu_seconds": round(cpu, 3)}
+    if any("bytes_read" in r for r in results.values()):
+        stats["bytes_read"] = sum(int(r.get("bytes_read", 0)) for r in results.values())
+    return stats
 
 
 def filter_task(p: dict) -> dict:
     table = read_documents(p["input"])
-    keep = load_npy(p["keep"])
+    if table.num_rows != p["rows"]:
+        raise RuntimeError(f"{p['input']} has {table.num_rows} rows, {p['rows']} were recorded; it changed while "
+                           "exact-dedup ran: run the same command again")
+    keep = ~copy_masks(p["copies"], p["ranges"], [p])[0]
     documents.write_table(table.filter(keep), p["output"])
     return {"documents": int(keep.sum()), "removed": int((~keep).sum())}
-
-
-def exact_keep_masks(ctx, tasks: list[Task], across_snapshots: bool, work: str) -> tuple[list[str], np.ndarray]:
-    """Hash every input file on the workers, then mark the first copy of each text: one
-    boolean .npy per file (in input order) under `<out>/<work>/exact/`. Returns their URLs
-    and the (first copy, copy) pairs of global row numbers (files in order, then rows),
-    which MinHash dedup adds to its clusters so that cluster sizes count exact copies too.
-
-    The driver holds about 24 bytes per document (hashes, inverse, mask)."""
-    folder = f"{work}/exact"
-    hash_urls = [storage.join(ctx.out, folder, f"{t.name}.hashes.npy") for t in tasks]
-    ctx.run_tasks([Task(t.name, {"input": t.payload["input"], "output": u, "across": across_snapshots},
-                        (f"{folder}/{t.name}.hashes.npy",)) for t, u in zip(tasks, hash_urls)],
-                  hash_task, folder=folder, desc="exact duplicates: hashing")
-    hashes = [load_npy(u) for u in hash_urls]
-    # the first position of each hash, in input order (file name, then row), is the copy kept
-    _, first, inverse = np.unique(np.concatenate(hashes) if hashes else np.empty(0, np.uint64),
-                                  return_index=True, return_inverse=True)
-    keep_all = np.zeros(sum(len(h) for h in hashes), dtype=bool)
-    keep_all[first] = True
-    copies = np.flatnonzero(~keep_all)
-    edges = np.stack([first[inverse[copies]], copies], axis=1).astype(np.int64) if copies.size \
-        else np.empty((0, 2), np.int64)
-    keep_urls, start = [], 0
-    for task, h in zip(tasks, hashes):
-        url = storage.join(ctx.out, folder, f"{task.name}.keep.npy")
-        save_npy(url, keep_all[start:start + len(h)])
-        start += len(h)
-        keep_urls.append(url)
-    return keep_urls, edges
 
 
 class ExactDedupStage(DocumentStage):
@@ -87,12 +276,22 @@ class ExactDedupStage(DocumentStage):
     name = "exact_dedup"
     output = jobdir.EXACT_DEDUPED
     Options = ExactDedupOptions
+    WORK = "_work"
+
+    def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
+        return numbered_tasks(inputs, out)
 
     def execute(self, ctx) -> dict[str, dict]:
-        keep_urls, _ = exact_keep_masks(ctx, ctx.tasks, self.options.across_snapshots, "_work")
-        filters = [Task(t.name, {**t.payload, "keep": k}, t.outputs) for t, k in zip(ctx.tasks, keep_urls)]
-        results = ctx.run_tasks(filters, filter_task, desc="exact dedup 2/2 filter")
-        storage.remove(storage.join(ctx.out, "_work"))
+        tasks = ctx.tasks
+        documents_count = sum(t.payload["rows"] for t in tasks)
+        work = storage.join(ctx.out, self.WORK)
+        exact = ExactPass(work, self.WORK, range_bits(documents_count, MAX_RANGE_DOCS), len(tasks))
+        offsets_url = write_file_offsets(work, tasks)
+        exact.run(ctx, file_groups(tasks, documents_count), self.options.across_snapshots, offsets_url, {})
+        filters = [Task(t.name, {**t.payload, "copies": exact.copies_dir, "ranges": exact.ranges}, t.outputs)
+                   for t in tasks]
+        results = ctx.run_tasks(filters, filter_task, desc="exact dedup 3/3 filter")
+        storage.remove(work)
         return results
 
     def summarize(self, results: dict[str, dict]) -> dict:

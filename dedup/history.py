@@ -1,24 +1,32 @@
 """Incremental snapshots: deduplicate a new job against earlier, already-deduplicated jobs.
 
 Common Crawl publishes a snapshot about every month; redoing MinHash over every earlier
-snapshot each time costs the whole history. Instead every `shammie dedup` leaves the
-band index of the documents it kept in `deduped/_index/`:
+snapshot each time costs the whole history. A `shammie dedup --keep-index` leaves the
+band index of its documents in `deduped/_index/`, written by the workers themselves:
 
-    k00.npy ... kNN.npy   per band, the sorted 64-bit band keys of the kept documents
-                          (not salted by snapshot, so other jobs' documents can match)
-    d00.npy ... dNN.npy   per band, the kept document each key belongs to
-    docs.npz              per kept document: `idhash` (64-bit hash of its id) and
-                          `cluster_size` (its copies in this job, itself included)
-    index.json            MinHash parameters, counts, and what was matched in earlier jobs
-    earlier_copies.npz    (earlier job, document, copies found here), for rehydration
+    shards/bBB-rRRRRR.npy  one per (band, key range), written by that bucket task: the
+                           sorted 64-bit band keys (not salted by snapshot, so other
+                           jobs' documents can match) of every document with shingles,
+                           each with its document number (16 bytes per document and band)
+    files/NNNNN.npz        one per input file, written by its filter task: the kept rows
+                           with their id hash and cluster size (20 bytes per kept
+                           document), and the root of every row in a duplicate cluster
+                           (16 bytes per such row), for rehydration
+    index.json             MinHash parameters, key-range bits, input files and their
+                           first document numbers, what was matched in earlier jobs
+    earlier_copies/*.npz   (earlier job, its document, copies found here), for rehydration
 
-`shammie dedup NEW --against OLD1 OLD2` then removes each document of NEW that shares a
-band with a kept document of an earlier job, probing the earlier indexes with a binary
-search (memory-mapped, so only the pages probed are read): the work grows with the new
-snapshot (and the log of the history), never re-hashes earlier documents, and never
-rewrites earlier jobs. FineWeb-2-style rehydration (upsampling by duplicate count)
-takes a kept document's copies as its `cluster_size` plus the `earlier_copies` later
-jobs recorded for it.
+`index.json` and `earlier_copies/` are written by every run (they are small: O(input
+files) and O(clusters that matched an earlier job)); the shards and files only with
+`--keep-index`, since they cost ~240 bytes per document (docs/dedup.md).
+
+`shammie dedup NEW --against OLD1 OLD2` probes the earlier indexes inside its own bucket
+tasks: task (band b, key range r) reads the earlier jobs' shards that cover r (a binary
+search, memory-mapped when local) and turns every match into an edge between the new
+document and a *virtual document* standing for the earlier one. Virtual documents have
+negative numbers, smaller than every document of the new job, so a cluster that touches
+the history is labelled by one of them and removed whole, exactly as if all snapshots had
+been clustered together with the earlier files first.
 
 Hand-written because datatrove's MinHash stages have no persistent index to probe
 (every run re-buckets everything) and datasketch's MinHashLSH keeps its index in memory
@@ -31,29 +39,60 @@ from typing import Any
 
 import numpy as np
 
-from shammie.dedup.arrays import load_npy, load_npz, open_npz, save_npy, save_npz
+from shammie.dedup.arrays import load_npy, load_npz
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import InputError
 
 INDEX = "_index"
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
+EARLIER_COPIES = "earlier_copies"
+KEY_DOC = np.dtype([("key", "<u8"), ("doc", "<i8")])
+# Virtual document of earlier job j, document d: VIRTUAL_BASE + j * 2^40 + d (negative, ordered by (j, d)).
+VIRTUAL_BASE = -(2**63)
+_DOC_BITS = 40
 
 
 def index_url(job: str) -> str:
     return storage.join(job, jobdir.DEDUPED, INDEX)
 
 
-def read_index_info(job: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The index of an earlier job, checked: it exists and was built with the same MinHash settings."""
+def shard_name(band: int, part: int) -> str:
+    return f"shards/b{band:02d}-r{part:05d}.npy"
+
+
+def file_record_name(index: int) -> str:
+    return f"files/{index:05d}.npz"
+
+
+def virtual_doc(job_index: int, doc: np.ndarray) -> np.ndarray:
+    return np.int64(VIRTUAL_BASE) + (np.int64(job_index) << np.int64(_DOC_BITS)) + doc.astype(np.int64)
+
+
+def virtual_parts(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(earlier job index, its document number) of virtual documents."""
+    rel = v.astype(np.int64) - np.int64(VIRTUAL_BASE)
+    return rel >> np.int64(_DOC_BITS), rel & np.int64((1 << _DOC_BITS) - 1)
+
+
+def read_index_info(job: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The index of an earlier job, checked: it exists, is probeable and (unless `params` is None)
+    used the same MinHash settings."""
     url = storage.join(index_url(job), "index.json")
     try:
         info = storage.read_json(url)
     except ValueError as e:
         raise InputError(str(e)) from None
+    redo = f"re-run its `shammie dedup --keep-index --overwrite` once"
     if info is None:
-        raise InputError(f"--against {job}: no dedup index at {index_url(job)} (it was deduplicated by an older "
-                         "Shammie or is not complete); re-run its `shammie dedup --overwrite` once")
-    if info.get("params") != params:
+        raise InputError(f"--against {job}: no dedup index at {index_url(job)} (it is not deduplicated yet, or by "
+                         f"an older Shammie); {redo}")
+    if info.get("format") != INDEX_FORMAT:
+        raise InputError(f"--against {job}: its dedup index has format {info.get('format')}, this Shammie reads "
+                         f"{INDEX_FORMAT}; {redo}")
+    if not info.get("shards"):
+        raise InputError(f"--against {job}: it was deduplicated without --keep-index, so it has no band index to "
+                         f"probe; {redo}")
+    if params is not None and info.get("params") != params:
         raise InputError(f"--against {job}: deduplicated with other MinHash settings ({info.get('params')}), "
                          f"this run uses {params}; use the same --threshold")
     return info
@@ -64,148 +103,86 @@ def index_fingerprint(job: str) -> dict[str, Any]:
     return {"job": job, **(storage.file_fingerprint(storage.join(index_url(job), "index.json")) or {})}
 
 
-def against_task(p: dict) -> dict:
-    """One input file: which of its documents share a band with any document of an earlier job.
-
-    Every document with shingles is probed, not only this job's kept ones: a cluster of
-    this job is a duplicate of the history as soon as one of its members is, exactly as
-    if all snapshots had been clustered together (the driver then removes whole clusters)."""
-    with open_npz(p["signatures"]) as sig:
-        valid = sig["valid"]
-        keys_of_band = [_unsalted(sig, b) for b in range(p["bands"])]
-    rows = np.flatnonzero(valid)
-    matched_job = np.full(rows.size, -1, dtype=np.int32)
-    matched_doc = np.full(rows.size, -1, dtype=np.int64)
-    for j, index in enumerate(p["indexes"]):
-        for b in range(p["bands"]):
-            open_rows = matched_job < 0
-            if not open_rows.any():
-                break
-            keys = load_npy(storage.join(index, f"k{b:02d}.npy"), mmap=True)
-            if keys.size == 0:
-                continue
-            query = keys_of_band[b][rows[open_rows]]
-            pos = np.searchsorted(keys, query)
-            pos_clipped = np.minimum(pos, keys.size - 1)
-            hit = (pos < keys.size) & (np.asarray(keys[pos_clipped]) == query)
-            if hit.any():
-                docs = load_npy(storage.join(index, f"d{b:02d}.npy"), mmap=True)
-                where = np.flatnonzero(open_rows)[hit]
-                matched_job[where] = j
-                matched_doc[where] = np.asarray(docs[pos_clipped[hit]])
-    found = matched_job >= 0
-    out = {"rows": rows[found].astype(np.int64), "job": matched_job[found], "doc": matched_doc[found]}
-    save_npz(p["output"], **out)
-    return {"documents": int(valid.shape[0]), "matched": int(found.sum())}
+def earlier_index(job: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What a bucket task needs to probe an earlier job: where its shards are and how its keys were split."""
+    info = read_index_info(job, params)
+    return {"url": index_url(job), "bits": int(info["bits"])}
 
 
-def clusters_matching_history(files: list[dict], n_jobs: int) -> tuple[list[np.ndarray], dict[int, tuple[int, int]],
-                                                                         list[int]]:
-    """Driver: the clusters (by root row) with a member that matched an earlier job.
-
-    Returns, per file, the rows to remove because their cluster matched (the cluster's kept
-    root: the other members are removed by this job's own pass anyway), the first
-    (job, doc) each matched cluster hit, and per earlier job the documents removed for it."""
-    matched_root: dict[int, tuple[int, int]] = {}
-    labels = []
-    for f in files:
-        label = load_npz(f["remove"], ["label"])["label"]
-        labels.append(label)
-        m = load_npz(f["against"], ["rows", "job", "doc"])
-        for root, j, d in zip(label[m["rows"]].tolist(), m["job"].tolist(), m["doc"].tolist()):
-            matched_root.setdefault(root, (j, d))
-    roots = np.array(sorted(matched_root), dtype=np.int64)
-    per_file, per_job = [], [0] * n_jobs
-    for f, label in zip(files, labels):
-        is_root = label == np.arange(f["offset"], f["offset"] + label.size)
-        rows = np.flatnonzero(is_root & np.isin(label, roots))
-        for r in rows.tolist():
-            per_job[matched_root[int(label[r])][0]] += 1
-        per_file.append(rows.astype(np.int64))
-    return per_file, matched_root, per_job
+def _load_shard(url: str) -> np.ndarray:
+    return load_npy(url, mmap=True)
 
 
-def _unsalted(sig, b: int) -> np.ndarray:
-    name = f"u{b:02d}"
-    return sig[name] if name in sig.files else sig[f"k{b:02d}"]
-
-
-def write_index(out: str, files: list[dict], params: dict[str, Any], against: list[str],
-                against_removed: list[np.ndarray] | None, matched_root: dict[int, tuple[int, int]] | None,
-                per_job: list[int] | None) -> dict[str, Any]:
-    """Build `<out>/_index/` (driver side, one band at a time).
-
-    Every document with shingles is in the band index, removed ones too, so a later
-    snapshot's document that resembles a removed copy is still found (as clustering all
-    snapshots together would); a key maps to the kept document of its cluster, or -1 when
-    the cluster was removed as a copy of an earlier job."""
-    root_dir = storage.join(out, INDEX)
-    keep_per_file, labels, idhash, sizes, valid_rows = [], [], [], [], []
-    for i, f in enumerate(files):
-        sig = load_npz(f["signatures"], ["valid", "idhash"])
-        removed = load_npz(f["remove"], ["rows", "label", "sizes"])
-        keep = np.ones(sig["valid"].shape[0], dtype=bool)
-        keep[removed["rows"]] = False
-        if against_removed is not None:
-            keep[against_removed[i]] = False
-        keep_per_file.append(keep)
-        labels.append(removed["label"])
-        idhash.append(sig["idhash"][keep])
-        sizes.append(removed["sizes"][keep])
-        valid_rows.append(np.flatnonzero(sig["valid"]))  # documents too short for shingles have no keys
-    # each keyed document -> the kept document of its cluster (its number among kept documents), or -1
-    kept_global = np.concatenate([np.flatnonzero(k) + f["offset"] for k, f in zip(keep_per_file, files)]) \
-        if files else np.empty(0, np.int64)
-    doc_of_rows = []
-    for rows, label in zip(valid_rows, labels):
-        root = label[rows]
-        pos = np.searchsorted(kept_global, root)
-        pos_clipped = np.minimum(pos, max(kept_global.size - 1, 0))
-        ok = (pos < kept_global.size) & (kept_global[pos_clipped] == root) if kept_global.size else \
-            np.zeros(rows.size, dtype=bool)
-        doc_of_rows.append(np.where(ok, pos_clipped, -1).astype(np.int64))
-    for b in range(params["bands"]):  # one band of every file in memory at a time
-        keys = []
-        for f, rows in zip(files, valid_rows):
-            with open_npz(f["signatures"]) as sig:
-                keys.append(_unsalted(sig, b)[rows])
-        docs = doc_of_rows
-        k = np.concatenate(keys) if keys else np.empty(0, np.uint64)
-        d = np.concatenate(docs) if docs else np.empty(0, np.int64)
-        order = np.argsort(k, kind="stable")
-        save_npy(storage.join(root_dir, f"k{b:02d}.npy"), k[order])
-        save_npy(storage.join(root_dir, f"d{b:02d}.npy"), d[order])
-    save_npz(storage.join(root_dir, "docs.npz"), idhash=np.concatenate(idhash) if idhash else np.empty(0, np.uint64),
-             cluster_size=np.concatenate(sizes).astype(np.int32) if sizes else np.empty(0, np.int32))
-    # rehydration: a whole cluster of this job is a set of copies of the earlier document it hit
-    earlier: dict[tuple[int, int], int] = {}
-    all_labels = np.concatenate(labels) if labels else np.empty(0, np.int64)
-    cluster_sizes = np.bincount(all_labels, minlength=all_labels.size) if all_labels.size else np.empty(0)
-    for root, (j, d) in sorted((matched_root or {}).items()):
-        if d >= 0:
-            earlier[(j, d)] = earlier.get((j, d), 0) + int(cluster_sizes[root])
-    pairs = sorted(earlier.items())
-    save_npz(storage.join(root_dir, "earlier_copies.npz"), job=np.array([p[0][0] for p in pairs], dtype=np.int32),
-             doc=np.array([p[0][1] for p in pairs], dtype=np.int64),
-             copies=np.array([p[1] for p in pairs], dtype=np.int64))
-    info = {"format": INDEX_FORMAT, "params": params, "documents": int(kept_global.size),
-            "against": [{"job": job, "removed": n} for job, n in zip(against, per_job or [0] * len(against))]}
-    storage.write_json_atomic(storage.join(root_dir, "index.json"), info)
-    return info
+def probe(keys: np.ndarray, docs: np.ndarray, band: int, part: int, bits: int,
+          earlier: list[dict[str, Any]]) -> np.ndarray:
+    """(virtual earlier document, document) edges for the documents whose key in `band`
+    equals a key of an earlier job. `keys` are this task's keys of range `part` (of
+    2^bits ranges), sorted; an earlier job split its keys into 2^its_bits ranges, so the
+    shards read are the ones covering `part` (one, or several when it split finer)."""
+    edges = []
+    for j, e in enumerate(earlier):
+        shift = int(e["bits"]) - bits
+        parts = range(part << shift, (part + 1) << shift) if shift >= 0 else range(part >> -shift, (part >> -shift) + 1)
+        shards = [_load_shard(storage.join(e["url"], shard_name(band, q))) for q in parts]
+        old = np.concatenate([np.asarray(s) for s in shards]) if len(shards) > 1 else np.asarray(shards[0])
+        if old.size == 0 or keys.size == 0:
+            continue
+        pos = np.searchsorted(old["key"], keys)
+        clipped = np.minimum(pos, old.size - 1)
+        hit = (pos < old.size) & (old["key"][clipped] == keys)
+        if hit.any():
+            edges.append(np.stack([virtual_doc(j, old["doc"][clipped[hit]]), docs[hit]], axis=1))
+    return np.concatenate(edges) if edges else np.empty((0, 2), np.int64)
 
 
 def rehydration_counts(job: str, later_jobs: list[str] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """(idhash, copies) of a job's kept documents: copies in the job itself plus those later
-    jobs deduplicated `--against` it found (FineWeb-2's rehydration upsamples by this count)."""
-    docs = load_npz(storage.join(index_url(job), "docs.npz"), ["idhash", "cluster_size"])
-    copies = docs["cluster_size"].astype(np.int64).copy()
+    """(idhash, copies) of a job's kept documents, in input order: the copies in the job itself
+    plus those later jobs deduplicated `--against` it found (FineWeb-2's rehydration
+    upsamples by this count). Needs the job deduplicated with --keep-index. Holds two
+    arrays over the job's kept documents (12 bytes each)."""
+    info = read_index_info(job)
+    offsets = np.asarray(info["offsets"], dtype=np.int64)
+    idhash, copies, kept_rows, kept_before = [], [], [], [0]
+    for i in range(len(info["files"])):
+        rec = load_npz(storage.join(index_url(job), file_record_name(i)), ["kept_rows", "kept_idhash", "kept_size"])
+        idhash.append(rec["kept_idhash"])
+        copies.append(rec["kept_size"].astype(np.int64))
+        kept_rows.append(rec["kept_rows"])
+        kept_before.append(kept_before[-1] + rec["kept_rows"].size)
+    idhash = np.concatenate(idhash) if idhash else np.empty(0, np.uint64)
+    copies = np.concatenate(copies) if copies else np.empty(0, np.int64)
     for later in later_jobs:
-        info = storage.read_json(storage.join(index_url(later), "index.json")) or {}
-        against = [a["job"] for a in info.get("against", [])]
+        later_info = storage.read_json(storage.join(index_url(later), "index.json")) or {}
+        against = [a["job"] for a in later_info.get("against", [])]
         if job not in against:
             continue
         j = against.index(job)
-        found = load_npz(storage.join(index_url(later), "earlier_copies.npz"), ["job", "doc", "copies"])
+        found = earlier_copies(later)
         mine = found["job"] == j
-        np.add.at(copies, found["doc"][mine], found["copies"][mine])
-    return docs["idhash"], copies
+        for doc, n in zip(found["doc"][mine].tolist(), found["copies"][mine].tolist()):
+            root = _root_of(job, offsets, doc)
+            if root < 0:
+                continue  # that cluster was itself removed as a copy of an even earlier job
+            f = int(np.searchsorted(offsets, root, side="right") - 1)
+            rank = int(np.searchsorted(kept_rows[f], root - offsets[f]))
+            copies[kept_before[f] + rank] += n
+    return idhash, copies
+
+
+def earlier_copies(job: str) -> dict[str, np.ndarray]:
+    """(job index in its `against` list, that job's document, copies found here) of a job deduplicated --against."""
+    folder = storage.join(index_url(job), EARLIER_COPIES)
+    parts = [load_npz(storage.join(folder, name), ["job", "doc", "copies"])
+             for name in sorted(storage.listdir(folder)) if name.endswith(".npz")]
+    return {k: np.concatenate([p[k] for p in parts]) if parts else np.empty(0, np.int64)
+            for k in ("job", "doc", "copies")}
+
+
+def _root_of(job: str, offsets: np.ndarray, doc: int) -> int:
+    f = int(np.searchsorted(offsets, doc, side="right") - 1)
+    rec = load_npz(storage.join(index_url(job), file_record_name(f)), ["cluster_rows", "cluster_root"])
+    row = doc - int(offsets[f])
+    pos = int(np.searchsorted(rec["cluster_rows"], row))
+    if pos < rec["cluster_rows"].size and rec["cluster_rows"][pos] == row:
+        return int(rec["cluster_root"][pos])
+    return doc

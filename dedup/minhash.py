@@ -1,267 +1,289 @@
-"""MinHash near-duplicate removal, per snapshot, as four Ray stages.
+"""Exact + MinHash near-duplicate removal, per snapshot, as a chain of Ray phases that
+shuffle through files: no process holds an array over all documents.
 
-datatrove's four MinHash stages (signatures, buckets, clusters, filter) are the
-model, but each is re-done here because of failure modes datatrove users hit:
+datatrove's four MinHash stages (signatures, buckets, clusters, filter) are the model,
+each re-done because of failure modes datatrove users hit and because the joins must
+scale to a Common Crawl snapshot (~3B documents, ~90k files):
 
-* signatures: datatrove appends to open files and sorts them in place, so a
-  killed task leaves truncated files that later stages read. Here each input
-  Parquet file gives one `.npz` written atomically, and its task marker records
-  the row count; later stages check the count.
-* buckets: datatrove merges sorted files with a Python heap (slow) and its
-  hash-range split depends on the worker count. Here a task is (band, hash
-  range) where the number of ranges depends only on the number of documents,
-  and is a numpy sort of (key, document index) pairs; memory per task is
-  bounded by `max_bucket_docs`.
-* clusters: datatrove's single process keeps every pair in a Python dict
-  (memory grows with pairs, ~100+ bytes each). Here union-find is min-label
-  propagation with pointer jumping over a numpy int array: memory O(documents)
-  (8 bytes each), edges streamed one bucket file at a time.
-* filter: datatrove's `.remove` files hold positions in the order a task read
-  its input, which changes with the number of tasks. Here removals are row
-  numbers of one named Parquet file, checked against the 64-bit hashes of the
-  ids recorded at signature time, so a changed input is detected, not
-  silently mis-filtered.
+* exact (optional, `dedup/exact.py`): hash -> reduce per hash range -> each file's copies;
+  copies get no signature and are joined to their first copy by an edge.
+* signatures (one task per input file): band keys of every document with shingles,
+  written as ONE partitioned file grouped by (band, key range) (`pipeline.partitioned`),
+  so a bucket task reads only its range: the stage reads about one pass over the
+  signatures whatever the number of ranges (datatrove writes per-bucket files the same
+  way). Also the id hashes (the filter's check that its input did not change).
+* buckets (one task per band and key range): that partition of every signature file,
+  sorted by (key, snapshot, document); every run of equal keys within a snapshot is a
+  star of edges around its lowest document. With `--against`, the same task probes the
+  earlier jobs' index shards for its range (`dedup/history.py`); with `--keep-index` it
+  writes this job's shard for its range.
+* clusters (one task): connected components over the documents that have an edge
+  (`dedup/clusters.py`: memory ~12-40 bytes per such document, time linear in edges);
+  writes, grouped by input file, each clustered document's root (the kept document:
+  the smallest number in its component) and its cluster's size.
+* filter (one task per input file): reads its own partition of the clusters, checks the
+  ids against those recorded at signature time (a changed input is an error, not a
+  silent mis-filter), writes `deduped/<same name>.parquet` and the file's statistics.
 
-Deterministic keep rule: documents are numbered by (input file name, row); in
-each duplicate cluster the lowest number is kept. Components and their minimum
-do not depend on task order or worker count, so neither does the kept set.
+Documents are numbered by (input file order, row); in each cluster the lowest number is
+kept, so the kept set does not depend on task order, worker count or key-range split.
 
-Layout inside the job: `deduped/_work/{signatures,buckets,clusters}` (task
-markers in each `_tasks/`), `deduped/_config.json` (what the work was computed
-for; a different input or setting restarts from scratch), output Parquet files
-with the input's names, then `deduped/_SUCCESS`. `_work` is removed on success.
+Layout inside the job: `deduped/_work/` (every phase's files and task markers, removed
+on success unless --keep-work), `deduped/_index/` (see history.py), the output Parquet
+files with the input's names, then `deduped/_SUCCESS`.
 """
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from shammie.dedup import history
-from shammie.dedup.arrays import load_npy, load_npz, save_npz
-from shammie.dedup.exact import exact_keep_masks
+from shammie.dedup.arrays import load_npy, load_npz, save_npy, save_npz
+from shammie.dedup import clusters
+from shammie.dedup.clusters import CLUSTER_RECORD, connected_min_labels
+from shammie.dedup.exact import (ExactPass, check_rows, file_groups, group_payload, key_range, numbered_tasks,
+                                 phase_stats, range_bits, write_file_offsets)
 from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash
-from shammie.pipeline import documents, jobdir, storage
+from shammie.pipeline import documents, jobdir, partitioned, storage
+from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
 from shammie.pipeline.runner import RunOptions, run_stage
-from shammie.pipeline.errors import InputError
-from shammie.pipeline.stage import DocumentStage, Task, read_documents
+from shammie.pipeline.stage import DocumentStage, InputFile, Task, read_documents
 
 STAGE = jobdir.DEDUPED
 STATS_SECTION = "dedup"
 WORK = "_work"
-CONFIG = "_config.json"
-SIGNATURES = f"{STAGE}/{WORK}/signatures"
-BUCKETS = f"{STAGE}/{WORK}/buckets"
-CLUSTERS = f"{STAGE}/{WORK}/clusters"
-# Bucket tasks sort (key, index) pairs of at most this many documents (16 bytes each
-# plus sort buffers): the knob that bounds memory of the bucket stage.
+# Bucket (and exact-reduce) tasks sort at most this many keys each (24 bytes per key plus
+# the sort's buffers): the knob that bounds their memory. The number of key ranges per band
+# is the smallest power of two that keeps a range below it, from the input's document count.
 MAX_BUCKET_DOCS = 4_000_000
-ALL_SNAPSHOTS = "*"
+SIG_RECORD = np.dtype([("key", "<u8"), ("snap", "<u8"), ("doc", "<i8")])
+# Above this many edge endpoints (about 2x the documents with an edge) the components are found
+# in distributed large-star/small-star rounds instead of one union-find task (dedup/clusters.py).
+MAX_CLUSTER_DOCS = 200_000_000
+MAX_STAR_ROUNDS = 200
 
 
-# --------------------------------------------------------------------------- stage 1
+@dataclass(frozen=True)
+class EdgeFiles:
+    """The edge files of one run as a pattern (exact-reduce ranges, then bands x key ranges), so a
+    task payload names a slice of them instead of carrying every URL."""
 
-def signature_task(p: dict) -> dict:
-    """One input Parquet file -> band keys, id hashes and snapshot of every row."""
-    wall, cpu = time.monotonic(), time.process_time()
-    params = MinhashParams(**p["params"])
-    table = read_documents(p["input"], columns=["id", "text", "dump"])
-    hasher = MinHasher(params)
+    work: str
+    exact_ranges: int  # 0 without the exact pass
+    bands: int
+    ranges: int
+
+    def __len__(self) -> int:
+        return self.exact_ranges + self.bands * self.ranges
+
+    def urls(self, start: int = 0, stop: int | None = None) -> list[str]:
+        out = []
+        for k in range(start, len(self) if stop is None else min(stop, len(self))):
+            if k < self.exact_ranges:
+                out.append(storage.join(self.work, "exact", "edges", f"r{k:05d}.npy"))
+            else:
+                b, r = divmod(k - self.exact_ranges, self.ranges)
+                out.append(storage.join(self.work, "buckets", f"b{b:02d}-r{r:05d}.npy"))
+        return out
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+def _max_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# --------------------------------------------------------------------------- signatures
+
+def file_signatures(f: dict, copies: np.ndarray, hasher: MinHasher, across: bool, meta: str) -> tuple[np.ndarray, float]:
+    """One input file's (key, snapshot, document) records, band-major (bands x its documents
+    with shingles), and its id hashes and exact-copy flags saved to `meta`. Also the CPU
+    seconds of the hashing loop."""
+    table = read_documents(f["input"], columns=["id", "text", "dump"])
     n = table.num_rows
+    check_rows(f, n)
+    params = hasher.params
     texts = table.column("text").to_pylist()
     dumps = [d if d is not None else "unknown" for d in table.column("dump").to_pylist()]
-    # Exact duplicates (removed anyway) get no signature: MinHash only hashes what could stay.
-    exact_keep = _load_mask(p.get("exact_keep"), n)
     sigs = np.zeros((n, params.num_perm), dtype=np.uint32)
     valid = np.zeros(n, dtype=bool)
-    hash_cpu = time.process_time()
+    hash_cpu = _cpu()
     for i, text in enumerate(texts):
-        if exact_keep[i]:
+        if not copies[i]:  # exact duplicates (removed anyway) get no signature
             sigs[i], valid[i] = hasher.text_signature(text or "")
-    hash_cpu = time.process_time() - hash_cpu
-    snapshot_names = sorted(set(dumps))
-    code = {d: i for i, d in enumerate(snapshot_names)}
-    snapshot = np.fromiter((code[d] for d in dumps), dtype=np.uint32, count=n)
-    exact_removed = np.bincount(snapshot[~exact_keep], minlength=len(snapshot_names)) if n else []
-    salt = None
-    if not p["across_snapshots"]:
-        salt = np.array([string_hash(d) for d in snapshot_names], dtype=np.uint64)[snapshot] if n else None
-    keys = band_keys(sigs, params, salt)
+    hash_cpu = _cpu() - hash_cpu
+    rows = np.flatnonzero(valid)
+    keys = band_keys(sigs[rows], params, None)  # (bands, len(rows)); unsalted: snapshots are a separate field
+    del sigs
+    m, bands = rows.size, params.bands
+    records = np.empty(bands * m, dtype=SIG_RECORD)
+    records["key"] = keys.reshape(-1)
+    if across:
+        records["snap"] = 0
+    else:
+        snap_of = {d: string_hash(d) for d in set(dumps)}
+        records["snap"] = np.tile(np.fromiter((snap_of[dumps[r]] for r in rows.tolist()), dtype=np.uint64, count=m),
+                                  bands)
+    records["doc"] = np.tile(f["offset"] + rows.astype(np.int64), bands)
     ids = np.fromiter((string_hash(x) for x in table.column("id").to_pylist()), dtype=np.uint64, count=n)
-    arrays = {f"k{b:02d}": keys[b] for b in range(params.bands)}
-    if salt is not None:
-        # Unsalted keys too: the job's index (dedup/history.py) must match other snapshots' documents.
-        unsalted = band_keys(sigs, params, None)
-        arrays.update({f"u{b:02d}": unsalted[b] for b in range(params.bands)})
-    save_npz(p["output"], valid=valid, snapshot=snapshot, idhash=ids, **arrays)
-    return {"documents": n, "with_shingles": int(valid.sum()), "snapshots": snapshot_names,
-            "snapshot_counts": [int(c) for c in np.bincount(snapshot, minlength=len(snapshot_names))],
-            "exact_removed": [int(c) for c in exact_removed],
-            "task_seconds": time.monotonic() - wall, "cpu_seconds": time.process_time() - cpu,
+    save_npz(meta, idhash=ids, copy=copies)
+    return records, hash_cpu
+
+
+def signature_task(p: dict) -> dict:
+    """A run of input files -> their band keys in ONE file grouped by (band, key range), and
+    per input file its id hashes and exact-copy flags."""
+    cpu = _cpu()
+    params = MinhashParams(**p["params"])
+    hasher = MinHasher(params)
+    files = p["files"]
+    copies = p["exact"].copy_masks(files) if p.get("exact") else [np.zeros(f["rows"], bool) for f in files]
+    parts, hash_cpu = [], 0.0
+    for f, c in zip(files, copies):
+        records, seconds = file_signatures(f, c, hasher, p["across_snapshots"], p["meta"][f["index"] - files[0]["index"]])
+        parts.append(records)
+        hash_cpu += seconds
+    bands, bits = params.bands, p["bits"]
+    # band-major within each file -> the band of every record, then its key range
+    band = np.concatenate([np.repeat(np.arange(bands, dtype=np.int64), r.size // bands) for r in parts]) \
+        if parts else np.empty(0, np.int64)
+    records = np.concatenate(parts) if parts else np.empty(0, dtype=SIG_RECORD)
+    partitioned.write_partitioned(p["output"], records, (band << bits) + key_range(records["key"], bits),
+                                  bands << bits)
+    return {"documents": sum(f["rows"] for f in files), "with_shingles": int(records.size // bands),
+            "exact_removed": int(sum(int(c.sum()) for c in copies)), "cpu_seconds": _cpu() - cpu,
             "hash_cpu_seconds": hash_cpu}
 
 
-# --------------------------------------------------------------------------- stage 2
+# --------------------------------------------------------------------------- buckets
+
+def star_edges(keys: np.ndarray, groups_differ: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    """(first document of its group, other document) for every run of a sorted array.
+
+    `groups_differ[i]` is True where row i starts a new group. A star around the lowest
+    document is enough for connected components, and fewer edges than all pairs."""
+    if not keys.size:
+        return np.empty((0, 2), np.int64)
+    first = docs[np.maximum.accumulate(np.where(groups_differ, np.arange(keys.size), 0))]
+    return np.stack([first[~groups_differ], docs[~groups_differ]], axis=1)
+
 
 def bucket_task(p: dict) -> dict:
-    """One band, one range of its keys -> edges (first document of a key, other document).
-
-    Sorting (key, index) puts equal keys together with the lowest index first,
-    so each group becomes a star around its lowest index: enough for the
-    connected components, and fewer edges than all pairs."""
+    """One band, one key range of every signature file -> its duplicate edges (and index shard)."""
+    cpu = _cpu()
     band, part, bits = p["band"], p["part"], p["bits"]
-    keys_parts, idx_parts = [], []
-    for f in p["files"]:
-        z = load_npz(f["url"], [f"k{band:02d}", "valid"])
-        k = z[f"k{band:02d}"]
-        if k.shape[0] != f["rows"]:
-            raise RuntimeError(f"{f['url']}: {k.shape[0]} rows, expected {f['rows']}; delete it and re-run")
-        mask = z["valid"]
-        if bits:
-            mask = mask & ((k >> np.uint64(64 - bits)) == np.uint64(part))
-        rows = np.nonzero(mask)[0]
-        keys_parts.append(k[rows])
-        idx_parts.append(rows.astype(np.int64) + f["offset"])
-    keys = np.concatenate(keys_parts) if keys_parts else np.empty(0, np.uint64)
-    idx = np.concatenate(idx_parts) if idx_parts else np.empty(0, np.int64)
-    del keys_parts, idx_parts
-    order = np.lexsort((idx, keys))
-    keys, idx = keys[order], idx[order]
-    new_group = np.ones(keys.shape[0], dtype=bool)
-    new_group[1:] = keys[1:] != keys[:-1]
-    first = idx[np.maximum.accumulate(np.where(new_group, np.arange(keys.shape[0]), 0))] if keys.size else idx
-    edges = np.stack([first[~new_group], idx[~new_group]], axis=1) if keys.size else np.empty((0, 2), np.int64)
-    save_npz(p["output"], edges=edges)
-    return {"documents": int(keys.shape[0]), "edges": int(edges.shape[0])}
+    urls = [storage.join(p["signatures"], f"g{g:05d}.prt") for g in range(p["groups"])]
+    rec = partitioned.read_partition_of_all(urls, (band << bits) + part, SIG_RECORD)
+    order = np.lexsort((rec["doc"], rec["snap"], rec["key"]))
+    rec = rec[order]
+    del order
+    keys, docs = rec["key"], rec["doc"]
+    differ = np.ones(keys.size, dtype=bool)
+    differ[1:] = (keys[1:] != keys[:-1]) | (rec["snap"][1:] != rec["snap"][:-1])
+    edges = star_edges(keys, differ, docs)
+    matched = 0
+    if p.get("earlier"):
+        found = history.probe(keys, docs, band, part, bits, p["earlier"])
+        matched = int(found.shape[0])
+        edges = np.concatenate([edges, found])
+    save_npy(p["output"], edges)
+    if p.get("index"):
+        shard = np.empty(keys.size, dtype=history.KEY_DOC)
+        shard["key"], shard["doc"] = keys, docs
+        save_npy(p["index"], shard)
+    return {"documents": int(keys.size), "edges": int(edges.shape[0]), "matched": matched,
+            "bytes_read": int(keys.size) * SIG_RECORD.itemsize, "cpu_seconds": _cpu() - cpu}
 
 
-# --------------------------------------------------------------------------- stage 3
-
-def connected_min_labels(n: int, edge_batches) -> np.ndarray:
-    """label[i] = smallest document index in i's component.
-
-    `edge_batches` is a callable returning a fresh iterator of (m, 2) arrays, so
-    edges are streamed from disk on every pass and never all held at once.
-    Hook roots to the smaller root, then compress paths fully; repeat until no
-    edge joins two different roots (a few passes for star-shaped edges)."""
-    dtype = np.int32 if n < 2**31 - 1 else np.int64
-    label = np.arange(n, dtype=dtype)
-    while True:
-        changed = False
-        for e in edge_batches():
-            if e.size == 0:
-                continue
-            a, b = label[e[:, 0]], label[e[:, 1]]
-            diff = a != b
-            if not diff.any():
-                continue
-            changed = True
-            a, b = a[diff], b[diff]
-            low = np.minimum(a, b)
-            np.minimum.at(label, a, low)
-            np.minimum.at(label, b, low)
-            while True:
-                nxt = label[label]
-                if np.array_equal(nxt, label):
-                    break
-                label = nxt
-        if not changed:
-            return label
-
+# --------------------------------------------------------------------------- clusters
 
 def cluster_task(p: dict) -> dict:
-    """All bucket edges -> per input file, the rows to remove; per snapshot counts."""
-    n = p["documents"]
-    edge_urls = p["edges"]
+    """Every edge file -> per input file, the root and cluster size of its clustered documents
+    (one process; memory ~12-40 bytes per document with an edge, see dedup/clusters.py)."""
+    cpu = _cpu()
+    edge_urls = p["edge_files"].urls()
+    counted = [0]
 
-    def batches():
+    def edge_batches():
+        counted[0] = 0
         for url in edge_urls:
-            yield load_npz(url, ["edges"])["edges"]
+            e = load_npy(url)
+            counted[0] += e.shape[0]
+            yield e
 
-    label = connected_min_labels(n, batches)
-    removed = np.nonzero(label != np.arange(n, dtype=label.dtype))[0]
-    # copies per kept document (itself included): what rehydration upsamples by
-    row_sizes = np.bincount(label, minlength=n).astype(np.int32)[label] if n else np.empty(0, np.int32)
-    roots = np.unique(label[removed])
-    sizes = np.bincount(np.searchsorted(roots, label[removed]), minlength=roots.size) + 1 if roots.size else np.empty(0)
-
-    snapshot_names = p["snapshots"]
-    snapshot = np.empty(n, dtype=np.uint32)
-    for f in p["files"]:
-        local = load_npz(f["signatures"], ["snapshot"])["snapshot"]
-        remap = np.array([snapshot_names.index(s) for s in f["snapshots"]], dtype=np.uint32)
-        snapshot[f["offset"]:f["offset"] + f["rows"]] = remap[local] if local.size else local
-        rows = removed[(removed >= f["offset"]) & (removed < f["offset"] + f["rows"])] - f["offset"]
-        part = slice(f["offset"], f["offset"] + f["rows"])
-        save_npz(f["remove"], rows=rows.astype(np.int64), sizes=row_sizes[part], label=label[part].astype(np.int64))
-    k = len(snapshot_names)
-    per = {
-        name: {"documents_in": int(d), "clusters": int(c), "removed": int(r), "kept": int(d - r)}
-        for name, d, c, r in zip(
-            snapshot_names,
-            np.bincount(snapshot, minlength=k),
-            np.bincount(snapshot[roots], minlength=k) if roots.size else np.zeros(k, int),
-            np.bincount(snapshot[removed], minlength=k) if removed.size else np.zeros(k, int),
-        )
-    }
-    size_values, size_counts = np.unique(sizes, return_counts=True) if roots.size else (np.empty(0), np.empty(0))
-    return {"documents": n, "clusters": int(roots.size), "removed": int(removed.size),
-            "largest_cluster": int(sizes.max()) if roots.size else 0, "per_snapshot": per,
-            "cluster_sizes": {str(int(v)): int(c) for v, c in zip(size_values, size_counts)}}
+    nodes, root = clusters.components(edge_batches)
+    stats = clusters.write_cluster_files(p, nodes, root)
+    return {**stats, "nodes": int(nodes.size), "edges": counted[0], "cpu_seconds": _cpu() - cpu,
+            "max_rss_mb": _max_rss_mb()}
 
 
-# --------------------------------------------------------------------------- stage 4
+# --------------------------------------------------------------------------- filter
 
 def filter_task(p: dict) -> dict:
-    """One input Parquet file minus its removed rows, same schema, same file name."""
+    """One input file minus its removed rows (same schema, same name), and its statistics."""
+    cpu = _cpu()
     table = read_documents(p["input"])
-    expect = load_npz(p["signatures"], ["idhash"])["idhash"]
-    ids = np.fromiter((string_hash(x) for x in table.column("id").to_pylist()), dtype=np.uint64,
-                      count=table.num_rows)
-    if not np.array_equal(ids, expect):
+    n = table.num_rows
+    meta = load_npz(p["meta"], ["idhash", "copy"])
+    ids = np.fromiter((string_hash(x) for x in table.column("id").to_pylist()), dtype=np.uint64, count=n)
+    if not np.array_equal(ids, meta["idhash"]):
         raise InputError(f"{p['input']} changed while dedup ran (its ids differ from its signatures); "
                          "run the same `shammie dedup` again: the changed input is refused, or pass --overwrite")
-    rows = load_npz(p["remove"], ["rows"])["rows"]
-    keep = _load_mask(p.get("exact_keep"), table.num_rows).copy()
-    exact_removed = int((~keep).sum())
-    keep[rows] = False  # the clusters include the exact copies (edges to their first copy)
-    against_removed = 0
-    if p.get("against"):
-        matched = load_npz(p["against"], ["rows"])["rows"]
-        against_removed = int(keep[matched].sum())
-        keep[matched] = False
+    cl = partitioned.read_partition_of_all(p["clusters"], p["index"], CLUSTER_RECORD)
+    rows = cl["doc"] - p["offset"]
+    removed_rows = rows[cl["root"] != cl["doc"]]
+    keep = np.ones(n, dtype=bool)
+    keep[removed_rows] = False
+    copies = meta["copy"]
+    if keep[copies].any():
+        raise RuntimeError(f"{p['input']}: an exact copy is not in any cluster; the dedup work files are "
+                           "inconsistent, re-run with --overwrite")
+    flagged = cl["flag"] == 1
+    is_root = ((cl["root"] == cl["doc"]) | flagged) & (cl["size"] >= 2)
+
+    def mask(r):
+        m = np.zeros(n, dtype=bool)
+        m[r] = True
+        return m
+
+    against, cluster_root = mask(rows[flagged]), mask(rows[is_root])
+    dumps = [d if d is not None else "unknown" for d in table.column("dump").to_pylist()]
+    names = sorted(set(dumps))
+    index_of = {d: i for i, d in enumerate(names)}
+    code = np.fromiter((index_of[d] for d in dumps), dtype=np.int64, count=n)
+
+    def count(m):
+        return np.bincount(code[m], minlength=len(names)).tolist()
+
+    removed = ~keep
+    per_snapshot = {name: {"documents_in": int(d), "clusters": int(c), "removed": int(r), "exact_removed": int(e),
+                           "against_removed": int(a), "near_removed": int(r - e - a), "kept": int(d - r)}
+                    for name, d, c, r, e, a in zip(names, count(np.ones(n, bool)), count(cluster_root),
+                                                   count(removed), count(copies & removed), count(against))}
+    against_job = history.virtual_parts(cl["root"][flagged])[0]
+    against_by_job = np.bincount(against_job, minlength=p["earlier_jobs"]).tolist() if p["earlier_jobs"] else []
     documents.write_table(table.filter(keep), p["output"])
-    return {"documents": int(table.num_rows), "removed": int((~keep).sum()), "exact_removed": exact_removed,
-            "against_removed": against_removed, "kept": int(keep.sum())}
+    if p.get("index_file"):
+        kept_rows = np.flatnonzero(keep)
+        size_of = np.ones(n, dtype=np.int32)
+        size_of[rows] = cl["size"]
+        order = np.argsort(rows)
+        save_npz(p["index_file"], kept_rows=kept_rows, kept_idhash=ids[kept_rows], kept_size=size_of[kept_rows],
+                 cluster_rows=rows[order], cluster_root=cl["root"][order])
+    return {"documents_in": n, "documents": int(keep.sum()), "kept": int(keep.sum()), "removed": int(removed.sum()),
+            "exact_removed": int(copies.sum()), "against_removed": int(against.sum()),
+            "against_by_job": against_by_job, "per_snapshot": per_snapshot, "cpu_seconds": _cpu() - cpu}
 
 
-def _load_mask(url: str | None, n: int) -> np.ndarray:
-    """The exact-duplicate pass's keep mask of one file (all True when the pass is off)."""
-    if url is None:
-        return np.ones(n, dtype=bool)
-    mask = load_npy(url)
-    if mask.shape != (n,):
-        raise InputError(f"{url}: {mask.shape[0]} rows, the input has {n}; run the same `shammie dedup` again")
-    return mask
-
-
-# --------------------------------------------------------------------------- driver
-
-def _bucket_bits(documents_with_shingles: int, max_bucket_docs: int) -> int:
-    """log2 of the hash ranges per band so one bucket task sorts <= max_bucket_docs keys."""
-    bits = 0
-    while (documents_with_shingles >> bits) > max_bucket_docs:
-        bits += 1
-    return bits
-
-
-def _stage_summary(results: dict[str, dict], seconds: float, documents_count: int) -> dict:
-    return {"seconds": round(seconds, 3), "tasks": len(results),
-            "docs_per_s": round(documents_count / seconds, 1) if seconds > 0 else None}
-
+# --------------------------------------------------------------------------- options and stage
 
 @dataclass(frozen=True)
 class DedupOptions:
@@ -276,12 +298,18 @@ class DedupOptions:
                                      maximum=0.99)
     input_stage: str | None = option(None, help="document folder to read (default: the most downstream complete "
                                      "one before deduped/)", metavar="STAGE")
-    against: tuple[str, ...] | None = option(None, help="earlier deduplicated jobs (e.g. last month's snapshot): documents that "
-                                      "duplicate their kept documents are removed too, by probing their saved band "
-                                      "index instead of recomputing them", kind="inputs", metavar="JOB")
-    max_bucket_docs: int = option(MAX_BUCKET_DOCS, help="documents one bucket task sorts at most (bounds memory; "
+    against: tuple[str, ...] | None = option(None, help="earlier deduplicated jobs (e.g. last month's snapshot, "
+                                             "deduplicated with --keep-index): documents that duplicate them are "
+                                             "removed too, by probing their saved band index instead of recomputing "
+                                             "them", kind="inputs", metavar="JOB")
+    keep_index: bool = option(False, help="keep this job's band index in deduped/_index (~240 bytes per document) "
+                              "so later snapshots can be deduplicated --against it and rehydration counted")
+    max_bucket_docs: int = option(MAX_BUCKET_DOCS, help="keys one bucket task sorts at most (bounds its memory; "
                                   "the kept set does not depend on it)", minimum=1, metavar="N")
-    keep_work: bool = option(False, help="keep deduped/_work (signatures, bucket edges, removals) for inspection",
+    max_cluster_docs: int = option(MAX_CLUSTER_DOCS, help="edge endpoints (about twice the documents that have "
+                                   "a duplicate) one clustering task holds at most; above it the clusters are found "
+                                   "in distributed rounds (the kept set does not depend on it)", minimum=2, metavar="N")
+    keep_work: bool = option(False, help="keep deduped/_work (signatures, edges, clusters) for inspection",
                              yaml=False)
 
     def params(self) -> MinhashParams:
@@ -306,8 +334,10 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
     def settings(self) -> dict:
         values = {"input_stage": self.input_stage(), "across_snapshots": self.options.across_snapshots,
                   "exact": self.options.exact, "params": self.params.to_dict()}
-        if (self.options.against or ()):
-            values["against"] = [history.index_fingerprint(j) for j in (self.options.against or ())]
+        if self.options.keep_index:
+            values["keep_index"] = True
+        if self.options.against:
+            values["against"] = [history.index_fingerprint(j) for j in self.options.against]
         return values
 
     def resolve_inputs(self):
@@ -316,154 +346,212 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
             history.read_index_info(job, self.params.to_dict())
         return files
 
+    def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
+        return numbered_tasks(inputs, out)
+
     def execute(self, ctx) -> dict[str, dict]:
-        out, params, across = ctx.out, self.params, self.options.across_snapshots
-        inputs = [t.payload["input"] for t in ctx.tasks]
-        stage_stats: dict[str, dict] = {}
-
-        # 0. exact duplicates, per snapshot like MinHash (one hash task per input file); their
-        # (first copy, copy) pairs join the MinHash edges, so clusters count exact copies too
-        t = time.monotonic()
-        exact, exact_edges = [None] * len(inputs), np.empty((0, 2), np.int64)
-        if self.options.exact:
-            exact, exact_edges = exact_keep_masks(ctx, ctx.tasks, across, WORK)
-        exact_seconds = time.monotonic() - t
-        exact_edges_url = storage.join(out, WORK, "exact", "edges.npz")
-        save_npz(exact_edges_url, edges=exact_edges)
-
-        # 1. signatures, one task per input file
-        t = time.monotonic()
-        sig_urls = [storage.join(out, WORK, "signatures", f"{i:05d}.npz") for i in range(len(inputs))]
-        sig_results = ctx.run_tasks([
-            Task(f"{i:05d}", {"input": url, "output": sig_urls[i], "params": params.to_dict(),
-                              "across_snapshots": across, "exact_keep": exact[i]},
-                 (f"{WORK}/signatures/{i:05d}.npz",))
-            for i, url in enumerate(inputs)], signature_task, folder=f"{WORK}/signatures",
-            desc="dedup 1/4 signatures")
-        sig = [sig_results[f"{i:05d}"] for i in range(len(inputs))]
-        total = sum(s["documents"] for s in sig)
-        if self.options.exact:
-            stage_stats["exact"] = _stage_summary(dict.fromkeys(inputs, {}), exact_seconds, total)
-        stage_stats["signatures"] = _stage_summary(sig_results, time.monotonic() - t, total)
-        # Per core: documents over the CPU time of the signature tasks (read, hash, write; a
-        # worker's first task also pays lazy imports), and over the hashing loop alone.
-        cpu = sum(s.get("cpu_seconds", 0.0) for s in sig)
-        hash_cpu = sum(s.get("hash_cpu_seconds", 0.0) for s in sig)
-        stage_stats["signatures"]["docs_per_cpu_s"] = round(total / cpu, 1) if cpu > 0 else None
-        stage_stats["signatures"]["hash_docs_per_cpu_s"] = round(total / hash_cpu, 1) if hash_cpu > 0 else None
-        offsets = np.concatenate([[0], np.cumsum([s["documents"] for s in sig])]).astype(int).tolist()
-        files = [{"url": sig_urls[i], "rows": sig[i]["documents"], "offset": offsets[i]} for i in range(len(inputs))]
-
-        # 2. buckets, one task per (band, hash range)
-        t = time.monotonic()
-        bits = _bucket_bits(sum(s["with_shingles"] for s in sig), self.options.max_bucket_docs)
-        bucket_tasks = [Task(f"b{band:03d}-p{part:05d}",
-                             {"band": band, "part": part, "bits": bits, "files": files,
-                              "output": storage.join(out, WORK, "buckets", f"b{band:03d}-p{part:05d}.npz")},
-                             (f"{WORK}/buckets/b{band:03d}-p{part:05d}.npz",))
-                        for band in range(params.bands) for part in range(1 << bits)]
-        bucket_results = ctx.run_tasks(bucket_tasks, bucket_task, folder=f"{WORK}/buckets",
-                                       desc="dedup 2/4 buckets")
-        stage_stats["buckets"] = _stage_summary(bucket_results, time.monotonic() - t, total)
-
-        # 3. clusters: one task (union-find over all documents, memory O(documents))
-        t = time.monotonic()
-        snapshots = sorted({s for r in sig for s in r["snapshots"]})
-        removes = [f"{WORK}/clusters/{i:05d}.remove.npz" for i in range(len(inputs))]
-        cluster_payload = {
-            "documents": total, "snapshots": snapshots,
-            "edges": [task.payload["output"] for task in bucket_tasks] + [exact_edges_url],
-            "files": [{"signatures": sig_urls[i], "snapshots": sig[i]["snapshots"], "rows": sig[i]["documents"],
-                       "offset": offsets[i], "remove": storage.join(out, removes[i])} for i in range(len(inputs))],
-        }
-        clusters = ctx.run_tasks([Task("clusters", cluster_payload, tuple(removes))], cluster_task,
-                                 folder=f"{WORK}/clusters", desc="dedup 3/4 clusters")["clusters"]
-        stage_stats["clusters"] = _stage_summary({"clusters": clusters}, time.monotonic() - t, total)
-
-        # 3b. against earlier jobs' indexes (incremental snapshots): probe every document, then
-        # remove each cluster with a member that matched (one task per input file, then the driver)
-        against = [None] * len(inputs)
-        against_removed = matched_root = per_job = None
-        earlier_jobs = list(self.options.against or ())
-        if earlier_jobs:
-            t = time.monotonic()
-            indexes = [history.index_url(j) for j in earlier_jobs]
-            matches = [storage.join(out, WORK, "against", f"{i:05d}.matches.npz") for i in range(len(inputs))]
-            ctx.run_tasks([
-                Task(f"{i:05d}", {"signatures": sig_urls[i], "indexes": indexes, "bands": params.bands,
-                                  "output": matches[i]}, (f"{WORK}/against/{i:05d}.matches.npz",))
-                for i in range(len(inputs))], history.against_task, folder=f"{WORK}/against",
-                desc="dedup: against earlier jobs")
-            against_removed, matched_root, per_job = history.clusters_matching_history(
-                [{"remove": cluster_payload["files"][i]["remove"], "against": matches[i], "offset": offsets[i]}
-                 for i in range(len(inputs))], len(earlier_jobs))
-            against = [storage.join(out, WORK, "against", f"{i:05d}.remove.npz") for i in range(len(inputs))]
-            for url, rows in zip(against, against_removed):
-                save_npz(url, rows=rows)
-            stage_stats["against"] = _stage_summary(dict.fromkeys(inputs, {}), time.monotonic() - t, total)
-
-        # 4. filter, one task per input file
-        t = time.monotonic()
-        filtered = ctx.run_tasks([
-            Task(task.name, {**task.payload, "signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"],
-                             "exact_keep": exact[i], "against": against[i]}, task.outputs)
-            for i, task in enumerate(ctx.tasks)], filter_task, desc="dedup 4/4 filter")
-        stage_stats["filter"] = _stage_summary(filtered, time.monotonic() - t, total)
-
-        # 5. this job's band index, for later snapshots' --against
-        t = time.monotonic()
-        self._index = history.write_index(
-            out, [{"signatures": sig_urls[i], "remove": cluster_payload["files"][i]["remove"], "offset": offsets[i]}
-                  for i in range(len(inputs))], params.to_dict(), earlier_jobs, against_removed, matched_root, per_job)
-        stage_stats["index"] = _stage_summary(dict.fromkeys(inputs, {}), time.monotonic() - t, total)
-        exact_by_snapshot = dict.fromkeys(snapshots, 0)
-        for r in sig:
-            for name, count in zip(r["snapshots"], r.get("exact_removed", [])):
-                exact_by_snapshot[name] += count
-        self._run_stats = {"total": total, "clusters": clusters, "stages": stage_stats, "bits": bits,
-                           "exact_by_snapshot": exact_by_snapshot}
-        if not self.options.keep_work:
-            storage.remove(storage.join(out, WORK))
-        return filtered
+        return DedupRun(self, ctx).run()
 
     def summarize(self, results: dict[str, dict]) -> dict:
         run = self._run_stats
-        total, clusters = run["total"], run["clusters"]
+        total = sum(r["documents_in"] for r in results.values())
         kept = sum(r["kept"] for r in results.values())
-        exact_removed = sum(int(r.get("exact_removed", 0)) for r in results.values())
-        against_removed = sum(int(r.get("against_removed", 0)) for r in results.values())
-        per_snapshot = {}
-        for name, s in clusters["per_snapshot"].items():
-            exact = run["exact_by_snapshot"].get(name, 0)
-            # clusters count near-duplicate clusters among the documents left by the exact pass
-            per_snapshot[name] = {**s, "exact_removed": exact, "near_removed": s["removed"] - exact}
-        params = self.params
+        exact_removed = sum(r["exact_removed"] for r in results.values())
+        against_removed = sum(r["against_removed"] for r in results.values())
+        per_snapshot: dict[str, dict] = {}
+        for r in results.values():
+            for name, s in r["per_snapshot"].items():
+                acc = per_snapshot.setdefault(name, dict.fromkeys(s, 0))
+                for k, v in s.items():
+                    acc[k] += v
+        against_jobs = list(self.options.against or ())
+        by_job = np.sum([r["against_by_job"] for r in results.values()], axis=0).tolist() if against_jobs else []
+        clusters, params = run["clusters"], self.params
         return {
             "documents": kept, "documents_in": total, "clusters": clusters["clusters"],
             "removed": total - kept, "exact_removed": exact_removed, "against_removed": against_removed,
-            "near_removed": total - kept - exact_removed - against_removed, "against": self._index["against"],
-            "index_documents": self._index["documents"],
+            "near_removed": total - kept - exact_removed - against_removed,
+            "against": [{"job": j, "removed": int(n)} for j, n in zip(against_jobs, by_job)],
+            "index_documents": kept if self.options.keep_index else None,
             "kept": kept, "largest_cluster": clusters["largest_cluster"],
-            "cluster_sizes": clusters.get("cluster_sizes", {}), "exact": self.options.exact,
-            "per_snapshot": per_snapshot,
+            "cluster_sizes": clusters["cluster_sizes"], "exact": self.options.exact,
+            "per_snapshot": dict(sorted(per_snapshot.items())),
             "scope": "across snapshots" if self.options.across_snapshots else "per snapshot",
             "input_stage": self.input_stage(), "files": len(results),
             "params": {**params.to_dict(), "num_perm": params.num_perm, "threshold": round(params.threshold, 4)},
-            "bucket_ranges_per_band": 1 << run["bits"], "stages": run["stages"],
+            "bucket_ranges_per_band": 1 << run["bits"], "clustered_documents": clusters["nodes"],
+            "cluster_edges": clusters["edges"], "cluster_mode": run["stages"]["clusters"].get("mode"),
+            "stages": run["stages"],
         }
 
     def describe(self, section: dict) -> str:
         return summarise(section)
 
 
+class DedupRun:
+    """One execution of the dedup phases on the stage runner (each phase: tasks, then the next)."""
+
+    def __init__(self, stage: DedupStage, ctx):
+        self.stage, self.ctx, self.options = stage, ctx, stage.options
+        self.tasks: list[Task] = ctx.tasks
+        self.work = storage.join(ctx.out, WORK)
+        self.files = len(self.tasks)
+        self.total = sum(t.payload["rows"] for t in self.tasks)
+        self.bits = range_bits(self.total, self.options.max_bucket_docs)
+        self.stats: dict[str, dict] = {}
+
+    def url(self, *parts: str) -> str:
+        return storage.join(self.work, *parts)
+
+    def timed(self, name: str, tasks: list[Task], fn, desc: str, folder: str | None) -> dict[str, dict]:
+        """Run one phase (task markers under _work/<folder>, or the output's own _tasks/ when None)."""
+        t = time.monotonic()
+        results = self.ctx.run_tasks(tasks, fn, folder=f"{WORK}/{folder}" if folder else None, desc=desc)
+        self.stats[name] = phase_stats(results, time.monotonic() - t)
+        seconds = self.stats[name]["seconds"]
+        self.stats[name]["docs_per_s"] = round(self.total / seconds, 1) if seconds > 0 else None
+        return results
+
+    def run(self) -> dict[str, dict]:
+        params, options, out = self.stage.params, self.options, self.ctx.out
+        offsets_url = write_file_offsets(self.work, self.tasks)
+        groups = file_groups(self.tasks, self.total)
+        exact, exact_results = None, {}
+        if options.exact:
+            exact = ExactPass(self.work, WORK, self.bits, self.files)
+            exact_results = exact.run(self.ctx, groups, options.across_snapshots, offsets_url, self.stats)
+
+        def meta(t: Task) -> str:
+            return f"meta/{t.payload['index']:05d}.npz"
+
+        sig = self.timed("signatures", [
+            Task(f"g{g:05d}",
+                 {"files": group_payload(group), "params": params.to_dict(), "across_snapshots": options.across_snapshots,
+                  "bits": self.bits, "exact": exact, "output": self.url("signatures", f"g{g:05d}.prt"),
+                  "meta": [self.url(meta(t)) for t in group]},
+                 (f"{WORK}/signatures/g{g:05d}.prt",) + tuple(f"{WORK}/{meta(t)}" for t in group))
+            for g, group in enumerate(groups)], signature_task, "dedup 1/4 signatures", "signatures")
+        hash_cpu = sum(r.get("hash_cpu_seconds", 0.0) for r in sig.values())
+        s = self.stats["signatures"]
+        s["docs_per_cpu_s"] = round(self.total / s["cpu_seconds"], 1) if s["cpu_seconds"] > 0 else None
+        s["hash_docs_per_cpu_s"] = round(self.total / hash_cpu, 1) if hash_cpu > 0 else None
+
+        earlier = [history.earlier_index(j, params.to_dict()) for j in (options.against or ())]
+        index = storage.join(out, history.INDEX)
+        ranges = 1 << self.bits
+        buckets = self.timed("buckets", [
+            Task(f"b{b:02d}-r{r:05d}",
+                 {"signatures": self.url("signatures"), "groups": len(groups), "band": b, "part": r,
+                  "bits": self.bits,
+                  "earlier": earlier, "output": self.url("buckets", f"b{b:02d}-r{r:05d}.npy"),
+                  "index": storage.join(index, history.shard_name(b, r)) if options.keep_index else None},
+                 (f"{WORK}/buckets/b{b:02d}-r{r:05d}.npy",)
+                 + ((f"{history.INDEX}/{history.shard_name(b, r)}",) if options.keep_index else ()))
+            for b in range(params.bands) for r in range(ranges)], bucket_task, "dedup 2/4 buckets", "buckets")
+
+        edge_files = EdgeFiles(self.work, exact.ranges if exact else 0, params.bands, ranges)
+        edges = sum(r.get("edges", 0) for r in buckets.values()) + \
+            sum(r.get("copies", 0) for r in exact_results.values())
+        cluster_files, cluster_stats = self.cluster(edge_files, edges, offsets_url, index if earlier else None)
+
+        filtered = self.timed("filter", [
+            Task(t.name, {**t.payload, "meta": self.url(meta(t)),
+                          "clusters": cluster_files, "earlier_jobs": len(earlier),
+                          "index_file": storage.join(index, history.file_record_name(t.payload["index"]))
+                          if options.keep_index else None},
+                 t.outputs + ((f"{history.INDEX}/{history.file_record_name(t.payload['index'])}",)
+                              if options.keep_index else ()))
+            for t in self.tasks], filter_task, "dedup 4/4 filter", None)
+
+        self._write_index_info(index, params, filtered, earlier)
+        self.stage._run_stats = {"clusters": cluster_stats, "stages": self.stats, "bits": self.bits}
+        if not options.keep_work:
+            storage.remove(self.work)
+        return filtered
+
+    def cluster(self, edge_files: EdgeFiles, edges: int, offsets_url: str,
+                index: str | None) -> tuple[list[str], dict]:
+        """Connected components of all edges: one union-find task, or distributed large-star /
+        small-star rounds when the edges' endpoints exceed --max-cluster-docs. Returns the
+        cluster files the filter reads (each grouped by input file) and the cluster statistics."""
+        common = {"offsets": offsets_url}
+        copies = (lambda q: storage.join(index, history.EARLIER_COPIES, f"p{q:05d}.npz")) if index else (lambda q: None)
+        copies_out = (lambda q: (f"{history.INDEX}/{history.EARLIER_COPIES}/p{q:05d}.npz",)) if index else (lambda q: ())
+        limit = self.options.max_cluster_docs
+        if 2 * edges <= limit:
+            out = self.url("clusters", "p00000.prt")
+            result = self.timed("clusters", [Task("clusters", {
+                **common, "edge_files": edge_files, "output": out, "earlier_copies": copies(0)},
+                (f"{WORK}/clusters/p00000.prt",) + copies_out(0))], cluster_task, "dedup 3/4 clusters",
+                "clusters")["clusters"]
+            self.stats["clusters"].update(mode="one task", nodes=result["nodes"], max_rss_mb=result.get("max_rss_mb"))
+            return [out], result
+        parts = 1
+        while 2 * edges > parts * limit:
+            parts *= 2
+        t, cpu = time.monotonic(), 0.0
+        group = -(-len(edge_files) // parts)
+        previous = self.url("components", "r000")
+        done = self.ctx.run_tasks([
+            Task(f"p{q:05d}", {"edge_files": edge_files, "start": q * group, "stop": (q + 1) * group,
+                               "partitions": parts,
+                               "output": storage.join(previous, f"p{q:05d}.prt")},
+                 (f"{WORK}/components/r000/p{q:05d}.prt",)) for q in range(parts)],
+            clusters.scatter_task, folder=f"{WORK}/components/r000", desc="dedup 3/4 clusters: scatter edges")
+        cpu += sum(r["cpu_seconds"] for r in done.values())
+        rounds = 0
+        while True:
+            rounds += 1
+            if rounds > MAX_STAR_ROUNDS:
+                raise RuntimeError(f"connected components did not converge in {MAX_STAR_ROUNDS} rounds")
+            current = self.url("components", f"r{rounds:03d}")
+            done = self.ctx.run_tasks([
+                Task(f"p{q:05d}", {"previous": previous, "files": parts, "partition": q, "partitions": parts,
+                                   "large": rounds % 2 == 1, "output": storage.join(current, f"p{q:05d}.prt")},
+                     (f"{WORK}/components/r{rounds:03d}/p{q:05d}.prt",)) for q in range(parts)],
+                clusters.star_round_task, folder=f"{WORK}/components/r{rounds:03d}",
+                desc=f"dedup 3/4 clusters: round {rounds} ({'large' if rounds % 2 else 'small'} star)")
+            cpu += sum(r["cpu_seconds"] for r in done.values())
+            previous = current
+            if sum(r["unsettled"] for r in done.values()) == 0:
+                break  # that round's input was already stars around the minima, so is its output
+        outs = [self.url("clusters", f"p{q:05d}.prt") for q in range(parts)]
+        done = self.ctx.run_tasks([
+            Task(f"p{q:05d}", {**common, "previous": previous, "files": parts, "partition": q, "output": outs[q],
+                               "earlier_copies": copies(q)},
+                 (f"{WORK}/clusters/p{q:05d}.prt",) + copies_out(q)) for q in range(parts)],
+            clusters.roots_task, folder=f"{WORK}/clusters/roots", desc="dedup 3/4 clusters: roots")
+        cpu += sum(r["cpu_seconds"] for r in done.values())
+        seconds = time.monotonic() - t
+        self.stats["clusters"] = {"seconds": round(seconds, 3), "tasks": parts * (rounds + 2),
+                                  "cpu_seconds": round(cpu, 3), "mode": f"{parts} partitions, {rounds} rounds",
+                                  "nodes": sum(r["nodes"] for r in done.values()),
+                                  "docs_per_s": round(self.total / seconds, 1) if seconds > 0 else None}
+        return outs, {**clusters.merge_cluster_stats(done.values()), "nodes": self.stats["clusters"]["nodes"],
+                      "edges": edges}
+
+    def _write_index_info(self, index: str, params: MinhashParams, filtered: dict, earlier: list) -> None:
+        """index.json: what later runs need to probe this job (and check they may)."""
+        against = list(self.options.against or ())
+        by_job = np.sum([r["against_by_job"] for r in filtered.values()], axis=0).tolist() if against else []
+        storage.write_json_atomic(storage.join(index, "index.json"), {
+            "format": history.INDEX_FORMAT, "params": params.to_dict(), "bits": self.bits,
+            "across_snapshots": self.options.across_snapshots, "shards": self.options.keep_index,
+            "files": [t.name for t in self.tasks], "offsets": [t.payload["offset"] for t in self.tasks],
+            "documents": sum(r["kept"] for r in filtered.values()),
+            "against": [{"job": j, "removed": int(n)} for j, n in zip(against, by_job)]})
+
+
 def dedup(job: str, *, workers: int | None = None, ray_address: str | None = None,
           across_snapshots: bool = False, input_stage: str | None = None, progress: bool = True,
           params: MinhashParams | None = None, max_bucket_docs: int = MAX_BUCKET_DOCS,
           keep_work: bool = False, overwrite: bool = False, wait: bool = False, exact: bool = True,
-          against: tuple[str, ...] = ()) -> dict:
+          against: tuple[str, ...] = (), keep_index: bool = False, max_cluster_docs: int = MAX_CLUSTER_DOCS) -> dict:
     """Remove exact and near-duplicates from the job's documents into `JOB/deduped/`; return the stats section."""
     options = DedupOptions(job=job, across_snapshots=across_snapshots, input_stage=input_stage,
-                           max_bucket_docs=max_bucket_docs, keep_work=keep_work, exact=exact, against=tuple(against) or None)
+                           max_bucket_docs=max_bucket_docs, keep_work=keep_work, exact=exact,
+                           against=tuple(against) or None, keep_index=keep_index,
+                           max_cluster_docs=max_cluster_docs)
     run = RunOptions(workers=workers, ray_address=ray_address, progress=progress, overwrite=overwrite, wait=wait)
     return run_stage(DedupStage(job, options, params=params), run).section
 
@@ -471,13 +559,14 @@ def dedup(job: str, *, workers: int | None = None, ray_address: str | None = Non
 def summarise(stats: dict) -> str:
     lines = [f"dedup ({stats['scope']}): {stats['documents_in']} documents in, {stats['clusters']} duplicate "
              f"clusters, {stats['removed']} removed ({stats.get('exact_removed', 0)} exact copies, "
-             f"{stats.get('near_removed', stats['removed'])} near-duplicates), {stats['kept']} kept "
-             f"({stats['seconds']:.1f} s)"]
+             f"{stats.get('near_removed', stats['removed'])} near-duplicates"
+             + (f", {stats['against_removed']} found in earlier jobs" if stats.get("against_removed") else "")
+             + f"), {stats['kept']} kept ({stats['seconds']:.1f} s)"]
     for name, s in sorted(stats["per_snapshot"].items()):
         lines.append(f"  {name}: {s['documents_in']} in, {s['clusters']} clusters, "
                      f"{s['removed']} removed, {s['kept']} kept")
     for stage, s in stats["stages"].items():
-        lines.append(f"  stage {stage}: {s['seconds']} s, {s['docs_per_s']} docs/s, {s['tasks']} tasks")
+        lines.append(f"  stage {stage}: {s['seconds']} s, {s.get('docs_per_s')} docs/s, {s['tasks']} tasks")
     return "\n".join(lines)
 
 

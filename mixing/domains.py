@@ -4,9 +4,10 @@ Two steps, because one of them needs the whole corpus:
 1. `raw_domain_keys(table, key)` runs inside each per-file task and gives every row
    a raw key (the `edu_int_score` bucket, the language, the registered site, or the
    value of any metadata column).
-2. `DomainFolder` runs in the driver once all keys are counted: it keeps the
-   `top_k` most frequent keys, folds the rest into `other`, and turns each key into
-   a safe path component.
+2. `DomainFolder` runs in the driver once the keys are counted (in tasks,
+   mixing/store_counts.py): it keeps the `top_k` most frequent keys, folds the rest
+   into `other`, and turns each key into a safe path component. Its mapping (at most
+   K entries, or 1000 without --top-k) is what the tokenize tasks apply.
 """
 
 from __future__ import annotations
@@ -127,16 +128,27 @@ def raw_domain_keys(table: pa.Table, key: str) -> list[str | None]:
     return [None if v is None else str(v) for v in column.to_pylist()]
 
 
-class DomainFolder:
-    """Maps raw keys to final domain names: top-K by document count, the rest -> `other`."""
+def rank_key(pair) -> tuple:
+    """The fold's total order of (raw key, count) pairs: most documents first, ties by key (None as "")."""
+    key, count = pair
+    return (-count, "" if key is None else key)
 
-    def __init__(self, counts: Counter, key: str, top_k: int | None):
+
+class DomainFolder:
+    """Maps raw keys to final domain names: top-K by document count, the rest -> `other`.
+
+    `counts` must hold every key that can be in the top-K (all keys, or the union of the
+    partitions' local top-Ks, mixing/store_counts.py); `distinct` is the number of distinct
+    keys of the whole input when `counts` holds fewer (for the refusal without --top-k)."""
+
+    def __init__(self, counts: Counter, key: str, top_k: int | None, distinct: int | None = None):
         self.key = key
         self.top_k = top_k
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], "" if kv[0] is None else kv[0]))
-        if top_k is None and len(ranked) > MAX_DOMAINS_WITHOUT_TOP_K:
+        ranked = sorted(counts.items(), key=rank_key)
+        distinct = max(len(ranked), distinct or 0)
+        if top_k is None and distinct > MAX_DOMAINS_WITHOUT_TOP_K:
             raise StoreError(
-                f"--group-by {key} gives {len(ranked)} distinct values; pass --top-k N to keep the N largest "
+                f"--group-by {key} gives {distinct} distinct values; pass --top-k N to keep the N largest "
                 f"and fold the rest into {OTHER!r}"
             )
         kept = ranked if top_k is None else ranked[:top_k]
@@ -152,3 +164,7 @@ class DomainFolder:
 
     def names(self) -> list[str]:
         return sorted(set(self._names.values()))
+
+    def mapping(self) -> list[list]:
+        """[raw key, domain] of every kept key (JSON-able: None stays a key); any other key -> `other`."""
+        return [[raw, name] for raw, name in self._names.items()]

@@ -2,11 +2,13 @@
 
 The store publishes itself atomically (shards under new names, `manifest.json` last,
 earlier builds kept for pinned readers; `mixing/store_build.py`), so the runner keeps
-its hands off the store's files (`manages_output`). What the runner adds is what every
+its hands off the store's files (`manages_output`): --overwrite is a new build that
+replaces the published one when its manifest lands. What the runner adds is what every
 stage gets: the per-job lock, inputs taken from the upstream `_SUCCESS` (a missing or
 damaged file is named, an empty input refused before a tokenizer is trained on
 nothing), the record of inputs and settings (changed ones refused without --overwrite),
-and the stats section.
+and the stats section, which the store keeps in its own `_SUCCESS`; the job's
+stats.json gets it only for the job's own store (`store_build.owns_job_stats`).
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ class ShardOptions:
 
 class ShardStage(DocumentStage):
     """Group documents into domains, tokenize them with sentencepiece and write STORE/manifest.json plus, per
-domain, Parquet text shards and memory-mappable token shards. Shards get new names on every build and the
-manifest is replaced last, so readers never see a half-written store; an interrupted run resumes its
-finished files when re-run."""
+domain, Parquet text shards and memory-mappable token shards. Ray tasks count the domain keys, tokenize and
+write the shards; the driver writes the manifest. Shards get new names on every build and the manifest is
+replaced last, so readers never see a half-written store; an interrupted run resumes its finished tasks
+when re-run, and --overwrite builds the store afresh. --store must be a new or empty folder or a store."""
 
     name = "shard"
     output = jobdir.STORE
@@ -81,7 +84,9 @@ finished files when re-run."""
         import pyarrow.parquet as pq
 
         from shammie.mixing import domains as dom
+        from shammie.mixing.store_build import check_store_folder
 
+        check_store_folder(self.output_url())  # before the runner writes its record into it
         files = super().resolve_inputs()
         fs, path = storage.get_fs(files[0].url)
         with fs.open(path, "rb") as f:
@@ -105,7 +110,8 @@ finished files when re-run."""
         return values
 
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
-        return [Task("store", {"files": [i.url for i in inputs]})]
+        # One task for the runner: build_store runs its own phases of tasks (it is not run on Ray).
+        return [Task("store", {"files": [i.url for i in inputs], "fingerprints": [i.fingerprint for i in inputs]})]
 
     def execute(self, ctx) -> dict[str, dict]:
         from shammie.mixing.store_build import build_store
@@ -117,8 +123,19 @@ finished files when re-run."""
             input_stage=self.input_stage(), workers=run.workers, ray_address=run.ray_address,
             progress=run.progress, shard_tokens=o.shard_tokens,
             tokenizer_sample_bytes=int(o.tokenizer_sample_mb * 1e6), keep_builds=o.keep_builds,
-            input_files=ctx.tasks[0].payload["files"])
+            input_files=ctx.tasks[0].payload["files"], input_fingerprints=ctx.tasks[0].payload["fingerprints"],
+            overwrite=run.overwrite)
         return {"store": stats}
+
+    def read_section(self) -> dict[str, Any] | None:
+        from shammie.mixing.store_build import read_store_stats
+
+        return read_store_stats(self.output_url())
+
+    def record_section(self, section: dict[str, Any]) -> None:
+        from shammie.mixing.store_build import record_stats
+
+        record_stats(self.job, self.output_url(), section)
 
     def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
         return dict(results["store"])

@@ -1,100 +1,112 @@
-"""`shammie shard`: job directory -> domain-grouped, tokenized shard store.
+"""`shammie shard`: job directory -> domain-grouped, tokenized shard store, assembled by workers.
 
-1. Pick the tokenizer: the user's `.model`, a freshly trained one (on a sample of
-   the input, saved in `STORE/_staging/` so a re-run reuses it), or the one the
-   store already has.
-2. One Ray task per input Parquet file (pipeline.parallel.run_tasks): compute each
-   row's raw domain key and token ids, write `STORE/_staging/<work>/<task>.parquet`.
-   Tokenizing is the CPU-heavy part, so it is the parallel part.
-3. The driver folds raw keys into domains (top-K + `other`) with the global counts,
-   then streams the staging files in input order into per-domain shards
-   (StoreWriter), so the store's document order is deterministic: input file, then row.
-4. Manifest last, then old builds' files and the staging folder are deleted.
+1. Pick the tokenizer: the user's `.model`, a freshly trained one (on a bounded sample
+   of the input, saved in `STORE/_staging/` so a re-run reuses it), or the one the
+   store already has. It is written into the store first: the tasks load it from there.
+2. Fold (mixing/store_counts.py): unless the domains are the raw keys themselves
+   (`--group-by edu` without `--top-k`), count tasks and reduce tasks find the top-K
+   keys (and the distinct count) through partitioned files; the driver ranks at most
+   reducers x K keys and writes the mapping (<= K entries) to a file the tasks read.
+3. Tokenize (mixing/store_pieces.py, one Ray task per contiguous group of input files):
+   tokens and rows of each domain written straight into the store as final-format
+   pieces under this build's names. Nothing goes through the driver.
+4. Merge: consecutive small pieces of a domain become shards of at most
+   `--shard-tokens` in merge tasks, which delete the pieces they consumed.
+5. The driver writes the manifest (O(shards)), then the build record, `_SUCCESS`
+   (with this build's stats) and deletes older builds' files (`publish_build`), then `_staging/`.
 
-`<work>` hashes everything the tasks depend on (input files, tokenizer, group-by),
-so a crashed run resumes its finished tasks and a changed one starts afresh.
+Order inside a domain is input file order, then row order: tasks cover contiguous
+files, pieces are listed by (task, piece), merges join consecutive pieces only.
+
+Resume: every phase writes task markers under `STORE/_staging/`; a re-run of the same
+command skips finished tasks. The build id is a hash of everything the store's
+content depends on (input fingerprints, tokenizer, group-by, top-k, seq-len, shard
+size, task grouping), so a re-run with other settings starts a new build, and the
+one published stays readable until the new manifest replaces it. `overwrite=True`
+with unchanged settings makes a fresh build too (its id also hashes the build it replaces).
+
+Driver memory: O(input files) for the task list, ~100 B per (task, domain) pair for
+the merge plan (mixing/store_pieces.py), O(shards) for the manifest; no per-document
+or per-token state (docs/store.md, "Scale").
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import math
 import os
-import posixpath
 import time
-from collections import Counter
-from typing import Any
+from typing import Any, Callable, Sequence
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shammie.mixing import domains as dom
+from shammie.mixing import store_counts as counts
 from shammie.mixing import store_format as fmt
+from shammie.mixing import store_pieces as pieces
 from shammie.mixing.store_format import StoreError
-from shammie.mixing.store_writer import DEFAULT_SHARD_TOKENS, StoreWriter
+from shammie.mixing.store_writer import DEFAULT_SHARD_TOKENS, new_manifest, publish_build, write_tokenizer
 from shammie.mixing.tokenizer import DEFAULT_SAMPLE_BYTES, Tokenizer, sample_texts, train_tokenizer
-from shammie.pipeline import jobdir, storage
-from shammie.pipeline.documents import read_table, write_table
+from shammie.pipeline import jobdir, parallel, storage
+from shammie.pipeline.stage import parquet_outputs_of
 
 DEFAULT_VOCAB = 32000
-KEY_COLUMN = "_domain_key"
-TOKENS_COLUMN = "_tokens"
-N_TOKENS_COLUMN = "n_tokens"
+# Tokenize tasks: one per input file up to MIN_TASKS files; beyond, contiguous groups of
+# files of about TASK_BYTES of input Parquet (fewer, larger pieces per domain: the merge
+# plan and the small files written grow with tasks x domains).
+TASK_BYTES = 256 << 20
+MIN_TASKS = 4096
+# Count tasks read one column: about this much input Parquet each (their keys are ~100 B a row).
+COUNT_TASK_BYTES = 256 << 20
+# A piece at least this fraction of --shard-tokens stays a shard as it is; smaller ones are merged.
+KEEP_FRACTION = 8
+STAGE_RECORD = "_stage.json"  # the stage runner's record of a store's inputs and settings (pipeline/runner.py)
+_digest = pieces.digest
 
 
-def _digest(obj: Any, n: int = 12) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+# ---------------------------------------------------------------- checks before work
 
 
-def _input_fingerprint(files: list[str]) -> list[tuple[str, dict]]:
-    """Each input with what identifies its content (the runner's fingerprint: size and checksum, or ETag)."""
-    return [(url, storage.file_fingerprint(url) or {}) for url in files]
+def check_store_folder(store: str) -> None:
+    """Refuse a `--store` folder that holds something other than a shard store (before any work).
+
+    A store is a folder that is missing or empty (dotfiles aside), or holds a manifest, build
+    records or a build under way (`_staging/`, or the stage runner's record of a shard run)."""
+    names = [n for n in storage.listdir(store) if not n.startswith(".")]
+    if not names or {fmt.MANIFEST, fmt.BUILDS, fmt.STAGING} & set(names):
+        return
+    if STAGE_RECORD in names:
+        try:
+            record = storage.read_json(storage.join(store, STAGE_RECORD))
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and record.get("stage") == "shard":
+            return
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise StoreError(f"--store {store} is a folder that is not a shard store (it holds {shown} and no "
+                     f"{fmt.MANIFEST}); pass a new or empty folder, or an existing store")
 
 
-# ---------------------------------------------------------------- per-file task (runs on Ray workers)
-
-_TOKENIZERS: dict[str, Tokenizer] = {}
-
-
-def _worker_tokenizer(model_proto: bytes) -> Tokenizer:
-    key = hashlib.sha256(model_proto).hexdigest()
-    if key not in _TOKENIZERS:
-        _TOKENIZERS.clear()
-        _TOKENIZERS[key] = Tokenizer(model_proto)
-    return _TOKENIZERS[key]
-
-
-def tokenize_file(payload: dict[str, Any]) -> dict[str, Any]:
-    """Input Parquet -> staging Parquet: the same rows + n_tokens, raw domain key, token ids."""
-    start = time.monotonic()
-    table = read_table(payload["input"])
-    tokenizer = _worker_tokenizer(payload["tokenizer"])
-    keys = dom.raw_domain_keys(table, payload["group_by"])
-    from shammie.pipeline.parallel import report_progress
-
-    tokens, lengths = tokenizer.encode_documents(table.column("text").to_pylist(), threads=payload.get("threads", 1),
-                                                 on_batch=report_progress)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    token_lists = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(tokens))
-    if N_TOKENS_COLUMN in table.column_names:
-        table = table.drop_columns([N_TOKENS_COLUMN])
-    table = (table.append_column(N_TOKENS_COLUMN, pa.array(lengths, pa.int64()))
-             .append_column(KEY_COLUMN, pa.array(keys, pa.string()))
-             .append_column(TOKENS_COLUMN, token_lists))
-    write_table(table, payload["output"])
-    counts = Counter(keys)
-    return {"documents": table.num_rows, "tokens": int(lengths.sum()),
-            "keys": sorted(([k, c] for k, c in counts.items()), key=lambda kc: (kc[0] is None, kc[0] or "")),
-            "seconds": round(time.monotonic() - start, 3)}
+def _check_options(job: str, store: str, *, seq_len: int, top_k: int | None, shard_tokens: int,
+                   keep_builds: int) -> None:
+    if storage.get_fs(store)[1].rstrip("/") == storage.get_fs(job)[1].rstrip("/"):
+        # The store deletes stale files of its own naming patterns; keep it off the job's folders.
+        raise StoreError(f"--store {store} is the job directory itself; use a folder of its own (default DIR/store)")
+    if seq_len < 1:
+        raise StoreError("--seq-len must be at least 1")
+    if top_k is not None and top_k < 1:
+        raise StoreError("--top-k must be at least 1")
+    if shard_tokens < 1:
+        raise StoreError("--shard-tokens must be at least 1")
+    if keep_builds < 1:
+        raise StoreError("keep_builds must be at least 1 (the build being published)")
 
 
-# ---------------------------------------------------------------- driver
+# ---------------------------------------------------------------- tokenizer
 
-def _resolve_tokenizer(store: str, files: list[str], *, tokenizer: str | None, train_vocab: int | None,
-                       tokenizer_type: str, sample_bytes: int, workers: int | None, progress: bool) -> Tokenizer:
+
+def _resolve_tokenizer(store: str, files: list[str], inputs: list, *, tokenizer: str | None,
+                       train_vocab: int | None, tokenizer_type: str, sample_bytes: int, workers: int | None,
+                       progress: bool) -> Tokenizer:
     if tokenizer and train_vocab:
         raise StoreError("pass either --tokenizer MODEL or --train-tokenizer VOCAB, not both")
     if tokenizer:
@@ -113,7 +125,7 @@ def _resolve_tokenizer(store: str, files: list[str], *, tokenizer: str | None, t
                 print(f"shard: reusing the store's tokenizer ({tok.vocab_size} pieces)")
             return tok
         train_vocab = DEFAULT_VOCAB
-    recipe = {"inputs": _input_fingerprint(files), "vocab": train_vocab, "type": tokenizer_type,
+    recipe = {"inputs": inputs, "vocab": train_vocab, "type": tokenizer_type,
               "sample_bytes": sample_bytes, "format": fmt.FORMAT_VERSION}
     recipe_id = _digest(recipe)
     cached = storage.join(store, fmt.STAGING, f"tokenizer-train-{recipe_id}.model")
@@ -145,62 +157,110 @@ def published_manifest(store: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, str(e)
 
 
-def _task_name(i: int, url: str) -> str:
-    base = posixpath.basename(url.rstrip("/")).rsplit(".parquet", 1)[0]
-    return f"{i:05d}-{dom.safe_component(base)}"
+# ---------------------------------------------------------------- running phases
 
 
-def _all_done(staging: str, work_id: str, names: list[str]) -> bool:
-    return all(storage.exists(jobdir.task_marker_path(staging, work_id, n)) for n in names)
+def task_groups(sizes: Sequence[int], task_bytes: int, min_tasks: int) -> list[int]:
+    """Files per task (contiguous, input order): one file each up to `min_tasks` files, else about
+    `task_bytes` of input per task (a file larger than that is a task of its own)."""
+    n = len(sizes)
+    total = sum(sizes)
+    tasks = min(n, max(1, min(n, min_tasks), math.ceil(total / max(task_bytes, 1))))
+    if tasks >= n:
+        return [1] * n
+    target = total / tasks
+    groups, current, current_bytes = [], 0, 0
+    for i, size in enumerate(sizes):
+        if current and current_bytes + size / 2 > target and len(groups) < tasks - 1 and n - i >= tasks - len(groups) - 1:
+            groups.append(current)
+            current, current_bytes = 0, 0
+        current += 1
+        current_bytes += size
+    groups.append(current)
+    return groups
 
 
-def _ray_running() -> bool:
-    try:
-        import ray
-    except ImportError:
-        return False
-    return ray.is_initialized()
+def _chunks(items: Sequence, sizes: Sequence[int]) -> list[list]:
+    out, start = [], 0
+    for size in sizes:
+        out.append(list(items[start:start + size]))
+        start += size
+    return out
 
 
-def _run_in_process(staging: str, work_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-    result = tokenize_file(payload)
-    jobdir.write_task_marker(staging, work_id, name, result)
-    return result
+class _Phases:
+    """Runs a build's phases: all on Ray, or all in this process when the build has one tokenize task.
+
+    One tokenize task gives Ray nothing to parallelise (and starting it costs ~15 s): the
+    driver then is the build's only worker (sentencepiece's threads use the cores), holding
+    what that one task holds. A build of several tasks runs every phase on Ray, so the
+    driver holds no documents (its count and merge tasks included). With --ray-address
+    everything goes to the cluster."""
+
+    def __init__(self, staging: str, *, in_process: bool, workers: int | None, ray_address: str | None,
+                 progress: bool):
+        self.staging, self.workers, self.ray_address, self.progress = staging, workers, ray_address, progress
+        self.in_process = in_process and not ray_address
+        self.seconds: dict[str, float] = {}
+
+    def run(self, phase: str, tasks: list[tuple[str, dict]], fn: Callable[[dict], dict], *,
+            desc: str | None = None, count_key: str | None = "documents") -> list[dict]:
+        """Every task's result, in task order; finished tasks (markers under `_staging/<phase>`) are skipped."""
+        start = time.monotonic()
+        folder = storage.join(self.staging, phase)
+        try:
+            if not tasks:
+                return []
+            if self.in_process:
+                return [self._run_here(folder, name, payload, fn) for name, payload in tasks]
+            by_name = parallel.run_tasks(folder, "", tasks, fn, desc=desc or f"shard: {phase.split('/')[-1]}",
+                                         count_key=count_key, max_in_flight=self.workers, progress=self.progress,
+                                         markers=folder, ray_address=self.ray_address)
+            return [by_name[name] for name, _ in tasks]
+        finally:
+            key = phase.split("/")[-1].split("-")[0]
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.monotonic() - start
+
+    @staticmethod
+    def _run_here(folder: str, name: str, payload: dict, fn: Callable[[dict], dict]) -> dict:
+        marker = storage.join(folder, jobdir.TASKS, f"{name}.json")
+        try:
+            done = storage.read_json(marker)
+        except ValueError:
+            done = None
+        if isinstance(done, dict):
+            return parallel.strip_marker(done)
+        result = dict(fn(payload) or {})
+        # The format run_tasks writes (no output files recorded), so either can resume the other.
+        storage.write_json_atomic(marker, {**result, parallel.OUTPUTS_KEY: {}})
+        return result
 
 
-def _group_rows(keys: list[str | None], folder: dom.DomainFolder) -> dict[str, np.ndarray]:
-    """Row numbers per domain, each in input order."""
-    names = [folder(k) for k in keys]
-    uniq = sorted(set(names))
-    code_of = {n: i for i, n in enumerate(uniq)}
-    codes = np.fromiter((code_of[n] for n in names), dtype=np.int64, count=len(names))
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
-    return {d: order[bounds[i]:bounds[i + 1]] for i, d in enumerate(uniq)}
+# ---------------------------------------------------------------- the build
 
 
-def _assemble(writer: StoreWriter, staging_files: list[str], folder: dom.DomainFolder, progress: bool,
-              total_tokens: int) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total_tokens, desc="shard: write", unit="tok", unit_scale=True,
-               disable=not progress, dynamic_ncols=True)
-    try:
-        for url in staging_files:
-            table = read_table(url)
-            groups = _group_rows(table.column(KEY_COLUMN).to_pylist(), folder)
-            for domain, rows in groups.items():
-                part = table.take(pa.array(rows))
-                lists = part.column(TOKENS_COLUMN).combine_chunks()
-                tokens = lists.flatten().to_numpy(zero_copy_only=False)
-                lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
-                writer.add(domain, part.drop_columns([KEY_COLUMN, TOKENS_COLUMN]), tokens, lengths)
-                bar.update(len(tokens))
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        bar.close()
+def _fold(phases: _Phases, files: list[str], sizes: list[int], inputs: list, *, group_by: str,
+          top_k: int | None, progress: bool) -> dom.DomainFolder | None:
+    """The fold of the whole input, counted and reduced in tasks; None when domains are the raw keys."""
+    if group_by == "edu" and top_k is None:
+        return None  # edu_int_score buckets: a handful of keys, folded by nothing (checked after tokenizing)
+    count_id = _digest({"inputs": inputs, "group_by": group_by, "partitions": counts.PARTITIONS})
+    folder = f"counts-{count_id}"
+    groups = _chunks(files, task_groups(sizes, COUNT_TASK_BYTES, 1))
+    out_dir = storage.join(phases.staging, folder, "files")
+    counted = phases.run(f"{folder}/count", [
+        (f"{i:06d}", {"inputs": group, "group_by": group_by, "output": storage.join(out_dir, f"{i:06d}.parquet")})
+        for i, group in enumerate(groups)], counts.count_task, desc="shard: count keys", count_key="rows")
+    reducers = counts.reducer_count(sum(int(r["distinct"]) for r in counted))
+    reduced = phases.run(f"{folder}/reduce-{top_k}-{reducers}", [
+        (f"{r:04d}", {"dir": out_dir, "count_files": len(groups), "partitions": counts.reducer_partitions(r, reducers),
+                      "top_k": top_k}) for r in range(reducers)],
+        counts.reduce_task, desc="shard: reduce keys", count_key=None)
+    fold = counts.fold_domains(reduced, group_by, top_k)
+    if progress:
+        kept = f"the {len(fold.names())} largest kept, the rest -> {dom.OTHER!r}" if top_k is not None else "no folding"
+        print(f"shard: {sum(int(r['distinct']) for r in reduced)} distinct {group_by} values ({kept})")
+    return fold
 
 
 def build_store(job: str, store: str | None = None, *, group_by: str = "edu", tokenizer: str | None = None,
@@ -209,29 +269,22 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
                 ray_address: str | None = None, progress: bool = True,
                 shard_tokens: int = DEFAULT_SHARD_TOKENS,
                 tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES,
-                keep_builds: int = fmt.DEFAULT_KEEP_BUILDS, input_files: list[str] | None = None) -> dict[str, Any]:
+                keep_builds: int = fmt.DEFAULT_KEEP_BUILDS, input_files: list[str] | None = None,
+                input_fingerprints: list[dict] | None = None, overwrite: bool = False,
+                task_bytes: int = TASK_BYTES, min_tasks: int = MIN_TASKS) -> dict[str, Any]:
     """Build (or rebuild) the shard store of `job` at `store` (default `<job>/store`); return the stats.
 
     `keep_builds`: how many published builds keep their files (this one included), so that
-    readers pinned to an older build keep working through `keep_builds - 1` rebuilds."""
+    readers pinned to an older build keep working through `keep_builds - 1` rebuilds.
+    `overwrite`: build afresh even when the published build was made from the same inputs
+    and settings. `input_files`/`input_fingerprints`: the inputs as the stage runner
+    resolved them (default: the input stage's `_SUCCESS`)."""
     t0 = time.monotonic()
     store = store or storage.join(job, jobdir.STORE)
-    if storage.get_fs(store)[1].rstrip("/") == storage.get_fs(job)[1].rstrip("/"):
-        # The store deletes stale files of its own naming patterns; keep it off the job's folders.
-        raise StoreError(f"--store {store} is the job directory itself; use a folder of its own (default DIR/store)")
-    if seq_len < 1:
-        raise StoreError("--seq-len must be at least 1")
-    if top_k is not None and top_k < 1:
-        raise StoreError("--top-k must be at least 1")
-    if shard_tokens < 1:
-        raise StoreError("--shard-tokens must be at least 1")
-    if keep_builds < 1:
-        raise StoreError("keep_builds must be at least 1 (the build being published)")
+    _check_options(job, store, seq_len=seq_len, top_k=top_k, shard_tokens=shard_tokens, keep_builds=keep_builds)
+    check_store_folder(store)
     stage = jobdir.resolve_input_stage(job, input_stage)
-    # The stage runner passes the files recorded in the input folder's _SUCCESS (checked there).
-    files = list(input_files) if input_files is not None else jobdir.stage_files(job, stage)
-    if not files:
-        raise StoreError(f"{jobdir.stage_path(job, stage)} holds no Parquet files")
+    files, fingerprints = _inputs(job, stage, input_files, input_fingerprints)
     fs, first = storage.get_fs(files[0])
     with fs.open(first, "rb") as f:
         schema = pq.read_schema(f)
@@ -239,74 +292,107 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
         raise StoreError(f"{files[0]} has no `text` column")
     dom.check_group_by(group_by, schema.names)
     effective_top_k = top_k if top_k is not None else dom.default_top_k(group_by)
+    # What identifies each input's content (size and checksum or ETag), as the runner records it.
+    inputs = [[url, {k: v for k, v in fp.items() if k != "rows"}] for url, fp in zip(files, fingerprints)]
+    sizes = [int(fp.get("size") or 1) for fp in fingerprints]
 
-    tok = _resolve_tokenizer(store, files, tokenizer=tokenizer, train_vocab=train_tokenizer,
+    tok = _resolve_tokenizer(store, files, inputs, tokenizer=tokenizer, train_vocab=train_tokenizer,
                              tokenizer_type=tokenizer_type, sample_bytes=tokenizer_sample_bytes,
                              workers=workers, progress=progress)
-    staging = storage.join(store, fmt.STAGING)
-    work_id = _digest({"inputs": _input_fingerprint(files), "tokenizer": tok.sha256, "group_by": group_by,
-                       "format": fmt.FORMAT_VERSION})
-    tasks = [(_task_name(i, url), {"input": url, "output": storage.join(staging, work_id, f"{_task_name(i, url)}.parquet"),
-                                   "tokenizer": tok.model_proto, "group_by": group_by})
-             for i, url in enumerate(files)]
-    names = [n for n, _ in tasks]
-    build_id = _digest({"work": work_id, "top_k": effective_top_k, "seq_len": seq_len,
-                        "shard_tokens": shard_tokens})
+    groups = task_groups(sizes, task_bytes, min_tasks)
+    recipe_id = _digest({"inputs": inputs, "tokenizer": tok.sha256, "group_by": group_by, "top_k": effective_top_k,
+                         "seq_len": seq_len, "shard_tokens": shard_tokens, "groups": groups,
+                         "keep_fraction": KEEP_FRACTION, "format": fmt.FORMAT_VERSION, "layout": "pieces"})
     existing, _ = published_manifest(store)   # a damaged one is simply replaced
-    if existing and existing["build_id"] == build_id:
+    same = bool(existing) and existing.get("recipe") == recipe_id
+    if same and not overwrite:
         # Same inputs, tokenizer and options as the published store: nothing to do, and
         # rewriting would touch files the current manifest points at.
         if progress:
-            print(f"shard: {store} is up to date (build {build_id})")
-        stats = _stats(existing, store=store, stage=stage, seconds=time.monotonic() - t0,
-                       tokenize_seconds=0.0, write_seconds=0.0)
-        stats["up_to_date"] = True
-        jobdir.update_stats(job, "shard", stats)
+            print(f"shard: {store} is up to date (build {existing['build_id']})")
+        stats = {**(read_store_stats(store) or _stats(existing, store=store, stage=stage, seconds=0.0, phases={})),
+                 "up_to_date": True}
+        record_stats(job, store, stats, in_store=False)   # the store itself stays untouched
         return stats
-    t_tok = time.monotonic()
-    if _all_done(staging, work_id, names):
-        results = {n: jobdir.read_task_marker(staging, work_id, n) for n in names}
-    elif len(tasks) == 1 and not ray_address and not _ray_running():
-        # One file gives Ray nothing to parallelise, and starting it costs ~15 s.
-        # sentencepiece's own threads still use the cores.
-        name, payload = tasks[0]
-        payload = dict(payload, threads=workers or os.cpu_count() or 1)
-        results = {name: _run_in_process(staging, work_id, name, payload)}
-    else:
-        from shammie.pipeline.parallel import run_tasks
-        from shammie.pipeline.ray_runtime import init_ray
-
-        init_ray(ray_address, workers)
-        results = run_tasks(staging, work_id, tasks, tokenize_file, desc="shard: tokenize", progress=progress)
-    tokenize_seconds = time.monotonic() - t_tok
-
-    counts: Counter = Counter()
-    for n in names:
-        counts.update({k: c for k, c in results[n]["keys"]})
-    folder = dom.DomainFolder(counts, group_by, effective_top_k)
-    total_tokens = sum(int(results[n]["tokens"]) for n in names)
-
-    t_write = time.monotonic()
-    staging_schema = _staging_schema(storage.join(staging, work_id, f"{names[0]}.parquet"))
-    text_schema = pa.schema([f for f in staging_schema if f.name not in (KEY_COLUMN, TOKENS_COLUMN)])
-    writer = StoreWriter(store, tok, build_id=build_id, text_schema=text_schema, seq_len=seq_len,
-                         shard_tokens=shard_tokens, keep_builds=keep_builds,
-                         info={"group_by": group_by, "top_k": effective_top_k,
-                               "input": {"job": job, "stage": stage, "files": len(files)}})
-    _assemble(writer, [storage.join(staging, work_id, f"{n}.parquet") for n in names], folder, progress,
-              total_tokens)
-    manifest = writer.commit()
+    # A fresh build of unchanged settings (overwrite) gets an id of its own: the published
+    # build keeps its files for pinned readers, and an interrupted overwrite resumes here.
+    build_id = _digest([recipe_id, existing["build_id"]]) if same else recipe_id
+    staging = storage.join(store, fmt.STAGING)
+    file_groups = _chunks(files, groups)
+    phases = _Phases(staging, in_process=len(file_groups) == 1, workers=workers, ray_address=ray_address,
+                     progress=progress)
+    write_tokenizer(store, tok)
+    folder = _fold(phases, files, sizes, inputs, group_by=group_by, top_k=effective_top_k, progress=progress)
+    plan = _tokenize(phases, file_groups, store=store, build_id=build_id, tok=tok, folder=folder,
+                     group_by=group_by, schema=schema, shard_tokens=shard_tokens, threads=workers or os.cpu_count() or 1)
+    domains = _merge(phases, plan, store=store, build_id=build_id, tok=tok, schema=schema)
+    manifest = new_manifest(tok, build_id=build_id, seq_len=seq_len, domains=domains, info={
+        "group_by": group_by, "top_k": effective_top_k, "recipe": recipe_id,
+        "input": {"job": job, "stage": stage, "files": len(files)}})
+    stats = _stats(manifest, store=store, stage=stage, seconds=time.monotonic() - t0, phases=phases.seconds)
+    stats["pieces"] = {"tasks": len(file_groups), "merged": sum(g["rows"][1] - g["rows"][0] for g in plan.groups),
+                       "merge_tasks": len(plan.groups)}
+    publish_build(store, manifest, tok, keep_builds=keep_builds, success={"stats": stats})
     storage.remove(staging)
-    write_seconds = time.monotonic() - t_write
-
-    stats = _stats(manifest, store=store, stage=stage, seconds=time.monotonic() - t0,
-                   tokenize_seconds=tokenize_seconds, write_seconds=write_seconds)
-    jobdir.update_stats(job, "shard", stats)
+    record_stats(job, store, stats)
     return stats
 
 
-def _stats(manifest: dict[str, Any], *, store: str, stage: str, seconds: float, tokenize_seconds: float,
-           write_seconds: float) -> dict[str, Any]:
+def _tokenize(phases: _Phases, file_groups: list[list[str]], *, store: str, build_id: str, tok: Tokenizer,
+              folder: dom.DomainFolder | None, group_by: str, schema, shard_tokens: int,
+              threads: int) -> pieces.MergePlan:
+    """Tokenize tasks write every domain's pieces into the store; returns the plan of what to merge."""
+    fold_url = None
+    if folder is not None:
+        fold_url = storage.join(phases.staging, build_id, "fold.json")
+        storage.write_bytes_atomic(fold_url, pieces.fold_file_payload(folder))
+    common = {"store": store, "build_id": build_id, "group_by": group_by, "fold": fold_url,
+              "tokenizer": storage.join(store, fmt.tokenizer_name(tok.sha256)), "tokenizer_sha256": tok.sha256,
+              "schema": pieces.encode_schema(pieces.text_schema(schema)), "shard_tokens": shard_tokens,
+              "keep_tokens": max(1, shard_tokens // KEEP_FRACTION)}
+    tasks = [(f"{i:06d}", {**common, "task": i, "inputs": group,
+                           "threads": threads if phases.in_process else 1})   # the driver as the only worker
+             for i, group in enumerate(file_groups)]
+    results = phases.run(f"{build_id}/tokenize", tasks, pieces.tokenize_task, desc="shard: tokenize")
+    del tasks
+    plan = pieces.plan_merges(results, shard_tokens, None if folder is None else pieces.fold_domain_list(folder))
+    if folder is None and len(plan.names) > dom.MAX_DOMAINS_WITHOUT_TOP_K:
+        dom.DomainFolder({}, group_by, None, distinct=len(plan.names))  # raises the refusal
+    return plan
+
+
+def _merge(phases: _Phases, plan: pieces.MergePlan, *, store: str, build_id: str, tok: Tokenizer,
+           schema) -> dict[str, list[dict]]:
+    """Merge tasks join each group of small pieces into one shard; returns every domain's shards in order."""
+    text_schema = pieces.encode_schema(pieces.text_schema(schema))
+    tasks = []
+    for g in plan.groups:
+        group_pieces = plan.pieces(g)
+        first = (int(group_pieces[0][0]), int(group_pieces[0][1]))
+        tasks.append((f"{g['domain']}--{first[0]:06d}-{first[1]:04d}",
+                      {"store": store, "domain": g["domain"], "build_id": build_id, "pieces": group_pieces,
+                       "first": first, "dtype": tok.dtype.str, "schema": text_schema}))
+    results = phases.run(f"{build_id}/merge", tasks, pieces.merge_task, desc="shard: merge small pieces")
+    merged = {(t[1]["domain"], *t[1]["first"]): r["entry"] for t, r in zip(tasks, results)}
+    return plan.shards(merged)
+
+
+def _inputs(job: str, stage: str, files: list[str] | None,
+            fingerprints: list[dict] | None) -> tuple[list[str], list[dict]]:
+    """The input files and what identifies each one's content, as recorded upstream when possible."""
+    if files is None:
+        recorded = parquet_outputs_of(job, stage)
+        files, fingerprints = [i.url for i in recorded], [dict(i.fingerprint) for i in recorded]
+    files = list(files)
+    if not files:
+        raise StoreError(f"{jobdir.stage_path(job, stage)} holds no Parquet files")
+    if fingerprints is None or len(fingerprints) != len(files):
+        fingerprints = [storage.file_fingerprint(url) or {} for url in files]
+    return files, [dict(fp) for fp in fingerprints]
+
+
+def _stats(manifest: dict[str, Any], *, store: str, stage: str, seconds: float,
+           phases: dict[str, float]) -> dict[str, Any]:
     return {
         "store": store,
         "input_stage": stage,
@@ -321,13 +407,48 @@ def _stats(manifest: dict[str, Any], *, store: str, stage: str, seconds: float, 
         "token_dtype": manifest["token_dtype"],
         "seq_len": manifest["seq_len"],
         "seconds": round(seconds, 3),
-        "tokenize_seconds": round(tokenize_seconds, 3),
-        "write_seconds": round(write_seconds, 3),
+        "count_seconds": round(phases.get("count", 0.0) + phases.get("reduce", 0.0), 3),
+        "tokenize_seconds": round(phases.get("tokenize", 0.0), 3),
+        "write_seconds": round(phases.get("merge", 0.0), 3),
         "tokens_per_s": round(manifest["tokens"] / max(seconds, 1e-9), 1),
     }
 
 
-def _staging_schema(url: str) -> pa.Schema:
-    fs, path = storage.get_fs(url)
-    with fs.open(path, "rb") as f:
-        return pq.read_schema(f)
+# ---------------------------------------------------------------- where the stats go
+
+
+def _same_place(a: str, b: str) -> bool:
+    return storage.get_fs(a)[1].rstrip("/") == storage.get_fs(b)[1].rstrip("/")
+
+
+def owns_job_stats(job: str, store: str) -> bool:
+    """Whether `job`'s stats.json "shard" section describes `store`: the job's own store is
+    JOB/store, or the store its section already names (a `shammie run` config's `shard.store`,
+    or the first store built for the job). Other stores keep their stats in their `_SUCCESS`."""
+    if _same_place(store, storage.join(job, jobdir.STORE)):
+        return True
+    section = jobdir.read_stats(job).get("shard")
+    return not isinstance(section, dict) or not section.get("store") or _same_place(str(section["store"]), store)
+
+
+def record_stats(job: str, store: str, stats: dict[str, Any], *, in_store: bool = True) -> None:
+    """The store keeps its stats in `STORE/_SUCCESS`; the job's stats.json only those of its own store."""
+    url = storage.join(store, fmt.SUCCESS)
+    try:
+        success = storage.read_json(url)
+    except ValueError:
+        success = None
+    if in_store and isinstance(success, dict) and success.get("stats") != stats:
+        storage.write_json_atomic(url, {**success, "stats": stats})
+    if owns_job_stats(job, store):
+        jobdir.update_stats(job, "shard", stats)
+
+
+def read_store_stats(store: str) -> dict[str, Any] | None:
+    """The stats the store recorded for its current build (None when it has none)."""
+    try:
+        success = storage.read_json(storage.join(store, fmt.SUCCESS))
+    except ValueError:
+        return None
+    stats = success.get("stats") if isinstance(success, dict) else None
+    return stats if isinstance(stats, dict) else None

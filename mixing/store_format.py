@@ -2,11 +2,17 @@
 
     STORE/manifest.json                 written last; the only entry point for readers
     STORE/tokenizer-<sha12>.model       the sentencepiece model the tokens were made with
-    STORE/<domain>/<build>-<k>.parquet  text shard k: the input rows (+ n_tokens), in store order
-    STORE/<domain>/<build>-<k>.tokens   token shard k: flat little-endian uint16/uint32 token ids
-    STORE/<domain>/<build>-<k>.index    uint64 offsets (n_documents + 1) of document boundaries in .tokens
+    STORE/<domain>/<stem>.parquet       text shard: the input rows (+ n_tokens), in store order
+    STORE/<domain>/<stem>.tokens        token shard: flat little-endian uint16/uint32 token ids
+    STORE/<domain>/<stem>.index         uint64 offsets (n_documents + 1) of document boundaries in .tokens
 
-Text shard k, token shard k and index k hold the same documents in the same order.
+The three files of a shard hold the same documents in the same order; the manifest
+lists a domain's shards in store order. Stems (readers never parse them, they follow
+the manifest):
+    <build>-<k:05d>               shard k, written by StoreWriter (stores written from token arrays,
+                                  and by `shard` before it assembled stores in its workers)
+    <build>-<task:06d>-<j:04d>    piece j of one tokenize task's share of the domain (`shard`)
+    <build>-<task:06d>-<j:04d>-m  consecutive small pieces merged, named after the first one
 File names carry the build id, so a new build never overwrites a file the current
 manifest points at: a crash at any point leaves the previous store readable.
 Checksums are xxh3-128 (xxhash): fast enough (~10 GB/s) to verify every shard when
@@ -47,8 +53,11 @@ DEFAULT_KEEP_BUILDS = 2
 DEFAULT_SEQ_LEN = 2048  # tokens per packed training sequence unless a reader or `shard --seq-len` says otherwise
 TOKEN_DTYPES = ("<u2", "<u4")
 
-# Files a build may own (old builds' files are garbage-collected after a new manifest lands).
-OWNED_FILE = re.compile(r"^(\.tmp-.*|[0-9a-f]{12}-\d{5}\.(parquet|tokens|index)|tokenizer-[0-9a-f]{12}\.model)$")
+# Files a build may own (old builds' files are garbage-collected after a new manifest lands):
+# temporaries, the three files of a shard under any of the stems above, tokenizer models.
+OWNED_FILE = re.compile(r"^(\.tmp-.*|[0-9a-f]{12}-(\d{5}|\d{6,}-\d{4,}(-m)?)\.(parquet|tokens|index)"
+                        r"|tokenizer-[0-9a-f]{12}\.model)$")
+SHARD_KINDS = {"text": "parquet", "tokens": "tokens", "index": "index"}
 
 
 class StoreError(ShammieError, ValueError):
@@ -75,9 +84,27 @@ def build_record_name(build_id: str) -> str:
     return f"{BUILDS}/{build_id}.json"
 
 
+def shard_stem(build_id: str, k: int) -> str:
+    """Shard k of a domain as StoreWriter names it."""
+    return f"{build_id}-{k:05d}"
+
+
 def shard_names(build_id: str, k: int) -> dict[str, str]:
-    stem = f"{build_id}-{k:05d}"
-    return {"text": f"{stem}.parquet", "tokens": f"{stem}.tokens", "index": f"{stem}.index"}
+    return stem_names(shard_stem(build_id, k))
+
+
+def piece_stem(build_id: str, task: int, j: int) -> str:
+    """Piece j of tokenize task `task`'s share of a domain (see the module docstring)."""
+    return f"{build_id}-{task:06d}-{j:04d}"
+
+
+def merged_stem(build_id: str, task: int, j: int) -> str:
+    """The shard that merges consecutive small pieces, the first of which is piece (task, j)."""
+    return f"{piece_stem(build_id, task, j)}-m"
+
+
+def stem_names(stem: str) -> dict[str, str]:
+    return {kind: f"{stem}.{ext}" for kind, ext in SHARD_KINDS.items()}
 
 
 def tokenizer_name(sha256: str) -> str:
@@ -92,9 +119,10 @@ def checksum_string(hasher) -> str:
     return f"{CHECKSUM_ALGO}:{hasher.hexdigest()}"
 
 
-def file_checksum(path: str) -> str:
+def file_checksum(path: str, opener=open) -> str:
+    """Checksum of a local file (or of any file `opener(path, "rb")` opens: an fsspec filesystem's `open`)."""
     h = new_hasher()
-    with open(path, "rb") as f:
+    with opener(path, "rb") as f:
         while True:
             chunk = f.read(HASH_CHUNK)
             if not chunk:

@@ -467,16 +467,18 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
             status = "resumed" if old is not None else "ran"
             if old is not None and compare_inputs(old.get("inputs") or {}, record_inputs)[0]:
                 status = "grew"
+            if run.overwrite and stage.manages_output and (old is not None or has_output):
+                status = "overwrote"  # the stage replaces its own output atomically (the store: a new build)
 
         tasks = stage.plan(inputs, target)
         if status == "resumed" and stage.manages_output and not change:
-            section = jobdir.read_stats(job).get(stage.name)
+            section = stage.read_section()
             if storage.exists(storage.join(books, jobdir.SUCCESS)) and isinstance(section, dict):
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
                 return StageResult(section, "complete")
         elif status in ("resumed", "grew") and storage.exists(storage.join(books, jobdir.SUCCESS)) \
                 and _complete_and_valid(out, tasks, verify=run.verify):
-            section = jobdir.read_stats(job).get(stage.name)
+            section = stage.read_section()
             if status == "resumed" and isinstance(section, dict):
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
                 return StageResult(section, "complete")
@@ -542,7 +544,7 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
         section.setdefault(f"{stage.progress_unit}_per_s", round(count / max(section["seconds"], 1e-9), 2))
     section["settings"] = settings
     section["inputs"] = len(inputs)
-    jobdir.update_stats(job, stage.name, section)
+    stage.record_section(section)
     success_url = storage.join(books, jobdir.SUCCESS)
     previous = storage.read_json(success_url) if stage.manages_output else None
     storage.write_json_atomic(success_url, {

@@ -125,6 +125,16 @@ class Stage:
         """The CLI's closing summary."""
         return f"{self.name}: {section.get('documents', 0)} documents in {section.get('files', 0)} file(s)"
 
+    def read_section(self) -> dict[str, Any] | None:
+        """The stats section this stage last recorded (what a re-run that finds its output complete reports)."""
+        section = jobdir.read_stats(self.job).get(self.name)
+        return section if isinstance(section, dict) else None
+
+    def record_section(self, section: dict[str, Any]) -> None:
+        """Record the stats section in the job's stats.json (a stage whose output can live outside the job,
+        the store, keeps it with the output and tells the job only about its own)."""
+        jobdir.update_stats(self.job, self.name, section)
+
 
 
 def parquet_outputs_of(job: str, folder: str) -> list[InputFile]:

@@ -16,6 +16,13 @@ REPO = Path(__file__).resolve().parent.parent
 # Test helper modules (e.g. warc_fixtures) are imported by plain name.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 SHARED_DATA = Path(os.environ.get("SHAMMIE_SHARED_DATA", REPO.parent / "shared" / "data"))
+# Credentials never travel in a task's runtime_env (they would land in Ray's metadata):
+# workers inherit them from the environment Ray starts in, as on a real machine. The moto
+# server started later accepts any, so test ones are set before any test can start a Ray
+# (the session's, or one a stage starts itself).
+for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                     ("AWS_DEFAULT_REGION", "us-east-1")):
+    os.environ.setdefault(_key, _value)
 
 
 @pytest.fixture(scope="session")
@@ -33,12 +40,6 @@ def ray_session():
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Credentials never travel in a task's runtime_env (they would land in Ray's metadata):
-    # workers inherit them from the environment Ray starts in, as on a real machine. The
-    # moto server started later accepts any, so set test ones before Ray starts.
-    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        os.environ.setdefault(key, value)
     address = os.environ.get("SHAMMIE_TEST_RAY_ADDRESS")
     if not ray.is_initialized():
         for attempt in range(3):  # a raylet can miss its start-up deadline on a loaded machine

@@ -32,15 +32,15 @@ def test_a_new_snapshot_is_deduplicated_against_the_earlier_index_without_recomp
     old, new = tmp_path / "old", tmp_path / "new"
     seed_documents(old, OLD)
     seed_documents(new, NEW)
-    assert dedup(str(old)) == 0
-    index_files = {p.name: p.stat().st_mtime_ns for p in (old / "deduped" / "_index").iterdir()}
+    assert dedup(str(old), "--keep-index") == 0
+    index_files = {p: p.stat().st_mtime_ns for p in (old / "deduped" / "_index").rglob("*")}
     assert dedup(str(new), "--against", str(old)) == 0
     assert ids_of(new / "deduped") == ["D"]
     stats = json.loads((new / "stats.json").read_text())["dedup"]
     assert (stats["against_removed"], stats["exact_removed"], stats["near_removed"]) == (2, 0, 1)
     assert stats["against"] == [{"job": str(old), "removed": 2}]
     # the earlier job was only read
-    assert {p.name: p.stat().st_mtime_ns for p in (old / "deduped" / "_index").iterdir()} == index_files
+    assert {p: p.stat().st_mtime_ns for p in (old / "deduped" / "_index").rglob("*")} == index_files
 
     # The same kept set as deduplicating both snapshots together from scratch (files in name order: old first).
     together = tmp_path / "together"
@@ -60,16 +60,21 @@ def test_a_chain_of_snapshots_grows_one_index_at_a_time(tmp_path, ray_session):
         job = tmp_path / f"s{k}"
         rows = [(f"s{k}-x", words(200 + k), f"S{k}"), (f"s{k}-A", near(A, 20 + k), f"S{k}")]
         seed_documents(job, {"p.parquet": rows})
-        assert dedup(str(job), *[a for j in jobs for a in ("--against", str(j))]) == 0
+        assert dedup(str(job), "--keep-index", *[a for j in jobs for a in ("--against", str(j))]) == 0
         jobs.append(job)
     assert ids_of(jobs[0] / "deduped") == ["s0-A", "s0-x"]
     assert ids_of(jobs[1] / "deduped") == ["s1-x"] and ids_of(jobs[2] / "deduped") == ["s2-x"]
     stats = json.loads((jobs[2] / "stats.json").read_text())["dedup"]
     assert [a["removed"] for a in stats["against"]] == [1, 0]  # found in the first snapshot, which keeps A
-    info = json.loads((jobs[2] / "deduped" / "_index" / "index.json").read_text())
+    index = jobs[2] / "deduped" / "_index"
+    info = json.loads((index / "index.json").read_text())
     # one kept document; both documents' keys are indexed (a later near-copy of the removed one is still found)
-    assert info["documents"] == 1 and len(np.load(jobs[2] / "deduped" / "_index" / "k00.npy")) == 2
-    assert sorted(np.load(jobs[2] / "deduped" / "_index" / "d00.npy").tolist()) == [-1, 0]
+    assert info["documents"] == 1
+    assert sorted(np.load(index / history.shard_name(0, 0))["doc"].tolist()) == [0, 1]
+    # the removed one's cluster is rooted at the first snapshot's document (a virtual document)
+    record = np.load(index / history.file_record_name(0))
+    assert record["kept_rows"].tolist() == [0] and record["cluster_rows"].tolist() == [1]
+    assert history.virtual_parts(record["cluster_root"])[0].tolist() == [0]
 
 
 def test_mismatched_or_missing_indexes_are_refused_before_work(tmp_path, ray_session, capsys):
@@ -80,13 +85,17 @@ def test_mismatched_or_missing_indexes_are_refused_before_work(tmp_path, ray_ses
     assert "no dedup index" in one_line_error(capsys)
     assert dedup(str(old)) == 0
     capsys.readouterr()
+    assert dedup(str(new), "--against", str(old)) == 2
+    assert "without --keep-index" in one_line_error(capsys)
+    assert dedup(str(old), "--keep-index", "--overwrite") == 0
+    capsys.readouterr()
     assert dedup(str(new), "--against", str(old), "--threshold", "0.8") == 2
     assert "other MinHash settings" in one_line_error(capsys)
     assert not (new / "deduped").exists()
     # an earlier job re-deduplicated since: the new job's result is refused, not silently kept
     assert dedup(str(new), "--against", str(old)) == 0
     seed_documents(old, {**OLD, "c.parquet": [("E", words(105), "S1")]})  # the earlier job got a new file
-    assert dedup(str(old), "--overwrite") == 0
+    assert dedup(str(old), "--keep-index", "--overwrite") == 0
     capsys.readouterr()
     assert dedup(str(new), "--against", str(old)) == 2
     assert "settings changed (against" in one_line_error(capsys)

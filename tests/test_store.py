@@ -568,16 +568,33 @@ def test_multi_file_build_on_ray_is_deterministic(tmp_path, ray_session):
             assert store.decode(store.document_tokens(d, i)) == texts[rec["id"]]
 
 
-def test_empty_input_file_gives_empty_staging_output(tmp_path):
-    from shammie.mixing.store_build import KEY_COLUMN, TOKENS_COLUMN, tokenize_file
+def test_empty_input_file_writes_no_pieces(tmp_path):
+    from shammie.mixing import store_pieces
     from shammie.pipeline.documents import DOCUMENT_SCHEMA, write_table
 
     write_table(DOCUMENT_SCHEMA.empty_table(), str(tmp_path / "in.parquet"))
-    result = tokenize_file({"input": str(tmp_path / "in.parquet"), "output": str(tmp_path / "out.parquet"),
-                            "tokenizer": tiny_tokenizer().model_proto, "group_by": "language"})
-    assert result["documents"] == 0 and result["tokens"] == 0 and result["keys"] == []
-    out = pq.read_table(tmp_path / "out.parquet")
-    assert out.num_rows == 0 and {KEY_COLUMN, TOKENS_COLUMN, "n_tokens"} <= set(out.column_names)
+    tok = tiny_tokenizer()
+    (tmp_path / "tok.model").write_bytes(tok.model_proto)
+    result = store_pieces.tokenize_task({
+        "inputs": [str(tmp_path / "in.parquet")], "task": 0, "store": str(tmp_path / "store"),
+        "build_id": "0123456789ab", "group_by": "language", "fold": None, "tokenizer": str(tmp_path / "tok.model"),
+        "tokenizer_sha256": tok.sha256, "schema": store_pieces.encode_schema(store_pieces.text_schema(DOCUMENT_SCHEMA)),
+        "shard_tokens": 1000, "keep_tokens": 100})
+    assert result["documents"] == 0 and result["tokens"] == 0 and result["domains"] == [] and result["kept"] == []
+    assert store_pieces.decode_array(result["pieces"], len(store_pieces.PIECE_FIELDS)).shape == (0, 4)
+    assert not (tmp_path / "store").exists()
+
+
+def test_job_with_an_empty_input_file_builds(tmp_path, ray_session):
+    job = tmp_path / "job"
+    empty = synthetic_documents(1, seed=1).slice(0, 0)
+    write_job(str(job), [synthetic_documents(40, seed=1), empty, synthetic_documents(30, seed=2, prefix="g")])
+    stats = _build(job, group_by="language", shard_tokens=2_000)
+    assert stats["documents"] == 70 and stats["pieces"]["tasks"] == 3
+    store = open_store(str(job / "store"))
+    rows = _input_rows(job)
+    for d in store.domains:
+        assert [r["id"] for r in store.iter_documents(d, ["id"])] == [r["id"] for r in rows if r["language"] == d]
 
 
 @pytest.mark.slow
@@ -635,8 +652,11 @@ class _ReverseOrderRay:
         return refs[-num_returns:], refs[:-num_returns]
 
     def get(self, ref):
+        from shammie.mixing.store_pieces import tokenize_task
+
         fn, args = self.calls.pop(ref)
-        self.finished.append(args[1]["input"])  # (fn, payload, ...): the task's input file
+        if args[0] is tokenize_task:   # (task fn, payload, ...): a tokenize task's input files
+            self.finished.append(args[1]["inputs"][0])
         return fn(*args)
 
     def cancel(self, ref, force=False):
@@ -656,7 +676,9 @@ def test_multi_file_order_does_not_depend_on_task_completion_order(tmp_path, mon
     for d in store.domains:
         assert [r["id"] for r in store.iter_documents(d, ["id"])] == [r["id"] for r in rows if r["language"] == d]
     # Resume: a re-run after a crash reuses the finished tasks' markers and outputs.
-    monkeypatch.setattr(store_writer.StoreWriter, "commit", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
+    from shammie.mixing import store_build
+
+    monkeypatch.setattr(store_build, "publish_build", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         _build(job, group_by="dump", shard_tokens=4_000)
     monkeypatch.undo()

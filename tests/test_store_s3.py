@@ -58,3 +58,31 @@ def test_store_on_s3_round_trips_and_caches_shards(tmp_path, s3_bucket):
         broken.sequence(d, 32, 0)
     assert url in str(err.value)
     assert not any((tmp_path / "cache2").rglob("*.tokens")), "a bad download is not kept in the cache"
+
+
+def test_store_on_s3_built_by_workers_holds_only_its_files(tmp_path, s3_bucket, ray_session):
+    """Count files, pieces and merges on S3 through Ray workers: only the manifest's files remain."""
+    import boto3
+
+    from shammie.mixing import domains as dom
+
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(80, seed=s, prefix=f"f{s}") for s in range(3)])
+    url = f"s3://{s3_bucket}/stores/site"
+    stats = build_store(str(job), url, group_by="site", top_k=3, train_tokenizer=400, progress=False,
+                        tokenizer_sample_bytes=1_000_000, seq_len=32)
+    assert stats["documents"] == 240 and stats["pieces"]["tasks"] == 3 and stats["pieces"]["merged"] > 0
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    keys = {o["Key"][len("stores/site/"):] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="stores/site/")["Contents"]}
+    store = open_store(url, cache_dir=str(tmp_path / "cache"))
+    listed = {f["path"] for d in store.domains for s in store.domain_info(d)["shards"] for f in s["files"].values()}
+    assert keys == listed | {store.manifest["tokenizer"]["path"], "manifest.json", "_SUCCESS",
+                             f"_builds/{store.build_id}.json"}
+    rows = [r for u in jobdir.stage_files(str(job), "scored") for r in pq.read_table(u).to_pylist()]
+    from collections import Counter
+
+    folder = dom.DomainFolder(Counter(dom.registered_site(r["url"]) for r in rows), "site", 3)
+    for d in store.domains:
+        assert [r["id"] for r in store.iter_documents(d, ["id"])] == \
+            [r["id"] for r in rows if folder(dom.registered_site(r["url"])) == d]
+    assert store.verify() == len(listed) + 1
