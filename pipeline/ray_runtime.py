@@ -224,7 +224,7 @@ def check_job_location(job: str, address: str | None = None, *, shared_filesyste
     hosts = cluster_hosts()
     if len(hosts) > 1:
         shown = ", ".join(sorted(hosts)[:3]) + (" ..." if len(hosts) > 3 else "")
-        raise InputError(f"the job directory {job} is a local path but the Ray cluster spans {len(hosts)} hosts "
+        raise InputError(f"{job} is a local path but the Ray cluster spans {len(hosts)} hosts "
                          f"({shown}): workers on other hosts would write to their own disks. Use an s3:// job "
                          f"directory, or pass --shared-filesystem (or {SHARED_FS_ENV}=1) if every node mounts "
                          "it at this path")

@@ -439,7 +439,9 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
     from shammie.pipeline.ray_runtime import check_job_location, check_ray_address
 
     check_ray_address(run.ray_address)
-    check_job_location(job, run.ray_address, shared_filesystem=run.shared_filesystem)
+    # the job, and an output outside it (a store on another path), must both be seen by every node
+    for where in dict.fromkeys((job, stage.output_url())):
+        check_job_location(where, run.ray_address, shared_filesystem=run.shared_filesystem)
     with output_errors():
         check_output_writable(job)
     settings = stage.settings()

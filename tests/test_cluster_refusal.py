@@ -115,6 +115,22 @@ def test_a_declared_shared_filesystem_is_accepted(jobs, warc, two_hosts, capsys)
     assert (jobs["new"] / "documents" / "_SUCCESS").exists()
 
 
+def test_a_local_store_of_a_job_on_s3_is_refused_too(tmp_path, jobs, two_hosts, s3_bucket, capsys):
+    """The job is seen by every node, the store it would write is not."""
+    import os
+
+    import fsspec
+
+    fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
+    fs.put(str(jobs["documents"] / "documents"), f"{s3_bucket}/job/documents", recursive=True)
+    store = tmp_path / "store"
+    assert main(["shard", f"s3://{s3_bucket}/job", "--store", str(store), "--group-by", "site",
+                 "--train-tokenizer", "400", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{store} is a local path but the Ray cluster spans 2 hosts" in err and len(err.splitlines()) == 1, err
+    assert not store.exists()
+
+
 def test_the_environment_variable_declares_it_too(tmp_path, two_hosts, monkeypatch):
     from shammie.pipeline.errors import InputError
     from shammie.pipeline.ray_runtime import check_job_location
