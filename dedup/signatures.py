@@ -1,10 +1,16 @@
 """MinHash signatures of FineWeb-normalised word 5-grams, vectorised with numpy.
 
 Normalisation is datatrove's `simplify_text` (FineWeb's: lowercase, numbers -> 0,
-punctuation -> space, whitespace collapsed, diacritics removed), then a split on
-whitespace. FineWeb splits words with datatrove's spaCy tokenizer instead; after
-`simplify_text` has removed punctuation the two mostly agree, and the spaCy
-tokenizer is ~85% of datatrove's signature cost, so we do not use it.
+punctuation -> space, whitespace collapsed, diacritics removed), then the text's words:
+for most languages a split on whitespace, every Unicode space class included (what
+`simplify_text(text).split()` gives); for the languages whose FineWeb-2 word splitter cuts
+inside space-free text (Chinese, Japanese, Korean, Thai, ...) that splitter, run on the
+simplified text as datatrove's `MinhashDedupSignature(language=...)` runs it
+(`shammie.filters.words.dedup_splitter`). FineWeb splits English with datatrove's spaCy
+tokenizer instead of whitespace; after `simplify_text` has removed punctuation the two
+mostly agree, and the spaCy tokenizer is ~85% of datatrove's signature cost, so we do not
+use it for the space-separated languages. Exact dedup, MinHash dedup and decontamination
+all take their words from `normalise_words`.
 
 Why hand-written instead of datatrove's `MinhashDedupSignature.get_signature`:
 datatrove hashes every 5-gram string in a Python loop and keeps 64-bit values;
@@ -17,6 +23,7 @@ what makes >= 1,000 docs/s per core possible (see docs/benchmarks/dedup.md).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import re
 import unicodedata
@@ -31,11 +38,19 @@ from datatrove.utils.text import PUNCTUATION, PUNCTUATION_TRANS
 # Unicode Nd like datatrove's `regex` \p{Nd}; whitespace collapsing is implied by
 # the final split; diacritics go with one regex after NFD instead of a Python
 # loop over characters. tests/test_dedup.py checks the words equal
-# `simplify_text(text).split()`.
+# `simplify_text(text).split()`, for every character `str.isspace` calls a space.
 _NUMBERS = re.compile(r"\d+([.,\u060c\u066b\u2396\u2397\u2398]\d+)?")
 _NONSPACING_MARKS = regex.compile(r"\p{Mn}+")
+# Every character Python's str.split (and datatrove's `\s+` collapse) treats as a space, but
+# bytes.split does not: U+001C..U+001F, U+0085, U+00A0 (no-break space), U+1680, U+2000..U+200A,
+# U+2028/9, U+202F, U+205F, U+3000 (ideographic space). They become ASCII spaces before the
+# text is encoded, so the split of the UTF-8 bytes is the split of the string.
+# (No space character lies above U+3000; tests/test_dedup.py checks every code point.)
+_OTHER_SPACES = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in " \t\n\r\x0b\x0c")
+_ASCII_TRANS = {**PUNCTUATION_TRANS, **{ord(c): " " for c in _OTHER_SPACES if ord(c) < 128}}
 # str.translate is fast on ASCII strings only; on others one regex pass is ~3x faster.
-_PUNCTUATION_RUN = re.compile("[" + "".join(re.escape(c) for c in PUNCTUATION) + "]+")
+_PUNCTUATION_RUN = re.compile("[" + "".join(re.escape(c) for c in PUNCTUATION + _OTHER_SPACES) + "]+")
+_WHITESPACE_RUN = re.compile(r"\s+")
 
 _U64 = np.uint64
 # 64-bit odd constants (xxhash/splitmix primes) used to combine word hashes.
@@ -76,13 +91,33 @@ class MinhashParams:
         return cls(ngram=ngram, bands=lsh.b, rows=lsh.r, seed=seed)
 
 
-def normalise_words(text: str) -> list[bytes]:
-    """FineWeb's `simplify_text` normalisation, then whitespace-separated words (UTF-8)."""
+def _simplified(text: str) -> str:
+    """simplify_text's lowercase, numbers, punctuation and diacritics steps; every space character
+    left as an ASCII space or newline/tab (runs not collapsed)."""
+    text = _NUMBERS.sub("0", text.lower())
+    if text.isascii():
+        return text.translate(_ASCII_TRANS)
+    text = _PUNCTUATION_RUN.sub(" ", text)
+    return _NONSPACING_MARKS.sub("", unicodedata.normalize("NFD", text))
+
+
+def simplify(text: str) -> str:
+    """Exactly datatrove's `simplify_text(text)` (its default settings): the string a language's word
+    splitter gets, as in datatrove's MinHash signatures and n-gram decontamination."""
     text = _NUMBERS.sub("0", text.lower())
     text = text.translate(PUNCTUATION_TRANS) if text.isascii() else _PUNCTUATION_RUN.sub(" ", text)
+    text = _WHITESPACE_RUN.sub(" ", text.strip())
     if not text.isascii():
         text = _NONSPACING_MARKS.sub("", unicodedata.normalize("NFD", text))
-    return text.encode("utf-8").split()
+    return text.strip()
+
+
+def normalise_words(text: str, splitter: Callable[[str], list[str]] | None = None) -> list[bytes]:
+    """FineWeb's `simplify_text` normalisation, then the words (UTF-8): split on every Unicode space
+    without `splitter`, else `splitter(simplify(text))` (a language's FineWeb-2 word splitter)."""
+    if splitter is None:
+        return _simplified(text).encode("utf-8").split()
+    return [w.encode("utf-8") for w in splitter(simplify(text)) if w and not w.isspace()]
 
 
 def _mix64(h: np.ndarray) -> np.ndarray:
@@ -140,9 +175,9 @@ class MinHasher:
             best = m if best is None else np.minimum(best, m)
         return (best >> _U64(32)).astype(np.uint32)
 
-    def text_signature(self, text: str) -> tuple[np.ndarray, bool]:
-        """(signature, has_shingles) of one document's text."""
-        sh = shingle_hashes(normalise_words(text), self.params.ngram)
+    def text_signature(self, text: str, splitter: Callable[[str], list[str]] | None = None) -> tuple[np.ndarray, bool]:
+        """(signature, has_shingles) of one document's text (`splitter`: its language's, see normalise_words)."""
+        sh = shingle_hashes(normalise_words(text, splitter), self.params.ngram)
         return self.signature(sh), bool(sh.size)
 
 
