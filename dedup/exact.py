@@ -1,9 +1,12 @@
 """Exact-duplicate removal: one document per normalised text, per snapshot (documents/ -> exact-deduped/).
 
 The cheap pass every peer pipeline runs before MinHash: the text is normalised as the
-MinHash signatures normalise it (FineWeb's simplify_text, then whitespace words), hashed
-to 64 bits (xxh3, seeded by the snapshot unless across snapshots), and in each hash the
-first document (by input file name, then row) is kept.
+MinHash signatures normalise it (FineWeb's simplify_text, then its words: split on every
+Unicode space, or by the language's word splitter for languages written without spaces,
+`normalise_words`), the words joined by single spaces are hashed to 64 bits (xxh3, seeded by
+the snapshot unless across snapshots), and in each hash the first document (by input file
+name, then row) is kept. Equal hashes mean equal words, so an exact copy is also a MinHash
+duplicate (same shingles) whenever it has shingles.
 
 It runs as a shuffle through files, so no process holds a per-document array of the
 whole input (docs/dedup.md, "How it runs"):
@@ -29,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from shammie.dedup.arrays import load_npy, save_npy
-from shammie.dedup.signatures import normalise_words
+from shammie.dedup.signatures import normalise_words, word_settings
+from shammie.filters.words import dedup_splitters, load_dedup_splitters
 from shammie.pipeline import documents, jobdir, partitioned, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
@@ -132,29 +136,50 @@ def file_of(docs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- tasks
 
-def text_hashes(texts: list[str], dumps: list[str], across_snapshots: bool) -> np.ndarray:
+def languages_of(table) -> list[str | None]:
+    """The `language` column (the crawl's lid.176 code per row); all None for a table without one."""
+    if "language" not in table.column_names:
+        return [None] * table.num_rows
+    return table.column("language").to_pylist()
+
+
+def text_hashes(texts: list[str], dumps: list[str], across_snapshots: bool,
+                languages: list[str | None] | None = None) -> np.ndarray:
     import xxhash
 
-    return np.fromiter((xxhash.xxh3_64_intdigest(b" ".join(normalise_words(t or "")),
+    splitters = dedup_splitters(languages) if languages is not None else [None] * len(texts)
+    return np.fromiter((xxhash.xxh3_64_intdigest(b" ".join(normalise_words(t or "", split)),
                                                  seed=0 if across_snapshots else xxhash.xxh32_intdigest((d or "").encode()))
-                        for t, d in zip(texts, dumps)), dtype=np.uint64, count=len(texts))
+                        for t, d, split in zip(texts, dumps, splitters)), dtype=np.uint64, count=len(texts))
+
+
+def read_for_words(url: str, columns: list[str]):
+    """A document file's `columns` plus its languages, with the languages' word splitters loaded
+    (returns the table, the languages and the CPU seconds the loading took: a worker's set-up,
+    billed apart from the documents)."""
+    table = read_documents(url)
+    languages = languages_of(table)
+    setup = load_dedup_splitters(set(languages))
+    return table.select(columns), languages, setup
 
 
 def hash_task(p: dict) -> dict:
     """A run of input files -> their (hash, document number) pairs, grouped by hash range."""
     cpu = time.process_time()
-    parts = []
+    parts, setup = [], 0.0
     for f in p["files"]:
-        table = read_documents(f["input"], columns=["text", "dump"])
+        table, languages, seconds = read_for_words(f["input"], ["text", "dump"])
+        setup += seconds
         check_rows(f, table.num_rows)
-        hashes = text_hashes(table["text"].to_pylist(), table["dump"].to_pylist(), p["across"])
+        hashes = text_hashes(table["text"].to_pylist(), table["dump"].to_pylist(), p["across"], languages)
         records = np.empty(hashes.size, dtype=HASH_RECORD)
         records["hash"] = hashes
         records["doc"] = f["offset"] + np.arange(hashes.size, dtype=np.int64)
         parts.append(records)
     records = np.concatenate(parts) if parts else np.empty(0, dtype=HASH_RECORD)
     partitioned.write_partitioned(p["output"], records, key_range(records["hash"], p["bits"]), 1 << p["bits"])
-    return {"documents": int(records.size), "cpu_seconds": time.process_time() - cpu}
+    return {"documents": int(records.size), "cpu_seconds": time.process_time() - cpu - setup,
+            "setup_cpu_seconds": setup}
 
 
 def check_rows(f: dict, rows: int) -> None:
@@ -257,6 +282,9 @@ def phase_stats(results: dict[str, dict], seconds: float) -> dict:
     stats = {"seconds": round(seconds, 3), "tasks": len(results), "cpu_seconds": round(cpu, 3)}
     if any("bytes_read" in r for r in results.values()):
         stats["bytes_read"] = sum(int(r.get("bytes_read", 0)) for r in results.values())
+    setup = sum(float(r.get("setup_cpu_seconds", 0.0) or 0.0) for r in results.values())
+    if setup:  # word splitters loaded by the workers (jieba, SudachiPy, ...): not part of cpu_seconds
+        stats["setup_cpu_seconds"] = round(setup, 3)
     return stats
 
 
@@ -277,6 +305,9 @@ class ExactDedupStage(DocumentStage):
     output = jobdir.EXACT_DEDUPED
     Options = ExactDedupOptions
     WORK = "_work"
+
+    def settings(self) -> dict:
+        return {**super().settings(), "words": word_settings()}
 
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
         return numbered_tasks(inputs, out)

@@ -47,8 +47,9 @@ from shammie.dedup.arrays import load_npy, load_npz, save_npy, save_npz
 from shammie.dedup import clusters
 from shammie.dedup.clusters import CLUSTER_RECORD, connected_min_labels
 from shammie.dedup.exact import (ExactPass, check_rows, file_groups, group_payload, key_range, numbered_tasks,
-                                 phase_stats, range_bits, write_file_offsets)
-from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash
+                                 phase_stats, range_bits, read_for_words, write_file_offsets)
+from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash, word_settings
+from shammie.filters.words import dedup_splitters
 from shammie.pipeline import documents, jobdir, partitioned, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
@@ -103,22 +104,24 @@ def _max_rss_mb() -> float:
 
 # --------------------------------------------------------------------------- signatures
 
-def file_signatures(f: dict, copies: np.ndarray, hasher: MinHasher, across: bool, meta: str) -> tuple[np.ndarray, float]:
+def file_signatures(f: dict, copies: np.ndarray, hasher: MinHasher, across: bool,
+                    meta: str) -> tuple[np.ndarray, float, float]:
     """One input file's (key, snapshot, document) records, band-major (bands x its documents
     with shingles), and its id hashes and exact-copy flags saved to `meta`. Also the CPU
-    seconds of the hashing loop."""
-    table = read_documents(f["input"], columns=["id", "text", "dump"])
+    seconds of the hashing loop and of loading word splitters (the worker's set-up)."""
+    table, languages, setup = read_for_words(f["input"], ["id", "text", "dump"])
     n = table.num_rows
     check_rows(f, n)
     params = hasher.params
     texts = table.column("text").to_pylist()
     dumps = [d if d is not None else "unknown" for d in table.column("dump").to_pylist()]
+    splitters = dedup_splitters(languages)
     sigs = np.zeros((n, params.num_perm), dtype=np.uint32)
     valid = np.zeros(n, dtype=bool)
     hash_cpu = _cpu()
     for i, text in enumerate(texts):
         if not copies[i]:  # exact duplicates (removed anyway) get no signature
-            sigs[i], valid[i] = hasher.text_signature(text or "")
+            sigs[i], valid[i] = hasher.text_signature(text or "", splitters[i])
     hash_cpu = _cpu() - hash_cpu
     rows = np.flatnonzero(valid)
     keys = band_keys(sigs[rows], params, None)  # (bands, len(rows)); unsalted: snapshots are a separate field
@@ -135,7 +138,7 @@ def file_signatures(f: dict, copies: np.ndarray, hasher: MinHasher, across: bool
     records["doc"] = np.tile(f["offset"] + rows.astype(np.int64), bands)
     ids = np.fromiter((string_hash(x) for x in table.column("id").to_pylist()), dtype=np.uint64, count=n)
     save_npz(meta, idhash=ids, copy=copies)
-    return records, hash_cpu
+    return records, hash_cpu, setup
 
 
 def signature_task(p: dict) -> dict:
@@ -146,11 +149,13 @@ def signature_task(p: dict) -> dict:
     hasher = MinHasher(params)
     files = p["files"]
     copies = p["exact"].copy_masks(files) if p.get("exact") else [np.zeros(f["rows"], bool) for f in files]
-    parts, hash_cpu = [], 0.0
+    parts, hash_cpu, setup = [], 0.0, 0.0
     for f, c in zip(files, copies):
-        records, seconds = file_signatures(f, c, hasher, p["across_snapshots"], p["meta"][f["index"] - files[0]["index"]])
+        records, seconds, loading = file_signatures(f, c, hasher, p["across_snapshots"],
+                                                    p["meta"][f["index"] - files[0]["index"]])
         parts.append(records)
         hash_cpu += seconds
+        setup += loading
     bands, bits = params.bands, p["bits"]
     # band-major within each file -> the band of every record, then its key range
     band = np.concatenate([np.repeat(np.arange(bands, dtype=np.int64), r.size // bands) for r in parts]) \
@@ -159,8 +164,8 @@ def signature_task(p: dict) -> dict:
     partitioned.write_partitioned(p["output"], records, (band << bits) + key_range(records["key"], bits),
                                   bands << bits)
     return {"documents": sum(f["rows"] for f in files), "with_shingles": int(records.size // bands),
-            "exact_removed": int(sum(int(c.sum()) for c in copies)), "cpu_seconds": _cpu() - cpu,
-            "hash_cpu_seconds": hash_cpu}
+            "exact_removed": int(sum(int(c.sum()) for c in copies)), "cpu_seconds": _cpu() - cpu - setup,
+            "hash_cpu_seconds": hash_cpu, "setup_cpu_seconds": setup}
 
 
 # --------------------------------------------------------------------------- buckets
@@ -333,7 +338,8 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
 
     def settings(self) -> dict:
         values = {"input_stage": self.input_stage(), "across_snapshots": self.options.across_snapshots,
-                  "exact": self.options.exact, "params": self.params.to_dict()}
+                  "exact": self.options.exact, "params": self.params.to_dict(),
+                  "words": word_settings()}
         if self.options.keep_index:
             values["keep_index"] = True
         if self.options.against:

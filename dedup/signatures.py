@@ -34,6 +34,8 @@ import xxhash
 
 from datatrove.utils.text import PUNCTUATION, PUNCTUATION_TRANS
 
+from shammie.filters.words import dedup_word_settings
+
 # simplify_text's steps, re-done faster with the same tables: `re`'s \d on str is
 # Unicode Nd like datatrove's `regex` \p{Nd}; whitespace collapsing is implied by
 # the final split; diacritics go with one regex after NFD instead of a Python
@@ -51,6 +53,11 @@ _ASCII_TRANS = {**PUNCTUATION_TRANS, **{ord(c): " " for c in _OTHER_SPACES if or
 # str.translate is fast on ASCII strings only; on others one regex pass is ~3x faster.
 _PUNCTUATION_RUN = re.compile("[" + "".join(re.escape(c) for c in PUNCTUATION + _OTHER_SPACES) + "]+")
 _WHITESPACE_RUN = re.compile(r"\s+")
+
+# Version of the word normalisation, recorded with every output made from it (dedup, exact dedup,
+# decontamination, the dedup index): 2 splits on every Unicode space and with the language's
+# word splitter; 1 (before) split the UTF-8 text on ASCII spaces only.
+NORMALISATION = 2
 
 _U64 = np.uint64
 # 64-bit odd constants (xxhash/splitmix primes) used to combine word hashes.
@@ -118,6 +125,12 @@ def normalise_words(text: str, splitter: Callable[[str], list[str]] | None = Non
     if splitter is None:
         return _simplified(text).encode("utf-8").split()
     return [w.encode("utf-8") for w in splitter(simplify(text)) if w and not w.isspace()]
+
+
+def word_settings() -> dict:
+    """What the words of a dedup or decontamination output depend on: the normalisation version
+    and each language whose words come from its word tokenizer (its datatrove key)."""
+    return {"normalisation": NORMALISATION, "split_by_tokenizer": dedup_word_settings()}
 
 
 def _mix64(h: np.ndarray) -> np.ndarray:

@@ -4,10 +4,14 @@
 An item is one benchmark example's text: a line of a `.txt` file, or one column
 (`--text-column`, default "text") of a row of a `.jsonl` or `.parquet` file. Items and
 documents are normalised exactly as dedup normalises them (`normalise_words`: FineWeb's
-simplify_text, then whitespace words) and cut into word n-grams (default 13, the GPT-3
-paper's size) hashed with dedup's `shingle_hashes`. A document that contains any n-gram
-of any item is removed; case, punctuation, digits and spacing do not matter, word order
-does.
+simplify_text, then the words: split on every Unicode space, or by the document's language's
+word splitter for languages written without spaces, as datatrove's n-gram decontamination
+splits them) and cut into word n-grams (default 13, the GPT-3 paper's size) hashed with
+dedup's `shingle_hashes`. A document is split by the splitter of its own `language`; an item
+has no language, so its n-grams are indexed as split on spaces and as split by each word
+splitter the job's languages use (the crawl's kept languages), and a Chinese page quoting a
+Chinese item matches it. A document that contains any n-gram of any item is removed; case,
+punctuation, digits and spacing do not matter, word order does.
 
 Items shorter than n words have no n-gram and are skipped and counted
 (`items_too_short` per benchmark file). Matching such an item whole would remove every
@@ -42,7 +46,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from shammie.dedup.signatures import normalise_words, shingle_hashes
+from shammie.dedup.signatures import normalise_words, shingle_hashes, word_settings
+from shammie.filters.words import dedup_splitter, dedup_splitters, dedup_word_settings, load_dedup_splitters
 from shammie.pipeline import documents, jobdir, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
@@ -162,12 +167,15 @@ def _read_items(url: str, text_column: str) -> Iterator[str | None]:
             yield value
 
 
-def item_ngrams(text: str | None, ngram: int) -> np.ndarray:
-    """The distinct n-gram hashes of one item (empty when it has fewer than `ngram` words)."""
-    return np.unique(shingle_hashes(normalise_words(text or ""), ngram))
+def item_ngrams(text: str | None, ngram: int, splitters: tuple = ()) -> np.ndarray:
+    """The distinct n-gram hashes of one item, its words split on spaces and by each of `splitters`
+    (empty when it has fewer than `ngram` words every way)."""
+    parts = [shingle_hashes(normalise_words(text or "", split), ngram) for split in (None, *splitters)]
+    return np.unique(np.concatenate(parts))
 
 
-def build_index(files: list[str], text_column: str, ngram: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def build_index(files: list[str], text_column: str, ngram: int,
+                splitters: tuple = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(hashes sorted ascending, item number of each, first item number of each file, stats per file).
 
     A hash shared by several items appears once per item, so every item it belongs to
@@ -182,7 +190,7 @@ def build_index(files: list[str], text_column: str, ngram: int) -> tuple[np.ndar
         file_starts.append(next_item)
         items = too_short = ngrams = 0
         for text in read_items(url, text_column):
-            hashes = item_ngrams(text, ngram)
+            hashes = item_ngrams(text, ngram, splitters)
             if hashes.size:
                 hash_parts.append(hashes)
                 item_parts.append(np.full(hashes.size, next_item + items, dtype=np.uint32))
@@ -261,11 +269,12 @@ class NgramIndex:
         self.bitmap = presence_filter(hashes) if bitmap is None else bitmap
         self.shift = np.uint64(64 - int(np.log2(self.bitmap.size * 8)))
 
-    def matched_items(self, text: str | None) -> np.ndarray:
-        """Distinct item numbers that share at least one n-gram with `text` (empty: the document is clean)."""
+    def matched_items(self, text: str | None, splitter=None) -> np.ndarray:
+        """Distinct item numbers that share at least one n-gram with `text` (empty: the document is clean);
+        `splitter`: the word splitter of the document's language (None: split on spaces)."""
         if not self.hashes.size:
             return np.empty(0, np.uint32)
-        return self.items_of_ngrams(shingle_hashes(normalise_words(text or ""), self.ngram))
+        return self.items_of_ngrams(shingle_hashes(normalise_words(text or "", splitter), self.ngram))
 
     def items_of_ngrams(self, doc: np.ndarray) -> np.ndarray:
         """Distinct item numbers owning any of the n-gram hashes `doc` (one document's)."""
@@ -319,6 +328,14 @@ class DecontaminateStage(DocumentStage):
             self._files = benchmark_files(self.options.against)
         return self._files
 
+    def item_languages(self) -> list[str]:
+        """The languages whose word splitter items are also split with: those of the crawl's kept pages
+        (stats.json) that split by their tokenizer; without a crawl section, every such language."""
+        splitting = dedup_word_settings()
+        kept = (jobdir.read_stats(self.job).get("crawl") or {}).get("languages")
+        codes = [c for c in kept if c in splitting] if isinstance(kept, dict) else list(splitting)
+        return sorted(codes)
+
     def settings(self) -> dict[str, Any]:
         # The benchmark files' content is part of what the output is made from: a changed
         # file is refused like a changed setting. Computed once in the driver; the copy of
@@ -326,7 +343,8 @@ class DecontaminateStage(DocumentStage):
         if self._fingerprints is None:
             self._fingerprints = {url: storage.file_fingerprint(url) for url in self.files()}
         # One key per file, so a refusal names the file that changed.
-        return {**super().settings(), "against": list(self.files()),
+        return {**super().settings(), "against": list(self.files()), "words": word_settings(),
+                "item_languages": self.item_languages(),
                 **{f"against_file:{url}": fingerprint for url, fingerprint in self._fingerprints.items()}}
 
     def resolve_inputs(self):
@@ -335,8 +353,9 @@ class DecontaminateStage(DocumentStage):
         # before any work and leaves no output folder behind.
         inputs = super().resolve_inputs()
         files = self.files()
+        splitters = tuple(dedup_splitter(code) for code in self.item_languages())
         hashes, owners, file_starts, self._benchmark_stats = build_index(files, self.options.text_column,
-                                                                          self.options.ngram)
+                                                                          self.options.ngram, splitters)
         if not hashes.size:
             raise InputError(f"the benchmark file(s) hold no item of {self.options.ngram} words or more "
                              f"({', '.join(files)}); nothing to match. Lower --ngram for short items")
@@ -389,8 +408,11 @@ class DecontaminateStage(DocumentStage):
         removed_ids = []
         removed_by_file: dict[int, int] = defaultdict(int)
         items_by_file: dict[int, set[int]] = defaultdict(set)
+        languages = table["language"].to_pylist() if "language" in table.column_names else [None] * table.num_rows
+        load_dedup_splitters(set(languages))  # once per worker and language (jieba, SudachiPy, ... load seconds)
+        splitters = dedup_splitters(languages)
         for row, text in enumerate(table["text"].to_pylist()):
-            items = index.matched_items(text)
+            items = index.matched_items(text, splitters[row])
             if not items.size:
                 continue
             keep[row] = False
@@ -428,6 +450,7 @@ class DecontaminateStage(DocumentStage):
                 "ngram": self.options.ngram, "text_column": self.options.text_column,
                 "index_ngrams": self._index_size, "index_distinct_ngrams": self._distinct_ngrams,
                 "benchmarks": per_file, "removed_list": f"{self.output}/{REMOVED}",
+                "item_languages": self.item_languages(),
                 "input_stage": self.input_stage(), "files": len(results)}
 
     def describe(self, section: dict) -> str:

@@ -28,6 +28,9 @@ import sys
 from collections import OrderedDict
 from itertools import chain, compress
 from operator import itemgetter
+from typing import Any
+
+from shammie.filters.language_settings import available_languages, load_language_settings, settings_for
 
 DEFAULT_CACHE_CHUNKS = 500_000  # ~100 MB of cached chunks and their words at most
 _SEPARATOR = " \n\n "  # a whitespace token between learned chunks: no special case spans it
@@ -322,3 +325,81 @@ def import_spacy_without_torch() -> None:
     finally:
         if sys.modules.get("torch", 0) is None:
             del sys.modules["torch"]
+
+
+# --------------------------------------------------------------------------- words for dedup and decontamination
+#
+# Dedup (exact and MinHash) and decontamination compare documents by the words of their
+# simplify_text'ed text (`shammie.dedup.signatures.normalise_words`). FineWeb-2 splits those with
+# the language's word tokenizer (`MinhashDedupSignature(language=...)`); for languages written with
+# spaces between words that is a whitespace split once punctuation is gone, for the others (Chinese,
+# Japanese, Korean, Thai, ...) the tokenizer segments the text. A language's settings file says
+# which (`dedup.words`). The splitters are loaded once per worker process and warmed (jieba,
+# SudachiPy, Kiwi and PyThaiNLP load their dictionaries on first use, seconds each), and that time
+# is counted apart (`splitter_load_seconds`), never as the cost of the documents that follow.
+
+_DEDUP_SPLITTERS: dict[str, Any] = {}
+_LOAD_SECONDS = [0.0]
+
+
+def dedup_splitter(language: str | None):
+    """The word splitter dedup and decontamination use for a document of `language` (a lid.176 code,
+    as the crawl wrote it in the `language` column): a function text -> words, or None for a split
+    on whitespace (languages without settings, and those whose settings say `whitespace`)."""
+    if not language:
+        return None
+    found = _DEDUP_SPLITTERS.get(language, _MISSING)
+    if found is _MISSING:
+        found = _DEDUP_SPLITTERS[language] = _load_dedup_splitter(language)
+    return found
+
+
+_MISSING = object()
+
+
+def _load_dedup_splitter(language: str):
+    import time
+
+    if language not in available_languages():
+        return None
+    settings = load_language_settings(language)
+    if not settings.dedup_splits_words:
+        return None
+    settings_for([language])  # a missing splitter package: one line naming what to install
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    started = time.process_time()
+    split = load_word_tokenizer(settings.word_tokenizer).word_tokenize
+    stop_words = settings.filters.get("gopher_quality", {}).get("stop_words") or ["warm"]
+    split(" ".join(stop_words))  # loads the dictionary / model now, not on a document
+    _LOAD_SECONDS[0] += time.process_time() - started
+    return split
+
+
+def dedup_splitters(languages) -> list:
+    """`dedup_splitter` of each value of a `language` column (None entries allowed)."""
+    return [dedup_splitter(language) for language in languages]
+
+
+def load_dedup_splitters(languages) -> float:
+    """Load and warm the splitters of `languages` (a worker's set-up); returns the CPU seconds it took."""
+    before = _LOAD_SECONDS[0]
+    for language in languages:
+        dedup_splitter(language)
+    return _LOAD_SECONDS[0] - before
+
+
+def splitter_load_seconds() -> float:
+    """CPU seconds this process has spent loading dedup word splitters."""
+    return _LOAD_SECONDS[0]
+
+
+def dedup_word_settings() -> dict[str, str]:
+    """Language -> word tokenizer key, for every language whose dedup words come from its tokenizer
+    (what a dedup or decontamination output depends on besides its inputs)."""
+    out = {}
+    for code in available_languages():
+        settings = load_language_settings(code)
+        if settings.dedup_splits_words:
+            out[code] = settings.word_tokenizer
+    return out
