@@ -32,14 +32,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from shammie.dedup.arrays import load_npy, save_npy
-from shammie.dedup.signatures import normalise_words, word_settings
+from shammie.dedup import history
+from shammie.dedup.signatures import normalise_words, string_hash, word_settings
 from shammie.filters.words import dedup_splitters, load_dedup_splitters
 from shammie.pipeline import documents, jobdir, partitioned, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import DocumentStage, InputFile, Task, read_documents
 
-HASH_RECORD = np.dtype([("hash", "<u8"), ("doc", "<i8")])
+# The hash of the words is not salted: the snapshot is its own field (0 across snapshots), so the
+# same hashes serve the dedup index that later jobs probe (dedup/history.py).
+HASH_RECORD = np.dtype([("hash", "<u8"), ("snap", "<u8"), ("doc", "<i8")])
 DOC_RECORD = np.dtype([("doc", "<i8")])
 # Reduce tasks sort at most this many (hash, document) pairs each (16 bytes each plus the
 # sort's buffers); the number of hash ranges is the smallest power of two that keeps them below.
@@ -143,14 +146,21 @@ def languages_of(table) -> list[str | None]:
     return table.column("language").to_pylist()
 
 
-def text_hashes(texts: list[str], dumps: list[str], across_snapshots: bool,
-                languages: list[str | None] | None = None) -> np.ndarray:
+def text_hashes(texts: list[str], languages: list[str | None] | None = None) -> np.ndarray:
+    """The 64-bit hash of each text's normalised words (its language's words, see normalise_words)."""
     import xxhash
 
     splitters = dedup_splitters(languages) if languages is not None else [None] * len(texts)
-    return np.fromiter((xxhash.xxh3_64_intdigest(b" ".join(normalise_words(t or "", split)),
-                                                 seed=0 if across_snapshots else xxhash.xxh32_intdigest((d or "").encode()))
-                        for t, d, split in zip(texts, dumps, splitters)), dtype=np.uint64, count=len(texts))
+    return np.fromiter((xxhash.xxh3_64_intdigest(b" ".join(normalise_words(t or "", split)))
+                        for t, split in zip(texts, splitters)), dtype=np.uint64, count=len(texts))
+
+
+def snapshot_hashes(dumps: list[str | None], across_snapshots: bool) -> np.ndarray:
+    """The group each document is deduplicated within: its snapshot's hash, or 0 for all."""
+    if across_snapshots:
+        return np.zeros(len(dumps), dtype=np.uint64)
+    of = {d: string_hash(d if d is not None else "unknown") for d in set(dumps)}
+    return np.fromiter((of[d] for d in dumps), dtype=np.uint64, count=len(dumps))
 
 
 def read_for_words(url: str, columns: list[str]):
@@ -171,9 +181,10 @@ def hash_task(p: dict) -> dict:
         table, languages, seconds = read_for_words(f["input"], ["text", "dump"])
         setup += seconds
         check_rows(f, table.num_rows)
-        hashes = text_hashes(table["text"].to_pylist(), table["dump"].to_pylist(), p["across"], languages)
+        hashes = text_hashes(table["text"].to_pylist(), languages)
         records = np.empty(hashes.size, dtype=HASH_RECORD)
         records["hash"] = hashes
+        records["snap"] = snapshot_hashes(table["dump"].to_pylist(), p["across"])
         records["doc"] = f["offset"] + np.arange(hashes.size, dtype=np.int64)
         parts.append(records)
     records = np.concatenate(parts) if parts else np.empty(0, dtype=HASH_RECORD)
@@ -189,23 +200,40 @@ def check_rows(f: dict, rows: int) -> None:
 
 
 def reduce_task(p: dict) -> dict:
-    """One hash range of every file -> the copies (by file) and (first copy, copy) edges."""
+    """One hash range of every file -> the copies (by file) and (first copy, copy) edges; with
+    `earlier` (dedup --against) also edges to the earlier jobs' documents of the same text, and
+    with `index` this job's exact index shard for the range (dedup --keep-index)."""
     cpu = time.process_time()
     urls = [storage.join(p["hashes"], f"g{g:05d}.prt") for g in range(p["groups"])]
     records = partitioned.read_partition_of_all(urls, p["range"], HASH_RECORD)
-    order = np.lexsort((records["doc"], records["hash"]))
-    hashes, docs = records["hash"][order], records["doc"][order]
+    order = np.lexsort((records["doc"], records["snap"], records["hash"]))
+    hashes, snaps, docs = records["hash"][order], records["snap"][order], records["doc"][order]
     del records, order
     new = np.ones(hashes.size, dtype=bool)
-    new[1:] = hashes[1:] != hashes[:-1]
+    new[1:] = (hashes[1:] != hashes[:-1]) | (snaps[1:] != snaps[:-1])
     first = docs[np.maximum.accumulate(np.where(new, np.arange(hashes.size), 0))] if hashes.size else docs
     copies = docs[~new]
-    save_npy(p["edges"], np.stack([first[~new], copies], axis=1) if copies.size else np.empty((0, 2), np.int64))
+    edges = np.stack([first[~new], copies], axis=1) if copies.size else np.empty((0, 2), np.int64)
+    matched = 0
+    if p.get("earlier"):
+        # Only the first document of each text here needs probing: its copies join its cluster.
+        found = history.probe(hashes[new], docs[new], None, p["range"], p["bits"], p["earlier"])
+        matched = int(found.shape[0])
+        edges = np.concatenate([edges, found])
+    save_npy(p["edges"], edges)
+    if p.get("index"):
+        # the first document of each distinct text (whatever the snapshot): what a later job can match
+        distinct = np.ones(hashes.size, dtype=bool)
+        distinct[1:] = hashes[1:] != hashes[:-1]
+        shard = np.empty(int(distinct.sum()), dtype=history.KEY_DOC)
+        shard["key"], shard["doc"] = hashes[distinct], docs[distinct]
+        save_npy(p["index"], shard)
     offsets = load_npy(p["offsets"])
     out = np.empty(copies.size, dtype=DOC_RECORD)
     out["doc"] = copies
     partitioned.write_partitioned(p["copies"], out, file_of(copies, offsets), p["files"])
-    return {"documents": int(docs.size), "copies": int(copies.size), "bytes_read": int(docs.size) * HASH_RECORD.itemsize,
+    return {"documents": int(docs.size), "copies": int(copies.size), "edges": int(edges.shape[0]),
+            "matched": matched, "bytes_read": int(docs.size) * HASH_RECORD.itemsize,
             "cpu_seconds": time.process_time() - cpu}
 
 
@@ -251,9 +279,12 @@ class ExactPass:
     def copy_masks(self, files: list[dict]) -> list[np.ndarray]:
         return copy_masks(self.copies_dir, self.ranges, files)
 
-    def run(self, ctx, groups: list[list[Task]], across: bool, offsets_url: str, stats: dict) -> dict[str, dict]:
+    def run(self, ctx, groups: list[list[Task]], across: bool, offsets_url: str, stats: dict,
+            earlier: list | None = None, index: str | None = None, index_folder: str = "") -> dict[str, dict]:
         """Hash every run of files, then reduce every range; adds per-phase stats to `stats`,
-        returns the reduce tasks' results (their `copies` add up to the exact edges)."""
+        returns the reduce tasks' results (their `edges` add up to the exact edges). `earlier`: the
+        earlier jobs to probe (dedup --against); `index`: where this job's exact index shards go
+        (dedup --keep-index), `index_folder` the same relative to the stage output."""
         hashes = storage.join(self.work, "exact", "hashes")
         t = time.monotonic()
         hashed = ctx.run_tasks([
@@ -266,10 +297,12 @@ class ExactPass:
         t = time.monotonic()
         reduced = ctx.run_tasks([
             Task(f"r{r:05d}", {"hashes": hashes, "groups": len(groups), "files": self.files, "range": r,
-                               "offsets": offsets_url,
+                               "offsets": offsets_url, "bits": self.bits, "earlier": earlier or [],
                                "copies": storage.join(self.copies_dir, f"r{r:05d}.prt"),
-                               "edges": self.edge_urls()[r]},
-                 (f"{self.folder}/exact/copies/r{r:05d}.prt", f"{self.folder}/exact/edges/r{r:05d}.npy"))
+                               "edges": self.edge_urls()[r],
+                               "index": storage.join(index, history.exact_shard_name(r)) if index else None},
+                 (f"{self.folder}/exact/copies/r{r:05d}.prt", f"{self.folder}/exact/edges/r{r:05d}.npy")
+                 + ((f"{index_folder}/{history.exact_shard_name(r)}",) if index else ()))
             for r in range(self.ranges)], reduce_task, folder=f"{self.folder}/exact/reduce",
             desc="exact duplicates: find copies")
         stats["exact_reduce"] = phase_stats(reduced, time.monotonic() - t)

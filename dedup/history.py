@@ -8,12 +8,19 @@ band index of its documents in `deduped/_index/`, written by the workers themsel
                            sorted 64-bit band keys (not salted by snapshot, so other
                            jobs' documents can match) of every document with shingles,
                            each with its document number (16 bytes per document and band)
+    exact/rRRRRR.npy       one per hash range, written by that exact-reduce task: the sorted
+                           64-bit exact hashes (of the normalised words, not salted) of the
+                           first document of each distinct text, with its document number
+                           (16 bytes per distinct document): documents under 5 words have no
+                           band keys, so this is how a later job finds their copies
     files/NNNNN.npz        one per input file, written by its filter task: the kept rows
                            with their id hash and cluster size (20 bytes per kept
                            document), and the root of every row in a duplicate cluster
                            (16 bytes per such row), for rehydration
     index.json             MinHash parameters, key-range bits, input files and their
-                           first document numbers, what was matched in earlier jobs
+                           first document numbers, what was matched in earlier jobs, and
+                           the job's `job_id` (later jobs name it by this id, never by the
+                           path they were given, so any spelling of the path counts alike)
     earlier_copies/*.npz   (earlier job, its document, copies found here), for rehydration
 
 `index.json` and `earlier_copies/` are written by every run (they are small: O(input
@@ -35,6 +42,8 @@ as Python objects (~100+ bytes per key) instead of arrays on disk.
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
 import numpy as np
@@ -44,7 +53,9 @@ from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import InputError
 
 INDEX = "_index"
-INDEX_FORMAT = 2
+# 3: exact hashes of every distinct text (short documents too), words normalised as
+# NORMALISATION 2 (every Unicode space, language word splitters), a stable job_id.
+INDEX_FORMAT = 3
 EARLIER_COPIES = "earlier_copies"
 KEY_DOC = np.dtype([("key", "<u8"), ("doc", "<i8")])
 # Virtual document of earlier job j, document d: VIRTUAL_BASE + j * 2^40 + d (negative, ordered by (j, d)).
@@ -58,6 +69,15 @@ def index_url(job: str) -> str:
 
 def shard_name(band: int, part: int) -> str:
     return f"shards/b{band:02d}-r{part:05d}.npy"
+
+
+def exact_shard_name(part: int) -> str:
+    return f"exact/r{part:05d}.npy"
+
+
+def resolve_job(job: str) -> str:
+    """A job as recorded and compared: local paths made absolute (one spelling per folder)."""
+    return job if storage.is_remote(job) else os.path.abspath(storage.strip_file_scheme(job))
 
 
 def file_record_name(index: int) -> str:
@@ -74,56 +94,81 @@ def virtual_parts(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rel >> np.int64(_DOC_BITS), rel & np.int64((1 << _DOC_BITS) - 1)
 
 
-def read_index_info(job: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The index of an earlier job, checked: it exists, is probeable and (unless `params` is None)
-    used the same MinHash settings."""
+def read_index_record(job: str) -> dict[str, Any]:
+    """A job's index.json, checked: it exists and has this Shammie's format."""
     url = storage.join(index_url(job), "index.json")
     try:
         info = storage.read_json(url)
     except ValueError as e:
         raise InputError(str(e)) from None
-    redo = f"re-run its `shammie dedup --keep-index --overwrite` once"
-    if info is None:
+    redo = "re-run its `shammie dedup --keep-index --overwrite` once"
+    if not isinstance(info, dict):
         raise InputError(f"--against {job}: no dedup index at {index_url(job)} (it is not deduplicated yet, or by "
                          f"an older Shammie); {redo}")
     if info.get("format") != INDEX_FORMAT:
         raise InputError(f"--against {job}: its dedup index has format {info.get('format')}, this Shammie reads "
                          f"{INDEX_FORMAT}; {redo}")
-    if not info.get("shards"):
-        raise InputError(f"--against {job}: it was deduplicated without --keep-index, so it has no band index to "
-                         f"probe; {redo}")
-    if params is not None and info.get("params") != params:
-        raise InputError(f"--against {job}: deduplicated with other MinHash settings ({info.get('params')}), "
-                         f"this run uses {params}; use the same --threshold")
     return info
 
 
+def read_index_info(job: str, params: dict[str, Any] | None = None, exact: bool = False) -> dict[str, Any]:
+    """The index of an earlier job, checked: it exists, is probeable and (unless `params` is None)
+    used the same MinHash settings; with `exact`, it holds exact hashes."""
+    info = read_index_record(job)
+    if not info.get("shards"):
+        raise InputError(f"--against {job}: it was deduplicated without --keep-index, so it has no band index to "
+                         f"probe; re-run its `shammie dedup --keep-index --overwrite` once")
+    if params is not None and info.get("params") != params:
+        raise InputError(f"--against {job}: deduplicated with other MinHash settings ({info.get('params')}), "
+                         f"this run uses {params}; use the same --threshold")
+    if exact and not info.get("exact"):
+        raise InputError(f"--against {job}: it was deduplicated with --no-exact, so its index has no exact hashes "
+                         f"to find copies of short documents in; re-run it without --no-exact (--keep-index "
+                         f"--overwrite), or pass --no-exact here too")
+    return info
+
+
+def job_id(index_folder: str) -> str:
+    """The id a job's index is known by: kept from an index.json already in `index_folder` (a resumed
+    run), else new. Later jobs record it, so rehydration never depends on how a path was spelt."""
+    try:
+        found = storage.read_json(storage.join(index_folder, "index.json"))
+    except ValueError:
+        found = None
+    if isinstance(found, dict) and isinstance(found.get("job_id"), str):
+        return found["job_id"]
+    return uuid.uuid4().hex
+
+
 def index_fingerprint(job: str) -> dict[str, Any]:
-    """What identifies an earlier job's index (part of this run's settings)."""
-    return {"job": job, **(storage.file_fingerprint(storage.join(index_url(job), "index.json")) or {})}
+    """What identifies an earlier job's index (part of this run's settings): its resolved path and
+    its index.json's fingerprint (which changes when the job is deduplicated again)."""
+    return {"job": resolve_job(job), **(storage.file_fingerprint(storage.join(index_url(job), "index.json")) or {})}
 
 
-def earlier_index(job: str, params: dict[str, Any]) -> dict[str, Any]:
+def earlier_index(job: str, params: dict[str, Any], exact: bool = False) -> dict[str, Any]:
     """What a bucket task needs to probe an earlier job: where its shards are and how its keys were split."""
-    info = read_index_info(job, params)
-    return {"url": index_url(job), "bits": int(info["bits"])}
+    info = read_index_info(job, params, exact)
+    return {"url": index_url(job), "bits": int(info["bits"]), "job_id": info.get("job_id"),
+            "job": resolve_job(job)}
 
 
 def _load_shard(url: str) -> np.ndarray:
     return load_npy(url, mmap=True)
 
 
-def probe(keys: np.ndarray, docs: np.ndarray, band: int, part: int, bits: int,
+def probe(keys: np.ndarray, docs: np.ndarray, band: int | None, part: int, bits: int,
           earlier: list[dict[str, Any]]) -> np.ndarray:
     """(virtual earlier document, document) edges for the documents whose key in `band`
-    equals a key of an earlier job. `keys` are this task's keys of range `part` (of
-    2^bits ranges), sorted; an earlier job split its keys into 2^its_bits ranges, so the
-    shards read are the ones covering `part` (one, or several when it split finer)."""
+    (None: whose exact hash) equals a key of an earlier job. `keys` are this task's keys of
+    range `part` (of 2^bits ranges), sorted; an earlier job split its keys into 2^its_bits
+    ranges, so the shards read are the ones covering `part` (one, or several when it split finer)."""
     edges = []
     for j, e in enumerate(earlier):
         shift = int(e["bits"]) - bits
         parts = range(part << shift, (part + 1) << shift) if shift >= 0 else range(part >> -shift, (part >> -shift) + 1)
-        shards = [_load_shard(storage.join(e["url"], shard_name(band, q))) for q in parts]
+        names = [exact_shard_name(q) if band is None else shard_name(band, q) for q in parts]
+        shards = [_load_shard(storage.join(e["url"], name)) for name in names]
         old = np.concatenate([np.asarray(s) for s in shards]) if len(shards) > 1 else np.asarray(shards[0])
         if old.size == 0 or keys.size == 0:
             continue
@@ -141,6 +186,7 @@ def rehydration_counts(job: str, later_jobs: list[str] = ()) -> tuple[np.ndarray
     upsamples by this count). Needs the job deduplicated with --keep-index. Holds two
     arrays over the job's kept documents (12 bytes each)."""
     info = read_index_info(job)
+    mine_id = info["job_id"]
     offsets = np.asarray(info["offsets"], dtype=np.int64)
     idhash, copies, kept_rows, kept_before = [], [], [], [0]
     for i in range(len(info["files"])):
@@ -152,11 +198,12 @@ def rehydration_counts(job: str, later_jobs: list[str] = ()) -> tuple[np.ndarray
     idhash = np.concatenate(idhash) if idhash else np.empty(0, np.uint64)
     copies = np.concatenate(copies) if copies else np.empty(0, np.int64)
     for later in later_jobs:
-        later_info = storage.read_json(storage.join(index_url(later), "index.json")) or {}
-        against = [a["job"] for a in later_info.get("against", [])]
-        if job not in against:
-            continue
-        j = against.index(job)
+        later_info = read_index_record(later)
+        against = [a.get("job_id") for a in later_info.get("against", [])]
+        if mine_id not in against:
+            raise InputError(f"{later} was not deduplicated --against {job} (its index names "
+                             f"{', '.join(a.get('job', '?') for a in later_info.get('against', [])) or 'no earlier job'})")
+        j = against.index(mine_id)
         found = earlier_copies(later)
         mine = found["job"] == j
         for doc, n in zip(found["doc"][mine].tolist(), found["copies"][mine].tolist()):

@@ -48,7 +48,7 @@ from shammie.dedup import clusters
 from shammie.dedup.clusters import CLUSTER_RECORD, connected_min_labels
 from shammie.dedup.exact import (ExactPass, check_rows, file_groups, group_payload, key_range, numbered_tasks,
                                  phase_stats, range_bits, read_for_words, write_file_offsets)
-from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash, word_settings
+from shammie.dedup.signatures import NORMALISATION, MinHasher, MinhashParams, band_keys, string_hash, word_settings
 from shammie.filters.words import dedup_splitters
 from shammie.pipeline import documents, jobdir, partitioned, storage
 from shammie.pipeline.errors import InputError
@@ -349,7 +349,7 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
     def resolve_inputs(self):
         files = super().resolve_inputs()
         for job in (self.options.against or ()):  # checked before any work
-            history.read_index_info(job, self.params.to_dict())
+            history.read_index_info(job, self.params.to_dict(), exact=self.options.exact)
         return files
 
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
@@ -370,7 +370,7 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
                 acc = per_snapshot.setdefault(name, dict.fromkeys(s, 0))
                 for k, v in s.items():
                     acc[k] += v
-        against_jobs = list(self.options.against or ())
+        against_jobs = [history.resolve_job(j) for j in (self.options.against or ())]
         by_job = np.sum([r["against_by_job"] for r in results.values()], axis=0).tolist() if against_jobs else []
         clusters, params = run["clusters"], self.params
         return {
@@ -422,10 +422,14 @@ class DedupRun:
         params, options, out = self.stage.params, self.options, self.ctx.out
         offsets_url = write_file_offsets(self.work, self.tasks)
         groups = file_groups(self.tasks, self.total)
+        earlier = [history.earlier_index(j, params.to_dict(), exact=options.exact) for j in (options.against or ())]
+        index = storage.join(out, history.INDEX)
         exact, exact_results = None, {}
         if options.exact:
             exact = ExactPass(self.work, WORK, self.bits, self.files)
-            exact_results = exact.run(self.ctx, groups, options.across_snapshots, offsets_url, self.stats)
+            exact_results = exact.run(self.ctx, groups, options.across_snapshots, offsets_url, self.stats,
+                                      earlier=earlier, index=index if options.keep_index else None,
+                                      index_folder=history.INDEX)
 
         def meta(t: Task) -> str:
             return f"meta/{t.payload['index']:05d}.npz"
@@ -442,8 +446,6 @@ class DedupRun:
         s["docs_per_cpu_s"] = round(self.total / s["cpu_seconds"], 1) if s["cpu_seconds"] > 0 else None
         s["hash_docs_per_cpu_s"] = round(self.total / hash_cpu, 1) if hash_cpu > 0 else None
 
-        earlier = [history.earlier_index(j, params.to_dict()) for j in (options.against or ())]
-        index = storage.join(out, history.INDEX)
         ranges = 1 << self.bits
         buckets = self.timed("buckets", [
             Task(f"b{b:02d}-r{r:05d}",
@@ -457,7 +459,7 @@ class DedupRun:
 
         edge_files = EdgeFiles(self.work, exact.ranges if exact else 0, params.bands, ranges)
         edges = sum(r.get("edges", 0) for r in buckets.values()) + \
-            sum(r.get("copies", 0) for r in exact_results.values())
+            sum(r.get("edges", r.get("copies", 0)) for r in exact_results.values())
         cluster_files, cluster_stats = self.cluster(edge_files, edges, offsets_url, index if earlier else None)
 
         filtered = self.timed("filter", [
@@ -538,14 +540,14 @@ class DedupRun:
 
     def _write_index_info(self, index: str, params: MinhashParams, filtered: dict, earlier: list) -> None:
         """index.json: what later runs need to probe this job (and check they may)."""
-        against = list(self.options.against or ())
-        by_job = np.sum([r["against_by_job"] for r in filtered.values()], axis=0).tolist() if against else []
+        by_job = np.sum([r["against_by_job"] for r in filtered.values()], axis=0).tolist() if earlier else []
         storage.write_json_atomic(storage.join(index, "index.json"), {
-            "format": history.INDEX_FORMAT, "params": params.to_dict(), "bits": self.bits,
+            "format": history.INDEX_FORMAT, "job_id": history.job_id(index), "params": params.to_dict(),
+            "bits": self.bits, "normalisation": NORMALISATION, "exact": self.options.exact,
             "across_snapshots": self.options.across_snapshots, "shards": self.options.keep_index,
             "files": [t.name for t in self.tasks], "offsets": [t.payload["offset"] for t in self.tasks],
             "documents": sum(r["kept"] for r in filtered.values()),
-            "against": [{"job": j, "removed": int(n)} for j, n in zip(against, by_job)]})
+            "against": [{"job": e["job"], "job_id": e["job_id"], "removed": int(n)} for e, n in zip(earlier, by_job)]})
 
 
 def dedup(job: str, *, workers: int | None = None, ray_address: str | None = None,
