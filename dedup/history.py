@@ -180,6 +180,21 @@ def probe(keys: np.ndarray, docs: np.ndarray, band: int | None, part: int, bits:
     return np.concatenate(edges) if edges else np.empty((0, 2), np.int64)
 
 
+# FineWeb-2's upsampling of a kept document by its duplicate cluster's size (README, "re-hydration"):
+# bisect the size into these limits: 1 -> 1x, 2 -> 2x, 3-4 -> 3x, 5-99 -> 5x, 100-999 -> 8x, 1000+ -> 1x
+# (very large clusters are assumed to be boilerplate).
+FINEWEB2_UPSAMPLING = {1: 1, 2: 2, 3: 3, 5: 5, 100: 8, 1000: 1}
+CLUSTER_SIZE_COLUMN = "minhash_cluster_size"  # FineWeb-2's name for it, written by `shammie dedup`
+
+
+def upsampling_weights(cluster_sizes: np.ndarray, table: dict[int, int] = FINEWEB2_UPSAMPLING) -> np.ndarray:
+    """How many times each document appears after rehydration, from its cluster size (FineWeb-2's weights)."""
+    limits = np.array(sorted(table), dtype=np.int64)
+    weights = np.array([table[k] for k in sorted(table)], dtype=np.int64)
+    sizes = np.maximum(np.asarray(cluster_sizes, dtype=np.int64), 1)
+    return weights[np.searchsorted(limits, sizes, side="right") - 1]
+
+
 def rehydration_counts(job: str, later_jobs: list[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(idhash, copies) of a job's kept documents, in input order: the copies in the job itself
     plus those later jobs deduplicated `--against` it found (FineWeb-2's rehydration

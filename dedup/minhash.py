@@ -275,17 +275,30 @@ def filter_task(p: dict) -> dict:
                                                    count(removed), count(copies & removed), count(against))}
     against_job = history.virtual_parts(cl["root"][flagged])[0]
     against_by_job = np.bincount(against_job, minlength=p["earlier_jobs"]).tolist() if p["earlier_jobs"] else []
-    documents.write_table(table.filter(keep), p["output"])
+    # Each kept document carries its cluster's size in this job (exact and near copies, itself
+    # included) as FineWeb-2's `minhash_cluster_size`: what `shammie shard --rehydrate` upsamples by.
+    size_of = np.ones(n, dtype=np.int32)
+    size_of[rows] = cl["size"]
+    documents.write_table(with_cluster_sizes(table, size_of).filter(keep), p["output"])
     if p.get("index_file"):
         kept_rows = np.flatnonzero(keep)
-        size_of = np.ones(n, dtype=np.int32)
-        size_of[rows] = cl["size"]
         order = np.argsort(rows)
         save_npz(p["index_file"], kept_rows=kept_rows, kept_idhash=ids[kept_rows], kept_size=size_of[kept_rows],
                  cluster_rows=rows[order], cluster_root=cl["root"][order])
     return {"documents_in": n, "documents": int(keep.sum()), "kept": int(keep.sum()), "removed": int(removed.sum()),
             "exact_removed": int(copies.sum()), "against_removed": int(against.sum()),
             "against_by_job": against_by_job, "per_snapshot": per_snapshot, "cpu_seconds": _cpu() - cpu}
+
+
+def with_cluster_sizes(table, sizes: np.ndarray):
+    """`table` with its `minhash_cluster_size` column set to `sizes` (added, or replaced in place)."""
+    import pyarrow as pa
+
+    column = pa.array(sizes.astype(np.int64), pa.int64())
+    name = history.CLUSTER_SIZE_COLUMN
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, column)
+    return table.append_column(name, column)
 
 
 # --------------------------------------------------------------------------- options and stage

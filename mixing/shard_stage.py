@@ -55,6 +55,9 @@ class ShardOptions:
                               "rebuilds)", minimum=1, metavar="N")
     input_stage: str | None = option(None, help="document folder to read (default: the most downstream complete "
                                      "one)", metavar="STAGE")
+    rehydrate: bool = option(False, help="repeat each document by its duplicate cluster's size as FineWeb-2 does "
+                             "(the minhash_cluster_size column `shammie dedup` writes: 2-4 copies 2-3x, 5-99 5x, "
+                             "100-999 8x, 1000+ once)")
 
     def check_options(self):
         if self.tokenizer and self.train_tokenizer:
@@ -92,6 +95,9 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
         with fs.open(path, "rb") as f:
             names = pq.read_schema(f).names
         dom.check_group_by(self.options.group_by, names)
+        if self.options.rehydrate and "minhash_cluster_size" not in names:
+            raise InputError(f"--rehydrate: {files[0].url} has no minhash_cluster_size column (it is written by "
+                             "`shammie dedup`); shard a folder at or after deduped/, deduplicated by this Shammie")
         if all(f.fingerprint.get("rows") is None for f in files):  # an older _SUCCESS without row counts
             rows = 0
             for f in files:
@@ -124,7 +130,7 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
             progress=run.progress, shard_tokens=o.shard_tokens,
             tokenizer_sample_bytes=int(o.tokenizer_sample_mb * 1e6), keep_builds=o.keep_builds,
             input_files=ctx.tasks[0].payload["files"], input_fingerprints=ctx.tasks[0].payload["fingerprints"],
-            overwrite=run.overwrite)
+            overwrite=run.overwrite, rehydrate=o.rehydrate)
         return {"store": stats}
 
     def read_section(self) -> dict[str, Any] | None:

@@ -271,14 +271,16 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
                 tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES,
                 keep_builds: int = fmt.DEFAULT_KEEP_BUILDS, input_files: list[str] | None = None,
                 input_fingerprints: list[dict] | None = None, overwrite: bool = False,
-                task_bytes: int = TASK_BYTES, min_tasks: int = MIN_TASKS) -> dict[str, Any]:
+                task_bytes: int = TASK_BYTES, min_tasks: int = MIN_TASKS, rehydrate: bool = False) -> dict[str, Any]:
     """Build (or rebuild) the shard store of `job` at `store` (default `<job>/store`); return the stats.
 
     `keep_builds`: how many published builds keep their files (this one included), so that
     readers pinned to an older build keep working through `keep_builds - 1` rebuilds.
     `overwrite`: build afresh even when the published build was made from the same inputs
     and settings. `input_files`/`input_fingerprints`: the inputs as the stage runner
-    resolved them (default: the input stage's `_SUCCESS`)."""
+    resolved them (default: the input stage's `_SUCCESS`). `rehydrate`: each document repeated by
+    its `minhash_cluster_size` as FineWeb-2 does (the tokenize tasks repeat rows: nothing per
+    document reaches the driver)."""
     t0 = time.monotonic()
     store = store or storage.join(job, jobdir.STORE)
     _check_options(job, store, seq_len=seq_len, top_k=top_k, shard_tokens=shard_tokens, keep_builds=keep_builds)
@@ -302,7 +304,8 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
     groups = task_groups(sizes, task_bytes, min_tasks)
     recipe_id = _digest({"inputs": inputs, "tokenizer": tok.sha256, "group_by": group_by, "top_k": effective_top_k,
                          "seq_len": seq_len, "shard_tokens": shard_tokens, "groups": groups,
-                         "keep_fraction": KEEP_FRACTION, "format": fmt.FORMAT_VERSION, "layout": "pieces"})
+                         "keep_fraction": KEEP_FRACTION, "format": fmt.FORMAT_VERSION, "layout": "pieces",
+                         **({"rehydrate": "fineweb-2"} if rehydrate else {})})
     existing, _ = published_manifest(store)   # a damaged one is simply replaced
     same = bool(existing) and existing.get("recipe") == recipe_id
     if same and not overwrite:
@@ -324,7 +327,8 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
     write_tokenizer(store, tok)
     folder = _fold(phases, files, sizes, inputs, group_by=group_by, top_k=effective_top_k, progress=progress)
     plan = _tokenize(phases, file_groups, store=store, build_id=build_id, tok=tok, folder=folder,
-                     group_by=group_by, schema=schema, shard_tokens=shard_tokens, threads=workers or os.cpu_count() or 1)
+                     group_by=group_by, schema=schema, shard_tokens=shard_tokens, threads=workers or os.cpu_count() or 1,
+                     rehydrate=rehydrate)
     domains = _merge(phases, plan, store=store, build_id=build_id, tok=tok, schema=schema)
     manifest = new_manifest(tok, build_id=build_id, seq_len=seq_len, domains=domains, info={
         "group_by": group_by, "top_k": effective_top_k, "recipe": recipe_id,
@@ -340,7 +344,7 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
 
 def _tokenize(phases: _Phases, file_groups: list[list[str]], *, store: str, build_id: str, tok: Tokenizer,
               folder: dom.DomainFolder | None, group_by: str, schema, shard_tokens: int,
-              threads: int) -> pieces.MergePlan:
+              threads: int, rehydrate: bool = False) -> pieces.MergePlan:
     """Tokenize tasks write every domain's pieces into the store; returns the plan of what to merge."""
     fold_url = None
     if folder is not None:
@@ -349,7 +353,7 @@ def _tokenize(phases: _Phases, file_groups: list[list[str]], *, store: str, buil
     common = {"store": store, "build_id": build_id, "group_by": group_by, "fold": fold_url,
               "tokenizer": storage.join(store, fmt.tokenizer_name(tok.sha256)), "tokenizer_sha256": tok.sha256,
               "schema": pieces.encode_schema(pieces.text_schema(schema)), "shard_tokens": shard_tokens,
-              "keep_tokens": max(1, shard_tokens // KEEP_FRACTION)}
+              "keep_tokens": max(1, shard_tokens // KEEP_FRACTION), "rehydrate": rehydrate}
     tasks = [(f"{i:06d}", {**common, "task": i, "inputs": group,
                            "threads": threads if phases.in_process else 1})   # the driver as the only worker
              for i, group in enumerate(file_groups)]

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from shammie.dedup.history import CLUSTER_SIZE_COLUMN, upsampling_weights
 from shammie.mixing import domains as dom
 from shammie.mixing import store_format as fmt
 from shammie.mixing.store_format import StoreError
@@ -123,6 +124,8 @@ def tokenize_task(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         for url in payload["inputs"]:
             table = read_table(url)
+            if payload.get("rehydrate"):
+                table = rehydrated(table)
             names = [fold(k) for k in dom.raw_domain_keys(table, payload["group_by"])]
             tokens, lengths = tok.encode_documents(table.column("text").to_pylist(),
                                                    threads=payload.get("threads", 1), on_batch=report_progress)
@@ -155,6 +158,15 @@ def tokenize_task(payload: dict[str, Any]) -> dict[str, Any]:
                          f"and fold the rest into {dom.OTHER!r}")
     return summarize_pieces(entries, payload["keep_tokens"], domain_index,
                             documents=documents, tokens=tokens_total, seconds=time.monotonic() - start)
+
+
+def rehydrated(table: pa.Table) -> pa.Table:
+    """Each row repeated by FineWeb-2's upsampling weight of its `minhash_cluster_size` (copies adjacent)."""
+    if CLUSTER_SIZE_COLUMN not in table.column_names:
+        raise StoreError(f"--rehydrate: a file has no {CLUSTER_SIZE_COLUMN} column (written by `shammie dedup`)")
+    sizes = table.column(CLUSTER_SIZE_COLUMN).to_numpy(zero_copy_only=False)
+    weights = upsampling_weights(sizes)
+    return table.take(pa.array(np.repeat(np.arange(table.num_rows), weights)))
 
 
 def summarize_pieces(entries: dict[str, list[dict]], keep_tokens: int, domain_index: dict[str, int] | None,

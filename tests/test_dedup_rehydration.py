@@ -90,3 +90,31 @@ def test_per_snapshot_statistics_add_up_to_the_totals_with_against(snapshots, ca
     assert dedup(str(new), "--against", str(old), "--keep-index") == 0  # already complete: prints its summary
     out = capsys.readouterr().out
     assert f"  {name}: 7 in" in out and "6 removed, 1 kept" in out, out
+
+
+def test_shard_rehydrate_repeats_documents_by_their_cluster_size_as_fineweb2(tmp_path, ray_session):
+    """dedup writes each kept document's cluster size (FineWeb-2's minhash_cluster_size); shard
+    --rehydrate repeats it by FineWeb-2's weights (1 -> 1, 2 -> 2, 3-4 -> 3, 5-99 -> 5)."""
+    import pyarrow.parquet as pq
+
+    from shammie.mixing.store import open_store
+
+    X, Y, Z = words(601), words(602), words(603)
+    files = {"a.parquet": [(f"u{i}", words(610 + i), "S1") for i in range(10)] + [("x1", X, "S1"), ("y1", Y, "S1"),
+                                                                                   ("z1", Z, "S1")],
+             "b.parquet": [("x2", near(X, 21), "S1"), ("y2", Y, "S1"), ("y3", near(Y, 22), "S1")]
+             + [(f"z{i}", near(Z, 30 + i) if i % 2 else Z, "S1") for i in range(2, 6)]}
+    job = tmp_path / "job"
+    seed_documents(job, files)
+    assert dedup(str(job)) == 0
+    sizes = {}
+    for f in sorted((job / "deduped").glob("*.parquet")):
+        t = pq.read_table(f, columns=["id", "minhash_cluster_size"]).to_pydict()
+        sizes.update(zip(t["id"], t["minhash_cluster_size"]))
+    assert {k: v for k, v in sizes.items() if v > 1} == {"x1": 2, "y1": 3, "z1": 5} and len(sizes) == 13
+    common = ["--group-by", "language", "--train-tokenizer", "400", "--no-progress", "--tokenizer-sample-mb", "1"]
+    assert main(["shard", str(job), "--store", str(tmp_path / "plain"), *common]) == 0
+    assert main(["shard", str(job), "--store", str(tmp_path / "rehydrated"), "--rehydrate", *common]) == 0
+    plain, rehydrated = open_store(str(tmp_path / "plain")), open_store(str(tmp_path / "rehydrated"))
+    assert plain.manifest["domains"]["en"]["documents"] == 13
+    assert rehydrated.manifest["domains"]["en"]["documents"] == 10 + 2 + 3 + 5
