@@ -261,7 +261,7 @@ class ExactPass:
     """Where the exact pass of one run keeps its files (inside the stage's work folder)."""
 
     work: str        # URL of the work folder
-    folder: str      # the work folder relative to the stage output (task markers live under it)
+    folder: str      # the work folder relative to the stage's bookkeeping folder (task markers live under it)
     bits: int
     files: int
 
@@ -280,17 +280,17 @@ class ExactPass:
         return copy_masks(self.copies_dir, self.ranges, files)
 
     def run(self, ctx, groups: list[list[Task]], across: bool, offsets_url: str, stats: dict,
-            earlier: list | None = None, index: str | None = None, index_folder: str = "") -> dict[str, dict]:
+            earlier: list | None = None, index: str | None = None) -> dict[str, dict]:
         """Hash every run of files, then reduce every range; adds per-phase stats to `stats`,
         returns the reduce tasks' results (their `edges` add up to the exact edges). `earlier`: the
         earlier jobs to probe (dedup --against); `index`: where this job's exact index shards go
-        (dedup --keep-index), `index_folder` the same relative to the stage output."""
+        (dedup --keep-index). Task markers go under `folder` of the stage's bookkeeping folder."""
         hashes = storage.join(self.work, "exact", "hashes")
         t = time.monotonic()
         hashed = ctx.run_tasks([
             Task(f"g{g:05d}", {"files": group_payload(group), "across": across, "bits": self.bits,
                                "output": storage.join(hashes, f"g{g:05d}.prt")},
-                 (f"{self.folder}/exact/hashes/g{g:05d}.prt",))
+                 (storage.join(hashes, f"g{g:05d}.prt"),))
             for g, group in enumerate(groups)], hash_task, folder=f"{self.folder}/exact/hashes",
             desc="exact duplicates: hash")
         stats["exact_hash"] = phase_stats(hashed, time.monotonic() - t)
@@ -301,8 +301,8 @@ class ExactPass:
                                "copies": storage.join(self.copies_dir, f"r{r:05d}.prt"),
                                "edges": self.edge_urls()[r],
                                "index": storage.join(index, history.exact_shard_name(r)) if index else None},
-                 (f"{self.folder}/exact/copies/r{r:05d}.prt", f"{self.folder}/exact/edges/r{r:05d}.npy")
-                 + ((f"{index_folder}/{history.exact_shard_name(r)}",) if index else ()))
+                 (storage.join(self.copies_dir, f"r{r:05d}.prt"), self.edge_urls()[r])
+                 + ((storage.join(index, history.exact_shard_name(r)),) if index else ()))
             for r in range(self.ranges)], reduce_task, folder=f"{self.folder}/exact/reduce",
             desc="exact duplicates: find copies")
         stats["exact_reduce"] = phase_stats(reduced, time.monotonic() - t)
@@ -348,7 +348,7 @@ class ExactDedupStage(DocumentStage):
     def execute(self, ctx) -> dict[str, dict]:
         tasks = ctx.tasks
         documents_count = sum(t.payload["rows"] for t in tasks)
-        work = storage.join(ctx.out, self.WORK)
+        work = ctx.book(self.WORK)
         exact = ExactPass(work, self.WORK, range_bits(documents_count, MAX_RANGE_DOCS), len(tasks))
         offsets_url = write_file_offsets(work, tasks)
         exact.run(ctx, file_groups(tasks, documents_count), self.options.across_snapshots, offsets_url, {})

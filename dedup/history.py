@@ -2,7 +2,7 @@
 
 Common Crawl publishes a snapshot about every month; redoing MinHash over every earlier
 snapshot each time costs the whole history. A `shammie dedup --keep-index` leaves the
-band index of its documents in `deduped/_index/`, written by the workers themselves:
+band index of its documents in `_meta/deduped/index/`, written by the workers themselves:
 
     shards/bBB-rRRRRR.npy  one per (band, key range), written by that bucket task: the
                            sorted 64-bit band keys (not salted by snapshot, so other
@@ -52,7 +52,7 @@ from shammie.dedup.arrays import load_npy, load_npz
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import InputError
 
-INDEX = "_index"
+INDEX = "index"  # in the deduped/ folder's bookkeeping folder, JOB/_meta/deduped/index/
 # 3: exact hashes of every distinct text (short documents too), words normalised as
 # NORMALISATION 2 (every Unicode space, language word splitters), a stable job_id.
 INDEX_FORMAT = 3
@@ -64,7 +64,7 @@ _DOC_BITS = 40
 
 
 def index_url(job: str) -> str:
-    return storage.join(job, jobdir.DEDUPED, INDEX)
+    return storage.join(jobdir.meta_path(job, jobdir.DEDUPED), INDEX)
 
 
 def shard_name(band: int, part: int) -> str:

@@ -28,9 +28,10 @@ scale to a Common Crawl snapshot (~3B documents, ~90k files):
 Documents are numbered by (input file order, row); in each cluster the lowest number is
 kept, so the kept set does not depend on task order, worker count or key-range split.
 
-Layout inside the job: `deduped/_work/` (every phase's files and task markers, removed
-on success unless --keep-work), `deduped/_index/` (see history.py), the output Parquet
-files with the input's names, then `deduped/_SUCCESS`.
+Layout inside the job: `deduped/` holds the output Parquet files with the input's names
+and nothing else; its bookkeeping is in `_meta/deduped/`: `_work/` (every phase's files and
+task markers, removed on success unless --keep-work), `index/` (see history.py), then
+`_SUCCESS`.
 """
 
 from __future__ import annotations
@@ -320,14 +321,14 @@ class DedupOptions:
                                              "deduplicated with --keep-index): documents that duplicate them are "
                                              "removed too, by probing their saved band index instead of recomputing "
                                              "them", kind="inputs", metavar="JOB")
-    keep_index: bool = option(False, help="keep this job's band index in deduped/_index (~240 bytes per document) "
+    keep_index: bool = option(False, help="keep this job's band index in _meta/deduped/index (~240 bytes per document) "
                               "so later snapshots can be deduplicated --against it and rehydration counted")
     max_bucket_docs: int = option(MAX_BUCKET_DOCS, help="keys one bucket task sorts at most (bounds its memory; "
                                   "the kept set does not depend on it)", minimum=1, metavar="N")
     max_cluster_docs: int = option(MAX_CLUSTER_DOCS, help="edge endpoints (about twice the documents that have "
                                    "a duplicate) one clustering task holds at most; above it the clusters are found "
                                    "in distributed rounds (the kept set does not depend on it)", minimum=2, metavar="N")
-    keep_work: bool = option(False, help="keep deduped/_work (signatures, edges, clusters) for inspection",
+    keep_work: bool = option(False, help="keep _meta/deduped/_work (signatures, edges, clusters) for inspection",
                              yaml=False)
 
     def params(self) -> MinhashParams:
@@ -413,7 +414,7 @@ class DedupRun:
     def __init__(self, stage: DedupStage, ctx):
         self.stage, self.ctx, self.options = stage, ctx, stage.options
         self.tasks: list[Task] = ctx.tasks
-        self.work = storage.join(ctx.out, WORK)
+        self.work = ctx.book(WORK)
         self.files = len(self.tasks)
         self.total = sum(t.payload["rows"] for t in self.tasks)
         self.bits = range_bits(self.total, self.options.max_bucket_docs)
@@ -436,13 +437,12 @@ class DedupRun:
         offsets_url = write_file_offsets(self.work, self.tasks)
         groups = file_groups(self.tasks, self.total)
         earlier = [history.earlier_index(j, params.to_dict(), exact=options.exact) for j in (options.against or ())]
-        index = storage.join(out, history.INDEX)
+        index = self.ctx.book(history.INDEX)
         exact, exact_results = None, {}
         if options.exact:
             exact = ExactPass(self.work, WORK, self.bits, self.files)
             exact_results = exact.run(self.ctx, groups, options.across_snapshots, offsets_url, self.stats,
-                                      earlier=earlier, index=index if options.keep_index else None,
-                                      index_folder=history.INDEX)
+                                      earlier=earlier, index=index if options.keep_index else None)
 
         def meta(t: Task) -> str:
             return f"meta/{t.payload['index']:05d}.npz"
@@ -452,7 +452,7 @@ class DedupRun:
                  {"files": group_payload(group), "params": params.to_dict(), "across_snapshots": options.across_snapshots,
                   "bits": self.bits, "exact": exact, "output": self.url("signatures", f"g{g:05d}.prt"),
                   "meta": [self.url(meta(t)) for t in group]},
-                 (f"{WORK}/signatures/g{g:05d}.prt",) + tuple(f"{WORK}/{meta(t)}" for t in group))
+                 (self.url("signatures", f"g{g:05d}.prt"),) + tuple(self.url(meta(t)) for t in group))
             for g, group in enumerate(groups)], signature_task, "dedup 1/4 signatures", "signatures")
         hash_cpu = sum(r.get("hash_cpu_seconds", 0.0) for r in sig.values())
         s = self.stats["signatures"]
@@ -466,8 +466,8 @@ class DedupRun:
                   "bits": self.bits,
                   "earlier": earlier, "output": self.url("buckets", f"b{b:02d}-r{r:05d}.npy"),
                   "index": storage.join(index, history.shard_name(b, r)) if options.keep_index else None},
-                 (f"{WORK}/buckets/b{b:02d}-r{r:05d}.npy",)
-                 + ((f"{history.INDEX}/{history.shard_name(b, r)}",) if options.keep_index else ()))
+                 (self.url("buckets", f"b{b:02d}-r{r:05d}.npy"),)
+                 + ((storage.join(index, history.shard_name(b, r)),) if options.keep_index else ()))
             for b in range(params.bands) for r in range(ranges)], bucket_task, "dedup 2/4 buckets", "buckets")
 
         edge_files = EdgeFiles(self.work, exact.ranges if exact else 0, params.bands, ranges)
@@ -480,7 +480,7 @@ class DedupRun:
                           "clusters": cluster_files, "earlier_jobs": len(earlier),
                           "index_file": storage.join(index, history.file_record_name(t.payload["index"]))
                           if options.keep_index else None},
-                 t.outputs + ((f"{history.INDEX}/{history.file_record_name(t.payload['index'])}",)
+                 t.outputs + ((storage.join(index, history.file_record_name(t.payload['index'])),)
                               if options.keep_index else ()))
             for t in self.tasks], filter_task, "dedup 4/4 filter", None)
 
@@ -497,13 +497,13 @@ class DedupRun:
         cluster files the filter reads (each grouped by input file) and the cluster statistics."""
         common = {"offsets": offsets_url}
         copies = (lambda q: storage.join(index, history.EARLIER_COPIES, f"p{q:05d}.npz")) if index else (lambda q: None)
-        copies_out = (lambda q: (f"{history.INDEX}/{history.EARLIER_COPIES}/p{q:05d}.npz",)) if index else (lambda q: ())
+        copies_out = (lambda q: (copies(q),)) if index else (lambda q: ())
         limit = self.options.max_cluster_docs
         if 2 * edges <= limit:
             out = self.url("clusters", "p00000.prt")
             result = self.timed("clusters", [Task("clusters", {
                 **common, "edge_files": edge_files, "output": out, "earlier_copies": copies(0)},
-                (f"{WORK}/clusters/p00000.prt",) + copies_out(0))], cluster_task, "dedup 3/4 clusters",
+                (out,) + copies_out(0))], cluster_task, "dedup 3/4 clusters",
                 "clusters")["clusters"]
             self.stats["clusters"].update(mode="one task", nodes=result["nodes"], max_rss_mb=result.get("max_rss_mb"))
             return [out], result
@@ -517,7 +517,7 @@ class DedupRun:
             Task(f"p{q:05d}", {"edge_files": edge_files, "start": q * group, "stop": (q + 1) * group,
                                "partitions": parts,
                                "output": storage.join(previous, f"p{q:05d}.prt")},
-                 (f"{WORK}/components/r000/p{q:05d}.prt",)) for q in range(parts)],
+                 (storage.join(previous, f"p{q:05d}.prt"),)) for q in range(parts)],
             clusters.scatter_task, folder=f"{WORK}/components/r000", desc="dedup 3/4 clusters: scatter edges")
         cpu += sum(r["cpu_seconds"] for r in done.values())
         rounds = 0
@@ -529,7 +529,7 @@ class DedupRun:
             done = self.ctx.run_tasks([
                 Task(f"p{q:05d}", {"previous": previous, "files": parts, "partition": q, "partitions": parts,
                                    "large": rounds % 2 == 1, "output": storage.join(current, f"p{q:05d}.prt")},
-                     (f"{WORK}/components/r{rounds:03d}/p{q:05d}.prt",)) for q in range(parts)],
+                     (storage.join(current, f"p{q:05d}.prt"),)) for q in range(parts)],
                 clusters.star_round_task, folder=f"{WORK}/components/r{rounds:03d}",
                 desc=f"dedup 3/4 clusters: round {rounds} ({'large' if rounds % 2 else 'small'} star)")
             cpu += sum(r["cpu_seconds"] for r in done.values())
@@ -540,7 +540,7 @@ class DedupRun:
         done = self.ctx.run_tasks([
             Task(f"p{q:05d}", {**common, "previous": previous, "files": parts, "partition": q, "output": outs[q],
                                "earlier_copies": copies(q)},
-                 (f"{WORK}/clusters/p{q:05d}.prt",) + copies_out(q)) for q in range(parts)],
+                 (outs[q],) + copies_out(q)) for q in range(parts)],
             clusters.roots_task, folder=f"{WORK}/clusters/roots", desc="dedup 3/4 clusters: roots")
         cpu += sum(r["cpu_seconds"] for r in done.values())
         seconds = time.monotonic() - t

@@ -54,8 +54,9 @@ from shammie.pipeline.options import option
 from shammie.pipeline.stage import DocumentStage, read_documents
 
 WORK = "_work"
-# In a folder of its own: `decontaminated/*.parquet` (polars, datasets) must match documents only.
-REMOVED = "_removed/removed.parquet"
+# In the folder's bookkeeping folder (JOB/_meta/decontaminated/): decontaminated/ must hold documents
+# only (polars, `datasets` and duckdb's `**/*.parquet` read the whole folder).
+REMOVED = "removed/removed.parquet"
 TEXT_SUFFIXES = (".txt",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -316,6 +317,7 @@ class DecontaminateStage(DocumentStage):
         self._distinct_ngrams: int | None = None
         self._built: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # driver only, until written
         self._index: NgramIndex | None = None  # worker only
+        self._item_languages: list[str] | None = None
 
     def __getstate__(self) -> dict:
         # The copy sent to each worker loads the index from disk; it never carries the arrays.
@@ -329,12 +331,27 @@ class DecontaminateStage(DocumentStage):
         return self._files
 
     def item_languages(self) -> list[str]:
-        """The languages whose word splitter items are also split with: those of the crawl's kept pages
-        (stats.json) that split by their tokenizer; without a crawl section, every such language."""
-        splitting = dedup_word_settings()
-        kept = (jobdir.read_stats(self.job).get("crawl") or {}).get("languages")
-        codes = [c for c in kept if c in splitting] if isinstance(kept, dict) else list(splitting)
-        return sorted(codes)
+        """The languages whose word splitter items are also split with: those among the crawl's kept pages
+        (stats.json) that split by their tokenizer. A job without a crawl section (documents made by other
+        tools) has its input files' `language` column read instead (one column, by the driver)."""
+        if self._item_languages is None:
+            splitting = dedup_word_settings()
+            kept = (jobdir.read_stats(self.job).get("crawl") or {}).get("languages")
+            present = kept if isinstance(kept, dict) else self._languages_in_input()
+            self._item_languages = sorted(c for c in present if c in splitting)
+        return self._item_languages
+
+    def _languages_in_input(self) -> set[str]:
+        import pyarrow.parquet as pq
+
+        found: set[str] = set()
+        for f in super().resolve_inputs():
+            fs, path = storage.get_fs(f.url)
+            with fs.open(path, "rb") as fh:
+                parquet = pq.ParquetFile(fh)
+                if "language" in parquet.schema_arrow.names:
+                    found.update(x for x in parquet.read(columns=["language"]).column(0).unique().to_pylist() if x)
+        return found
 
     def settings(self) -> dict[str, Any]:
         # The benchmark files' content is part of what the output is made from: a changed
@@ -369,18 +386,19 @@ class DecontaminateStage(DocumentStage):
         # Named by the settings (which fingerprint the benchmark files): equal name, equal content,
         # so a worker that kept an index from an earlier run of the same settings may reuse it.
         digest = hashlib.sha256(json.dumps(self.settings(), sort_keys=True, default=str).encode()).hexdigest()[:12]
-        self.index_urls = write_index(storage.join(ctx.out, WORK), digest, hashes, owners, file_starts)
+        self.index_urls = write_index(ctx.book(WORK), digest, hashes, owners, file_starts)
         self._index_size = int(hashes.size)
         self._distinct_ngrams = int(np.count_nonzero(np.diff(hashes)) + 1)
         self._built = None
         del hashes, owners
         results = ctx.run_tasks(ctx.tasks, desc="decontaminate")
-        self._write_removed(ctx.out, results)
-        storage.remove(storage.join(ctx.out, WORK))
+        self._write_removed(ctx.books, results)
+        storage.remove(ctx.book(WORK))
         return results
 
-    def _write_removed(self, out: str, results: dict[str, dict]) -> None:
-        """`_removed/removed.parquet`: every removed document's id, its input file, and the items it matched."""
+    def _write_removed(self, books: str, results: dict[str, dict]) -> None:
+        """`removed/removed.parquet` (in JOB/_meta/decontaminated/): every removed document's id, its input
+        file, and the items it matched."""
         import pyarrow as pa
 
         rows = [{"id": doc_id, "input_file": f"{task}.parquet",
@@ -388,7 +406,7 @@ class DecontaminateStage(DocumentStage):
                 for task, r in sorted(results.items()) for doc_id, matches in r.get("removed_ids", [])]
         schema = pa.schema([("id", pa.string()), ("input_file", pa.string()),
                             ("matches", pa.list_(pa.struct([("benchmark", pa.string()), ("item", pa.int64())])))])
-        documents.write_table(pa.Table.from_pylist(rows, schema=schema), storage.join(out, REMOVED))
+        documents.write_table(pa.Table.from_pylist(rows, schema=schema), storage.join(books, REMOVED))
 
     # ------------------------------------------------------------ workers
 
@@ -449,7 +467,7 @@ class DecontaminateStage(DocumentStage):
         return {"documents": kept, "documents_in": kept + removed, "removed": removed, "kept": kept,
                 "ngram": self.options.ngram, "text_column": self.options.text_column,
                 "index_ngrams": self._index_size, "index_distinct_ngrams": self._distinct_ngrams,
-                "benchmarks": per_file, "removed_list": f"{self.output}/{REMOVED}",
+                "benchmarks": per_file, "removed_list": f"{jobdir.META}/{self.output}/{REMOVED}",
                 "item_languages": self.item_languages(),
                 "input_stage": self.input_stage(), "files": len(results)}
 

@@ -368,6 +368,12 @@ def _load_dedup_splitter(language: str):
     settings_for([language])  # a missing splitter package: one line naming what to install
     from datatrove.utils.word_tokenizers import load_word_tokenizer
 
+    if "jieba" in settings.requires:
+        import logging
+
+        import jieba  # an optional dependency, needed by this language only
+
+        jieba.setLogLevel(logging.WARNING)  # it logs its dictionary load to stderr at DEBUG level
     started = time.process_time()
     split = load_word_tokenizer(settings.word_tokenizer).word_tokenize
     stop_words = settings.filters.get("gopher_quality", {}).get("stop_words") or ["warm"]

@@ -42,7 +42,7 @@ class Step:
 
     @property
     def done(self) -> bool:
-        return storage.exists(storage.join(self.folder, jobdir.SUCCESS))
+        return storage.exists(storage.join(self.stage.bookkeeping_url(), jobdir.SUCCESS))
 
 
 def plan(config: JobConfig) -> list[Step]:
@@ -141,7 +141,7 @@ def _shown_options(step: Step) -> dict[str, Any]:
 
 
 def _has_task_markers(step: Step) -> bool:
-    return bool(storage.listdir(storage.join(step.folder, jobdir.TASKS)))
+    return bool(storage.listdir(storage.join(step.stage.bookkeeping_url(), jobdir.TASKS)))
 
 
 def dry_run_checks(config: JobConfig) -> None:

@@ -2,9 +2,13 @@
 
     documents/  (crawl)  -> [exact-deduped/] -> deduped/ -> [decontaminated/] -> scored/ -> subsets (edu-3/, ...) -> store/
 
-Each stage reads one folder and writes its own. A folder is complete when its
-`_SUCCESS` marker exists (written last, atomically); per-task markers live in
-`<stage>/_tasks/`. `stats.json` at the job root has one section per stage.
+Each stage reads one folder and writes its own. A stage's folder holds its data files
+and nothing else, so `datasets.load_dataset("parquet", data_dir=...)`, polars, pandas and
+duckdb read it as it is; the runner's bookkeeping of that folder lives beside it, in
+`JOB/_meta/<stage>/`: `_SUCCESS` (written last, atomically: the folder is complete),
+`_stage.json`, the task markers in `_tasks/`, work files, and what a stage keeps besides
+its documents (the dedup index, the decontamination removal list). `stats.json` at the
+job root has one section per stage.
 A stage's default input is the most downstream *complete* folder present;
 `--input-stage` overrides. Columns are only ever added downstream.
 """
@@ -31,14 +35,25 @@ SUBSET_PREFIXES = ("edu-", "subset-")
 SUCCESS = "_SUCCESS"
 TASKS = "_tasks"
 STATS = "stats.json"
+# The folder of each stage folder's bookkeeping: JOB/_meta/<stage>/ (outside the data folder, which
+# loaders read whole: polars and `datasets` fail on any file that is not Parquet, duckdb's
+# `**/*.parquet` would take a removal list kept inside).
+META = "_meta"
+# What an older Shammie kept inside the stage folder; moved to JOB/_meta/<stage>/ on the next run.
+LEGACY_BOOKKEEPING = ("_SUCCESS", "_stage.json", "_tasks", "_work", "_index", "_removed")
 
 
 def stage_path(job: str, stage: str) -> str:
     return storage.join(job, stage)
 
 
+def meta_path(job: str, stage: str) -> str:
+    """The bookkeeping folder of the stage folder `stage`: JOB/_meta/<stage>/."""
+    return storage.join(job, META, stage)
+
+
 def success_path(job: str, stage: str) -> str:
-    return storage.join(job, stage, SUCCESS)
+    return storage.join(meta_path(job, stage), SUCCESS)
 
 
 def is_complete(job: str, stage: str) -> bool:
@@ -56,7 +71,23 @@ def clear_complete(job: str, stage: str) -> None:
 
 
 def task_marker_path(job: str, stage: str, task: str) -> str:
-    return storage.join(job, stage, TASKS, f"{task}.json")
+    return storage.join(meta_path(job, stage), TASKS, f"{task}.json")
+
+
+def move_legacy_bookkeeping(job: str, stage: str) -> list[str]:
+    """Move what an older Shammie kept inside the stage folder (`_SUCCESS`, `_stage.json`, `_tasks/`,
+    ...) to JOB/_meta/<stage>/, so a job started before the move resumes; returns the names moved.
+    Nothing is moved when the new folder already has a record (its own is the one that counts)."""
+    folder = stage_path(job, stage)
+    present = [n for n in storage.listdir(folder) if n in LEGACY_BOOKKEEPING] if storage.exists(folder) else []
+    meta = meta_path(job, stage)
+    if not present or storage.exists(storage.join(meta, "_stage.json")) or storage.exists(storage.join(meta, SUCCESS)):
+        return []
+    storage.makedirs(meta)
+    renamed = {"_index": "index", "_removed": "removed"}
+    for name in present:
+        storage.rename(storage.join(folder, name), storage.join(meta, renamed.get(name, name)))
+    return present
 
 
 def read_task_marker(job: str, stage: str, task: str) -> dict | None:

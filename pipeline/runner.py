@@ -7,7 +7,8 @@ What a run does, whatever the stage (docs/job-directory.md has the user's versio
    empty input is refused: it never becomes an empty "complete" output.
 2. **One run per stage per job**: a lock (`JOB/_locks/<folder>.lock`) is taken; a second
    run fails at once naming the holder, or waits with `--wait`.
-3. **The output records what made it**: `<folder>/_stage.json` holds the stage's settings
+3. **The output records what made it**: `_stage.json` (in the folder's bookkeeping folder,
+   `JOB/_meta/<folder>/`, `Stage.bookkeeping_url`) holds the stage's settings
    and the fingerprint of every input (size plus checksum, ETag or recorded upstream
    checksum). A re-run compares:
      * same inputs and settings: resume (finished tasks skipped, damaged outputs redone);
@@ -356,13 +357,19 @@ def describe_change(stage: Stage, old: dict, settings: dict, inputs: dict) -> st
 
 
 class StageContext:
-    """What `Stage.execute` gets: the planned tasks and a way to run them (or other phases) on Ray."""
+    """What `Stage.execute` gets: the planned tasks and a way to run them (or other phases) on Ray.
 
-    def __init__(self, stage: Stage, run: RunOptions, out: str, tasks: list[Task], settings: dict):
+    `out` is the data folder being written, `books` its bookkeeping folder (task markers, work
+    files, what the stage keeps besides its data). A task output is named relative to `out`,
+    or by a full URL (`ctx.book(...)` for one in `books`)."""
+
+    def __init__(self, stage: Stage, run: RunOptions, out: str, tasks: list[Task], settings: dict,
+                 books: str | None = None):
         self.stage, self.run, self.out, self.tasks = stage, run, out, tasks
+        self.books = books or out
         # url -> fingerprint of each planned output a phase's task wrote (or proved on resume), as
         # the worker recorded it: the output manifest is built from these, without reading any file
-        self.output_records = _PlannedRecords({storage.join(out, o) for t in tasks for o in t.outputs})
+        self.output_records = _PlannedRecords({output_url(out, o) for t in tasks for o in t.outputs})
         self.worker_key = json.dumps([type(stage).__module__, type(stage).__qualname__, stage.job, settings],
                                      sort_keys=True, default=str)
 
@@ -373,16 +380,34 @@ class StageContext:
         Without `fn` a task runs `stage.run_task(payload, out)` on a worker that ran
         `stage.setup()` once. `folder` (inside the output) keeps a phase's markers apart."""
         call = fn if fn is not None else _StageCall(self.stage, self.out, self.worker_key)
-        marker_root = storage.join(self.out, folder) if folder else self.out
+        marker_root = storage.join(self.books, folder) if folder else self.books
         return parallel.run_tasks(
             self.stage.job, self.stage.name,
-            [(t.name, t.payload, [storage.join(self.out, o) for o in t.outputs]) for t in tasks],
+            [(t.name, t.payload, [output_url(self.out, o) for o in t.outputs]) for t in tasks],
             call, desc=desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
             count_key=self.stage.progress_count_key, max_in_flight=self.run.workers,
             num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root,
             ray_address=self.run.ray_address, verify=self.run.verify, records=self.output_records,
             shared_filesystem=self.run.shared_filesystem)
 
+    def book(self, *parts: str) -> str:
+        """A URL in the bookkeeping folder (work files, the dedup index, a removal list)."""
+        return storage.join(self.books, *parts)
+
+
+def output_url(out: str, name: str) -> str:
+    """A task output: a name relative to the data folder `out`, or already a full URL."""
+    if "://" in name or name.startswith("/"):
+        return name
+    return storage.join(out, name)
+
+
+def books_of(stage: Stage, target: str) -> str:
+    """The bookkeeping folder of `target`: the stage's, or, for an --overwrite's fresh folder
+    JOB/.<folder>.new-<id>, JOB/_meta/.<folder>.new-<id> (swapped in with it)."""
+    if target == stage.output_url() or stage.manages_output:
+        return stage.bookkeeping_url()
+    return jobdir.meta_path(stage.job, storage.basename(target.rstrip("/")))
 
 
 class _PlannedRecords(dict):
@@ -449,6 +474,11 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
 
     with StageLock(job, folder, stage.name, wait=run.wait):
         books = stage.bookkeeping_url()
+        if not stage.manages_output:
+            moved = jobdir.move_legacy_bookkeeping(job, folder)
+            if moved:
+                say(f"moved {', '.join(moved)} of {out} (an older Shammie's layout) to {books}")
+            _finish_interrupted_swap(stage, out, books)
         old = _read_record(books)
         has_output = bool(_data_files(out, stage))
         change = None
@@ -479,7 +509,7 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
                 return StageResult(section, "complete")
         elif status in ("resumed", "grew") and storage.exists(storage.join(books, jobdir.SUCCESS)) \
-                and _complete_and_valid(out, tasks, verify=run.verify):
+                and _complete_and_valid(out, books, tasks, verify=run.verify):
             section = stage.read_section()
             if status == "resumed" and isinstance(section, dict):
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
@@ -494,7 +524,7 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
             raise
         if target != out:
             with output_errors():
-                _swap_in(target, out)
+                _swap_in(target, out, books_of(stage, target), books)
         return StageResult(section, status)
 
 
@@ -525,7 +555,7 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
              record_inputs: dict, inputs: list[InputFile], started: float, say) -> dict[str, Any]:
     job = stage.job
     storage.makedirs(target)
-    books = stage.bookkeeping_url() if target == stage.output_url() else target
+    books = books_of(stage, target)
     if not stage.manages_output:
         # No longer complete from here on: a reader sees either the old _SUCCESS or none.
         storage.remove(storage.join(books, jobdir.SUCCESS))
@@ -533,7 +563,7 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
         "version": RECORD_VERSION, "stage": stage.name, "settings": settings, "inputs": record_inputs,
         "started_at": _now()})
     say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) -> {target}")
-    ctx = StageContext(stage, run, target, tasks, settings)
+    ctx = StageContext(stage, run, target, tasks, settings, books=books)
     results = stage.execute(ctx)
     planned = {o for t in tasks for o in t.outputs}
     if not stage.manages_output:
@@ -603,11 +633,11 @@ def _data_files(out: str, stage: Stage) -> list[str]:
             if not n.startswith((".", "_")) and n not in stage.keep_files]
 
 
-def _complete_and_valid(out: str, tasks: list[Task], verify: bool = False) -> bool:
-    """The folder's _SUCCESS lists exactly the planned outputs and each file still matches it
-    (checked against one listing per folder, as task markers are: `parallel.output_matches`)."""
+def _complete_and_valid(out: str, books: str, tasks: list[Task], verify: bool = False) -> bool:
+    """The folder's _SUCCESS (in `books`) lists exactly the planned outputs and each file still matches
+    it (checked against one listing per folder, as task markers are: `parallel.output_matches`)."""
     try:
-        marker = storage.read_json(storage.join(out, jobdir.SUCCESS))
+        marker = storage.read_json(storage.join(books, jobdir.SUCCESS))
     except ValueError:
         return False
     if not isinstance(marker, dict) or not isinstance(marker.get("outputs"), dict):
@@ -634,13 +664,40 @@ def _remove_unplanned(target: str, planned: set[str], stage: Stage) -> None:
             storage.remove(storage.join(target, name))
 
 
-def _swap_in(new: str, out: str) -> None:
-    """Replace `out` by the complete `new` folder; the old one is removed only after the swap."""
-    old = None
+def _swap_in(new: str, out: str, new_books: str, books: str) -> None:
+    """Replace `out` by the complete `new` folder, and its bookkeeping `books` by `new_books`; the old
+    ones are removed only after the swap. The data folder moves first and its records last (they hold
+    `_SUCCESS`), so a reader never sees a `_SUCCESS` describing the other folder; a run stopped between
+    the two renames is finished by the next run (`_finish_interrupted_swap`)."""
+    tag = uuid.uuid4().hex[:8]
+    parked = []
+    if new_books != books and storage.exists(books):
+        storage.remove(storage.join(books, jobdir.SUCCESS))  # the old output is no longer the complete one
+        parked.append(_park(books, tag))
     if storage.exists(out):
-        parent, name = os.path.split(out.rstrip("/"))
-        old = storage.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
-        storage.rename(out, old)
+        parked.append(_park(out, tag))
     storage.rename(new, out)
-    if old is not None:
+    if new_books != books:
+        storage.rename(new_books, books)
+    for old in parked:
         storage.remove(old)
+
+
+def _park(url: str, tag: str) -> str:
+    parent, name = os.path.split(url.rstrip("/"))
+    old = storage.join(parent, f".{name}.old-{tag}")
+    storage.rename(url, old)
+    return old
+
+
+def _finish_interrupted_swap(stage: Stage, out: str, books: str) -> None:
+    """An --overwrite stopped between moving its new folder in and moving its records: the data folder
+    is in place, its records still under the fresh folder's name. Move them (under the lock)."""
+    if storage.exists(books) or not storage.exists(out):
+        return
+    meta = storage.join(stage.job, jobdir.META)
+    prefix = f".{stage.output_folder()}.new-"
+    for name in storage.listdir(meta) if storage.exists(meta) else []:
+        if name.startswith(prefix) and not storage.exists(storage.join(stage.job, name)):
+            storage.rename(storage.join(meta, name), books)
+            return

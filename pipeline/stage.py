@@ -89,9 +89,12 @@ class Stage:
         return jobdir.stage_path(self.job, self.output_folder())
 
     def bookkeeping_url(self) -> str:
-        """The folder of the runner's `_stage.json` and `_SUCCESS`: the output folder itself, unless the
-        output must hold nothing but what the stage writes (an export another tool reads)."""
-        return self.output_url()
+        """The folder of the runner's `_stage.json`, `_SUCCESS`, task markers and work files: JOB/_meta/<folder>/,
+        so the output folder holds nothing but the stage's data files (loaders read it whole). A stage
+        that publishes its own output (the store) keeps them in it."""
+        if self.manages_output:
+            return self.output_url()
+        return jobdir.meta_path(self.job, self.output_folder())
 
     def settings(self) -> dict[str, Any]:
         """What the output depends on besides its inputs; a change is refused (or --overwrite)."""
@@ -158,7 +161,7 @@ def parquet_outputs_of(job: str, folder: str) -> list[InputFile]:
             if not name.endswith(".parquet"):
                 continue
             if name not in present:
-                raise InputError(f"{storage.join(folder_url, name)} is listed in {folder}/{jobdir.SUCCESS} but missing; "
+                raise InputError(f"{storage.join(folder_url, name)} is listed in {jobdir.META}/{folder}/{jobdir.SUCCESS} but missing; "
                                  f"re-run the stage that writes {folder}/ to redo it")
             if fp.get("size") is not None and present[name] != fp["size"]:
                 raise InputError(f"{storage.join(folder_url, name)} has {present[name]} bytes but was written with "

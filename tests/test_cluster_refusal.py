@@ -112,7 +112,7 @@ def test_every_command_refuses_a_local_job_on_a_multi_host_cluster(command, jobs
 def test_a_declared_shared_filesystem_is_accepted(jobs, warc, two_hosts, capsys):
     assert main(["crawl", str(warc), "--output", str(jobs["new"]), "--shared-filesystem", "--no-progress",
                  "--workers", "2"]) == 0
-    assert (jobs["new"] / "documents" / "_SUCCESS").exists()
+    assert (jobs["new"] / "_meta" / "documents" / "_SUCCESS").exists()
 
 
 def test_a_local_store_of_a_job_on_s3_is_refused_too(tmp_path, jobs, two_hosts, s3_bucket, capsys):
@@ -123,6 +123,7 @@ def test_a_local_store_of_a_job_on_s3_is_refused_too(tmp_path, jobs, two_hosts, 
 
     fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
     fs.put(str(jobs["documents"] / "documents"), f"{s3_bucket}/job/documents", recursive=True)
+    fs.put(str(jobs["documents"] / "_meta"), f"{s3_bucket}/job/_meta", recursive=True)  # its _SUCCESS
     store = tmp_path / "store"
     assert main(["shard", f"s3://{s3_bucket}/job", "--store", str(store), "--group-by", "site",
                  "--train-tokenizer", "400", "--no-progress"]) == 2

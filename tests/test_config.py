@@ -238,9 +238,10 @@ def test_dry_run_marks_complete_steps_as_skipped(tmp_path, warc_dir, capsys):
     path = write_config(tmp_path, minimal(warc_dir))
     documents = tmp_path / "out" / "job" / "documents"
     documents.mkdir(parents=True)
-    (documents / "_SUCCESS").write_text("{}")
-    (tmp_path / "out" / "job" / "deduped" / "_tasks").mkdir(parents=True)
-    (tmp_path / "out" / "job" / "deduped" / "_tasks" / "x.json").write_text("{}")
+    (tmp_path / "out" / "job" / "_meta" / "documents").mkdir(parents=True)
+    (tmp_path / "out" / "job" / "_meta" / "documents" / "_SUCCESS").write_text("{}")
+    (tmp_path / "out" / "job" / "_meta" / "deduped" / "_tasks").mkdir(parents=True)
+    (tmp_path / "out" / "job" / "_meta" / "deduped" / "_tasks" / "x.json").write_text("{}")
     assert main(["run", str(path), "--dry-run", "--set", "dedup.enabled=true"]) == 0
     out = capsys.readouterr().out
     assert "1. crawl" in out and "[done, skip if unchanged]" in out.splitlines()[[i for i, ln in enumerate(out.splitlines()) if "1. crawl" in ln][0]]

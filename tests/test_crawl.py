@@ -93,7 +93,7 @@ def test_resume_skips_finished_files_and_gives_identical_output(ray_session, tmp
     # an interrupted run: one file's output and marker never got written
     victim = sorted((job / "documents").glob("*.parquet"))[1]
     victim.unlink()
-    (job / "documents" / "_tasks" / (victim.stem + ".json")).unlink()
+    (job / "_meta" / "documents" / "_tasks" / (victim.stem + ".json")).unlink()
     jobdir.clear_complete(str(job), "documents")
     untouched = sorted((job / "documents").glob("*.parquet"))[0]
     mtime = untouched.stat().st_mtime_ns

@@ -32,7 +32,7 @@ def test_every_shared_file_is_processed_and_accounted_for(shared_crawl):
     assert section["records_read"] == section["kept"] + sum(section["dropped"].values()) + sum(section["errors"].values())
     import json
 
-    markers = sorted((job / "documents" / "_tasks").glob("*.json"))
+    markers = sorted((job / "_meta" / "documents" / "_tasks").glob("*.json"))
     assert len(markers) == len(files)
     for marker in markers:
         f = json.loads(marker.read_text())

@@ -94,12 +94,12 @@ def test_planted_passages_are_removed_and_near_misses_kept(contaminated_job, ray
     assert per_file["lines.txt"] == {"documents_removed": 1, "items_matched": 1, "items": 2, "items_too_short": 0,
                                      "ngrams": (16 - 12) + (30 - 12)}
     assert stats["input_stage"] == "documents"
-    removed = documents.read_table(str(job / "decontaminated" / "_removed" / "removed.parquet")).to_pylist()
+    removed = documents.read_table(str(job / "_meta" / "decontaminated" / "removed" / "removed.parquet")).to_pylist()
     matched = {r["id"]: [(m["benchmark"].rsplit("/", 1)[-1], m["item"]) for m in r["matches"]] for r in removed}
     assert matched == {"a1": [("qa.jsonl", 0)], "b1": [("qa.jsonl", 1)], "a4": [("set.parquet", 1)],
                        "b3": [("set.parquet", 1)], "b4": [("lines.txt", 0)]}
     # the work files (the n-gram index) are gone; downstream stages read decontaminated/
-    assert not (job / "decontaminated" / "_work").exists()
+    assert not (job / "_meta" / "decontaminated" / "_work").exists()
     assert jobdir.resolve_input_stage(str(job), before=jobdir.SCORED) == jobdir.DECONTAMINATED
     # the report's funnel and throughput show the step (a crawl section as a crawl would leave it)
     from shammie.jobs.report import build_plots
@@ -232,8 +232,9 @@ def test_job_and_gzipped_benchmark_file_on_s3(tmp_path, ray_session, s3_server, 
     local = tmp_path / "job"
     seed_documents(local, {"a.parquet": [("a1", embedded(1, disguised(ITEM_TXT)), "S1"), ("a2", words(9), "S1")]})
     s3 = boto3.client("s3", endpoint_url=s3_server)
-    for path in (local / "documents").iterdir():
-        s3.put_object(Bucket=s3_bucket, Key=f"job/documents/{path.name}", Body=path.read_bytes())
+    for path in local.rglob("*"):
+        if path.is_file():
+            s3.put_object(Bucket=s3_bucket, Key=f"job/{path.relative_to(local).as_posix()}", Body=path.read_bytes())
     s3.put_object(Bucket=s3_bucket, Key="bench/items.jsonl.gz",
                   Body=gzip.compress((json.dumps({"text": ITEM_TXT}) + "\n").encode()))
     job, items = f"s3://{s3_bucket}/job", f"s3://{s3_bucket}/bench/items.jsonl.gz"

@@ -184,7 +184,7 @@ def test_planted_near_duplicates_removed_distinct_kept_via_cli(tmp_path, ray_ses
     assert stats["kept"] == stats["documents"] == len(corpus["base"]) + len(corpus["distinct"])
     assert stats["per_snapshot"]["CC-MAIN-2024-10"]["removed"] == 20
     assert jobdir.is_complete(str(job), "deduped")
-    assert not (job / "deduped" / "_work").exists()
+    assert not (job / "_meta" / "deduped" / "_work").exists()
     # the input's schema plus each kept document's cluster size (FineWeb-2's minhash_cluster_size),
     # and the same file names as the input
     for f in jobdir.stage_files(str(job), "deduped"):
@@ -275,7 +275,7 @@ def test_rerun_after_interrupted_stage_gives_identical_output(tmp_path, referenc
     with pytest.raises(RuntimeError, match="driver killed"):
         minhash.dedup(str(job), progress=False)
     monkeypatch.setattr(parallel, "run_tasks", real)
-    work = job / "deduped" / "_work"
+    work = job / "_meta" / "deduped" / "_work"
     # What a worker killed mid-task leaves: a temporary file and no marker.
     bucket = sorted((work / "buckets").glob("*.npy"))[0]
     (work / "buckets" / "_tasks" / (bucket.stem + ".json")).unlink()
@@ -334,7 +334,7 @@ def test_killed_process_resumes_to_identical_output(tmp_path, ray_session):
     shammie = [sys.executable, "-m", "shammie.jobs.cli", "dedup", str(job), "--workers", "1", "--no-progress"]
     proc = subprocess.Popen(shammie, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    markers = job / "deduped" / "_work" / "signatures" / "_tasks"
+    markers = job / "_meta" / "deduped" / "_work" / "signatures" / "_tasks"
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:

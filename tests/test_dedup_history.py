@@ -33,14 +33,14 @@ def test_a_new_snapshot_is_deduplicated_against_the_earlier_index_without_recomp
     seed_documents(old, OLD)
     seed_documents(new, NEW)
     assert dedup(str(old), "--keep-index") == 0
-    index_files = {p: p.stat().st_mtime_ns for p in (old / "deduped" / "_index").rglob("*")}
+    index_files = {p: p.stat().st_mtime_ns for p in (old / "_meta" / "deduped" / "index").rglob("*")}
     assert dedup(str(new), "--against", str(old)) == 0
     assert ids_of(new / "deduped") == ["D"]
     stats = json.loads((new / "stats.json").read_text())["dedup"]
     assert (stats["against_removed"], stats["exact_removed"], stats["near_removed"]) == (2, 0, 1)
     assert stats["against"] == [{"job": str(old), "removed": 2}]
     # the earlier job was only read
-    assert {p: p.stat().st_mtime_ns for p in (old / "deduped" / "_index").rglob("*")} == index_files
+    assert {p: p.stat().st_mtime_ns for p in (old / "_meta" / "deduped" / "index").rglob("*")} == index_files
 
     # The same kept set as deduplicating both snapshots together from scratch (files in name order: old first).
     together = tmp_path / "together"
@@ -66,7 +66,7 @@ def test_a_chain_of_snapshots_grows_one_index_at_a_time(tmp_path, ray_session):
     assert ids_of(jobs[1] / "deduped") == ["s1-x"] and ids_of(jobs[2] / "deduped") == ["s2-x"]
     stats = json.loads((jobs[2] / "stats.json").read_text())["dedup"]
     assert [a["removed"] for a in stats["against"]] == [1, 0]  # found in the first snapshot, which keeps A
-    index = jobs[2] / "deduped" / "_index"
+    index = jobs[2] / "_meta" / "deduped" / "index"
     info = json.loads((index / "index.json").read_text())
     # one kept document; both documents' keys are indexed (a later near-copy of the removed one is still found)
     assert info["documents"] == 1

@@ -69,9 +69,9 @@ def test_rehydration_counts_equal_with_any_path_spelling_and_the_from_scratch_cl
     assert {kept_old[h]: reference[h] for h in absolute} == {kept_old[h]: n for h, n in absolute.items()}
     assert sum(absolute.values()) == sum(reference[h] for h in absolute) == 12
     # the earlier job is named by its id, never by the path it was given
-    info = json.loads((new / "deduped" / "_index" / "index.json").read_text())
+    info = json.loads((new / "_meta" / "deduped" / "index" / "index.json").read_text())
     assert info["against"][0]["job"] == str(old)
-    assert info["against"][0]["job_id"] == json.loads((old / "deduped" / "_index" / "index.json").read_text())["job_id"]
+    assert info["against"][0]["job_id"] == json.loads((old / "_meta" / "deduped" / "index" / "index.json").read_text())["job_id"]
 
 
 def test_a_later_job_not_deduplicated_against_the_job_is_an_error_not_a_silent_zero(snapshots):

@@ -146,8 +146,8 @@ def corpus(tmp_path_factory, ray_session):
     assert stats["bucket_ranges_per_band"] == 1 and stats["cluster_mode"] == "one task"
     assert stats["removed"] >= 85
     # without --keep-index no band index is left behind (~240 bytes per document), only index.json
-    assert sorted(p.name for p in (clean / "deduped" / "_index").iterdir()) == ["index.json"]
-    assert not (clean / "deduped" / "_work").exists()
+    assert sorted(p.name for p in (clean / "_meta" / "deduped" / "index").iterdir()) == ["index.json"]
+    assert not (clean / "_meta" / "deduped" / "_work").exists()
     return src, clean, stats
 
 
@@ -241,4 +241,4 @@ def test_a_job_on_s3_keeps_the_same_set(corpus, s3_bucket):
             kept[name] = pq.read_table(f, columns=["id"])["id"].to_pylist()
     assert kept == kept_ids(clean)
     assert stats["removed"] == ref["removed"]
-    assert fs.exists(f"{s3_bucket}/job/deduped/_index/{minhash.history.shard_name(13, 3)}")
+    assert fs.exists(f"{s3_bucket}/job/_meta/deduped/index/{minhash.history.shard_name(13, 3)}")

@@ -48,7 +48,8 @@ def make_job(root: Path, sections: dict, manifest: dict | None = None, scored: l
         (job / "scored").mkdir()
         pq.write_table(pa.table({"id": [str(i) for i in range(len(scored))], "edu_score": scored}),
                        job / "scored" / "part-0.parquet")
-        (job / "scored" / "_SUCCESS").write_text("{}")
+        (job / "_meta" / "scored").mkdir(parents=True)
+        (job / "_meta" / "scored" / "_SUCCESS").write_text("{}")
     return job
 
 

@@ -30,13 +30,14 @@ class FakeStages:
             from shammie.pipeline.runner import StageResult
 
             name = stage.name
-            success = os.path.join(stage.output_url(), jobdir.SUCCESS)
+            success = os.path.join(stage.bookkeeping_url(), jobdir.SUCCESS)
             if os.path.exists(success) and self.done.get(stage.output_url()) == stage.options and not run.overwrite:
                 return StageResult({"documents": 7}, "complete")
             self.calls.append((name, stage, run))
             if name in self.fail:
                 raise RuntimeError(f"{name} crashed")
             os.makedirs(stage.output_url(), exist_ok=True)
+            os.makedirs(os.path.dirname(success), exist_ok=True)
             with open(success, "w") as f:
                 f.write("{}")
             self.done[stage.output_url()] = stage.options

@@ -191,9 +191,9 @@ def run_to_completion(config: Path, output: Path, log: Path, *, env_extra: dict 
 def unfinished_stage(job: Path) -> str | None:
     """A stage folder with finished tasks but no _SUCCESS: the job is mid-stage there."""
     for stage in STAGES:
-        if (job / stage / "_SUCCESS").exists():
+        if (job / "_meta" / stage / "_SUCCESS").exists():
             continue
-        if glob.glob(str(job / stage / "**" / "_tasks" / "*.json"), recursive=True):
+        if glob.glob(str(job / "_meta" / stage / "**" / "_tasks" / "*.json"), recursive=True):
             return stage
     return None
 
@@ -215,7 +215,7 @@ def job_fingerprint(job: Path) -> dict:
 
     fp: dict = {}
     for stage in ("documents", "deduped"):
-        assert (job / stage / "_SUCCESS").exists(), f"{stage} is not complete"
+        assert (job / "_meta" / stage / "_SUCCESS").exists(), f"{stage} is not complete"
         files = sorted(p for p in (job / stage).glob("*.parquet"))
         assert not list((job / stage).glob(".tmp*")), f"temporary files left in {stage}/"
         tables = {p.name: pq.read_table(p).sort_by("id").to_pylist() for p in files}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from shammie.pipeline import parallel, ray_runtime, runner, storage
+from shammie.pipeline import jobdir, parallel, ray_runtime, runner, storage
 from shammie.pipeline.stage import InputFile, Stage, Task
 
 N = 40
@@ -58,10 +58,12 @@ def write_part(payload: dict) -> dict:
 
 
 def finish_tasks(out: str, n: int = N) -> None:
-    """Every task's output and marker, as a worker writes them."""
+    """Every task's output and marker (in the folder's bookkeeping folder JOB/_meta/<folder>/), as a worker writes them."""
+    job, folder = out.rstrip("/").rsplit("/", 1)
     for i in range(n):
         url = storage.join(out, f"part-{i:03d}.parquet")
-        parallel._run_and_mark(write_part, {"i": i, "output": url}, storage.join(out, "_tasks", f"t{i:03d}.json"), [url])
+        marker = storage.join(jobdir.meta_path(job, folder), "_tasks", f"t{i:03d}.json")
+        parallel._run_and_mark(write_part, {"i": i, "output": url}, marker, [url])
 
 
 def run_until_ray(job: str, n: int = N) -> None:
@@ -130,7 +132,7 @@ def test_on_s3_a_phase_starts_and_completes_without_a_request_per_task(s3_bucket
     # output: outputs are checked against a listing, and the manifest comes from the markers
     assert resumed["GetObject"] <= N + 5, resumed
     assert resumed["HeadObject"] <= 10, resumed
-    success = storage.read_json(f"{job}/many/_SUCCESS")
+    success = storage.read_json(f"{job}/_meta/many/_SUCCESS")
     assert len(success["outputs"]) == N
     assert all(r["rows"] == 2 and r["size"] > 0 and r["etag"] for r in success["outputs"].values())
 
@@ -169,7 +171,7 @@ def test_locally_completion_reads_no_output_back(tmp_path, monkeypatch):
     result = runner.run_stage(ManyTasks(job), runner.RunOptions(progress=False))
     assert result.section["files"] == N
     assert not reads, f"the driver read outputs back: {dict(reads)}"
-    success = json.loads(Path(job, "many", "_SUCCESS").read_text())
+    success = json.loads(Path(job, "_meta", "many", "_SUCCESS").read_text())
     assert {r["rows"] for r in success["outputs"].values()} == {2}
     stamps = success["output_mtimes_ns"]
     assert stamps["part-003.parquet"] == os.stat(os.path.join(job, "many", "part-003.parquet")).st_mtime_ns

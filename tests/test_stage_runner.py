@@ -41,7 +41,7 @@ def seed_documents(job: Path, files: dict[str, list[tuple[str, str, str]]], mani
             "warc_offset": list(range(len(rows)))}, schema=documents.DOCUMENT_SCHEMA)
         documents.write_table(table, str(job / "documents" / name))
     outputs = {n: output_record(str(job / "documents" / n)) for n in files} if manifest else None
-    storage.write_json_atomic(str(job / "documents" / jobdir.SUCCESS),
+    storage.write_json_atomic(jobdir.success_path(str(job), "documents"),
                               {"stage": "crawl", **({"outputs": outputs} if manifest else {})})
 
 
@@ -94,7 +94,7 @@ def test_dedup_refuses_an_input_whose_files_are_gone_and_keeps_its_finished_outp
         f.unlink()
     assert main(["dedup", str(job), "--no-progress"]) == 2
     err = one_line_error(capsys)
-    assert "a.parquet is listed in documents/_SUCCESS but missing" in err
+    assert "a.parquet is listed in _meta/documents/_SUCCESS but missing" in err
     after = {p.name: p.read_bytes() for p in (job / "deduped").iterdir() if p.is_file()}
     assert after == before  # the finished output is untouched, _SUCCESS included
 
@@ -115,7 +115,7 @@ def test_dedup_with_other_settings_is_refused_then_overwrite_replaces_whole(tmp_
     assert ids_of(job / "deduped") == ["a1", "a2", "b2"]
     stats = json.loads((job / "stats.json").read_text())
     assert stats["dedup"]["scope"] == "across snapshots" and stats["dedup"]["settings"]["across_snapshots"]
-    assert json.loads((job / "deduped" / "_stage.json").read_text())["settings"]["across_snapshots"] is True
+    assert json.loads((job / "_meta" / "deduped" / "_stage.json").read_text())["settings"]["across_snapshots"] is True
     assert not [p for p in job.iterdir() if p.name.startswith(".deduped")]  # the old folder is gone after the swap
 
 
@@ -137,7 +137,7 @@ def test_a_second_run_of_a_stage_fails_at_once_or_waits(tmp_path, ray_session, c
         err = one_line_error(capsys)
         assert "another `shammie dedup` is running" in err and f"pid {holder.pid}" in err and "--wait" in err
         assert time.monotonic() - started < 10  # at once, not after the other run
-        assert not (job / "deduped" / "_stage.json").exists()
+        assert not (job / "_meta" / "deduped" / "_stage.json").exists()
         # --wait queues behind the holder, then runs.
         assert main(["dedup", str(job), "--wait", "--no-progress"]) == 0
         assert holder.poll() is not None  # it ran only after the holder had finished

@@ -191,5 +191,5 @@ def test_the_crawl_counts_each_damaged_file_and_the_funnel_adds_up(ray_session, 
     kept = {r["id"] for p in documents for r in pq.read_table(p).to_pylist()}
     assert kept == {pages[0].record_id, pages[2].record_id}
     markers = {json.loads(m.read_text())["file"].rsplit("/", 1)[-1]: json.loads(m.read_text())
-               for m in (tmp_path / "job" / "documents" / "_tasks").glob("*.json")}
+               for m in (tmp_path / "job" / "_meta" / "documents" / "_tasks").glob("*.json")}
     assert markers["text.warc.gz"]["errors"] == {"not_warc": 1}
