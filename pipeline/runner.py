@@ -477,7 +477,7 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
         if not stage.manages_output:
             moved = jobdir.move_legacy_bookkeeping(job, folder)
             if moved:
-                say(f"moved {', '.join(moved)} of {out} (an older Shammie's layout) to {books}")
+                _warn(f"moved {', '.join(moved)} of {out} (an older Shammie's layout) to {books}")
             _finish_interrupted_swap(stage, out, books)
         old = _read_record(books)
         has_output = bool(_data_files(out, stage))
