@@ -369,11 +369,7 @@ def _load_dedup_splitter(language: str):
     from datatrove.utils.word_tokenizers import load_word_tokenizer
 
     if "jieba" in settings.requires:
-        import logging
-
-        import jieba  # an optional dependency, needed by this language only
-
-        jieba.setLogLevel(logging.WARNING)  # it logs its dictionary load to stderr at DEBUG level
+        _quiet_jieba()
     started = time.process_time()
     split = load_word_tokenizer(settings.word_tokenizer).word_tokenize
     stop_words = settings.filters.get("gopher_quality", {}).get("stop_words") or ["warm"]
@@ -409,3 +405,29 @@ def dedup_word_settings() -> dict[str, str]:
         if settings.dedup_splits_words:
             out[code] = settings.word_tokenizer
     return out
+
+
+def warm_word_splitters(settings: dict) -> float:
+    """Split a sample (the language's stop words) with each language's word tokenizer, as the filters
+    split pages (datatrove's `split_into_words`, through the memo `filters.fineweb` installs), so that
+    its dictionary or model loads in the worker's set-up and not on the first page of that language,
+    where it would be billed to the first filter that splits words. Returns the CPU seconds it took."""
+    import time
+
+    from datatrove.utils.text import split_into_words
+
+    started = time.process_time()
+    for code, language in settings.items():
+        if "jieba" in language.requires:
+            _quiet_jieba()
+        stop_words = language.filters.get("gopher_quality", {}).get("stop_words") or ["warm", "up"]
+        split_into_words(" ".join(stop_words), language.word_tokenizer)
+    return time.process_time() - started
+
+
+def _quiet_jieba() -> None:
+    import logging
+
+    import jieba  # an optional dependency, needed by Chinese only
+
+    jieba.setLogLevel(logging.WARNING)  # it logs its dictionary load to stderr at DEBUG level

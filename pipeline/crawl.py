@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from shammie.filters.fineweb import (DEFAULT_LANGUAGE_THRESHOLD, DEFAULT_LANGUAGES, FineWebConfig, build_steps,
                                      make_pii_formatter, resolve_lid_model)
+from shammie.filters.words import warm_word_splitters
 from shammie.pipeline import jobdir, parallel, storage
 from shammie.pipeline.documents import DOCUMENT_SCHEMA, write_table
 from shammie.pipeline.errors import InputError
@@ -40,7 +41,9 @@ FILTER_ORDER = ["url_filter", "extraction_empty", "language", "gopher_repetition
                 "c4_quality", "fineweb_quality"]
 
 REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("warc_offset", pa.int64()),
-                            ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string())])
+                            ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string()),
+                            # lid.176's label and score; None for a page dropped before language ID
+                            ("language", pa.string()), ("language_score", pa.float64())])
 
 
 
@@ -139,6 +142,8 @@ class CrawlStage(Stage):
         self.config = self.fineweb_config()
         self.steps = build_steps(self.config)
         warm_up(self.steps, self.options.extractor)
+        # each kept language's word splitter (jieba, SudachiPy, Kiwi, ... load seconds on first use)
+        warm_word_splitters(self.config.language_settings())
 
     def execute(self, ctx) -> dict[str, dict]:
         # The URL filter's domain index is built once per machine (~10-20 s, first crawl only);
@@ -211,17 +216,22 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
     warnings: Counter = Counter()
     reasons: Counter = Counter()
     languages: Counter = Counter()
+    by_language: dict[str, Counter] = {}  # per lid.176 label: pages language ID saw, dropped per filter
     cols: dict[str, list] = {f.name: [] for f in DOCUMENT_SCHEMA}
     removed: list[dict] = []
     warcinfo: dict = {}
 
-    def drop(kind: str, doc_id, page_url, offset, detail=None, text=None):
+    def drop(kind: str, doc_id, page_url, offset, detail=None, text=None, meta=None):
         dropped[kind] += 1
         if detail:
             reasons[f"{kind}:{detail}"] += 1
+        language = (meta or {}).get("language")
+        if language is not None:
+            by_language.setdefault(language, Counter())[kind] += 1
         if keep_removed:
             removed.append({"id": doc_id, "url": page_url, "warc_offset": offset, "reason": kind,
-                            "detail": detail, "text": text})
+                            "detail": detail, "text": text, "language": language,
+                            "language_score": (meta or {}).get("language_score")})
 
     unreadable = None
     outcomes = iter_outcomes(url, warcinfo)
@@ -295,11 +305,13 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
             if not ok:
                 failed = ("drop", step_name, reason)
                 break
+        if "language" in doc.metadata:
+            by_language.setdefault(doc.metadata["language"], Counter())["seen"] += 1
         if failed and failed[0] == "error":
             errors[f"{failed[1]}_error"] += 1
             continue
         if failed:
-            drop(failed[1], page.id, page.url, page.offset, failed[2], doc.text)
+            drop(failed[1], page.id, page.url, page.offset, failed[2], doc.text, doc.metadata)
             continue
         text = pii.format(doc.text) if pii else doc.text
         cpu["pii"] += clock() - tick
@@ -337,6 +349,7 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
         "warnings": dict(sorted(warnings.items())),
         "drop_reasons": dict(sorted(reasons.items())),
         "languages": dict(sorted((str(k), v) for k, v in languages.items())),
+        "per_language": language_funnel(by_language, languages),
         "seconds": round(time.monotonic() - started, 3),
         "started_at": round(started_at, 3),
         "finished_at": round(time.time(), 3),
@@ -363,6 +376,7 @@ def summarize(funnels: list[dict]) -> dict:
     warnings: Counter = Counter()
     reasons: Counter = Counter()
     languages: Counter = Counter()
+    per_language: dict[str, Counter] = {}
     dumps: Counter = Counter()
     unreadable: dict[str, str] = {}
     cpu: Counter = Counter()
@@ -375,6 +389,10 @@ def summarize(funnels: list[dict]) -> dict:
         warnings.update(f.get("warnings", {}))
         reasons.update(f.get("drop_reasons", {}))
         languages.update(f.get("languages", {}))
+        for code, counts in f.get("per_language", {}).items():
+            acc = per_language.setdefault(code, Counter())
+            acc.update({k: v for k, v in counts.items() if k != "dropped"})
+            acc.update({f"dropped:{k}": v for k, v in counts.get("dropped", {}).items()})
         dumps[f["dump"]] += f["kept"]
         if f.get("unreadable"):
             unreadable[f["file"]] = f["unreadable"]
@@ -385,6 +403,7 @@ def summarize(funnels: list[dict]) -> dict:
         warnings=dict(sorted(warnings.items())),
         drop_reasons=dict(sorted(reasons.items())),
         languages=dict(languages.most_common()),
+        per_language=merged_language_funnel(per_language),
         dumps=dict(sorted(dumps.items())),
         files_with_errors=sum(1 for f in funnels if f["errors"]),
         unreadable_files=unreadable,
@@ -397,6 +416,28 @@ def summarize(funnels: list[dict]) -> dict:
         total["task_span_seconds"] = round(max(e for _, e in spans) - min(s for s, _ in spans), 3)
     _check_identity(total, where="the job")
     return total
+
+
+def language_funnel(by_language: dict[str, Counter], kept: Counter) -> dict[str, dict]:
+    """Per lid.176 label: pages language ID saw (`seen`), `kept`, `dropped` per filter (the language
+    filter itself for languages not asked for or below the threshold), and `errors` (a filter that
+    failed on the page): seen == kept + sum(dropped) + errors."""
+    out = {}
+    for code in sorted(by_language, key=str):
+        counts = by_language[code]
+        dropped = {k: v for k, v in sorted(counts.items()) if k != "seen"}
+        out[str(code)] = {"seen": counts["seen"], "kept": kept.get(code, 0), "dropped": dropped,
+                          "errors": counts["seen"] - kept.get(code, 0) - sum(dropped.values())}
+    return out
+
+
+def merged_language_funnel(per_language: dict[str, Counter]) -> dict[str, dict]:
+    """The files' `per_language` added up, largest `seen` first."""
+    out = {}
+    for code, c in sorted(per_language.items(), key=lambda kv: (-kv[1]["seen"], kv[0])):
+        out[code] = {"seen": c["seen"], "kept": c["kept"], "errors": c["errors"],
+                     "dropped": {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("dropped:")}}
+    return out
 
 
 SNAPSHOT_PAGES = 3_000_000_000  # HTML pages in one Common Crawl snapshot, roughly

@@ -100,7 +100,7 @@ def test_settings_files_load_and_say_where_they_come_from():
             assert s.provenance["repository"] == "https://github.com/huggingface/fineweb-2", code
             assert re.fullmatch(r"configs/[a-z]{3}_[A-Z][a-z]{3}\.yml", s.provenance["settings_file"]), code
             assert s.provenance["settings_file"][len("configs/"):-len(".yml")] == s.word_tokenizer, code
-            assert re.fullmatch(r"[0-9a-f]{40}", s.provenance["settings_file_commit"]), code
+            assert re.fullmatch(r"[0-9a-f]{40}", s.provenance["commit"]), code
             assert "c4_quality" not in s.filters, code  # FineWeb-2 runs no C4 filter
             # the FineWeb-2 pipeline's fixed arguments
             assert s.filters["fineweb_quality"]["short_line_thr"] == 999, code
@@ -302,3 +302,22 @@ def test_multilingual_crawl_keeps_several_languages(shared_data, ray_session, tm
     assert len(set(by_language) - {"en"}) >= 2, by_language
     assert section["settings"]["language_settings"] == {
         code: ls.load_language_settings(code).record() for code in MULTILINGUAL}
+    # per language: what language ID saw, kept, dropped per filter (seen = kept + dropped + errors)
+    per_language = section["per_language"]
+    for code, counts in per_language.items():
+        assert counts["seen"] == counts["kept"] + sum(counts["dropped"].values()) + counts["errors"], code
+        assert counts["kept"] == section["languages"].get(code, 0), code
+    for name in ("language", "gopher_repetition", "gopher_quality", "fineweb_quality"):
+        assert sum(c["dropped"].get(name, 0) for c in per_language.values()) == section["dropped"].get(name, 0), name
+    assert sum(c["seen"] for c in per_language.values()) == section["extracted"] - sum(
+        v for k, v in section["errors"].items() if k == "language_error")
+    # removed/ says which language each page dropped after language ID was, with its score
+    removed = [r for f in sorted(glob.glob(str(job / "removed" / "*.parquet"))) for r in pq.read_table(f).to_pylist()]
+    after_lid = [r for r in removed if r["reason"] not in ("url_filter", "extraction_empty")
+                 and not r["reason"].startswith("record_")]
+    assert after_lid and all(r["language"] and r["language_score"] > 0.5 for r in after_lid)
+    by_removed = Counter((r["language"], r["reason"]) for r in after_lid)
+    assert by_removed == Counter({(code, name): n for code, c in per_language.items() for name, n in c["dropped"].items()})
+    with capsys.disabled():
+        shown = ", ".join(f"{c}: {v['seen']}/{v['kept']}" for c, v in per_language.items())
+        print(f"    per language (seen by language ID / kept): {shown}")
