@@ -250,11 +250,24 @@ def language_plot(data: JobData) -> Plot:
     ax.set_title(f"Language of the {source}")
     plot.png = _png(fig)
     plot.table = rows
+    per_language = data.section("crawl").get("per_language") or {}
+    if per_language:
+        # what language ID saw of each language and what became of it: the funnel per language
+        plot.table = [(code, language_funnel_row(counts)) for code, counts in per_language.items()]
     settings = data.section("crawl").get("settings") or {}
     if settings.get("languages"):
         plot.note = (f"crawl keeps {', '.join(settings['languages'])} with a lid.176 score >= "
                      f"{settings.get('language_threshold')}; other languages are counted in the funnel")
     return plot
+
+
+def language_funnel_row(counts: dict[str, Any]) -> str:
+    """`seen 10, kept 1, dropped: Gopher quality 5, Gopher repetition 3` for one language."""
+    dropped = ", ".join(f"{FILTER_LABELS.get(name, name)} {n:,}" for name, n in
+                        sorted((counts.get("dropped") or {}).items(), key=lambda kv: -kv[1]))
+    errors = f", errors {counts['errors']:,}" if counts.get("errors") else ""
+    return (f"seen {counts.get('seen', 0):,}, kept {counts.get('kept', 0):,}"
+            + (f", dropped: {dropped}" if dropped else "") + errors)
 
 
 def dedup_plot(data: JobData) -> Plot:

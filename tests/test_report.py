@@ -178,3 +178,17 @@ def test_the_crawl_reports_cpu_per_step_and_projects_a_snapshot():
     assert cost["cpu_seconds_per_1000_pages"] == {"extraction": 2.0, "language": 1.0}
     assert cost["projected_core_hours_per_snapshot"] == round(3.0 / 1000 * 3e9 / 3600)
     assert crawl_cost(Counter(), 0) == {"pages": 0}
+
+
+def test_language_section_shows_each_languages_funnel(tmp_path):
+    """Per language: what language ID saw, kept, and dropped per filter (stats.json crawl.per_language)."""
+    crawl = {**CRAWL, "languages": {"zh": 1, "en": 12},
+             "per_language": {"zh": {"seen": 10, "kept": 1, "errors": 0,
+                                     "dropped": {"gopher_quality": 6, "gopher_repetition": 3}},
+                              "nl": {"seen": 2, "kept": 0, "errors": 0, "dropped": {"language": 2}}}}
+    job = make_job(tmp_path, {"crawl": crawl})
+    html, plots = write_report(str(job))
+    language = next(p for p in plots if p.key == "language")
+    assert language.table == [("zh", "seen 10, kept 1, dropped: Gopher quality 6, Gopher repetition 3"),
+                              ("nl", "seen 2, kept 0, dropped: language 2")]
+    assert "seen 10, kept 1, dropped: Gopher quality 6" in open(html, encoding="utf-8").read()
