@@ -474,13 +474,16 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
 
     with StageLock(job, folder, stage.name, wait=run.wait):
         books = stage.bookkeeping_url()
-        if not stage.manages_output:
+        old = _read_record(books)
+        has_output = bool(_data_files(out, stage))
+        if old is None and has_output and not stage.manages_output:
+            # an output without its record: an older Shammie's layout, or an --overwrite stopped mid-swap
             moved = jobdir.move_legacy_bookkeeping(job, folder)
             if moved:
                 _warn(f"moved {', '.join(moved)} of {out} (an older Shammie's layout) to {books}")
-            _finish_interrupted_swap(stage, out, books)
-        old = _read_record(books)
-        has_output = bool(_data_files(out, stage))
+            else:
+                _finish_interrupted_swap(stage, books)
+            old = _read_record(books)
         change = None
         if old is not None:
             change = describe_change(stage, old, settings, record_inputs)
@@ -690,10 +693,10 @@ def _park(url: str, tag: str) -> str:
     return old
 
 
-def _finish_interrupted_swap(stage: Stage, out: str, books: str) -> None:
+def _finish_interrupted_swap(stage: Stage, books: str) -> None:
     """An --overwrite stopped between moving its new folder in and moving its records: the data folder
     is in place, its records still under the fresh folder's name. Move them (under the lock)."""
-    if storage.exists(books) or not storage.exists(out):
+    if storage.exists(books):
         return
     meta = storage.join(stage.job, jobdir.META)
     prefix = f".{stage.output_folder()}.new-"

@@ -231,6 +231,7 @@ def test_a_job_on_s3_keeps_the_same_set(corpus, s3_bucket):
     job = f"s3://{s3_bucket}/job"
     fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": __import__("os").environ["AWS_ENDPOINT_URL"]})
     fs.put(str(src / "documents"), f"{s3_bucket}/job/documents", recursive=True)
+    fs.put(str(src / "_meta"), f"{s3_bucket}/job/_meta", recursive=True)  # documents/'s _SUCCESS
     stats = minhash.dedup(job, max_bucket_docs=100, max_cluster_docs=200, keep_index=True, progress=False)
     assert stats["bucket_ranges_per_band"] == 4 and stats["cluster_mode"] != "one task"
     kept = {}
