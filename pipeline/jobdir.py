@@ -56,8 +56,21 @@ def success_path(job: str, stage: str) -> str:
     return storage.join(meta_path(job, stage), SUCCESS)
 
 
+def legacy_success_path(job: str, stage: str) -> str:
+    """Where an older Shammie wrote `_SUCCESS`: inside the folder (read until the folder's own stage moves it)."""
+    return storage.join(job, stage, SUCCESS)
+
+
+def completion_marker_path(job: str, stage: str) -> str:
+    """The `_SUCCESS` that proves `stage` complete: JOB/_meta/<stage>/, or an older layout's inside the folder."""
+    path = success_path(job, stage)
+    if storage.exists(path) or not storage.exists(legacy_success_path(job, stage)):
+        return path
+    return legacy_success_path(job, stage)
+
+
 def is_complete(job: str, stage: str) -> bool:
-    return storage.exists(success_path(job, stage))
+    return storage.exists(completion_marker_path(job, stage))
 
 
 def mark_complete(job: str, stage: str, info: dict[str, Any] | None = None) -> None:

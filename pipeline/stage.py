@@ -148,11 +148,12 @@ def parquet_outputs_of(job: str, folder: str) -> list[InputFile]:
     whose `_SUCCESS` predates output manifests (or was made by hand) is listed and
     each file's schema is checked instead."""
     folder_url = jobdir.stage_path(job, folder)
-    marker = storage.read_json(jobdir.success_path(job, folder))
+    marker_path = jobdir.completion_marker_path(job, folder)
+    marker = storage.read_json(marker_path)
     if marker is None:
         raise StageRefused(f"{folder_url} is not complete (no {jobdir.SUCCESS}); run the stage that writes it first")
     if not isinstance(marker, dict):
-        raise InputError(f"{jobdir.success_path(job, folder)} is not a JSON object; re-run the stage that writes {folder}/")
+        raise InputError(f"{marker_path} is not a JSON object; re-run the stage that writes {folder}/")
     recorded = marker.get("outputs")
     present = {name: size for name, size in storage.list_sizes(folder_url).items()}
     if isinstance(recorded, dict):

@@ -72,6 +72,8 @@ def test_a_job_of_the_older_layout_resumes_and_its_bookkeeping_moves_out(finishe
                          ("index", "_index")):
         shutil.move(str(meta / name), str(job / "deduped" / legacy))
     shutil.rmtree(meta)
+    # its input folder too: still complete for dedup, which reads its _SUCCESS where it is
+    shutil.move(str(job / jobdir.META / "documents" / "_SUCCESS"), str(job / "documents" / "_SUCCESS"))
     capsys.readouterr()
     assert main(["dedup", str(job), "--keep-index", "--no-progress"]) == 0
     err = capsys.readouterr().err
