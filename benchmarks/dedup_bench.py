@@ -242,7 +242,7 @@ def quality(args) -> dict:
 
 def _cluster_memory_child(job: str) -> dict:
     """Run in a fresh process: Shammie's cluster stage, then datatrove's on the same pairs."""
-    work = Path(job) / "deduped" / "_work"
+    work = Path(job) / "_meta" / "deduped" / "_work"
     exact_ranges = len(list((work / "exact" / "edges").glob("*.npy")))
     ranges = len(list((work / "buckets").glob("b00-*.npy")))
     edge_files = minhash.EdgeFiles(str(work), exact_ranges, 14, ranges)

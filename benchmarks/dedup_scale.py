@@ -122,7 +122,7 @@ def build_corpus(size: int) -> Path:
         name = f"{k // DOCS_PER_FILE:05d}.parquet"
         documents.write_table(table, str(job / "documents" / name))
         files[name] = output_record(str(job / "documents" / name))
-    storage.write_json_atomic(str(job / "documents" / jobdir.SUCCESS), {"stage": "crawl", "outputs": files})
+    storage.write_json_atomic(jobdir.success_path(str(job), "documents"), {"stage": "crawl", "outputs": files})
     (job / "truth.json").write_text(json.dumps(truth))
     return job
 
@@ -186,7 +186,7 @@ def run_dedup(shammie: str, job: Path, workers: int, extra: list[str]) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-3000:]}")
     stats = json.loads((job / "stats.json").read_text())["dedup"]
-    work = job / "deduped" / "_work"
+    work = job / "_meta" / "deduped" / "_work"
     files = [p for p in work.rglob("*") if p.is_file()] if work.exists() else []
     return {"wall_s": round(wall, 2), **sampler.summary(), "stats": stats,
             "work_files": len(files), "work_mb": round(sum(p.stat().st_size for p in files) / 2**20, 1),
