@@ -107,5 +107,5 @@ def test_progress_reward_by_hand():
 
 
 def test_unknown_rule_is_refused():
-    with pytest.raises(MixingError, match="unknown reward"):
+    with pytest.raises(MixingError, match="unknown rule 'bandit'"):
         OnlineDataMixer(["a", "b"], reward="bandit")
