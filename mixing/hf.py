@@ -102,6 +102,10 @@ class MixingCallback(TrainerCallback):
 class MixingTrainer(Trainer):
     """A Trainer that trains on a MixtureDataset with online mixing (see the module docstring)."""
 
+    # compute_loss returns the micro-batch mean, so the Trainer divides it by the number of
+    # accumulation steps itself (its documented contract for custom losses).
+    loss_is_scaled_for_ga = False
+
     def __init__(self, *args, mixture: MixtureDataset, log: MixLog | str | None = None, **kwargs):
         super().__init__(*args, train_dataset=mixture, **kwargs)
         if self.args.gradient_accumulation_steps != mixture.mixer.grad_accum:

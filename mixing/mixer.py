@@ -258,19 +258,19 @@ class Mixer:
         if self.budget is not None and self.budget.needs_sizes() and self.num_sequences is None:
             raise MixingError("max_epochs needs the domain sizes: use the mixer through MixtureDataset "
                               "(or call configure(num_sequences=...))")
-        before, capped = copy.deepcopy(self.rule), self._capped
+        before, capped = self.rule.snapshot(), self._capped
         try:
             with np.errstate(over="ignore", invalid="ignore"):
                 if self.rule.learns and (t > self.warmup_steps or self.rule.learns_in_warmup):
                     self.rule.learn(t, means, seen, used, drawn_all)
                 nxt = self._next_policy(t + 1, consumed_all)
-            state = [np.ravel(np.asarray(v, dtype=np.float64)) for v in self.rule.state_dict().values()]
             if not (np.isfinite(nxt).all() and (nxt >= 0).all() and abs(nxt.sum() - 1.0) < 1e-9
-                    and all(np.isfinite(v).all() for v in state)):
+                    and self.rule.finite()):
                 raise MixingError(f"step {t}: the losses {dict(zip(self.domains, means.tolist()))} make the rule's "
                                   f"state or next policy non-finite ({nxt.tolist()}); update refused, mixer unchanged")
         except Exception:
-            self.rule, self._capped = before, capped
+            self.rule.restore(before)
+            self._capped = capped
             raise
         return nxt
 

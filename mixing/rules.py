@@ -156,6 +156,18 @@ class Rule:
     def state_dict(self) -> dict[str, Any]:
         return {key: np.asarray(getattr(self, key)).tolist() for key in self._state}
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Copies of the state arrays (cheap; restore() puts them back after a refused update)."""
+        return {key: np.array(getattr(self, key), copy=True) for key in self._state}
+
+    def restore(self, snapshot: Mapping[str, np.ndarray]) -> None:
+        for key, value in snapshot.items():
+            setattr(self, key, value)
+
+    def finite(self) -> bool:
+        """Whether every number of the state is finite (a loss that overflowed a reward is not)."""
+        return all(np.isfinite(np.asarray(getattr(self, key), dtype=np.float64)).all() for key in self._state)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         loaded = {}
         for key in self._state:
