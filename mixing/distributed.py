@@ -4,9 +4,11 @@ the rules; everything here imports it on use."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+
+from shammie.mixing.errors import MixingError
 
 
 def _dist():
@@ -52,3 +54,27 @@ def sum_over_ranks(values: np.ndarray, group: Any = None) -> np.ndarray:
     packed = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)).to(reduction_device(group))
     dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
     return packed.cpu().numpy()
+
+
+def reduce_losses(local: Callable[[], tuple[np.ndarray, np.ndarray]], k: int, group: Any,
+                  configured: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(loss sums, reporting ranks) per domain over the data-parallel ranks. `local()` parses
+    this rank's losses; if it raises, the rank still joins the all_reduce (with an error flag)
+    so that every rank raises instead of the others hanging in the collective."""
+    world = dist_info(group)[1]
+    if world <= 1:
+        return local()
+    if configured != dist_info(group):
+        raise MixingError(f"mixer set up for rank {configured[0]} of {configured[1]} but the process group says "
+                          f"{dist_info(group)}: pass the data-parallel group as process_group= (or rank=/world_size= "
+                          "that match it)")
+    try:
+        sums, counts, error = *local(), None
+    except MixingError as e:
+        sums, counts, error = np.zeros(k), np.zeros(k), e
+    out = sum_over_ranks(np.concatenate([sums, counts, [1.0 if error else 0.0]]), group)
+    if error is not None:
+        raise error
+    if int(out[2 * k]):
+        raise MixingError(f"{int(out[2 * k])} other rank(s) reported invalid losses for step {step}; see their errors")
+    return out[:k], out[k:2 * k]

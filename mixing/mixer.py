@@ -23,7 +23,6 @@ rules; the mixer is what makes any of them exactly resumable and safe with worke
 from __future__ import annotations
 
 import copy
-import time
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -31,13 +30,13 @@ import numpy as np
 
 from shammie.mixing import schedule
 from shammie.mixing.budgets import AUTO, Budget, FlatLossGuard, cap_shares  # noqa: F401  (cap_shares: re-export)
-from shammie.mixing.distributed import dist_info, reduction_device, sum_over_ranks  # noqa: F401
+from shammie.mixing.distributed import dist_info, reduce_losses, reduction_device  # noqa: F401
 from shammie.mixing.errors import SKIP_HINT, STACKED_HINT, MixingError, MixingWarning  # noqa: F401
 from shammie.mixing.feedback import LossScaleCheck, local_losses
 from shammie.mixing.log import MixLog, read_log, write_csv  # noqa: F401  (re-exports: earlier import path)
 from shammie.mixing.rules import (exp3_policy, exploration_rate, linear_policy, make_rule,  # noqa: F401
                                   resolve_weights)
-from shammie.mixing.shm import PolicyRing, SharedRows
+from shammie.mixing.shm import PolicyBoard, SharedRows
 from shammie.mixing.state import check_policies, check_state, counts_matrix
 
 DEFAULT_RULE = "paper"
@@ -80,7 +79,6 @@ class Mixer:
         self.initial = resolve_weights(self.domains, initial_weights, token_counts)
         self.rule = make_rule(DEFAULT_RULE if rule is None else rule, k, self.initial, rule_params)
         self.warmup_steps, self.seed, self.grad_accum = warmup, int(seed), int(grad_accum)
-        self.lag, self._lag_fixed = (DEFAULT_LAG if lag is None else int(lag)), lag is not None
         self.require_drawn, self.process_group = bool(require_drawn), process_group
         self.budget = Budget(self.domains, self.initial, max_epochs, max_share) if self.rule.learns else None
         self.guard = FlatLossGuard(self.domains, self.initial)
@@ -94,10 +92,9 @@ class Mixer:
         self.consumed_by_rank = np.zeros((self.world_size, k), dtype=np.int64)
         self._draw_cache: tuple | None = None
         self._progress: SharedRows | None = None        # [step, consumed...] for DataLoader workers
-        self._policies: dict[int, np.ndarray] = {}
-        self._ring_rows_given, self._capped, self._warned = ring_rows, [], set()
-        self._ring = PolicyRing(k, ring_rows or self.lag + _RING_MARGIN)
-        self._publish(1, self._next_policy(1, np.zeros(k)))
+        self._capped, self._warned = [], set()
+        self.board = PolicyBoard(k, DEFAULT_LAG if lag is None else lag, lag is not None, ring_rows, _RING_MARGIN)
+        self.board.publish(1, self._next_policy(1, np.zeros(k)))
 
     @classmethod
     def from_store(cls, store, *args, **kw) -> "Mixer":
@@ -112,6 +109,14 @@ class Mixer:
     consumed_all = property(lambda self: self.consumed_by_rank.sum(0), doc="sequences per domain, all ranks")
     waits_for_feedback = property(lambda self: self.rule.learns, doc="whether workers need update() to draw")
     kind = property(lambda self: self.rule.name)
+    lag = property(lambda self: self.board.lag, doc="steps of feedback delay (see the module docstring)")
+    _lag_fixed = property(lambda self: self.board.fixed)
+
+    def _set_lag(self, lag: int) -> None:
+        self.board.set_lag(lag)
+
+    def _fix_lag(self) -> None:
+        self.board.fixed = True
 
     # -- schedule ------------------------------------------------------------------
     def configure(self, *, batch_size: int, per_sample: bool = False, rank: int | None = None,
@@ -153,17 +158,6 @@ class Mixer:
             self._set_lag(max(DEFAULT_LAG, ahead) if num_workers else 0)
         return self.lag
 
-    def _set_lag(self, lag: int) -> None:
-        self.lag = int(lag)
-        if self._ring_rows_given is None and self._ring.rows < self.lag + _RING_MARGIN:
-            # only before any worker holds the ring: the lag is still free to change then
-            self._ring = PolicyRing(self.num_domains, self.lag + _RING_MARGIN)
-            for s, p in self._policies.items():
-                self._ring.publish(s, p)
-
-    def _fix_lag(self) -> None:
-        self._lag_fixed = True
-
     def can_draw(self, t: int) -> bool:
         """Whether step t's policy is known already (in the trainer's process)."""
         return not self.rule.learns or t - self.lag <= self.step + 1
@@ -173,29 +167,20 @@ class Mixer:
         """The mixture that draws step t (1-based); on_wait is called once if a worker has to wait."""
         if not self.rule.learns:
             return self.initial
-        s = max(1, t - self.lag)
-        if s in self._policies and not wait:
-            return self._policies[s]
-        deadline, pause = time.monotonic() + timeout, 1e-4
-        while (p := self._ring.read(s)) is None:
-            if not wait:
-                raise MixingError(
-                    f"the mixture for step {t} needs the loss of step {s - 1}, but update() has run for "
-                    f"{self.stream_position()[0]} steps: call mixer.update() once per optimizer step before "
-                    f"drawing more than lag={self.lag} steps ahead (a DataLoader batch_size draws several "
-                    f"micro-batches at once: use batch_size=None). {SKIP_HINT}")
-            if on_wait is not None and pause == 1e-4:
-                on_wait()
-            if time.monotonic() > deadline:
-                raise MixingError(
-                    f"a DataLoader worker waited {timeout:.0f} s for the mixture of step {t}, which needs "
-                    f"update() of step {s - 1}; the trainer has updated {self.stream_position()[0]} steps. Either "
-                    f"the loader runs further ahead than lag={self.lag} steps x grad_accum={self.grad_accum} "
-                    "micro-batches (use MixtureDataset.dataloader(), or lag >= num_workers * prefetch_factor / "
-                    f"grad_accum), or update() is not called once per step. {SKIP_HINT}")
-            time.sleep(pause)
-            pause = min(pause * 2, 5e-3)
-        return p
+        return self.board.get(t, wait=wait, timeout=timeout, on_wait=on_wait, explain=self._explain_wait)
+
+    def _explain_wait(self, kind: str, t: int, s: int, timeout: float) -> str:
+        done = self.stream_position()[0]
+        if kind == "missing":
+            return (f"the mixture for step {t} needs the loss of step {s - 1}, but update() has run for {done} "
+                    f"steps: call mixer.update() once per optimizer step before drawing more than lag={self.lag} "
+                    "steps ahead (a DataLoader batch_size draws several micro-batches at once: use "
+                    f"batch_size=None). {SKIP_HINT}")
+        return (f"a DataLoader worker waited {timeout:.0f} s for the mixture of step {t}, which needs update() of "
+                f"step {s - 1}; the "
+                f"trainer has updated {done} steps. Either the loader runs further ahead than lag={self.lag} steps x "
+                f"grad_accum={self.grad_accum} micro-batches (use MixtureDataset.dataloader(), or lag >= num_workers "
+                f"* prefetch_factor / grad_accum), or update() is not called once per step. {SKIP_HINT}")
 
     def step_draws(self, t: int, policy: np.ndarray | None = None, *, wait: bool = False) -> np.ndarray:
         """Domain index of every sequence of step t on this rank, shape (grad_accum, batch_size)."""
@@ -245,12 +230,6 @@ class Mixer:
             policy, self._capped = self.budget.apply(policy, self.epochs(consumed_all), s - 1)
         return policy
 
-    def _publish(self, s: int, policy: np.ndarray) -> None:
-        self._policies[s] = policy
-        for old in [k for k in self._policies if k < s - self.lag - 1]:
-            del self._policies[old]
-        self._ring.publish(s, policy)
-
     def _learn(self, t: int, means: np.ndarray, seen: np.ndarray, used: np.ndarray, drawn_all: np.ndarray,
                consumed_all: np.ndarray) -> np.ndarray:
         """Teach a copy of the rule, check its next policy, then commit: a bad number is refused
@@ -296,30 +275,10 @@ class Mixer:
         drawn = schedule.counts_by_rank(schedule.draws(used, self.seed, t, np.arange(self.world_size),
                                                        self.grad_accum, self.batch_size, self.per_sample),
                                         self.num_domains)
-        world = dist_info(self.process_group)[1]
-        try:
-            sums, counts = local_losses(losses, self.domains, self._index, drawn[self.rank], step=t, rank=self.rank,
-                                        require_drawn=self.require_drawn,
-                                        require_all=self.require_drawn and self.rule.learns)
-            error = None
-        except MixingError as e:
-            if world <= 1:
-                raise
-            # still join the collective so the other ranks fail with this rank instead of hanging
-            error, sums, counts = e, np.zeros(self.num_domains), np.zeros(self.num_domains)
-        if world > 1:
-            if (self.rank, self.world_size) != dist_info(self.process_group):
-                raise MixingError(
-                    f"mixer set up for rank {self.rank} of {self.world_size} but the process group says "
-                    f"{dist_info(self.process_group)}: pass the data-parallel group as process_group= (or "
-                    "rank=/world_size= that match it)")
-            k = self.num_domains
-            out = sum_over_ranks(np.concatenate([sums, counts, [1.0 if error else 0.0]]), self.process_group)
-            sums, counts, errors = out[:k], out[k:2 * k], int(out[2 * k])
-            if error is not None:
-                raise error
-            if errors:
-                raise MixingError(f"{errors} other rank(s) reported invalid losses for step {t}; see their errors")
+        sums, counts = reduce_losses(
+            lambda: local_losses(losses, self.domains, self._index, drawn[self.rank], step=t, rank=self.rank,
+                                 require_drawn=self.require_drawn, require_all=self.require_drawn and self.rule.learns),
+            self.num_domains, self.process_group, (self.rank, self.world_size), t)
         with np.errstate(over="ignore", invalid="ignore"):
             means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
         if not np.isfinite(means).all():
@@ -328,7 +287,7 @@ class Mixer:
         consumed = self.consumed_by_rank + drawn
         nxt = self._learn(t, means, seen, used, drawn.sum(0).astype(np.float64), consumed.sum(0))
         self.consumed_by_rank, self.step = consumed, t
-        self._publish(t + 1, nxt)
+        self.board.publish(t + 1, nxt)
         self._publish_progress()
         self._warn_caps()
         if self.rule.learns:
@@ -371,7 +330,7 @@ class Mixer:
         """Everything the stream and the rule need to continue exactly, for every rank (JSON-able)."""
         self._fix_lag()
         return {"config": self._config(), "step": self.step, "consumed_by_rank": self.consumed_by_rank.tolist(),
-                "policies": {str(s): p.tolist() for s, p in sorted(self._policies.items())},
+                "policies": {str(s): p.tolist() for s, p in sorted(self.board.policies.items())},
                 "rule": self.rule.state_dict(), "guard": self.guard.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -387,10 +346,8 @@ class Mixer:
         self._set_lag(state["config"]["lag"])
         self._fix_lag()
         self.rule, self.guard, self.step, self.consumed_by_rank = rule, guard, step, consumed
-        self._policies, self._draw_cache = {}, None
-        self._ring.clear()   # rows from a later step would read as "overwritten"
-        for s, p in sorted(policies.items()):
-            self._publish(s, p)
+        self._draw_cache = None
+        self.board.replace(policies)
         self._publish_progress()
 
 

@@ -74,3 +74,61 @@ class PolicyRing:
                     "a DataLoader worker fell too far behind; increase the mixer's ring_rows")
             return None
         return values
+
+
+class PolicyBoard:
+    """Where the trainer's process publishes the policy of every step and DataLoader workers
+    read it: the recent policies (kept for the state file), the shared ring, and the lag.
+
+    Step t draws with the policy published for step ``max(1, t - lag)``. While the lag is not
+    fixed (no draw, update or state yet) it may change, and the ring grows with it."""
+
+    def __init__(self, k: int, lag: int, fixed: bool, ring_rows: int | None, margin: int):
+        self.k, self.lag, self.fixed, self.margin = k, int(lag), bool(fixed), margin
+        self._rows_given = ring_rows
+        self.policies: dict[int, np.ndarray] = {}
+        self.ring = PolicyRing(k, ring_rows or self.lag + margin)
+
+    def set_lag(self, lag: int) -> None:
+        self.lag = int(lag)
+        if self._rows_given is None and self.ring.rows < self.lag + self.margin:
+            # only before any worker holds the ring: the lag is still free to change then
+            self.ring = PolicyRing(self.k, self.lag + self.margin)
+            for s, p in self.policies.items():
+                self.ring.publish(s, p)
+
+    def publish(self, s: int, policy: np.ndarray) -> None:
+        self.policies[s] = policy
+        for old in [k for k in self.policies if k < s - self.lag - 1]:
+            del self.policies[old]
+        self.ring.publish(s, policy)
+
+    def replace(self, policies: dict[int, np.ndarray]) -> None:
+        """Start over from a state's policies (rows of later steps would read as overwritten)."""
+        self.policies = {}
+        self.ring.clear()
+        for s, p in sorted(policies.items()):
+            self.publish(s, p)
+
+    def source(self, t: int) -> int:
+        """The step whose published policy draws step t."""
+        return max(1, t - self.lag)
+
+    def get(self, t: int, *, wait: bool, timeout: float, on_wait, explain) -> np.ndarray:
+        """The policy that draws step t. In the trainer's process (wait False) a missing one is
+        an error at once; a worker waits up to `timeout` s (calling on_wait once), then raises.
+        explain(kind, t, s, timeout) -> the message of the MixingError."""
+        s = self.source(t)
+        if s in self.policies and not wait:
+            return self.policies[s]
+        deadline, pause = time.monotonic() + timeout, 1e-4
+        while (p := self.ring.read(s)) is None:
+            if not wait:
+                raise MixingError(explain("missing", t, s, timeout))
+            if on_wait is not None and pause == 1e-4:
+                on_wait()
+            if time.monotonic() > deadline:
+                raise MixingError(explain("timeout", t, s, timeout))
+            time.sleep(pause)
+            pause = min(pause * 2, 5e-3)
+        return p
