@@ -45,6 +45,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import odm_study  # noqa: E402  (the synthetic processes, floors and the small transformer)
 
-from shammie.mixing.budgets import Budget  # noqa: E402
+from shammie.mixing.budgets import Budget, FlatLossGuard  # noqa: E402
 from shammie.mixing.rules import RULES, make_rule, resolve_weights  # noqa: E402
 
 SYN_DOMAINS = odm_study.DOMAINS                 # copy, easy, hard, noise, tiny
@@ -65,18 +66,20 @@ WARMUP = 50
 
 
 def arm_setup(arm: str, domains: list[str], tokens: dict[str, int], grid_weights=None):
-    """(rule, budget, warmup) for an arm."""
+    """(rule, budget, guard, warmup) for an arm: rules with the shipped guards (the Mixer's
+    defaults: budgets "auto" and the flat-loss guard), authors_unguarded without them."""
     k = len(domains)
     uniform = np.full(k, 1.0 / k)
     if arm in ("uniform", "natural", "null"):
         w = resolve_weights(domains, "natural" if arm == "natural" else "uniform", tokens)
-        return make_rule("static", k, w), None, 0
+        return make_rule("static", k, w), None, None, 0
     if arm in ("best_static", "grid"):
-        return make_rule("static", k, np.asarray(grid_weights)), None, 0
+        return make_rule("static", k, np.asarray(grid_weights)), None, None, 0
     name = "authors" if arm == "authors_unguarded" else arm
     rule = make_rule(name, k, uniform)
-    budget = None if arm == "authors_unguarded" else Budget(domains, uniform)
-    return rule, budget, WARMUP
+    if arm == "authors_unguarded":
+        return rule, None, None, WARMUP
+    return rule, Budget(domains, uniform), FlatLossGuard(domains, uniform), WARMUP
 
 
 class Cursor:
@@ -98,7 +101,7 @@ class Cursor:
 def run_arm(part: str, arm: str, seed: int, draw_seed: int, cfg: dict, setup: dict, grid_weights=None) -> dict:
     domains, sizes = setup["domains"], setup["sizes"]
     k = len(domains)
-    rule, budget, warmup = arm_setup(arm, domains, setup["tokens"], grid_weights)
+    rule, budget, guard, warmup = arm_setup(arm, domains, setup["tokens"], grid_weights)
     torch.manual_seed(seed)
     model = setup["make_model"]()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg[f"{part}_lr"], weight_decay=0.01)
@@ -131,9 +134,15 @@ def run_arm(part: str, arm: str, seed: int, draw_seed: int, cfg: dict, setup: di
         drawn[d] = batch
         if t > warmup or rule.learns_in_warmup:
             rule.learn(t, losses, seen, policy, drawn)
-        nxt = initial if t + 1 <= warmup else rule.policy(t + 1)
+        wanted = nxt = initial if t + 1 <= warmup else rule.policy(t + 1)
+        if guard is not None:                      # the Mixer's order: flat guard, then budgets
+            nxt, _ = guard.apply(nxt)
         if budget is not None:
             nxt, _ = budget.apply(nxt, consumed / np.asarray([sizes[x] for x in domains]), t)
+        if guard is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                guard.observe(losses, seen, wanted, t)
         policy = nxt
     final = setup["evaluate"](model)
     return {"part": part, "arm": arm, "seed": seed, "draw_seed": draw_seed, "loss": final,
@@ -209,8 +218,17 @@ def interval(xs: list[float]) -> tuple[float, float, float]:
 
 
 def summarize(part: str, results: list[dict], setup: dict, arms: list[str], seeds: list[int]) -> dict:
-    main = {(r["arm"], r["seed"]): metrics(part, r, setup) for r in results if r["arm"] != "null"}
-    nulls = [(r["seed"], metrics(part, r, setup)) for r in results if r["arm"] == "null"]
+    rows = [{"arm": r["arm"], "seed": r["seed"], **metrics(part, r, setup)} for r in results]
+    return summarize_rows(rows, arms, seeds)
+
+
+def summarize_rows(rows: list[dict], arms: list[str], seeds: list[int]) -> dict:
+    """The table from per-run metric rows ({"arm", "seed", metric: value, ...}; arm "null" for
+    the null draws): paired differences, intervals, the null band."""
+    skip = {"arm", "seed", "part", "draw", "minutes"}
+    main = {(r["arm"], r["seed"]): {k: v for k, v in r.items() if k not in skip} for r in rows if r["arm"] != "null"}
+    nulls = [(r["seed"], {k: v for k, v in r.items() if k not in skip}) for r in rows
+             if r["arm"] == "null" and r["seed"] in seeds]
     keys = list(next(iter(main.values())))
     primary = keys[0]
     out: dict = {"arms": {}, "primary": primary}
@@ -308,7 +326,16 @@ def main(argv=None) -> int:
     ap.add_argument("--real-seq-len", type=int, default=64)
     ap.add_argument("--real-vocab", type=int, default=3072)
     ap.add_argument("--real-eval-cap", type=int, default=64)
+    ap.add_argument("--arms", nargs="+", default=None, help="run only these arms (and --nulls null draws)")
+    ap.add_argument("--seed-list", type=int, nargs="+", default=None, help="run only these seeds")
+    ap.add_argument("--grid-from", default=None, metavar="PROGRESS_JSONL",
+                    help="take the best static mixture from the grid lines of an earlier run")
+    ap.add_argument("--summarize", default=None, metavar="PROGRESS_JSONL",
+                    help="only rebuild the tables and the choice from the per-run lines of an earlier run "
+                         "(complete seeds only), e.g. after stopping it")
     args = ap.parse_args(argv)
+    if args.summarize:
+        return summarize_progress(args)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     cfg = vars(args)
@@ -321,7 +348,7 @@ def main(argv=None) -> int:
         progress.flush()
         print(json.dumps(rec), flush=True)
 
-    arms = list(STATIC_ARMS + RULE_ARMS)
+    arms = list(STATIC_ARMS + RULE_ARMS) if args.arms is None else args.arms
     report: dict = {"command": " ".join(["benchmarks/mixing_study.py"] + (argv if argv is not None else sys.argv[1:])),
                     "uptime_start": os.popen("uptime").read().strip(), "config": {k: v for k, v in cfg.items()},
                     "rules": sorted(RULES), "warmup": WARMUP, "parts": {}}
@@ -330,10 +357,13 @@ def main(argv=None) -> int:
         if setup is None:
             report["parts"][part] = {"skipped": "no shared data"}
             continue
-        seeds = list(range(args.seeds if part == "synthetic" else args.real_seeds))
+        seeds = args.seed_list or list(range(args.seeds if part == "synthetic" else args.real_seeds))
         domains = setup["domains"]
         grid = static_grid(len(domains), args.grid, [setup["tokens"][d] for d in domains])
-        if part == "synthetic":
+        if part == "synthetic" and args.grid_from:
+            lines = [json.loads(x) for x in open(args.grid_from) if '"grid"' in x]
+            best, scores = np.asarray(min(lines, key=lambda x: x["mean_excess"])["weights"]), []
+        elif part == "synthetic":
             best, scores = select_best_static(cfg, setup, [100 + i for i in range(args.selection_seeds)], grid, log)
         else:
             best, scores = grid[0], []          # real part: no grid (cost); best_static = uniform
@@ -347,6 +377,8 @@ def main(argv=None) -> int:
                 r = run_arm(part, "null", s, s + 1000 * j, cfg, setup)
                 results.append(r)
                 log({"part": part, "arm": "null", "seed": s, "draw": j, **metrics(part, r, setup)})
+        if not ({"uniform", "best_static"} <= set(arms)):
+            continue                     # a partial run: summarize the merged progress file instead
         summary = summarize(part, results, setup, arms, seeds)
         summary["best_static_weights"] = dict(zip(domains, np.round(best, 4).tolist()))
         summary["grid_scores"] = scores
@@ -365,6 +397,39 @@ def main(argv=None) -> int:
         with open(path, "w") as f:
             json.dump(report, f, indent=1)
     print(json.dumps({"minutes": report["minutes"], "choice": report.get("choice")}))
+    return 0
+
+
+def summarize_progress(args) -> int:
+    lines = [json.loads(x) for x in open(args.summarize) if x.strip()]
+    arms = list(STATIC_ARMS + RULE_ARMS) if args.arms is None else args.arms
+    report: dict = {"command": "benchmarks/mixing_study.py --summarize " + args.summarize, "parts": {},
+                    "note": "rebuilt from the per-run lines; complete seeds only"}
+    for part in ("synthetic", "real"):
+        rows = [x for x in lines if x.get("part") == part]
+        if not rows:
+            continue
+        seeds = sorted({r["seed"] for r in rows if all(any(x["arm"] == a and x["seed"] == r["seed"] for x in rows)
+                                                       for a in arms)
+                        and sum(x["arm"] == "null" and x["seed"] == r["seed"] for x in rows) >= 1})
+        rows = [r for r in rows if r["seed"] in seeds]
+        summary = summarize_rows(rows, arms, seeds)
+        summary["seeds"] = seeds
+        grid = [x for x in lines if "grid" in x]
+        if part == "synthetic" and grid:
+            best = min(grid, key=lambda x: x["mean_excess"])
+            summary["best_static_weights"] = dict(zip(SYN_DOMAINS, best["weights"]))
+            summary["grid"] = grid
+        summary["table"] = markdown(part, summary, arms)
+        report["parts"][part] = {"summary": summary, "rows": rows}
+        print(f"## {part} ({len(seeds)} seeds)\n" + summary["table"], flush=True)
+    syn = report["parts"].get("synthetic", {}).get("summary")
+    if syn is not None:
+        report["choice"] = choose_default(syn, report["parts"].get("real", {}).get("summary"))
+    for path in filter(None, [args.json]):
+        with open(path, "w") as f:
+            json.dump(report, f, indent=1)
+    print(json.dumps({"choice": report.get("choice")}))
     return 0
 
 

@@ -2,10 +2,14 @@
 when a domain whose loss has stopped moving takes far more than its share.
 
 On by default (``OnlineDataMixer``): ``max_share="auto"`` caps domain i at
-``max(3 / K, 2 * initial_i)`` (never below what the initial mixture gives it), and
-``max_epochs="auto"`` stops drawing a domain after 4 passes once the domain sizes are known
-(repeating data up to ~4 epochs costs little; Muennighoff et al. 2023, "Scaling
-Data-Constrained Language Models"). Both renormalise the policy over the other domains.
+``max(3 / K, 2 * initial_i)`` (never below what the initial mixture gives it);
+``max_epochs="auto"`` stops drawing a domain after 16 passes once the domain sizes are known
+(repeated data keeps some value up to ~16 epochs and little beyond; Muennighoff et al.
+2023, "Scaling Data-Constrained Language Models", R*_D ~ 15); and the flat-loss guard
+holds a domain whose loss has stopped moving to its fair share. All renormalise the
+policy over the other domains. (A first study run with ``max_epochs`` 4 showed that cap
+cutting a small, still learnable domain off early and costing more than it saved:
+docs/benchmarks/mixing.md.)
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 from shammie.mixing.errors import MixingError, MixingWarning
 
 AUTO = "auto"
-AUTO_MAX_EPOCHS = 4.0
+AUTO_MAX_EPOCHS = 16.0
 AUTO_SHARE_FACTOR = 3.0        # auto max_share: 3 fair shares (3 / K) ...
 AUTO_SHARE_INITIAL = 2.0       # ... or twice the initial weight, whichever is larger
 FLAT_SHARE_FACTOR = 2.0        # warn when a flat-loss domain takes more than 2 fair shares
@@ -86,6 +90,16 @@ class Budget:
             self.max_share = per_domain(domains, max_share, "max_share", 0.0, 1.0)
         if self.max_share is not None and np.all(np.isfinite(self.max_share)) and self.max_share.sum() < 1.0:
             raise MixingError(f"the max_share caps sum to {self.max_share.sum():.3f} < 1: no policy fits them")
+        self.warned: set[tuple[str, str]] = set()
+
+    def warn(self, capped: list[tuple[str, str]], step: int) -> None:
+        """MixingWarning the first time a domain hits each cap."""
+        for d, cap in capped:
+            if cap in ("max_epochs", "max_share") and (d, cap) not in self.warned:
+                self.warned.add((d, cap))
+                what = "passed its max_epochs" if cap == "max_epochs" else "hit its max_share"
+                warnings.warn(f"domain {d!r} {what} at step {step}; the policy is renormalised over the other "
+                              "domains from now on", MixingWarning, stacklevel=4)
 
     def config(self) -> dict[str, Any]:
         def show(caps):
@@ -116,14 +130,15 @@ class Budget:
 
 
 class FlatLossGuard:
-    """Warns (MixingWarning, once per domain) when a domain whose loss has stopped moving
-    (fast and slow EMAs within FLAT_TOLERANCE, after FLAT_MIN_OBSERVATIONS losses) is drawn
-    with more than FLAT_SHARE_FACTOR times its fair share (max(1/K, its initial weight)):
-    the sign of an unlearnable domain eating the budget under a loss-chasing rule."""
+    """A domain whose loss has stopped moving (fast and slow EMAs within FLAT_TOLERANCE, after
+    FLAT_MIN_OBSERVATIONS losses) is held to its fair share (max(1/K, its initial weight)) when
+    `cap` is on, and named in a MixingWarning (once per domain) when the rule wanted more than
+    FLAT_SHARE_FACTOR times that share: the sign of an unlearnable domain eating the budget
+    under a loss-chasing rule (or of a learnt one, which needs no more than its share)."""
 
-    def __init__(self, domains: Sequence[str], initial: np.ndarray):
+    def __init__(self, domains: Sequence[str], initial: np.ndarray, cap: bool = True):
         k = len(domains)
-        self.domains = list(domains)
+        self.domains, self.cap_flat = list(domains), bool(cap)
         self.fair = np.maximum(1.0 / k, np.asarray(initial, dtype=np.float64))
         self.fast, self.slow = np.zeros(k), np.zeros(k)
         self.observed = np.zeros(k, dtype=np.int64)
@@ -145,7 +160,21 @@ class FlatLossGuard:
             raise MixingError(f"mixer state 'guard' must hold {k} numbers per field")
         self.fast, self.slow, self.observed, self.warned = fast, slow, observed, warned
 
+    def flat(self) -> np.ndarray:
+        """Domains whose loss has stopped moving."""
+        return (self.observed >= FLAT_MIN_OBSERVATIONS) & \
+            (np.abs(self.slow - self.fast) <= FLAT_TOLERANCE * np.maximum(self.slow, 1e-12))
+
+    def apply(self, policy: np.ndarray) -> tuple[np.ndarray, list]:
+        """The policy with flat domains held to their fair share (if `cap`), and those capped."""
+        flat = self.flat() & (policy > self.fair + 1e-12)
+        if not self.cap_flat or not flat.any() or flat.all():
+            return policy, []
+        return cap_shares(policy, np.where(flat, self.fair, 1.0)), [(self.domains[i], "flat")
+                                                                   for i in np.flatnonzero(flat)]
+
     def observe(self, losses: np.ndarray, seen: np.ndarray, policy: np.ndarray, step: int) -> None:
+        """Update the loss averages; `policy` is what the rule wanted (before this guard)."""
         for i in np.flatnonzero(seen):
             x = float(losses[i])
             if self.observed[i] == 0:
@@ -154,15 +183,13 @@ class FlatLossGuard:
                 self.fast[i] = 0.9 * self.fast[i] + 0.1 * x
                 self.slow[i] = 0.99 * self.slow[i] + 0.01 * x
             self.observed[i] += 1
-        for i in range(len(self.domains)):
+        for i in np.flatnonzero(self.flat()):
             d = self.domains[i]
-            if d in self.warned or self.observed[i] < FLAT_MIN_OBSERVATIONS:
-                continue
-            flat = abs(self.slow[i] - self.fast[i]) <= FLAT_TOLERANCE * max(self.slow[i], 1e-12)
-            if flat and policy[i] > FLAT_SHARE_FACTOR * self.fair[i]:
+            if d not in self.warned and policy[i] > FLAT_SHARE_FACTOR * self.fair[i]:
                 self.warned.add(d)
+                held = f"; held to {self.fair[i]:.2f} (flat_guard=False to let it)" if self.cap_flat else ""
                 warnings.warn(
                     f"domain {d!r} takes {policy[i]:.2f} of the draws at step {step} ({policy[i] / self.fair[i]:.1f}x "
                     f"its fair share {self.fair[i]:.2f}) while its loss is flat at {self.fast[i]:.3f}: it may be "
-                    "unlearnable (noise) or learnt. Set max_share= / max_epochs= for it, or use a rule that "
+                    f"unlearnable (noise) or learnt{held}. Set max_share= / max_epochs= for it, or use a rule that "
                     "rewards progress rather than loss", MixingWarning, stacklevel=4)

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from shammie.mixing.errors import SKIP_HINT, MixingError, MixingWarning
+from shammie.mixing.errors import SKIP_HINT, STACKED_HINT, MixingError, MixingWarning
 
 SCALE_MARGIN = 2.0          # nats above ln(vocab) a per-token loss may reach before it looks wrong
 NO_VOCAB_CEILING = 30.0     # without the vocabulary size: no tokenizer has e^30 pieces
@@ -47,6 +47,23 @@ def parse_loss(domain: str, value: Any) -> float:
     if not math.isfinite(mean):
         raise MixingError(f"loss for domain {domain!r} overflows (mean of {arr.tolist()[:4]}...)")
     return mean
+
+
+def check_step(step: Any, carried: Any, expected: int) -> None:
+    """The step of the batches an update is for (step=, or the one the losses carry; both must
+    agree) must be the step being updated: catches trainers that skip or repeat batches."""
+    if step is None:
+        step = carried
+    if step is None:
+        return
+    if (step.numel() if hasattr(step, "numel") else np.size(step)) != 1:
+        raise MixingError(f"step={step!r} holds several steps: " + STACKED_HINT)
+    step = int(np.asarray(step.cpu() if hasattr(step, "cpu") else step).reshape(-1)[0])
+    if carried is not None and int(carried) != step:
+        raise MixingError(f"update(step={step}) for losses accumulated from step {carried}: pass one step")
+    if step != expected:
+        raise MixingError(f"update() for step {expected} got the loss of batch step {step}: the trainer skipped or "
+                          f"repeated batches. {SKIP_HINT}")
 
 
 def local_losses(losses: Any, domains: Sequence[str], index: Mapping[str, int], drawn: np.ndarray, *,

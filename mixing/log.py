@@ -8,6 +8,8 @@ import os
 import weakref
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+
 from shammie.mixing.errors import MixingError
 
 
@@ -53,6 +55,22 @@ class MixLog:
 
     def close(self) -> None:
         self.flush()
+
+
+def step_record(domains: list[str], rule: str, step: int, used: np.ndarray, losses: Mapping[str, float],
+                consumed_all: np.ndarray, seq_len: int | None, epochs: np.ndarray | None,
+                capped: list[tuple[str, str]]) -> dict[str, Any]:
+    """The log record of one update: weights that drew the step, its losses, and per domain the
+    sequences (tokens, epochs) served so far over all ranks, and the domains being capped."""
+    rec: dict[str, Any] = {"step": step, "kind": "train", "mixer": rule, "weights": dict(zip(domains, used.tolist())),
+                           "loss": dict(losses), "sequences": dict(zip(domains, consumed_all.tolist()))}
+    if seq_len is not None:
+        rec["tokens"] = {d: int(n) * seq_len for d, n in rec["sequences"].items()}
+    if epochs is not None:
+        rec["epochs"] = dict(zip(domains, [round(float(e), 6) for e in epochs]))
+    if capped:
+        rec["capped"] = sorted({d for d, _ in capped})
+    return rec
 
 
 def read_log(path: str) -> list[dict[str, Any]]:

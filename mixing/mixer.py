@@ -23,7 +23,6 @@ rules; the mixer is what makes any of them exactly resumable and safe with worke
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -32,8 +31,8 @@ from shammie.mixing import schedule
 from shammie.mixing.budgets import AUTO, Budget, FlatLossGuard, cap_shares  # noqa: F401  (cap_shares: re-export)
 from shammie.mixing.distributed import dist_info, reduce_losses, reduction_device  # noqa: F401
 from shammie.mixing.errors import SKIP_HINT, STACKED_HINT, MixingError, MixingWarning  # noqa: F401
-from shammie.mixing.feedback import LossScaleCheck, local_losses
-from shammie.mixing.log import MixLog, read_log, write_csv  # noqa: F401  (re-exports: earlier import path)
+from shammie.mixing.feedback import LossScaleCheck, check_step, local_losses
+from shammie.mixing.log import MixLog, read_log, step_record, write_csv  # noqa: F401  (re-exports: earlier path)
 from shammie.mixing.rules import (exp3_policy, exploration_rate, linear_policy, make_rule,  # noqa: F401
                                   resolve_weights)
 from shammie.mixing.shm import PolicyBoard, SharedRows
@@ -63,7 +62,7 @@ class Mixer:
                  warmup_steps: int | None = None, max_epochs: Any = AUTO, max_share: Any = AUTO, seed: int = 0,
                  lag: int | None = None, rank: int | None = None, world_size: int | None = None,
                  process_group: Any = None, grad_accum: int = 1, require_drawn: bool = True,
-                 ring_rows: int | None = None, vocab_size: int | None = None):
+                 ring_rows: int | None = None, vocab_size: int | None = None, flat_guard: bool = True):
         self.domains = list(domains)
         if not self.domains or len(set(self.domains)) != len(self.domains):
             raise MixingError(f"a mixer needs at least one domain and unique names, got {self.domains}")
@@ -81,7 +80,7 @@ class Mixer:
         self.warmup_steps, self.seed, self.grad_accum = warmup, int(seed), int(grad_accum)
         self.require_drawn, self.process_group = bool(require_drawn), process_group
         self.budget = Budget(self.domains, self.initial, max_epochs, max_share) if self.rule.learns else None
-        self.guard = FlatLossGuard(self.domains, self.initial)
+        self.guard = FlatLossGuard(self.domains, self.initial, cap=flat_guard and self.rule.learns)
         dist_rank, dist_world = dist_info(process_group)
         self.rank = dist_rank if rank is None else int(rank)
         self.world_size = dist_world if world_size is None else int(world_size)
@@ -92,7 +91,7 @@ class Mixer:
         self.consumed_by_rank = np.zeros((self.world_size, k), dtype=np.int64)
         self._draw_cache: tuple | None = None
         self._progress: SharedRows | None = None        # [step, consumed...] for DataLoader workers
-        self._capped, self._warned = [], set()
+        self._capped: list = []
         self.board = PolicyBoard(k, DEFAULT_LAG if lag is None else lag, lag is not None, ring_rows, _RING_MARGIN)
         self.board.publish(1, self._next_policy(1, np.zeros(k)))
 
@@ -225,9 +224,11 @@ class Mixer:
     # -- the rule and its budget ----------------------------------------------------
     def _next_policy(self, s: int, consumed_all: np.ndarray) -> np.ndarray:
         policy = self.initial if s <= self.warmup_steps else self.rule.policy(s)
-        self._capped = []
+        self._wanted, self._capped = policy, []
         if self.budget is not None:
-            policy, self._capped = self.budget.apply(policy, self.epochs(consumed_all), s - 1)
+            policy, self._capped = self.guard.apply(policy)
+            policy, capped = self.budget.apply(policy, self.epochs(consumed_all), s - 1)
+            self._capped += capped
         return policy
 
     def _learn(self, t: int, means: np.ndarray, seen: np.ndarray, used: np.ndarray, drawn_all: np.ndarray,
@@ -266,10 +267,7 @@ class Mixer:
         if hasattr(losses, "pop_step"):                      # a DomainLossAccumulator itself
             losses = losses.pop_step()
         t = self.step + 1
-        step = _batch_step(step if step is not None else getattr(losses, "step", None), getattr(losses, "step", None))
-        if step is not None and step != t:
-            raise MixingError(f"update() for step {t} got the loss of batch step {step}: the trainer skipped or "
-                              f"repeated batches. {SKIP_HINT}")
+        check_step(step, getattr(losses, "step", None), t)
         self._fix_lag()
         used = self.policy_for_step(t)
         drawn = schedule.counts_by_rank(schedule.draws(used, self.seed, t, np.arange(self.world_size),
@@ -289,40 +287,21 @@ class Mixer:
         self.consumed_by_rank, self.step = consumed, t
         self.board.publish(t + 1, nxt)
         self._publish_progress()
-        self._warn_caps()
+        if self.budget is not None:
+            self.budget.warn(self._capped, t)
         if self.rule.learns:
             self.scale_check.check(means, seen, t)
-            self.guard.observe(means, seen, nxt, t)
-        self.last_record = self._record(t, used, means, seen)
+            self.guard.observe(means, seen, self._wanted, t)
+        self.last_record = step_record(self.domains, self.rule.name, t, used, {
+            self.domains[i]: float(means[i]) for i in np.flatnonzero(seen)}, self.consumed_all, self.seq_len,
+            self.epochs(), self._capped)
         return self.last_record
-
-    def _warn_caps(self) -> None:
-        for d, cap in self._capped:
-            if (d, cap) not in self._warned:
-                self._warned.add((d, cap))
-                what = "passed its max_epochs" if cap == "max_epochs" else "hit its max_share"
-                warnings.warn(f"domain {d!r} {what} at step {self.step}; the policy is renormalised over the "
-                              "other domains from now on", MixingWarning, stacklevel=3)
-
-    def _record(self, t: int, used: np.ndarray, means: np.ndarray, seen: np.ndarray) -> dict[str, Any]:
-        rec: dict[str, Any] = {
-            "step": t, "kind": "train", "mixer": self.rule.name, "weights": dict(zip(self.domains, used.tolist())),
-            "loss": {self.domains[i]: float(means[i]) for i in np.flatnonzero(seen)},
-            "sequences": dict(zip(self.domains, self.consumed_all.tolist()))}
-        if self.seq_len is not None:
-            rec["tokens"] = {d: int(n) * self.seq_len for d, n in rec["sequences"].items()}
-        epochs = self.epochs()
-        if epochs is not None:
-            rec["epochs"] = dict(zip(self.domains, [round(float(e), 6) for e in epochs]))
-        if self._capped:
-            rec["capped"] = sorted({d for d, _ in self._capped})
-        return rec
 
     # -- state -----------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
         return {"rule": self.rule.config(), "domains": self.domains, "seed": self.seed, "lag": self.lag,
                 "batch_size": self.batch_size, "per_sample": self.per_sample, "world_size": self.world_size,
-                "grad_accum": self.grad_accum, "warmup_steps": self.warmup_steps,
+                "grad_accum": self.grad_accum, "warmup_steps": self.warmup_steps, "flat_guard": self.guard.cap_flat,
                 "initial_weights": self.initial.tolist(),
                 "budget": self.budget.config() if self.budget is not None else None}
 
@@ -349,18 +328,6 @@ class Mixer:
         self._draw_cache = None
         self.board.replace(policies)
         self._publish_progress()
-
-
-def _batch_step(step: Any, carried: Any) -> int | None:
-    """The step of the batches an update is for, from step= or the losses' own; both must agree."""
-    if step is None:
-        return None
-    if (step.numel() if hasattr(step, "numel") else np.size(step)) != 1:
-        raise MixingError(f"step={step!r} holds several steps: " + STACKED_HINT)
-    step = int(np.asarray(step.cpu() if hasattr(step, "cpu") else step).reshape(-1)[0])
-    if carried is not None and int(carried) != step:
-        raise MixingError(f"update(step={step}) for losses accumulated from step {carried}: pass one step")
-    return step
 
 
 class OnlineDataMixer(Mixer):

@@ -35,7 +35,7 @@ def test_authors_code_settles_on_exp_loss_proportions():
     losses = {"a": 1.0, "b": 2.0, "c": 3.0}
     finals = {}
     for reward in ("authors_code", "paper"):
-        m = OnlineDataMixer(list(losses), lag=0, reward=reward, seed=1)
+        m = OnlineDataMixer(list(losses), lag=0, reward=reward, seed=1, flat_guard=False)   # the rule alone
         for _ in range(3000):
             d = m.sample()[0]
             m.update({d: losses[d]})
@@ -62,7 +62,7 @@ def simulate_with_noise_domain(reward: str, steps: int = 3000, seed: int = 0) ->
     towards different floors) and one of iid noise (loss high and flat). Returns the
     noise domain's mean sampling probability over the second half."""
     domains = ["a", "b", "c", "noise"]
-    m = OnlineDataMixer(domains, reward=reward, lag=0, seed=seed)
+    m = OnlineDataMixer(domains, reward=reward, lag=0, seed=seed, flat_guard=False, max_share=None)  # the rule alone
     rng = np.random.default_rng(seed)
     floors, scale, pace = np.array([2.0, 3.0, 1.5]), np.array([3.0, 2.5, 4.0]), np.array([600.0, 900.0, 400.0])
     drawn = np.zeros(3)
