@@ -330,6 +330,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed-list", type=int, nargs="+", default=None, help="run only these seeds")
     ap.add_argument("--grid-from", default=None, metavar="PROGRESS_JSONL",
                     help="take the best static mixture from the grid lines of an earlier run")
+    ap.add_argument("--plot-dir", default=None, help="with --summarize: write mixing-study-<part>.png here")
     ap.add_argument("--summarize", default=None, metavar="PROGRESS_JSONL",
                     help="only rebuild the tables and the choice from the per-run lines of an earlier run "
                          "(complete seeds only), e.g. after stopping it")
@@ -400,6 +401,31 @@ def main(argv=None) -> int:
     return 0
 
 
+def plot(part: str, summary: dict, arms: list[str], folder: str) -> str:
+    """Paired difference from uniform per arm (95 % interval) against the null band."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [(a, *summary["arms"][a]["vs_uniform"]) for a in arms if a != "uniform"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ys = np.arange(len(rows))
+    for y, (a, m, lo, hi) in zip(ys, rows):
+        ax.errorbar(m, y, xerr=[[m - lo], [hi - m]], fmt="o", color="C0" if a in RULE_ARMS else "C2", capsize=3)
+    band = summary["null"]["band"]
+    ax.axvspan(-band, band, color="0.85", label=f"null band ±{band:.3f}")
+    ax.axvline(0, color="0.4", lw=0.8)
+    ax.set_yticks(ys, [r[0] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{summary['primary']} minus uniform's (paired, 95 % interval)")
+    ax.set_title(f"mixing study, {part} part ({len(summary['seeds'])} seeds)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(folder, f"mixing-study-{part}.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def summarize_progress(args) -> int:
     lines = [json.loads(x) for x in open(args.summarize) if x.strip()]
     arms = list(STATIC_ARMS + RULE_ARMS) if args.arms is None else args.arms
@@ -423,6 +449,8 @@ def summarize_progress(args) -> int:
         summary["table"] = markdown(part, summary, arms)
         report["parts"][part] = {"summary": summary, "rows": rows}
         print(f"## {part} ({len(seeds)} seeds)\n" + summary["table"], flush=True)
+        if args.plot_dir:
+            report.setdefault("plots", []).append(plot(part, summary, arms, args.plot_dir))
     syn = report["parts"].get("synthetic", {}).get("summary")
     if syn is not None:
         report["choice"] = choose_default(syn, report["parts"].get("real", {}).get("summary"))

@@ -2,7 +2,12 @@
 
     from shammie.mixing import open_store, OnlineDataMixer, StaticMixer, MixtureDataset
 
-Names are imported lazily so that `import shammie.mixing` does not import torch.
+The training library: ``mixer`` (the orchestrator), ``rules`` (the learning rules, by
+name), ``budgets``, ``schedule``, ``distributed``, ``shm``, ``feedback``, ``state``, ``log``,
+``dataset``, ``losses``; trainer integrations in ``shammie.mixing.hf`` (Hugging Face) and
+``shammie.mixing.lightning`` (imported explicitly: they import their trainer). None of them
+imports the store-building stages. Names are imported lazily so that `import shammie.mixing`
+does not import torch.
 """
 
 from __future__ import annotations

@@ -24,3 +24,16 @@ SKIP_HINT = ("If the trainer skips batches on resume, it consumes batches withou
              "MixtureDataset.fast_forward(global_step x gradient_accumulation_steps) after restoring the data "
              "with MixtureDataset.load_state_dict. With gradient accumulation pass "
              "grad_accum=K to the mixer and call update() once per optimizer step.")
+
+
+def wait_message(kind: str, t: int, s: int, timeout: float, done: int, lag: int, grad_accum: int) -> str:
+    """Why the policy of step t (published after update s - 1) is not there: in the trainer's
+    process ("missing": it would block) or after a worker waited `timeout` s ("timeout")."""
+    if kind == "missing":
+        return (f"the mixture for step {t} needs the loss of step {s - 1}, but update() has run for {done} steps: "
+                f"call mixer.update() once per optimizer step before drawing more than lag={lag} steps ahead (a "
+                f"DataLoader batch_size draws several micro-batches at once: use batch_size=None). {SKIP_HINT}")
+    return (f"a DataLoader worker waited {timeout:.0f} s for the mixture of step {t}, which needs update() of step "
+            f"{s - 1}; the trainer has updated {done} steps. Either the loader runs further ahead than lag={lag} "
+            f"steps x grad_accum={grad_accum} micro-batches (use MixtureDataset.dataloader(), or lag >= num_workers "
+            f"* prefetch_factor / grad_accum), or update() is not called once per step. {SKIP_HINT}")

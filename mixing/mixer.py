@@ -30,7 +30,7 @@ import numpy as np
 from shammie.mixing import schedule
 from shammie.mixing.budgets import AUTO, Budget, FlatLossGuard, cap_shares  # noqa: F401  (cap_shares: re-export)
 from shammie.mixing.distributed import dist_info, reduce_losses, reduction_device  # noqa: F401
-from shammie.mixing.errors import SKIP_HINT, STACKED_HINT, MixingError, MixingWarning  # noqa: F401
+from shammie.mixing.errors import MixingError, MixingWarning, wait_message  # noqa: F401
 from shammie.mixing.feedback import LossScaleCheck, check_step, local_losses
 from shammie.mixing.log import MixLog, read_log, step_record, write_csv  # noqa: F401  (re-exports: earlier path)
 from shammie.mixing.rules import (exp3_policy, exploration_rate, linear_policy, make_rule,  # noqa: F401
@@ -169,17 +169,7 @@ class Mixer:
         return self.board.get(t, wait=wait, timeout=timeout, on_wait=on_wait, explain=self._explain_wait)
 
     def _explain_wait(self, kind: str, t: int, s: int, timeout: float) -> str:
-        done = self.stream_position()[0]
-        if kind == "missing":
-            return (f"the mixture for step {t} needs the loss of step {s - 1}, but update() has run for {done} "
-                    f"steps: call mixer.update() once per optimizer step before drawing more than lag={self.lag} "
-                    "steps ahead (a DataLoader batch_size draws several micro-batches at once: use "
-                    f"batch_size=None). {SKIP_HINT}")
-        return (f"a DataLoader worker waited {timeout:.0f} s for the mixture of step {t}, which needs update() of "
-                f"step {s - 1}; the "
-                f"trainer has updated {done} steps. Either the loader runs further ahead than lag={self.lag} steps x "
-                f"grad_accum={self.grad_accum} micro-batches (use MixtureDataset.dataloader(), or lag >= num_workers "
-                f"* prefetch_factor / grad_accum), or update() is not called once per step. {SKIP_HINT}")
+        return wait_message(kind, t, s, timeout, self.stream_position()[0], self.lag, self.grad_accum)
 
     def step_draws(self, t: int, policy: np.ndarray | None = None, *, wait: bool = False) -> np.ndarray:
         """Domain index of every sequence of step t on this rank, shape (grad_accum, batch_size)."""
