@@ -29,6 +29,7 @@ AUTO_SHARE_INITIAL = 2.0       # ... or twice the initial weight, whichever is l
 FLAT_SHARE_FACTOR = 2.0        # warn when a flat-loss domain takes more than 2 fair shares
 FLAT_TOLERANCE = 0.01          # "flat": fast and slow loss averages within 1 %
 FLAT_MIN_OBSERVATIONS = 50
+FLAT_FAST, FLAT_SLOW = 0.8, 0.96   # EMAs over ~5 and ~25 losses: a start-up transient is gone after ~100
 
 
 def per_domain(domains: Sequence[str], value: Any, name: str, low: float, high: float) -> np.ndarray | None:
@@ -180,8 +181,8 @@ class FlatLossGuard:
             if self.observed[i] == 0:
                 self.fast[i] = self.slow[i] = x
             else:
-                self.fast[i] = 0.9 * self.fast[i] + 0.1 * x
-                self.slow[i] = 0.99 * self.slow[i] + 0.01 * x
+                self.fast[i] = FLAT_FAST * self.fast[i] + (1.0 - FLAT_FAST) * x
+                self.slow[i] = FLAT_SLOW * self.slow[i] + (1.0 - FLAT_SLOW) * x
             self.observed[i] += 1
         for i in np.flatnonzero(self.flat()):
             d = self.domains[i]
