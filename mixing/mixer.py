@@ -38,8 +38,8 @@ from shammie.mixing.rules import (exp3_policy, exploration_rate, linear_policy, 
 from shammie.mixing.shm import PolicyBoard, SharedRows
 from shammie.mixing.state import check_policies, check_state, counts_matrix
 
-DEFAULT_RULE = "paper"
-DEFAULT_WARMUP = 0
+DEFAULT_RULE = "authors"      # chosen by the study (docs/benchmarks/mixing.md, section 0)
+DEFAULT_WARMUP = 50           # steps drawn from initial_weights first, as in the study
 DEFAULT_LAG = 4          # = 2 DataLoader workers x prefetch_factor 2, for loaders the mixer cannot see
 DEFAULT_WAIT_TIMEOUT = 60.0   # longest a worker waits for a policy before it explains what is wrong
 _RING_MARGIN = 64        # extra ring rows so slow workers replaying other workers' steps find their policy
