@@ -330,7 +330,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed-list", type=int, nargs="+", default=None, help="run only these seeds")
     ap.add_argument("--grid-from", default=None, metavar="PROGRESS_JSONL",
                     help="take the best static mixture from the grid lines of an earlier run")
-    ap.add_argument("--plot-dir", default=None, help="with --summarize: write mixing-study-<part>.png here")
+    ap.add_argument("--plot-dir", default=None, help="with --summarize: write mixing-study-rules-<part>.png here")
     ap.add_argument("--summarize", default=None, metavar="PROGRESS_JSONL",
                     help="only rebuild the tables and the choice from the per-run lines of an earlier run "
                          "(complete seeds only), e.g. after stopping it")
@@ -420,7 +420,7 @@ def plot(part: str, summary: dict, arms: list[str], folder: str) -> str:
     ax.set_title(f"mixing study, {part} part ({len(summary['seeds'])} seeds)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = os.path.join(folder, f"mixing-study-{part}.png")
+    path = os.path.join(folder, f"mixing-study-rules-{part}.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
