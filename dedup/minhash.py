@@ -47,7 +47,7 @@ from shammie.dedup.arrays import load_npy, load_npz, save_npy, save_npz
 from shammie.dedup import clusters
 from shammie.dedup.clusters import CLUSTER_RECORD, connected_min_labels
 from shammie.dedup.exact import (ExactPass, check_rows, file_groups, group_payload, key_range, numbered_tasks,
-                                 phase_stats, range_bits, write_file_offsets)
+                                 phase_stats, range_bits, start_work, write_file_offsets)
 from shammie.dedup.signatures import MinHasher, MinhashParams, band_keys, string_hash
 from shammie.pipeline import documents, jobdir, partitioned, storage
 from shammie.pipeline.errors import InputError
@@ -414,8 +414,10 @@ class DedupRun:
 
     def run(self) -> dict[str, dict]:
         params, options, out = self.stage.params, self.options, self.ctx.out
-        offsets_url = write_file_offsets(self.work, self.tasks)
         groups = file_groups(self.tasks, self.total)
+        start_work(self.work, {"bits": self.bits, "groups": [len(g) for g in groups], "files": self.files,
+                               "max_cluster_docs": options.max_cluster_docs})
+        offsets_url = write_file_offsets(self.work, self.tasks)
         exact, exact_results = None, {}
         if options.exact:
             exact = ExactPass(self.work, WORK, self.bits, self.files)
