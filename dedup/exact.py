@@ -118,8 +118,9 @@ def key_range(keys: np.ndarray, bits: int) -> np.ndarray:
     return (keys >> np.uint64(64 - bits)).astype(np.int64)
 
 
-def start_work(work_url: str, plan: dict) -> None:
-    """Keep `work_url` only if it was made for this plan (key-range bits, map groups, ...).
+def start_work(work_url: str, plan: dict, also: tuple[str, ...] = ()) -> None:
+    """Keep `work_url` (and the folders in `also` that its tasks write) only if they were made
+    for this plan (key-range bits, map groups, ...).
 
     Work files are named by range and group numbers, so files of another plan (a resumed
     run with another --max-bucket-docs, or an older Shammie's layout) would pass their task
@@ -129,10 +130,12 @@ def start_work(work_url: str, plan: dict) -> None:
         old = storage.read_json(url)
     except ValueError:
         old = None
-    if old != plan and storage.exists(work_url):
-        storage.remove(work_url)
-    if old != plan:
-        storage.write_json_atomic(url, plan)
+    if old == plan:
+        return
+    for folder in (work_url, *also):
+        if storage.exists(folder):
+            storage.remove(folder)
+    storage.write_json_atomic(url, plan)
 
 
 def write_file_offsets(work_url: str, tasks: list[Task]) -> str:

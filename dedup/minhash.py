@@ -415,8 +415,9 @@ class DedupRun:
     def run(self) -> dict[str, dict]:
         params, options, out = self.stage.params, self.options, self.ctx.out
         groups = file_groups(self.tasks, self.total)
+        index = storage.join(out, history.INDEX)
         start_work(self.work, {"bits": self.bits, "groups": [len(g) for g in groups], "files": self.files,
-                               "max_cluster_docs": options.max_cluster_docs})
+                               "max_cluster_docs": options.max_cluster_docs}, also=(index,))
         offsets_url = write_file_offsets(self.work, self.tasks)
         exact, exact_results = None, {}
         if options.exact:
@@ -439,7 +440,6 @@ class DedupRun:
         s["hash_docs_per_cpu_s"] = round(self.total / hash_cpu, 1) if hash_cpu > 0 else None
 
         earlier = [history.earlier_index(j, params.to_dict()) for j in (options.against or ())]
-        index = storage.join(out, history.INDEX)
         ranges = 1 << self.bits
         buckets = self.timed("buckets", [
             Task(f"b{b:02d}-r{r:05d}",
