@@ -51,7 +51,7 @@ def measure(rule: str, k: int, args, store) -> dict:
     losses_per_seq = torch.rand(args.batch) + 2.0
 
     def mixer_only(steps: int) -> float:
-        m = OnlineDataMixer(store.domains, reward=rule, grad_accum=k, seed=1)
+        m = OnlineDataMixer(store.domains, rule=rule, grad_accum=k, seed=1)
         m.configure(batch_size=args.batch, seq_len=2048,
                     num_sequences=[store.num_sequences(d, 2048) for d in store.domains])
         began = time.perf_counter()
@@ -64,7 +64,7 @@ def measure(rule: str, k: int, args, store) -> dict:
         return (time.perf_counter() - began) / steps
 
     def fetch(steps: int) -> float:
-        m = OnlineDataMixer(store.domains, reward=rule, grad_accum=k, seed=1)
+        m = OnlineDataMixer(store.domains, rule=rule, grad_accum=k, seed=1)
         it = iter(MixtureDataset(store, m, 2048, args.batch).dataloader())
         began = time.perf_counter()
         acc = DomainLossAccumulator()
@@ -88,12 +88,16 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--domains", type=int, default=7)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--rules", nargs="+", default=None, help="rules to time (default: every learning rule)")
+    ap.add_argument("--grad-accum", type=int, nargs="+", default=[1, 4, 16])
     args = ap.parse_args(argv)
+    from shammie.mixing.rules import RULES
+    rules = args.rules or sorted(set(RULES) - {"static"})
     torch.set_num_threads(1)
     store = _MemoryStore(args.domains, 4_000_000)
     import os
-    for rule in ("paper", "authors_code", "progress"):
-        for k in (1, 4, 16):
+    for rule in rules:
+        for k in args.grad_accum:
             print(json.dumps({**measure(rule, k, args, store), "load_avg": round(os.getloadavg()[0], 1)}), flush=True)
     return 0
 

@@ -49,7 +49,8 @@ def loss_of(scenario: str, i: int, t: int, drawn: np.ndarray, rng) -> float:
 
 
 def simulate(rule: str, scenario: str, steps: int, seed: int = 0, every: int = 50):
-    m = OnlineDataMixer(DOMAINS, reward=rule, lag=0, seed=seed)
+    # the rule alone: no budgets, no flat-loss guard (their effect is the study's, docs/benchmarks section 0)
+    m = OnlineDataMixer(DOMAINS, rule=rule, lag=0, seed=seed, max_share=None, max_epochs=None, flat_guard=False)
     rng = np.random.default_rng(seed)
     drawn = np.zeros(len(DOMAINS))
     xs, ws, noise_share = [], [], []

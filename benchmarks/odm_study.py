@@ -62,7 +62,8 @@ import torch
 import torch.nn as nn
 
 from shammie.mixing.dataset import MixtureDataset
-from shammie.mixing.mixer import MixLog, OnlineDataMixer, StaticMixer, per_domain_losses
+from shammie.mixing.losses import per_domain_losses
+from shammie.mixing.mixer import MixLog, OnlineDataMixer, StaticMixer
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -48,6 +48,7 @@ DOC_RECORD = np.dtype([("doc", "<i8")])
 # sort's buffers); the number of hash ranges is the smallest power of two that keeps them below.
 MAX_RANGE_DOCS = 4_000_000
 FILES = "files.npy"
+PLAN = "plan.json"
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,26 @@ def key_range(keys: np.ndarray, bits: int) -> np.ndarray:
     if bits == 0:
         return np.zeros(keys.shape[0], dtype=np.int64)
     return (keys >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def start_work(work_url: str, plan: dict, also: tuple[str, ...] = ()) -> None:
+    """Keep `work_url` (and the folders in `also` that its tasks write) only if they were made
+    for this plan (key-range bits, map groups, ...).
+
+    Work files are named by range and group numbers, so files of another plan (a resumed
+    run with another --max-bucket-docs, or an older Shammie's layout) would pass their task
+    markers under the same names and be read as if they were this plan's."""
+    url = storage.join(work_url, PLAN)
+    try:
+        old = storage.read_json(url)
+    except ValueError:
+        old = None
+    if old == plan:
+        return
+    for folder in (work_url, *also):
+        if storage.exists(folder):
+            storage.remove(folder)
+    storage.write_json_atomic(url, plan)
 
 
 def write_file_offsets(work_url: str, tasks: list[Task]) -> str:
@@ -349,9 +370,11 @@ class ExactDedupStage(DocumentStage):
         tasks = ctx.tasks
         documents_count = sum(t.payload["rows"] for t in tasks)
         work = ctx.book(self.WORK)
-        exact = ExactPass(work, self.WORK, range_bits(documents_count, MAX_RANGE_DOCS), len(tasks))
+        bits, groups = range_bits(documents_count, MAX_RANGE_DOCS), file_groups(tasks, documents_count)
+        start_work(work, {"bits": bits, "groups": [len(g) for g in groups], "files": len(tasks)})
+        exact = ExactPass(work, self.WORK, bits, len(tasks))
         offsets_url = write_file_offsets(work, tasks)
-        exact.run(ctx, file_groups(tasks, documents_count), self.options.across_snapshots, offsets_url, {})
+        exact.run(ctx, groups, self.options.across_snapshots, offsets_url, {})
         filters = [Task(t.name, {**t.payload, "copies": exact.copies_dir, "ranges": exact.ranges}, t.outputs)
                    for t in tasks]
         results = ctx.run_tasks(filters, filter_task, desc="exact dedup 3/3 filter")

@@ -48,7 +48,7 @@ from shammie.dedup.arrays import load_npy, load_npz, save_npy, save_npz
 from shammie.dedup import clusters
 from shammie.dedup.clusters import CLUSTER_RECORD, connected_min_labels
 from shammie.dedup.exact import (ExactPass, check_rows, file_groups, group_payload, key_range, numbered_tasks,
-                                 phase_stats, range_bits, read_for_words, write_file_offsets)
+                                 phase_stats, range_bits, read_for_words, start_work, write_file_offsets)
 from shammie.dedup.signatures import NORMALISATION, MinHasher, MinhashParams, band_keys, string_hash, word_settings
 from shammie.filters.words import dedup_splitters
 from shammie.pipeline import documents, jobdir, partitioned, storage
@@ -434,10 +434,12 @@ class DedupRun:
 
     def run(self) -> dict[str, dict]:
         params, options, out = self.stage.params, self.options, self.ctx.out
-        offsets_url = write_file_offsets(self.work, self.tasks)
         groups = file_groups(self.tasks, self.total)
         earlier = [history.earlier_index(j, params.to_dict(), exact=options.exact) for j in (options.against or ())]
         index = self.ctx.book(history.INDEX)
+        start_work(self.work, {"bits": self.bits, "groups": [len(g) for g in groups], "files": self.files,
+                               "max_cluster_docs": options.max_cluster_docs}, also=(index,))
+        offsets_url = write_file_offsets(self.work, self.tasks)
         exact, exact_results = None, {}
         if options.exact:
             exact = ExactPass(self.work, WORK, self.bits, self.files)

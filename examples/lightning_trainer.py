@@ -1,23 +1,19 @@
 """Online data mixing inside a Lightning `Trainer` (tiny GPT, CPU is fine).
 
     .venv/bin/python examples/lightning_trainer.py --store STORE --max-steps 200 --grad-accum 4 --log odm.jsonl
+    .venv/bin/python examples/lightning_trainer.py --store STORE ... --save-steps 50 --resume CKPT  # exact resume
     .venv/bin/python examples/lightning_trainer.py --store STORE --devices 2 --strategy ddp ...   # one stream per rank
 
-What matters (docs/integrations.md explains each):
-
-* `train_dataloader()` returns `MixtureDataset.dataloader()` (batch_size=None: one whole
-  micro-batch per item), and the Trainer gets `use_distributed_sampler=False`, so Lightning
-  neither re-creates the loader nor shards a stream every rank draws for itself.
-* `training_step` computes one loss per sequence from the logits and adds it, detached,
-  to a per-domain accumulator; `mixer.update()` runs once per optimizer step, in
-  `on_before_optimizer_step` (after the backward passes of all `accumulate_grad_batches`
-  micro-batches). The mixer is built with `grad_accum` equal to `accumulate_grad_batches`.
-* The mixer is created in `setup()`, where Lightning has initialised torch.distributed,
-  so it reads the rank and world size of this process; there, too, every rank switches
-  to rank 0's store build (`same_build_across_ranks`).
-* Lightning leaves the process group up after `fit()`: `main()` trains in a function,
-  then `end_process_group()` frees the Trainer and destroys the group, so gloo's threads
-  stop before the interpreter exits.
+The mixing takes four lines (marked below): `shammie.mixing.lightning.MixingDataModule`
+(it builds the MixtureDataset in `setup()`, where Lightning has initialised
+torch.distributed, on rank 0's store build), its callback in the Trainer (with
+`use_distributed_sampler=False`, so Lightning neither re-creates the loader nor shards a
+stream every rank draws for itself), one `add()` of the per-sequence losses in
+`training_step`, and `fit(datamodule=...)`. The callback calls `mixer.update()` once per
+optimizer step; the mixture's state goes into every checkpoint and comes back on resume
+(rank 0's checkpoint resumes every rank). Lightning leaves the process group up after
+`fit()`: `main()` trains in a function, then `finish_rank()` frees the Trainer and
+destroys the group, so gloo's threads stop before the interpreter exits.
 """
 
 from __future__ import annotations
@@ -31,13 +27,13 @@ import torch
 
 # the examples' shared flags and run end live beside this file (also when the file is imported, not run)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from trainer_common import add_trainer_arguments, finish_rank  # noqa: E402
+from trainer_common import add_trainer_arguments, finish_rank, kill_at, make_mixer, param_sha256  # noqa: E402
 import torch.nn as nn
 
 from shammie.mixing.dataset import MixtureDataset
-from shammie.mixing.losses import DomainLossAccumulator, sequence_losses, unpack_batch
-from shammie.mixing.mixer import MixLog, OnlineDataMixer, StaticMixer
-from shammie.mixing.store import open_store, same_build_across_ranks
+from shammie.mixing.lightning import MixingDataModule
+from shammie.mixing.losses import sequence_losses, unpack_batch
+from shammie.mixing.store import open_store
 
 import lightning as L  # noqa: E402  (after torch, like Lightning's own examples)
 
@@ -64,58 +60,24 @@ class TinyLM(nn.Module):
         return self.head(self.blocks(x, mask=mask, is_causal=True))
 
 
-class MixingModule(L.LightningModule):
-    def __init__(self, args: argparse.Namespace):
+class LanguageModel(L.LightningModule):
+    def __init__(self, vocab: int, args: argparse.Namespace):
         super().__init__()
         self.args = args
-        self.store = open_store(args.store)
-        self.model = TinyLM(self.store.vocab_size, args.seq_len, args.width, args.layers)
-        self.domain_losses = DomainLossAccumulator()
-        self.mixture: MixtureDataset | None = None
-        self.mix_log: MixLog | None = None
-        self.micro_batches = 0
-        self.updates = 0
-        self.seen = hashlib.sha256()    # what this rank trained on (the test compares ranks)
-
-    def setup(self, stage: str) -> None:
-        # torch.distributed is initialised by now: the mixer takes this process's rank from it.
-        a = self.args
-        # every rank reads rank 0's build, even if the store was rebuilt while ranks started
-        self.store = same_build_across_ranks(self.store)
-        if a.mixer == "odm":
-            mixer = OnlineDataMixer.from_store(self.store, seed=a.seed, grad_accum=a.grad_accum)
-        else:
-            mixer = StaticMixer.from_store(self.store, a.mixer, seed=a.seed, grad_accum=a.grad_accum)
-        self.mixture = MixtureDataset(self.store, mixer, seq_len=a.seq_len + 1, batch_size=a.batch_size)
-        if self.global_rank == 0:
-            if os.path.exists(a.log):
-                os.remove(a.log)                   # a fresh run
-            self.mix_log = MixLog(a.log)
-
-    def train_dataloader(self):
-        return self.mixture.dataloader(num_workers=self.args.workers)
+        self.model = TinyLM(vocab, args.seq_len, args.width, args.layers)
+        self.seen = hashlib.sha256()    # what this rank trained on (the tests compare ranks)
 
     def training_step(self, batch, batch_idx):
-        ids, domains, step = unpack_batch(batch)
+        ids, domains, _ = unpack_batch(batch)
         per_seq = sequence_losses(self.model(ids[:, :-1]), ids[:, 1:])
-        self.domain_losses.add(per_seq, domains, step=step)
-        self.micro_batches += 1
+        self.trainer.datamodule.add(per_seq, batch)                                           # mixing 3/4
         self.seen.update(ids.cpu().numpy().tobytes())
         loss = per_seq.mean()   # Lightning divides by accumulate_grad_batches itself
         self.log("train_loss", loss, prog_bar=True, batch_size=len(domains))
         return loss
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # Called once per optimizer step, after all accumulated micro-batches' backward.
-        record = self.mixture.mixer.update(self.domain_losses.means(), step=self.domain_losses.step)
-        self.domain_losses.reset()
-        self.updates += 1
-        if self.mix_log is not None:
-            self.mix_log.write(record)
-
-    def on_train_end(self) -> None:
-        if self.mix_log is not None:
-            self.mix_log.close()
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        kill_at(self.args.kill_at_step, self.trainer.global_step)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.model.parameters(), lr=self.args.lr)
@@ -126,6 +88,7 @@ def main(argv=None) -> int:
     add_trainer_arguments(p)
     p.add_argument("--devices", default="1")
     p.add_argument("--strategy", default="auto")
+    p.add_argument("--out", default="runs/lightning-trainer", help="checkpoint folder (with --save-steps)")
     args = p.parse_args(argv)
     if args.grad_accum < 1 or args.max_steps < 1:
         p.error("--grad-accum and --max-steps must be >= 1")
@@ -137,19 +100,30 @@ def main(argv=None) -> int:
 
 def train(args: argparse.Namespace) -> dict:
     """Trains with online mixing; returns this rank's summary."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     L.seed_everything(args.seed, verbose=False)
-    module = MixingModule(args)
+    store = open_store(args.store)
+    data = MixingDataModule(store, lambda store: MixtureDataset(store, make_mixer(args, store),       # mixing 1/4
+                                                                args.seq_len + 1, args.batch_size),
+                            num_workers=args.workers, log=args.log)
+    module = LanguageModel(store.vocab_size, args)
+    checkpoints = [ModelCheckpoint(dirpath=args.out, every_n_train_steps=args.save_steps, save_top_k=-1,
+                                   filename="step-{step}")] if args.save_steps else []
     trainer = L.Trainer(max_steps=args.max_steps, accumulate_grad_batches=args.grad_accum,
                         devices=int(args.devices) if args.devices.isdigit() else args.devices,
-                        strategy=args.strategy, accelerator="auto", use_distributed_sampler=False,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        strategy=args.strategy, accelerator="auto", use_distributed_sampler=False,  # mixing 2/4
+                        callbacks=[data.callback, *checkpoints], logger=False,
+                        enable_checkpointing=bool(args.save_steps), enable_progress_bar=False,
                         enable_model_summary=False, log_every_n_steps=max(1, args.max_steps // 10))
-    trainer.fit(module)
-    mixer = module.mixture.mixer
+    if trainer.global_rank == 0 and not args.resume and os.path.exists(args.log):
+        os.remove(args.log)                        # a fresh run; a resumed one appends
+    trainer.fit(module, datamodule=data, ckpt_path=args.resume)                                # mixing 4/4
+    mixer = data.mixture.mixer
     return {"rank": trainer.global_rank, "world_size": trainer.world_size, "log": args.log,
-            "optimizer_steps": trainer.global_step, "micro_batches": module.micro_batches,
-            "mixer_step": mixer.step, "updates": module.updates, "weights": mixer.weights(),
-            "data_sha256": module.seen.hexdigest()}
+            "optimizer_steps": trainer.global_step, "micro_batches": data.micro_batches,
+            "mixer_step": mixer.step, "weights": mixer.weights(), "data_sha256": module.seen.hexdigest(),
+            "param_sha256": param_sha256(module.model)}
 
 
 if __name__ == "__main__":

@@ -165,11 +165,12 @@ def evaluate(model, val, seq_len: int, cap: int = 64) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- training
 
-def make_mixer(kind: str, store, seed: int, warmup: int, grad_accum: int = 1):
-    if kind == "odm":
-        return OnlineDataMixer.from_store(store, seed=seed, warmup_steps=warmup, initial_weights="uniform",
-                                          grad_accum=grad_accum)
-    return StaticMixer.from_store(store, kind, seed=seed, grad_accum=grad_accum)
+def make_mixer(kind: str, store, seed: int, warmup: int | None, grad_accum: int = 1):
+    """odm: the default rule (its warm-up unless --odm-warmup); a rule name; or a static mixture."""
+    if kind in ("uniform", "natural"):
+        return StaticMixer.from_store(store, kind, seed=seed, grad_accum=grad_accum)
+    return OnlineDataMixer.from_store(store, rule=None if kind == "odm" else kind, seed=seed, warmup_steps=warmup,
+                                      initial_weights="uniform", grad_accum=grad_accum)
 
 
 def train(kind: str, seed: int, args, train_path: str, val_path: str | None) -> str:
@@ -185,7 +186,7 @@ def train(kind: str, seed: int, args, train_path: str, val_path: str | None) -> 
     log_path = args.log or os.path.join(args.out, f"{kind}-s{seed}.jsonl")
     if os.path.exists(log_path):
         os.remove(log_path)                       # a fresh run (no checkpoint to resume from here)
-    log = MixLog(log_path)
+    log = MixLog(log_path)                        # closed below; unclosed it would still be written at exit
     if val is not None:
         log.write_eval(0, evaluate(model, val, args.seq_len + 1))
     t0 = time.time()
@@ -203,8 +204,7 @@ def train(kind: str, seed: int, args, train_path: str, val_path: str | None) -> 
             losses.add(per_seq, domains, step=batch_step)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        log.write(mixer.update(losses.means(), step=losses.step))   # once per optimizer step
-        losses.reset()
+        log.write(mixer.update(losses))           # once per optimizer step: its means and step; resets it
         if val is None:
             continue
         if step % args.eval_every == 0 or step == args.steps:
@@ -230,7 +230,7 @@ def steps_to_reach(records, target: float, key: str) -> float | None:
 
 
 def compare(logs: dict[tuple[str, int], str], out: str) -> dict:
-    from shammie.mixing.mixer import read_log
+    from shammie.mixing.log import read_log
     summary: dict = {}
     for key in ("all", "mean"):
         rows = {}
@@ -250,7 +250,8 @@ def compare(logs: dict[tuple[str, int], str], out: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mixer", choices=["odm", "uniform", "natural"], default="odm")
+    p.add_argument("--mixer", default="odm",
+                   help="odm (the default rule), a rule name (shammie.mixing.rules), uniform or natural")
     p.add_argument("--compare", action="store_true", help="run all three mixers for every --seeds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -265,7 +266,8 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--vocab", type=int, default=3072, help="BPE pieces (CJK text needs > 2121)")
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--odm-warmup", type=int, default=0, help="ODM steps with the uniform mixture first")
+    p.add_argument("--odm-warmup", type=int, default=None,
+                   help="steps with the uniform mixture first (default: the rule's own warm-up)")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")

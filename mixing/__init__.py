@@ -2,7 +2,12 @@
 
     from shammie.mixing import open_store, OnlineDataMixer, StaticMixer, MixtureDataset
 
-Names are imported lazily so that `import shammie.mixing` does not import torch.
+The training library: ``mixer`` (the orchestrator), ``rules`` (the learning rules, by
+name), ``budgets``, ``schedule``, ``distributed``, ``shm``, ``feedback``, ``state``, ``log``,
+``dataset``, ``losses``; trainer integrations in ``shammie.mixing.hf`` (Hugging Face) and
+``shammie.mixing.lightning`` (imported explicitly: they import their trainer). None of them
+imports the store-building stages. Names are imported lazily so that `import shammie.mixing`
+does not import torch.
 """
 
 from __future__ import annotations
@@ -17,16 +22,20 @@ _EXPORTS = {
     "Mixer": "shammie.mixing.mixer",
     "OnlineDataMixer": "shammie.mixing.mixer",
     "StaticMixer": "shammie.mixing.mixer",
-    "MixLog": "shammie.mixing.mixer",
-    "MixingError": "shammie.mixing.mixer",
-    "MixingWarning": "shammie.mixing.mixer",
-    "per_domain_losses": "shammie.mixing.mixer",
-    "exploration_rate": "shammie.mixing.mixer",
-    "exp3_policy": "shammie.mixing.mixer",
-    "linear_policy": "shammie.mixing.mixer",
-    "reduction_device": "shammie.mixing.mixer",
+    "MixLog": "shammie.mixing.log",
+    "read_log": "shammie.mixing.log",
+    "MixingError": "shammie.mixing.errors",
+    "MixingWarning": "shammie.mixing.errors",
+    "RULES": "shammie.mixing.rules",
+    "per_domain_losses": "shammie.mixing.losses",
+    "exploration_rate": "shammie.mixing.rules",
+    "exp3_policy": "shammie.mixing.rules",
+    "linear_policy": "shammie.mixing.rules",
+    "reduction_device": "shammie.mixing.distributed",
     "MixtureDataset": "shammie.mixing.dataset",
     "DomainLossAccumulator": "shammie.mixing.losses",
+    "sequence_losses": "shammie.mixing.losses",
+    "unpack_batch": "shammie.mixing.losses",
     "per_domain_means": "shammie.mixing.losses",
 }
 

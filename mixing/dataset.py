@@ -38,11 +38,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shammie.mixing.mixer import DEFAULT_WAIT_TIMEOUT, Mixer, MixingError, _SharedRows, _SKIP_HINT
+from shammie.mixing.errors import SKIP_HINT, MixingError
+from shammie.mixing.losses import FAST_FORWARD_KEY
+from shammie.mixing.mixer import DEFAULT_WAIT_TIMEOUT, Mixer
+from shammie.mixing.shm import SharedRows
 from shammie.mixing.store import SequenceReader
 
 _PERM_SALT = 0x5E0
-FAST_FORWARD_KEY = "fast_forward_placeholder"   # marks an item fast_forward() put before the stream
 _GATHER_MIN_ROWS = SequenceReader.GATHER_MIN_ROWS  # one threshold for every store's batch read
 
 
@@ -138,18 +140,18 @@ class MixtureDataset(IterableDataset):
             raise MixingError("seq_len must be >= 1")
         num_sequences = [int(store.num_sequences(d, int(seq_len))) for d in mixer.domains]
         mixer.configure(batch_size=batch_size, per_sample=per_sample, rank=rank, world_size=world_size,
-                        seq_len=seq_len, num_sequences=num_sequences)
+                        seq_len=seq_len, num_sequences=num_sequences, vocab_size=getattr(store, "vocab_size", None))
         self.store, self.mixer, self.seq_len = store, mixer, int(seq_len)
         self.batch_size, self.per_sample, self.shuffle = int(batch_size), bool(per_sample), bool(shuffle)
         self.wait_timeout = wait_timeout
         self.num_sequences = num_sequences
         # where the loader's current iterator starts: [generation | step, consumed...], written
         # by dataloader() iterators in the trainer's process, read by persistent workers
-        self._start = _SharedRows(1, len(mixer.domains) + 1)
+        self._start = SharedRows(1, len(mixer.domains) + 1)
         self._generation = 0
         self._waits = torch.zeros(1, dtype=torch.int64).share_memory_()
         # [step | n]: iterators starting at that step first yield n placeholders (fast_forward)
-        self._skip = _SharedRows(1, 1)
+        self._skip = SharedRows(1, 1)
         too_small = [d for d, n in zip(mixer.domains, self.num_sequences) if n < mixer.world_size]
         if too_small:
             raise MixingError(f"domain(s) {too_small} have fewer packed sequences of length {seq_len} than "
@@ -205,6 +207,7 @@ class MixtureDataset(IterableDataset):
         info = get_worker_info()
         mixer = self.mixer
         if info is None:
+            mixer.derive_lag(0, 0)             # drawn in the trainer's process: no lookahead, lag 0 unless set
             mixer._fix_lag()                   # the trainer's process draws now: the lag is final
             start, consumed = mixer.step, mixer.consumed.copy()
             return self._stream(start, consumed, 0, 1, False, self._skipped_at(start))
@@ -289,6 +292,8 @@ class MixtureDataset(IterableDataset):
                     f"{mixer.lag}: workers will wait for update() (the stream stays exact). Leave lag=None to "
                     "derive it, or raise it.", stacklevel=2)
             kwargs["prefetch_factor"] = prefetch_factor
+        else:
+            mixer.derive_lag(0, 0)                 # no workers, no lookahead: lag 0 unless set
         kwargs.setdefault("collate_fn", _as_is)
         return _MixtureDataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
 
@@ -345,7 +350,7 @@ class _CheckedIterator:
             raise MixingError(
                 f"the trainer asked for a batch of step {step} (micro-batch {self._served % m.grad_accum + 1} of "
                 f"{m.grad_accum}) but mixer.update() has run for {m.step} steps; with lag={m.lag} that batch "
-                f"needs update() of step {step - m.lag - 1}. {_SKIP_HINT}")
+                f"needs update() of step {step - m.lag - 1}. {SKIP_HINT}")
         batch = next(self._inner)
         self._served += 1
         return batch

@@ -13,11 +13,12 @@ the micro-batches of one optimizer step (gradient accumulation)::
         (per_seq.mean() / K).backward()
         acc.add(per_seq, domains, step=step)               # detached inside; no graph kept
     opt.step()
-    log.write(mixer.update(acc.means(), step=acc.step)); acc.reset()
+    log.write(mixer.update(acc))                            # its means and step; resets it
 
 ``DomainLossAccumulator`` is the one way from per-sequence losses to ``update()``'s
-``{domain: mean}`` (``per_domain_means`` is its one-batch form;
-``shammie.mixing.mixer.per_domain_losses`` an earlier name of that). CPU losses are
+``{domain: mean}`` (``per_domain_means`` is its one-batch form, ``per_domain_losses``
+an earlier name of that). ``acc.pop()`` returns the means as a ``DomainLosses`` mapping
+that carries the step, so ``mixer.update(acc.pop())`` keeps the step check too. CPU losses are
 summed with numpy; GPU losses stay on their device until one final transfer of
 2 x (number of domains) numbers, so the helpers cost one synchronisation per call of
 ``means()``, not one per micro-batch or sequence.
@@ -31,8 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shammie.mixing.dataset import FAST_FORWARD_KEY as _FAST_FORWARD_KEY
-from shammie.mixing.mixer import _STACKED_HINT, MixingError
+from shammie.mixing.errors import STACKED_HINT, MixingError
+
+FAST_FORWARD_KEY = "fast_forward_placeholder"   # marks an item MixtureDataset.fast_forward() put before the stream
 
 
 class BatchError(MixingError):
@@ -88,7 +90,7 @@ class DomainLossAccumulator:
         n = len(domains)
         one_domain = n > 0 and domains.count(domains[0]) == n     # the default: one domain per micro-batch
         if not (isinstance(domains[0], str) if one_domain else all(isinstance(d, str) for d in domains)):
-            raise BatchError(f"the batch's domains should be a list of names, got {domains[:3]}...: " + _STACKED_HINT)
+            raise BatchError(f"the batch's domains should be a list of names, got {domains[:3]}...: " + STACKED_HINT)
         on_device = isinstance(self._sums, torch.Tensor)
         if isinstance(per_sequence, torch.Tensor):
             losses = per_sequence.detach().reshape(-1)
@@ -149,11 +151,24 @@ class DomainLossAccumulator:
             return {}
         return dict(zip(self._index, (self._sums / self._counts).tolist()))
 
-    def pop(self) -> dict[str, float]:
-        """The means, then reset for the next optimizer step."""
-        out = self.means()
+    def pop(self) -> "DomainLosses":
+        """The means (carrying the step they came from), then reset for the next optimizer step."""
+        out = DomainLosses(self.means(), step=self.step)
         self.reset()
         return out
+
+    def pop_step(self) -> "DomainLosses":
+        """What ``mixer.update(acc)`` takes: ``pop()``."""
+        return self.pop()
+
+
+class DomainLosses(dict):
+    """{domain: mean loss} of one optimizer step, with the MixtureDataset step its batches came
+    from (``update()`` checks it even when no ``step=`` is passed)."""
+
+    def __init__(self, means, step: int | None = None):
+        super().__init__(means)
+        self.step = step
 
 
 def per_domain_means(per_sequence: Any, domains: Sequence[str]) -> dict[str, float]:
@@ -163,6 +178,11 @@ def per_domain_means(per_sequence: Any, domains: Sequence[str]) -> dict[str, flo
     return acc.means()
 
 
+def per_domain_losses(domains: Sequence[str], losses: Any) -> dict[str, float]:
+    """``per_domain_means`` with the arguments the other way round (its earlier name)."""
+    return per_domain_means(losses, domains)
+
+
 def unpack_batch(batch: Mapping[str, Any]) -> tuple[torch.Tensor, list[str], int]:
     """(input_ids, domains, step) of one MixtureDataset micro-batch, refusing anything else.
 
@@ -170,7 +190,7 @@ def unpack_batch(batch: Mapping[str, Any]) -> tuple[torch.Tensor, list[str], int
     A DataLoader with ``batch_size=4`` (HF Trainer's default path does this) stacks 4
     micro-batches into a 3-D ``input_ids`` and a tensor of steps, and a model would
     happily train on it; this turns that into an error naming the cause."""
-    if isinstance(batch, Mapping) and _FAST_FORWARD_KEY in batch:
+    if isinstance(batch, Mapping) and FAST_FORWARD_KEY in batch:
         raise BatchError("a fast_forward() placeholder reached the training step: MixtureDataset.fast_forward(n) "
                          "is for a trainer that drops its loader's first n batches on resume (Hugging Face Trainer "
                          "with ignore_data_skip=False: n = global_step x gradient_accumulation_steps); this one "

@@ -202,7 +202,8 @@ def report(logs: Sequence[str], output: str, *, smooth: int = 25,
            compare_keys: Sequence[str] = ("mean", "all")) -> list[str]:
     """Plots and CSV per log; with several logs, their validation loss `compare_keys`
     (eval-record keys: a domain or an aggregate such as the example's "mean"/"all") side by side."""
-    from shammie.mixing.mixer import MixingError, read_log, write_csv
+    from shammie.mixing.errors import MixingError
+    from shammie.mixing.log import read_log, write_csv
 
     os.makedirs(output, exist_ok=True)
     loaded, written = {}, []

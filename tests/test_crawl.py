@@ -117,21 +117,40 @@ def test_changed_settings_are_refused_not_mixed(ray_session, filter_fixture, tmp
 
 
 def _ray_task_processes():
+    """Crawl task workers of THIS test session's Ray only: the in-process local Ray's workers are
+    descendants of this process, so another job's workers on the same machine are never picked
+    (a name match machine-wide killed other people's jobs)."""
     import psutil
 
     found = []
-    for proc in psutil.process_iter(["cmdline", "name"]):
+    for proc in psutil.Process().children(recursive=True):
         try:
-            cmd = " ".join(proc.info["cmdline"] or [])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            cmd = " ".join(proc.cmdline() or [])
+            name = proc.name() or ""
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        if "ray::_run_and_mark" in cmd or "ray::_run_and_mark" in (proc.info["name"] or ""):
+        if "ray::_run_and_mark" in cmd or "ray::_run_and_mark" in name:
             found.append(proc)
     return found
 
 
+def test_victims_are_only_this_sessions_workers():
+    """A process of another job named like a crawl worker is never chosen to be killed."""
+    import subprocess
+
+    out = subprocess.run(["bash", "-c", 'exec -a "ray::_run_and_mark" sleep 60 >/dev/null 2>&1 & echo $!'],
+                         capture_output=True, text=True, check=True)
+    stranger = int(out.stdout.strip())  # reparented to init when bash exits: not our descendant
+    try:
+        assert stranger not in [p.pid for p in _ray_task_processes()]
+    finally:
+        os.kill(stranger, 9)
+
+
 @pytest.mark.slow
 def test_worker_killed_mid_run_gives_the_same_output(ray_session, tmp_path):
+    if os.environ.get("SHAMMIE_TEST_RAY_ADDRESS"):
+        pytest.skip("the victim must be a worker of this session's own Ray (not an external cluster's)")
     warcs = tmp_path / "warcs"
     warcs.mkdir()
     for i in range(2):

@@ -243,3 +243,27 @@ def test_a_job_on_s3_keeps_the_same_set(corpus, s3_bucket):
     assert kept == kept_ids(clean)
     assert stats["removed"] == ref["removed"]
     assert fs.exists(f"{s3_bucket}/job/_meta/deduped/index/{minhash.history.shard_name(13, 3)}")
+
+
+def test_a_resumed_run_with_another_split_does_not_read_the_old_work_files(tmp_path, corpus, monkeypatch):
+    """Work files are named by range numbers: a run interrupted with one --max-bucket-docs and
+    resumed with another starts its work afresh instead of reading the other plan's files."""
+    src, clean, ref = corpus
+    job = tmp_path / "job"
+    shutil.copytree(src, job)
+    from shammie.pipeline import parallel
+
+    real = parallel.run_tasks
+
+    def die_at_clusters(job_, stage, *a, **k):
+        if k["markers"].endswith("clusters"):
+            raise RuntimeError("driver killed")
+        return real(job_, stage, *a, **k)
+
+    monkeypatch.setattr(parallel, "run_tasks", die_at_clusters)
+    with pytest.raises(RuntimeError, match="driver killed"):
+        minhash.dedup(str(job), max_bucket_docs=40, progress=False)
+    monkeypatch.setattr(parallel, "run_tasks", real)
+    stats = minhash.dedup(str(job), progress=False)  # 1 range instead of 16
+    assert stats["bucket_ranges_per_band"] == 1
+    assert kept_ids(job) == kept_ids(clean) and stats["clusters"] == ref["clusters"]

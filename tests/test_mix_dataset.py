@@ -253,16 +253,31 @@ def test_vectorised_cursor_indices_equal_the_per_row_ones(n, rank, world, shuffl
         assert got.tolist() == [_per_row_index(n, 9, 2, rank, world, shuffle, k + i) for i in range(count)]
 
 
+def _splitmix(x: int) -> int:
+    m = (1 << 64) - 1
+    x = (x + 0x9E3779B97F4A7C15) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
 def _reference_step_draws(mixer, t, policy):
-    """Step t's domains as first written: searchsorted on an array of uniforms, every micro-batch."""
+    """Step t's domains from the schedule's definition, one sequence at a time in Python ints:
+    u = splitmix(splitmix(splitmix(splitmix(seed ^ 0x0D4A) ^ t) ^ rank) ^ (m << 32 | j)) / 2^64
+    (53 bits), domain = first index whose CDF exceeds u."""
     cdf = np.cumsum(policy)
-    cdf = cdf / cdf[-1]
+    cdf = (cdf / cdf[-1]).tolist()
     per_batch = mixer.batch_size if mixer.per_sample else 1
     drawn = np.empty((mixer.grad_accum, mixer.batch_size), dtype=np.int64)
+    key = _splitmix(_splitmix(_splitmix(mixer.seed ^ 0x0D4A) ^ t) ^ mixer.rank)
     for m in range(mixer.grad_accum):
-        uniforms = np.random.default_rng([mixer.seed, 0x0D4A, t, mixer.rank] + ([m] if m else [])).random(per_batch)
-        picks = np.minimum(np.searchsorted(cdf, uniforms, side="right"), mixer.num_domains - 1)
-        drawn[m] = picks if mixer.per_sample else picks[0]
+        for j in range(per_batch):
+            u = (_splitmix(key ^ ((m << 32) | j)) >> 11) / float(1 << 53)
+            pick = min(next((i for i, c in enumerate(cdf) if c > u), len(cdf) - 1), mixer.num_domains - 1)
+            if mixer.per_sample:
+                drawn[m, j] = pick
+            else:
+                drawn[m] = pick
     return drawn
 
 

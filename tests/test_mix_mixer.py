@@ -41,7 +41,7 @@ def test_policy_formula_by_hand():
 
 
 def test_reward_update_by_hand_and_only_drawn_domains():
-    m = OnlineDataMixer(["a", "b", "c"], alpha=0.9, lag=0, require_drawn=False)   # hand-picked domains
+    m = OnlineDataMixer(["a", "b", "c"], reward="paper", alpha=0.9, lag=0, require_drawn=False)   # hand-picked
     assert list(m.weights().values()) == pytest.approx([1 / 3] * 3)
     m.update({"a": 2.0})                          # drawn under pi_1(a) = 1/3
     assert m.rewards == pytest.approx([0.1 * 2.0 * 3, 0.0, 0.0])          # [0.6, 0, 0]
@@ -59,7 +59,7 @@ def test_reward_update_by_hand_and_only_drawn_domains():
 
 
 def test_harder_domain_gains_weight():
-    m = OnlineDataMixer(["easy", "hard"], lag=0, seed=3)
+    m = OnlineDataMixer(["easy", "hard"], lag=0, seed=3, flat_guard=False)     # constant losses: the rule alone
     for _ in range(300):
         d = m.sample()[0]
         m.update({d: 4.0 if d == "hard" else 1.0})
@@ -75,7 +75,7 @@ def test_smoothed_mean_variant_has_no_importance_weight():
 
 
 def test_lag_uses_the_policy_that_drew_the_batch():
-    m = OnlineDataMixer(["a", "b", "c"], lag=2, alpha=0.9, require_drawn=False)
+    m = OnlineDataMixer(["a", "b", "c"], reward="paper", lag=2, alpha=0.9, require_drawn=False)
     for d, loss in [("a", 5.0), ("a", 5.0), ("a", 5.0), ("b", 1.0), ("a", 2.0), ("c", 1.0)]:
         m.update({d: loss})
     # steps 1-4 drew with pi_1, pi_1, pi_1, pi_2 (all uniform), so after 4 updates
@@ -88,7 +88,8 @@ def test_lag_uses_the_policy_that_drew_the_batch():
 
 
 def test_warmup_uses_initial_mixture_then_bandit():
-    m = OnlineDataMixer(["a", "b"], lag=0, warmup_steps=3, initial_weights={"a": 3, "b": 1}, require_drawn=False)
+    m = OnlineDataMixer(["a", "b"], reward="paper", lag=0, warmup_steps=3, initial_weights={"a": 3, "b": 1},
+                        require_drawn=False)
     for _ in range(3):
         assert list(m.weights().values()) == pytest.approx([0.75, 0.25])
         m.update({"b": 2.0})

@@ -53,7 +53,7 @@ def train(batches, mixer, steps, grad_accum):
 # -- gradient accumulation ------------------------------------------------------
 
 def test_accumulation_in_process_one_update_per_step():
-    mixer, data = make(grad_accum=3)
+    mixer, data = make(grad_accum=3, warmup_steps=0)        # no warm-up: the mixture moves within 40 steps
     served = train(iter(data.dataloader()), mixer, 40, 3)
     assert [s for s, _ in served] == [t for t in range(1, 41) for _ in range(3)]
     assert mixer.step == 40
@@ -71,11 +71,12 @@ def test_accumulation_in_process_one_update_per_step():
 
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_accumulation_with_workers_is_exact_and_never_waits(per_sample):
-    m0, d0 = make(grad_accum=2, per_sample=per_sample)
-    ref = train(iter(d0.dataloader(num_workers=0)), m0, 30, 2)
     m2, d2 = make(grad_accum=2, per_sample=per_sample)
     got = train(iter(d2.dataloader(num_workers=2)), m2, 30, 2)
-    assert m2.lag == m0.lag == 4                 # 2 workers x 2 prefetch + 1 micro-batches = 3 steps: 4 covers it
+    assert m2.lag == 4                           # 2 workers x 2 prefetch + 1 micro-batches = 3 steps: 4 covers it
+    m0, d0 = make(grad_accum=2, per_sample=per_sample, lag=4)    # the same lag in process: the same stream
+    ref = train(iter(d0.dataloader(num_workers=0)), m0, 30, 2)
+    assert make()[1].dataloader(num_workers=0).dataset.mixer.lag == 0   # no workers: no lag (derived)
     assert got == ref
     assert m2.state_dict() == m0.state_dict()
     assert d2.worker_waits == 0
@@ -136,11 +137,11 @@ def test_fast_forward_makes_a_resumed_trainers_skip_free_and_exact(workers, load
     accelerate's skip_first_batches, which rebuilds the DataLoader around the dataset (our loader
     and its check are gone). With fast_forward those batches are placeholders and the first
     batch the trainer keeps is the restored step's."""
-    ref_mixer, ref_data = make(grad_accum=2)
+    ref_mixer, ref_data = make(grad_accum=2, lag=4)         # one lag for every loader: one stream
     ref = train(iter(ref_data.dataloader(num_workers=0)), ref_mixer, 30, 2)
-    mixer, data = make(grad_accum=2)
+    mixer, data = make(grad_accum=2, lag=4)
     train(iter(data.dataloader(num_workers=workers)), mixer, 20, 2)
-    m2, d2 = make(grad_accum=2)
+    m2, d2 = make(grad_accum=2, lag=4)
     d2.load_state_dict(data.state_dict())
     d2.fast_forward(20 * 2)
     began = time.monotonic()
@@ -199,12 +200,11 @@ def test_lag_is_fixed_once_used_and_follows_a_resumed_state():
     mixer, data = make()
     train(iter(data.dataloader()), mixer, 3, 1)
     with pytest.warns(UserWarning, match="will wait"):
-        data.dataloader(num_workers=8)             # too late to change: steps were drawn with lag 4
-    assert mixer.lag == 4
-    big, dbig = make()
-    dbig.dataloader(num_workers=8)
+        data.dataloader(num_workers=8)             # too late to change: steps were drawn with lag 0 (in process)
+    assert mixer.lag == 0
+    big, dbig = make(lag=17)
     train(iter(dbig.dataloader(num_workers=0)), big, 3, 1)
-    fresh, dfresh = make()
+    fresh, dfresh = make()                     # lag=None: takes the run's lag from its state
     dfresh.load_state_dict(dbig.state_dict())
     assert fresh.lag == 17
 
@@ -236,7 +236,7 @@ def test_lag_is_final_once_a_loader_iterates():
 
 def test_a_loader_that_stacks_batches_is_named():
     # DataLoader(batch_size=4) collates 4 whole micro-batches into one: steps and domains come stacked
-    mixer, data = make()
+    mixer, data = make(lag=4)          # 4 micro-batches drawn ahead of any update
     stacked = next(iter(torch.utils.data.DataLoader(data, batch_size=4)))
     assert stacked["input_ids"].shape[:2] == (4, 3)
     with pytest.raises(MixingError, match="batch_size=None"):
@@ -248,9 +248,10 @@ def test_a_loader_that_stacks_batches_is_named():
 
 
 def test_the_former_helper_name_is_the_one_helper():
-    """mixer.per_domain_losses (domains first) is per_domain_means / DomainLossAccumulator: one
+    """per_domain_losses (domains first; it lived in mixer.py, now beside the others in losses.py so
+    the mixer does not import torch helpers) is per_domain_means / DomainLossAccumulator: one
     implementation, so both refuse a stacked batch and give the same means."""
-    import shammie.mixing.mixer as mixer_module
+    import shammie.mixing.losses as mixer_module
     per_seq = torch.tensor([1.0, 2.0, 4.0, 8.0])
     domains = ["a", "b", "a", "a"]
     assert mixer_module.per_domain_losses(domains, per_seq) == per_domain_means(per_seq, domains)

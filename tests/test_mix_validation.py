@@ -20,7 +20,7 @@ def drawn_mixer(**kw) -> tuple[OnlineDataMixer, str]:
 
 
 def test_huge_loss_is_refused_and_the_policy_stays_usable():
-    m, d = drawn_mixer()
+    m, d = drawn_mixer(reward="paper")                 # loss / pi overflows its reward
     for _ in range(5):                                  # some history first
         m.update({d: 2.0})
         d = m.sample()[0]
@@ -95,9 +95,11 @@ def test_loaded_state_is_checked():
 
     cases = [
         ({}, "missing"),
-        (broken(rewards=[0.1, float("nan"), 0.2]), "finite"),
-        (broken(rewards=[0.1, 0.2]), "3 finite numbers"),
-        (broken(consumed=[1, -2, 0]), "non-negative integers"),
+        (broken(rule={"rewards": [0.1, float("nan"), 0.2]}), "finite"),
+        (broken(rule={"rewards": [0.1, 0.2]}), r"\[3\] finite numbers"),
+        (broken(rule={}), "lacks 'rewards'"),
+        (broken(consumed_by_rank=[[1, -2, 0]]), "non-negative integers"),
+        (broken(consumed_by_rank=[1, 2, 0]), "1 x 3"),
         (broken(step=-3), "step"),
         (broken(policies={"5": [0.5, 0.5, 0.5]}), "probability vector"),
         (broken(policies={}), "lacks the policies"),
