@@ -1,0 +1,238 @@
+"""Short cuts: pages whose verdict is certain are dropped before the steps that cannot save them.
+
+Gopher quality drops a page whose extracted text has fewer than `min_doc_words` words (50 in
+every language's settings) that are not punctuation alone, counted with the word splitter of
+the language that language ID gave the page. Language ID can only give a language the job
+keeps, so a page is certain to be dropped when its count is under the minimum for *every*
+kept language. Two short cuts use that (docs/crawl.md, "Short cuts"):
+
+* `short_text`, after extraction: the extracted text's words counted exactly as Gopher quality
+  counts them, with each kept language's own splitter. Language ID and the filters are
+  skipped; the verdict is Gopher quality's own, so this is exact for any splitter.
+* `short_page`, before extraction (trafilatura): every word trafilatura can return comes from
+  the text of the page's parsed tree (the tree it parses itself, handed to it), outside
+  <script> and <style>, which every one of its paths removes (its own cleaning, readability,
+  justext), or from a MathML formula's `alttext`. An upper bound of the words of any such text is counted per language:
+    - spaCy splitters that cut at spaces (English and the other European languages): the
+      text nodes one by one, with every punctuation character set apart by spaces, split by
+      the language's own splitter. Extraction can drop text, join nodes, trim spaces,
+      unescape entities and add list, table and line markers (punctuation); none of that
+      makes a word that this split does not count (a word needs a character outside
+      PUNCTUATION_SET, and such characters are never added, only removed);
+    - any other spaCy splitter (Chinese with jieba, Japanese with SudachiPy, Arabic): the
+      number of characters that are neither space nor punctuation, since those splitters
+      cut a text into disjoint pieces of it and a counted word holds one such character;
+    - Kiwi (Korean) may restore morphemes that are not spelt in the text: nothing bounds its
+      count, so a job that keeps Korean has no `short_page` cut (`short_text` still applies).
+  tests/test_crawl_short_pages.py checks the bound against the extracted text of every real
+  page at hand, and that every page a short cut drops is dropped by the full path.
+
+The resiliparse extractor gets no `short_page` cut: it costs ~0.1 ms on a short page, about
+what the bound costs, and `short_text` right after it saves the rest.
+
+trafilatura's duplicate cache (`deduplicate`, fresh per input file) is the one way a page
+can influence another: a page dropped by `short_page` is not extracted, so its paragraphs
+do not enter the cache. docs/crawl.md says when that can change a later page of the same
+file and what was measured.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from datatrove.utils.text import PUNCTUATION_SET
+
+from shammie.filters.gopher_quality import count_non_symbol_words
+
+SHORT_PAGE = "short_page"
+SHORT_TEXT = "short_text"
+_PUNCTUATION = "".join(sorted(PUNCTUATION_SET))
+# every punctuation character set apart by spaces: extraction can only split a text there, or at spaces
+_SET_APART = {ord(c): f" {c} " for c in PUNCTUATION_SET}
+_SPACE_OR_PUNCTUATION = {ord(c): None for c in PUNCTUATION_SET}
+
+
+def _chunks_with_a_word(chunks, enough: int) -> int:
+    """How many space-separated chunks hold a character outside PUNCTUATION_SET, counting up to `enough`.
+
+    With a splitter whose words are disjoint pieces of the text, each such chunk is in a counted
+    word; one word covers at most `_Language.span` chunks (spaCy's special cases with spaces, such
+    as Russian "в т.ч.", make one word of several)."""
+    found = 0
+    for chunk in chunks:
+        if chunk.strip(_PUNCTUATION):
+            found += 1
+            if found >= enough:
+                break
+    return found
+
+
+@dataclass(frozen=True)
+class _Language:
+    code: str
+    tokenizer: str  # datatrove's tokenizer key
+    minimum: int  # Gopher quality's min_doc_words
+    disjoint: bool  # the splitter's words are disjoint pieces of the text (spaCy)
+    by_chunks: bool  # ... and it cuts at spaces (the text's words are its chunks' words)
+    span: int | None  # the most space-separated chunks one word can cover (None: not known)
+
+    def fewest_words(self, chunks: int) -> int:
+        """At least this many counted words in a text with `chunks` chunks holding a word character."""
+        return -(-chunks // self.span) if self.span else 0
+
+    def fewest_in_bound(self, chunks: int) -> int:
+        """At least this much `bound()` for a page whose text nodes have `chunks` such chunks."""
+        if not self.disjoint:
+            return 0  # no bound at all
+        return self.fewest_words(chunks) if self.by_chunks else chunks  # the character count holds a chunk's
+
+    def count(self, text: str) -> int:
+        """Gopher quality's count of `text`'s words in this language."""
+        from datatrove.utils.text import split_into_words
+
+        return count_non_symbol_words(split_into_words(text, self.tokenizer))
+
+    def bound(self, text: str) -> int | None:
+        """At least the count of any text extraction can make of `text` (the page's text nodes,
+        one per line); None when nothing bounds it."""
+        if self.by_chunks:
+            return self.count(text.translate(_SET_APART))
+        if self.disjoint:
+            return sum(1 for ch in text.translate(_SPACE_OR_PUNCTUATION) if not ch.isspace())
+        return None
+
+
+def _splitter_kind(tokenizer_key: str) -> tuple[bool, bool, int | None]:
+    """(disjoint, by_chunks, span) for the splitter datatrove gives `tokenizer_key` (through Shammie's wrappers)."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
+
+    from shammie.filters.words import ChunkCachedWordTokenizer
+
+    disjoint = by_chunks = False
+    spacy = None
+    layer, seen = load_word_tokenizer(tokenizer_key), 0
+    while layer is not None and seen < 8:
+        if isinstance(layer, SpaCyTokenizer):
+            disjoint, spacy = True, layer
+        by_chunks |= isinstance(layer, ChunkCachedWordTokenizer)
+        layer, seen = vars(layer).get("_inner"), seen + 1
+    span = None
+    if by_chunks and disjoint:
+        # spaCy's own tokenizer: a word is one chunk, or a special case whose string holds spaces
+        rules = spacy.tokenizer.tokenizer.rules
+        span = max((len(k.split()) for k in rules if k.strip()), default=1)
+    return disjoint, by_chunks and disjoint, span
+
+
+class ShortCuts:
+    """The two short cuts for one job's kept languages (`settings`: code -> LanguageSettings)."""
+
+    def __init__(self, settings: dict):
+        languages = []
+        for code, s in settings.items():
+            minimum = (s.filters.get("gopher_quality") or {}).get("min_doc_words")
+            if not minimum:  # a language whose settings drop no page for length: nothing is certain
+                languages = []
+                break
+            languages.append(_Language(code, s.word_tokenizer, int(minimum), *_splitter_kind(s.word_tokenizer)))
+        # cheap splitters first: a page is let through as soon as one language has enough words
+        self.languages = sorted(languages, key=lambda x: (not x.by_chunks, not x.disjoint))
+        self.enabled = bool(self.languages)
+        self.pages_bounded = self.enabled and all(x.disjoint for x in self.languages)
+        self._most = max((x.minimum for x in self.languages), default=0)
+        # chunks enough to know a text or page is not short by some language's count or bound
+        self._enough_text = min((x.minimum * x.span for x in self.languages if x.span), default=None)
+        self._enough_page = min((x.minimum * (x.span if x.by_chunks else 1) for x in self.languages
+                                 if x.disjoint and (x.span or not x.by_chunks)), default=None)
+
+    def warm_up(self) -> None:
+        """Load every splitter the short cuts may use (a lazy load would land in a page's time)."""
+        for language in self.languages:
+            language.count("Warm-up text, one two three.")
+
+    def text_is_short(self, text: str) -> bool:
+        """Gopher quality would drop `text` whatever language ID says (exact)."""
+        if not self.enabled:
+            return False
+        enough = self._enough_text
+        if enough is not None:
+            chunks = text.split()
+            if len(chunks) >= enough:
+                found = _chunks_with_a_word(chunks, enough)
+                if any(x.fewest_words(found) >= x.minimum for x in self.languages):
+                    return False  # enough words for some language's minimum: not short
+        return all(x.count(text) < x.minimum for x in self.languages)
+
+    def page_is_short(self, texts: list[str]) -> bool:
+        """No text extraction can make of the page's text nodes `texts` has enough words in any kept language."""
+        if not self.pages_bounded:
+            return False
+        text = "\n".join(texts)
+        if self._enough_page is not None:
+            found = _chunks_with_a_word(text.split(), self._enough_page)
+            if any(x.fewest_in_bound(found) >= x.minimum for x in self.languages):
+                return False
+        for language in self.languages:
+            bound = language.bound(text)
+            if bound is None or bound >= language.minimum:
+                return False
+        return True
+
+    def may_be_short(self, html: str) -> bool:
+        """A quick look at the raw HTML: False when its text outside tags, <script> and <style>
+        already has enough words (then the page is not parsed for `page_is_short`). Only decides
+        whether to look closer, so it need not be exact."""
+        return _visible_chunks(html, self._most) < self._most
+
+
+_TAG_THEN_TEXT = re.compile(r"<(/?)([A-Za-z][^\s/>]*)?[^>]*>([^<]*)")
+_SKIPPED_CONTENT = frozenset({"script", "style"})
+
+
+def _visible_chunks(html: str, enough: int) -> int:
+    """Chunks with a character outside punctuation in the text between tags, up to `enough`."""
+    start = html.find("<")
+    if start < 0:
+        return _chunks_with_a_word(html.split(), enough)
+    found = _chunks_with_a_word(html[:start].split(), enough)
+    for m in _TAG_THEN_TEXT.finditer(html, start):
+        text = m.group(3)
+        if not text or text.isspace():
+            continue
+        if not m.group(1) and (m.group(2) or "").lower() in _SKIPPED_CONTENT:
+            continue
+        found += _chunks_with_a_word(text.split(), enough - found)
+        if found >= enough:
+            break
+    return found
+
+
+class PageCheck:
+    """`short_page` for one extractor: `examine(html)` -> (short, what to hand the extractor)."""
+
+    def __init__(self, cuts: ShortCuts, extractor_name: str):
+        self._cuts = cuts
+        self.active = cuts.pages_bounded and extractor_name == "trafilatura"
+        self._parse: Callable | None = None
+        self._texts: Callable | None = None
+        if self.active:
+            from lxml.etree import XPath
+            from trafilatura.utils import load_html
+
+            self._parse = load_html
+            # text and tails outside <script> and <style> (their tails belong to their parent), and the
+            # `alttext` of MathML, which trafilatura turns into text when the formula has no TeX annotation
+            self._texts = XPath('//text()[not(parent::script or parent::style)] | //*[local-name()="math"]/@alttext',
+                                smart_strings=False)
+
+    def examine(self, html: str) -> tuple[bool, object]:
+        if not self.active or not self._cuts.may_be_short(html):
+            return False, html
+        tree = self._parse(html)  # trafilatura's own parse: extract() takes the tree as it is
+        if tree is None:
+            return False, html
+        if self._cuts.page_is_short(self._texts(tree)):
+            return True, None
+        return False, tree
