@@ -10,15 +10,18 @@ kept language. Two short cuts use that (docs/crawl.md, "Short cuts"):
   counts them, with each kept language's own splitter. Language ID and the filters are
   skipped; the verdict is Gopher quality's own, so this is exact for any splitter.
 * `short_page`, before extraction (trafilatura): every word trafilatura can return comes from
-  the text of the page's parsed tree (the tree it parses itself, handed to it), outside
-  <script> and <style>, which every one of its paths removes (its own cleaning, readability,
-  justext), or from a MathML formula's `alttext`. An upper bound of the words of any such text is counted per language:
+  the text of the page's parsed tree (the tree it parses itself, handed to it) outside the
+  elements its cleaning deletes (<script>, <style>, <head>, <nav>, <footer>, <aside>, form
+  controls, ...: `cleaned_text_xpath`), which all three of its sources go through, or from a
+  MathML formula's `alttext`. An upper bound of the words of any such text is counted per language:
     - spaCy splitters that cut at spaces (English and the other European languages): the
-      text nodes one by one, with every punctuation character set apart by spaces, split by
-      the language's own splitter. Extraction can drop text, join nodes, trim spaces,
-      unescape entities and add list, table and line markers (punctuation); none of that
-      makes a word that this split does not count (a word needs a character outside
-      PUNCTUATION_SET, and such characters are never added, only removed);
+      text nodes one per line, every punctuation character set apart, split by the
+      language's own splitter, so each run of other characters is counted alone. Extraction
+      drops text, trims and adds spaces, adds list, table and line markers (punctuation),
+      unescapes entities and joins text nodes. A run counted alone gives at least as many
+      words as in any of those contexts, except a special case that splits one run into
+      three or more words ("Cantve" -> "Ca", "nt", "ve") glued from pieces of two nodes:
+      `_Glue` adds what such joins can add;
     - any other spaCy splitter (Chinese with jieba, Japanese with SudachiPy, Arabic): the
       number of characters that are neither space nor punctuation, since those splitters
       cut a text into disjoint pieces of it and a counted word holds one such character;
@@ -39,7 +42,7 @@ file and what was measured.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from datatrove.utils.text import PUNCTUATION_SET
@@ -49,7 +52,7 @@ from shammie.filters.gopher_quality import count_non_symbol_words
 SHORT_PAGE = "short_page"
 SHORT_TEXT = "short_text"
 _PUNCTUATION = "".join(sorted(PUNCTUATION_SET))
-# every punctuation character set apart by spaces: extraction can only split a text there, or at spaces
+# every punctuation character set apart: runs of other characters are what the count splits
 _SET_APART = {ord(c): f" {c} " for c in PUNCTUATION_SET}
 _SPACE_OR_PUNCTUATION = {ord(c): None for c in PUNCTUATION_SET}
 
@@ -77,6 +80,7 @@ class _Language:
     disjoint: bool  # the splitter's words are disjoint pieces of the text (spaCy)
     by_chunks: bool  # ... and it cuts at spaces (the text's words are its chunks' words)
     span: int | None  # the most space-separated chunks one word can cover (None: not known)
+    glue: "_Glue | None" = None  # special cases that give a run glued from pieces more words than its pieces
 
     def fewest_words(self, chunks: int) -> int:
         """At least this many counted words in a text with `chunks` chunks holding a word character."""
@@ -94,14 +98,70 @@ class _Language:
 
         return count_non_symbol_words(split_into_words(text, self.tokenizer))
 
-    def bound(self, text: str) -> int | None:
-        """At least the count of any text extraction can make of `text` (the page's text nodes,
-        one per line); None when nothing bounds it."""
+    def bound(self, texts: list[str], text: str) -> int | None:
+        """At least the count of any text extraction can make of the page's text nodes `texts`
+        (`text`: the same, one per line); None when nothing bounds it."""
         if self.by_chunks:
-            return self.count(text.translate(_SET_APART))
+            return self.count(text.translate(_SET_APART)) + self.glue.slack(texts)
         if self.disjoint:
             return sum(1 for ch in text.translate(_SPACE_OR_PUNCTUATION) if not ch.isspace())
         return None
+
+
+class _Glue:
+    """What spaCy's special cases can add to the count of runs counted alone.
+
+    A run is a maximal stretch of characters that are neither space nor punctuation. A special
+    case can split a run into more words than the run alone gives: English "I'ma" -> "I", "'m",
+    "a" makes two words of the run "ma" (one alone), "Cantve" -> "Ca", "nt", "ve" three of
+    "Cantve" (which alone is that special case, but glued from two text nodes, "C" + "antve",
+    its pieces alone give two). `slack(texts)` adds, for the page's text nodes, each such run's
+    `deficits` wherever it occurs, and `excess` per pair of nodes that can be glued into a run of
+    three or more words (one ending in a proper prefix of it, one starting with a proper suffix)."""
+
+    def __init__(self, rules: dict, count):
+        from spacy.attrs import ORTH
+
+        self.prefixes: set[str] = set()
+        self.suffixes: set[str] = set()
+        self.deficits: dict[str, int] = {}
+        self.excess = 0
+        for key, pieces in rules.items():
+            spans, start = [], 0
+            for piece in pieces:
+                orth = piece.get(ORTH, "")
+                spans.append((start, start + len(orth)))
+                start += len(orth)
+            for a, b in _runs(key):
+                words = sum(1 for x, y in spans if x < b and y > a)
+                run = key[a:b]
+                if words > 1:
+                    alone = count(run)
+                    if words > alone:
+                        self.deficits[run] = max(self.deficits.get(run, 0), words - alone)
+                if words >= 3:  # glued from two or more pieces, each of them alone gives a word at least
+                    self.prefixes.update(run[:i] for i in range(1, len(run)))
+                    self.suffixes.update(run[i:] for i in range(1, len(run)))
+                    self.excess = max(self.excess, words - 2)
+
+    def slack(self, texts: list[str]) -> int:
+        added = ends = starts = 0
+        for text in texts:
+            runs = [text[a:b] for a, b in _runs(text)]
+            if runs:
+                if self.deficits:
+                    added += sum(self.deficits.get(r, 0) for r in runs)
+                ends += runs[-1] in self.prefixes
+                starts += runs[0] in self.suffixes
+        return added + self.excess * min(ends, starts)
+
+
+def _runs(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of characters that are neither space nor punctuation."""
+    return [m.span() for m in _RUN.finditer(text)]
+
+
+_RUN = re.compile(r"[^\s" + re.escape(_PUNCTUATION) + r"]+")
 
 
 def _splitter_kind(tokenizer_key: str) -> tuple[bool, bool, int | None]:
@@ -126,6 +186,16 @@ def _splitter_kind(tokenizer_key: str) -> tuple[bool, bool, int | None]:
     return disjoint, by_chunks and disjoint, span
 
 
+def _spacy_rules(tokenizer_key: str) -> dict:
+    """The special cases of the spaCy pipeline behind `tokenizer_key`."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
+
+    layer = load_word_tokenizer(tokenizer_key)
+    while layer is not None and not isinstance(layer, SpaCyTokenizer):
+        layer = vars(layer).get("_inner")
+    return layer.tokenizer.tokenizer.rules
+
+
 class ShortCuts:
     """The two short cuts for one job's kept languages (`settings`: code -> LanguageSettings)."""
 
@@ -136,7 +206,11 @@ class ShortCuts:
             if not minimum:  # a language whose settings drop no page for length: nothing is certain
                 languages = []
                 break
-            languages.append(_Language(code, s.word_tokenizer, int(minimum), *_splitter_kind(s.word_tokenizer)))
+            disjoint, by_chunks, span = _splitter_kind(s.word_tokenizer)
+            language = _Language(code, s.word_tokenizer, int(minimum), disjoint, by_chunks, span)
+            if by_chunks:
+                language = replace(language, glue=_Glue(_spacy_rules(s.word_tokenizer), language.count))
+            languages.append(language)
         # cheap splitters first: a page is let through as soon as one language has enough words
         self.languages = sorted(languages, key=lambda x: (not x.by_chunks, not x.disjoint))
         self.enabled = bool(self.languages)
@@ -175,7 +249,7 @@ class ShortCuts:
             if any(x.fewest_in_bound(found) >= x.minimum for x in self.languages):
                 return False
         for language in self.languages:
-            bound = language.bound(text)
+            bound = language.bound(texts, text)
             if bound is None or bound >= language.minimum:
                 return False
         return True
@@ -222,10 +296,7 @@ class PageCheck:
             from trafilatura.utils import load_html
 
             self._parse = load_html
-            # text and tails outside <script> and <style> (their tails belong to their parent), and the
-            # `alttext` of MathML, which trafilatura turns into text when the formula has no TeX annotation
-            self._texts = XPath('//text()[not(parent::script or parent::style)] | //*[local-name()="math"]/@alttext',
-                                smart_strings=False)
+            self._texts = XPath(cleaned_text_xpath(), smart_strings=False)
 
     def examine(self, html: str) -> tuple[bool, object]:
         if not self.active or not self._cuts.may_be_short(html):
@@ -236,3 +307,20 @@ class PageCheck:
         if self._cuts.page_is_short(self._texts(tree)):
             return True, None
         return False, tree
+
+
+def cleaned_text_xpath() -> str:
+    """The text nodes of a page that can reach trafilatura's output (FineWeb's settings: precision,
+    no comments, tables, no images, no links): every text node and tail except inside the elements
+    its `tree_cleaning` deletes with their content, plus MathML's `alttext`.
+
+    All three of trafilatura's sources pass through that cleaning: its own extractor and justext
+    read the cleaned tree, and readability's article is cleaned again (`sanitize_tree`) before it
+    can be used. The cleaning keeps a deleted element's tail; keeps a <form> that holds most of the
+    page's text (as a <div>) and a <figure> that holds a table; and turns a formula into text
+    (its TeX annotation, else its `alttext`) before deleting <math>: those stay in here."""
+    from trafilatura.settings import MANUALLY_CLEANED
+
+    deleted = [t for t in MANUALLY_CLEANED if t not in ("form", "figure", "math") and t.isidentifier()]
+    inside = " or ".join([f"self::{t}" for t in deleted] + ["self::figure[not(.//table)]"])
+    return f'//text()[not(ancestor::*[{inside}])] | //*[local-name()="math"]/@alttext'
