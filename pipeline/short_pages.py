@@ -53,6 +53,7 @@ from shammie.filters.gopher_quality import count_non_symbol_words
 SHORT_PAGE = "short_page"
 SHORT_TEXT = "short_text"
 _PUNCTUATION = "".join(sorted(PUNCTUATION_SET))
+_HEAD = 1024  # characters of a text looked at first for enough words
 _ALONE = " \n\n "  # between runs: no special case of a splitter spans it (filters/words.py _SEPARATOR)
 _SPACE_OR_PUNCTUATION = {ord(c): None for c in PUNCTUATION_SET}
 
@@ -233,11 +234,14 @@ class ShortCuts:
             return False
         enough = self._enough_text
         if enough is not None:
-            chunks = text.split()
-            if len(chunks) >= enough:
-                found = _chunks_with_a_word(chunks, enough)
-                if any(x.fewest_words(found) >= x.minimum for x in self.languages):
-                    return False  # enough words for some language's minimum: not short
+            # chunks of the text's start first (a long text has enough there; a chunk cut in two
+            # at the end of the start is still one chunk of the text)
+            for part in (text[:_HEAD], text) if len(text) > _HEAD else (text,):
+                chunks = part.split()
+                if len(chunks) >= enough:
+                    found = _chunks_with_a_word(chunks, enough)
+                    if any(x.fewest_words(found) >= x.minimum for x in self.languages):
+                        return False  # enough words for some language's minimum: not short
         return all(x.count(text) < x.minimum for x in self.languages)
 
     def page_is_short(self, texts: list[str]) -> bool:
