@@ -267,23 +267,25 @@ class ShortCuts:
         return _visible_chunks(html, 4 * self._most) < 4 * self._most
 
 
-_TAG_THEN_TEXT = re.compile(r"<(/?)([A-Za-z][^\s/>]*)?[^>]*>([^<]*)")
-_SKIPPED_CONTENT = frozenset({"script", "style"})
+# text between tags that is not only spaces (the search for ">" runs in C; most tags have none)
+_TEXT_AFTER_TAG = re.compile(r">\s*+([^<\s][^<]*)")
+_BODY = re.compile(r"<body[\s>]", re.I)
+_SKIPPED_CONTENT = ("script", "style")
 
 
 def _visible_chunks(html: str, enough: int) -> int:
-    """Space-separated chunks of the text between tags, counting up to `enough` (roughly)."""
+    """Space-separated chunks of the text between tags, outside <script> and <style>, counting up
+    to `enough` (roughly: only to decide whether to look closer)."""
     start = html.find("<")
     if start < 0:
         return len(html.split())
     found = len(html[:start].split())
-    for m in _TAG_THEN_TEXT.finditer(html, start):
-        text = m.group(3)
-        if not text or text.isspace():
+    body = _BODY.search(html, start)  # the head's text (its title) never reaches the text
+    for m in _TEXT_AFTER_TAG.finditer(html, body.start() if body else start):
+        tag = html.rfind("<", 0, m.start())
+        if html[tag + 1:tag + 7].lower().startswith(_SKIPPED_CONTENT):
             continue
-        if not m.group(1) and (m.group(2) or "").lower() in _SKIPPED_CONTENT:
-            continue
-        found += len(text.split())
+        found += len(m.group(1).split())
         if found >= enough:
             break
     return found
