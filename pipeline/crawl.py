@@ -30,7 +30,7 @@ from shammie.pipeline.extract import EXTRACTORS, ExtractionTimeout, extractor_ve
 from shammie.pipeline.inputs import input_fingerprint, output_name, resolve_inputs
 from shammie.pipeline.options import OptionsError, option, validate
 from shammie.pipeline.runner import RunOptions, run_stage
-from shammie.pipeline.short_pages import SHORT_PAGE, SHORT_TEXT, PageCheck, ShortCuts
+from shammie.pipeline.short_pages import SHORT_PAGE, SHORT_TEXT, PageCheck, ShortCuts, ShortTextStep
 from shammie.pipeline.stage import InputFile, Stage, Task
 from shammie.pipeline.warc import dump_from_name, iter_outcomes
 
@@ -143,6 +143,9 @@ class CrawlStage(Stage):
         self.steps = build_steps(self.config)
         warm_up(self.steps, self.options.extractor)
         self.short_cuts, self.page_check = short_cuts_for(self.config, self.options.extractor)
+        if self.short_cuts.enabled and not self.short_cuts.before_language:  # short_text after language ID
+            after = [name for name, _ in self.steps.text_filters].index("language") + 1
+            self.steps.text_filters.insert(after, (SHORT_TEXT, ShortTextStep(lambda: self.short_cuts)))
 
     def execute(self, ctx) -> dict[str, dict]:
         # The URL filter's domain index is built once per machine (~10-20 s, first crawl only);
@@ -306,7 +309,7 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
             doc.text = text
         extracted += 1
         try:  # too few words for Gopher quality in every kept language: its verdict, without the steps before it
-            short = stage.short_cuts.text_is_short(doc.text)
+            short = stage.short_cuts.before_language and stage.short_cuts.text_is_short(doc.text)
         except Exception:
             short = False
         finally:

@@ -107,7 +107,8 @@ def test_text_is_short_is_gopher_qualitys_own_verdict(shared_data):
     codes = _installed(["en", "de", "zh", "ja", "ko"])
     settings = settings_for(codes)
     texts = [json.loads(line)["text"] for line in open(shared_data / "labels" / "dclm-human-quality-agreement.jsonl")]
-    texts += [line.strip() for code in ("de", "zh", "ja", "ru") for line in open(shared_data / "lid" / f"{code}.txt")][::7]
+    texts += [line.strip() for code in ("de", "zh", "ja", "ru")
+              for line in open(shared_data / "lid" / f"{code}.txt")][::7]
     rng = random.Random(0)
     cut = []
     for t in texts:
@@ -270,3 +271,26 @@ def test_text_nodes_joined_in_any_way_never_give_more_words_than_the_bound(share
                 over.append(nodes)
                 break
     assert not over
+
+
+def test_a_job_with_dear_splitters_counts_after_language_id_in_the_pages_language():
+    """Counting a text with jieba, SudachiPy or Kiwi in every kept language would cost more than
+    language ID: such a job checks `short_text` after it, in the page's own language only."""
+    from datatrove.data import Document
+
+    from shammie.filters.fineweb import FILTER_LANGUAGE
+    from shammie.pipeline.short_pages import ShortTextStep
+
+    install_word_tokenizer_memo()
+    assert ShortCuts(settings_for(["en", "de", "ru"])).before_language
+    codes = _installed(["en", "zh"])
+    if codes != ["en", "zh"]:
+        pytest.skip("jieba not installed")
+    cuts = ShortCuts(settings_for(codes))
+    assert cuts.enabled and not cuts.before_language
+    step = ShortTextStep(lambda: cuts)
+    short = Document(text="The committee met on Tuesday.", id="a", metadata={FILTER_LANGUAGE: "en"})
+    long = Document(text=" ".join(["The committee met on Tuesday to review the budget."] * 8), id="b",
+                    metadata={FILTER_LANGUAGE: "en"})
+    assert step.filter(short) == (False, None) and step.filter(long) is True
+    assert not cuts.text_is_short_in(short.text, "xx")  # a language without settings: never certain
