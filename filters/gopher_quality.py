@@ -26,8 +26,9 @@ class FastGopherQuality(GopherQualityFilter):
     _not_symbol: dict[str, bool] = {}  # word -> it has a character outside PUNCTUATION_SET
     _has_alpha: dict[str, bool] = {}   # word -> it has an alphabetic character
 
-    def _learn(self, words: list[str]) -> None:
-        not_symbol, has_alpha = self._not_symbol, self._has_alpha
+    @classmethod
+    def _learn(cls, words: list[str]) -> None:
+        not_symbol, has_alpha = cls._not_symbol, cls._has_alpha
         new = set(words).difference(not_symbol)
         if not new:
             return
@@ -88,3 +89,10 @@ class FastGopherQuality(GopherQualityFilter):
             return False, "gopher_enough_stop_words"
 
         return True
+
+
+def count_non_symbol_words(words: list[str]) -> int:
+    """How many of `words` Gopher quality counts against `min_doc_words`: those with a character
+    outside datatrove's PUNCTUATION_SET (the filter's own test, from the same per-worker memo)."""
+    FastGopherQuality._learn(words)
+    return sum(map(FastGopherQuality._not_symbol.__getitem__, words))

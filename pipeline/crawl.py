@@ -31,14 +31,16 @@ from shammie.pipeline.extract import EXTRACTORS, ExtractionTimeout, extractor_ve
 from shammie.pipeline.inputs import input_fingerprint, output_name, resolve_inputs
 from shammie.pipeline.options import OptionsError, option, validate
 from shammie.pipeline.runner import RunOptions, run_stage
+from shammie.pipeline.short_pages import SHORT_PAGE, SHORT_TEXT, PageCheck, ShortCuts, ShortTextStep
 from shammie.pipeline.stage import InputFile, Stage, Task
 from shammie.pipeline.warc import dump_from_name, iter_outcomes
 
 STAGE = jobdir.DOCUMENTS
 REMOVED = "removed"
 # Funnel order for reports: where a page can leave the pipeline, upstream first.
-FILTER_ORDER = ["url_filter", "extraction_empty", "language", "gopher_repetition", "gopher_quality",
-                "c4_quality", "fineweb_quality"]
+# short_page and short_text: too few words for any kept language, before and after extraction (docs/crawl.md)
+FILTER_ORDER = ["url_filter", SHORT_PAGE, "extraction_empty", SHORT_TEXT, "language", "gopher_repetition",
+                "gopher_quality", "c4_quality", "fineweb_quality"]
 
 REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("warc_offset", pa.int64()),
                             ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string()),
@@ -91,6 +93,7 @@ class CrawlStage(Stage):
         super().__init__(job, options)
         self.steps = None
         self.config = None
+        self.short_cuts = self.page_check = None
         # A language without filter settings (or without its word splitter) is refused when
         # the stage is made: before a job's first stage runs, and before anything is written.
         self.fineweb_config()
@@ -144,6 +147,10 @@ class CrawlStage(Stage):
         warm_up(self.steps, self.options.extractor)
         # each kept language's word splitter (jieba, SudachiPy, Kiwi, ... load seconds on first use)
         warm_word_splitters(self.config.language_settings())
+        self.short_cuts, self.page_check = short_cuts_for(self.config, self.options.extractor)
+        if self.short_cuts.enabled and not self.short_cuts.before_language:  # short_text after language ID
+            after = [name for name, _ in self.steps.text_filters].index("language") + 1
+            self.steps.text_filters.insert(after, (SHORT_TEXT, ShortTextStep(lambda: self.short_cuts)))
 
     def execute(self, ctx) -> dict[str, dict]:
         # The URL filter's domain index is built once per machine (~10-20 s, first crawl only);
@@ -192,6 +199,15 @@ def warm_up(steps, extractor: str) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         write_table(pa.Table.from_pydict({"id": ["warm-up"], "text": [doc.text]}), os.path.join(tmp, "warm-up.parquet"))
+
+
+def short_cuts_for(config: FineWebConfig, extractor: str) -> tuple[ShortCuts, PageCheck]:
+    """The short cuts of a job's kept languages, with every splitter they use loaded and warmed."""
+    cuts = ShortCuts(config.language_settings())
+    check = PageCheck(cuts, extractor)
+    cuts.warm_up()
+    check.examine(WARM_UP_HTML)
+    return cuts, check
 
 
 def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
@@ -274,8 +290,19 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
             drop("url_filter", page.id, page.url, page.offset, reason)
             continue
         if not page.is_text:
+            try:  # a page no extraction can give enough words is dropped unextracted (pipeline/short_pages.py)
+                short, source = stage.page_check.examine(page.content)
+            except Exception:  # only a short cut: the page takes the full path
+                short, source = False, page.content
+            finally:
+                tock = clock()
+                cpu[SHORT_PAGE] += tock - tick
+                tick = tock
+            if short:
+                drop(SHORT_PAGE, page.id, page.url, page.offset)
+                continue
             try:
-                text = extractor.extract(page.content)
+                text = extractor.extract(source)
             except ExtractionTimeout:
                 errors["extraction_timeout"] += 1
                 continue
@@ -291,6 +318,17 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
                 continue
             doc.text = text
         extracted += 1
+        try:  # too few words for Gopher quality in every kept language: its verdict, without the steps before it
+            short = stage.short_cuts.before_language and stage.short_cuts.text_is_short(doc.text)
+        except Exception:
+            short = False
+        finally:
+            tock = clock()
+            cpu[SHORT_TEXT] += tock - tick
+            tick = tock
+        if short:
+            drop(SHORT_TEXT, page.id, page.url, page.offset, None, doc.text)
+            continue
         failed = None
         for step_name, step in steps.text_filters:
             try:

@@ -23,10 +23,18 @@ C-level lookups with the same table (form elements get lxml.html's form classes,
 other element `HtmlElement`, comments `HtmlComment`...). benchmarks/trafilatura_speedups.py
 measures both changes, alternating with and without them in one process.
 
+The third is justext's stop-word list. trafilatura hands justext (its second fallback, run
+for every page whose own extraction is short or "unclean": nearly every short page) the
+union of all its stop-word lists, a tuple of 154,484 words, and justext looks it up in an
+`lru_cache` keyed by that tuple: Python hashes a tuple anew at every call, 1.2 ms per page,
+three quarters of trafilatura's time on a short page (benchmarks/crawl_profile.py on
+make_short_pages.py's pages). `install()` replaces it by an equal tuple whose hash is
+computed once: the same words, the same cache entry, the same frozen set.
+
 `install()` swaps the guarded expressions into trafilatura's modules in place (the lists
 that trafilatura's functions hold are mutated, single expressions are replaced wherever a
-trafilatura module refers to them) and sets the parser's lookup; `uninstall()` puts the
-originals back.
+trafilatura module refers to them), sets the parser's lookup and the stop-word tuple;
+`uninstall()` puts the originals back.
 """
 
 from __future__ import annotations
@@ -47,6 +55,30 @@ _lock = threading.Lock()
 _installed: list[tuple[object, str, object, object]] = []  # (container, key, original, guarded)
 _active = False
 _lookup_replaced = False  # trafilatura's parser had lxml.html's Python lookup, now the C one
+_stoplist_replaced: list[tuple[object, object]] = []  # (trafilatura.external, its original JT_STOPLIST)
+
+
+class HashOnceTuple(tuple):
+    """A tuple equal to `items` whose hash is computed once (a tuple hashes all its items at every call)."""
+
+    def __new__(cls, items):
+        self = super().__new__(cls, items)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self):
+        return self._hash
+
+
+def _hash_justext_stoplist_once() -> None:
+    """trafilatura's justext stop-word tuple, as a HashOnceTuple (see the module's docstring)."""
+    from trafilatura import external
+
+    original = external.JT_STOPLIST
+    if isinstance(original, HashOnceTuple):
+        return
+    external.JT_STOPLIST = HashOnceTuple(original or external.jt_stoplist_init())
+    _stoplist_replaced.append((external, original))
 
 
 def element_class_lookup():
@@ -177,6 +209,7 @@ def install() -> int:
         if isinstance(getattr(utils, "HTML_PARSER", None), html.HTMLParser):
             utils.HTML_PARSER.set_element_class_lookup(element_class_lookup())
             _lookup_replaced = True
+        _hash_justext_stoplist_once()
         replacements: dict[int, object] = {}
 
         def guarded_for(xpath):
@@ -214,6 +247,9 @@ def uninstall() -> None:
 
             utils.HTML_PARSER.set_element_class_lookup(html.HtmlElementClassLookup())  # what lxml.html sets
             _lookup_replaced = False
+        for module, stoplist in _stoplist_replaced:
+            module.JT_STOPLIST = stoplist
+        _stoplist_replaced.clear()
         for container, key, original, _ in reversed(_installed):
             if isinstance(container, list):
                 container[key] = original

@@ -276,10 +276,11 @@ def decode_html(content: bytes, content_type: str | None = None, *, declared: st
     return _detect(content)
 
 
-def _record_outcome(record, offset: int, warcinfo: dict) -> Outcome:
+def _record_outcome(record, offset: int, warcinfo: dict, arc: bool = False) -> Outcome:
     rec_type = record.rec_type
     headers = record.rec_headers
-    rid = headers.get_header("WARC-Record-ID")
+    # warcio gives a converted ARC record a random WARC-Record-ID (uuid4): a stable one is made below
+    rid = None if arc else headers.get_header("WARC-Record-ID")
     url = headers.get_header("WARC-Target-URI")
     if rec_type == "warcinfo":
         payload = record.content_stream().read()
@@ -514,7 +515,7 @@ def _read_records(fh, base: int, compressed: bool, fmt: str | None, warcinfo: di
                             break
                     else:
                         yield held.outcome
-                held = _hold(record, it, warcinfo, plain_warc)
+                held = _hold(record, it, warcinfo, plain_warc, arc=fmt == "arc")
         except READ_ERRORS as e:
             failure = e
         if resume is not None:
@@ -548,10 +549,10 @@ def _read_records(fh, base: int, compressed: bool, fmt: str | None, warcinfo: di
         base = _find_next_member(fh, it.offset + 1, compressed)
 
 
-def _hold(record, it: ArchiveIterator, warcinfo: dict, plain_warc: bool) -> _Held:
+def _hold(record, it: ArchiveIterator, warcinfo: dict, plain_warc: bool, arc: bool = False) -> _Held:
     offset = it.offset  # where this record starts (absolute: the iterator starts at fh.tell())
     try:
-        outcome = _record_outcome(record, offset, warcinfo)
+        outcome = _record_outcome(record, offset, warcinfo, arc)
     except READ_ERRORS as e:
         outcome = Outcome(offset, error=_error_kind(e))
     declared_end = None

@@ -60,8 +60,8 @@ def test_each_filter_drops_the_page_built_to_fail_it(ray_session, filter_fixture
     assert section["records_read"] == sum(counts.values())
     assert section["html_responses"] == len(pages)
     assert section["kept"] == 3
-    for name in ("url_filter", "extraction_empty", "language", "gopher_repetition", "gopher_quality",
-                 "c4_quality", "fineweb_quality"):
+    for name in ("url_filter", "short_page", "extraction_empty", "short_text", "language", "gopher_repetition",
+                 "gopher_quality", "c4_quality", "fineweb_quality"):
         assert section["dropped"][name] == 1, name
     assert section["dropped"]["not_html"] == counts["non_html"]
     assert section["dropped"]["record_request"] == counts["request"]

@@ -193,3 +193,14 @@ def test_the_crawl_counts_each_damaged_file_and_the_funnel_adds_up(ray_session, 
     markers = {json.loads(m.read_text())["file"].rsplit("/", 1)[-1]: json.loads(m.read_text())
                for m in (tmp_path / "job" / "_meta" / "documents" / "_tasks").glob("*.json")}
     assert markers["text.warc.gz"]["errors"] == {"not_warc": 1}
+
+
+@pytest.mark.shared_data
+def test_arc_records_get_the_same_id_at_every_read(shared_data):
+    """warcio gives each converted ARC record a random WARC-Record-ID; the crawl's ids (and so its
+    output) must not change from one read of the same file to the next."""
+    path = str(shared_data / "warc" / "edge-arc-format.arc.gz")
+    first = [(o.offset, o.page.id) for o in iter_outcomes(path) if o.page]
+    second = [(o.offset, o.page.id) for o in iter_outcomes(path) if o.page]
+    assert first and first == second
+    assert all(i.startswith("<urn:shammie:") for _, i in first)

@@ -72,7 +72,16 @@ def pages_for_each_filter(seed: int = 0, good: int = 3) -> list[FixturePage]:
                              "url_filter"))
     pages.append(FixturePage(f"http://empty-{seed}.example.org/", "<html><head><title></title></head><body>"
                              "<script>var a = 1;</script></body></html>",
-                             "extraction_empty"))
+                             "short_page"))
+    # 72 words, all in a text box: too many for short_page, and trafilatura extracts nothing
+    box = " ".join(["apple", "harbour", "copper", "violin", "granite", "orchard"] * 12)
+    pages.append(FixturePage(f"http://form-{seed}.example.org/", "<html><head><title></title></head><body>"
+                             f"<form><textarea>{box}</textarea></form></body></html>", "extraction_empty"))
+    # a menu of 60 links around a 20-word paragraph: the page has words enough, its text has not
+    menu = "".join(f"<li><a href='/s{k}'>Section {k} {NOUNS[k % len(NOUNS)]}</a></li>" for k in range(30))
+    pages.append(FixturePage(f"http://www.stub-{seed}.org/page", "<html><head><title>Stub</title></head><body>"
+                             f"<nav><ul>{menu}</ul></nav><article><p>{english_sentence(rng)}</p></article>"
+                             "</body></html>", "short_text"))
     german = GERMAN[:]
     rng.shuffle(german)
     pages.append(FixturePage(f"http://www.beispiel-{seed}.de/artikel", html_page([" ".join(german)] * 1 + [" ".join(reversed(german))]),
