@@ -95,9 +95,13 @@ def write_output(payload: dict) -> dict:
     return {"documents": 1}
 
 
-def write_finished_tasks(out: str, n: int, pad: int = 0) -> None:
-    """Outputs and markers exactly as the runner's worker function of the code under test writes them."""
-    from shammie.pipeline import parallel, storage
+def write_finished_tasks(job: str, stage: str, n: int, pad: int = 0) -> None:
+    """Outputs and markers exactly as the runner's worker function of the code under test writes them
+    (markers in JOB/_meta/<stage>/_tasks/ since issue 23, inside the folder before)."""
+    from shammie.pipeline import jobdir, parallel, storage
+
+    out = storage.join(job, stage)
+    meta = jobdir.meta_path(job, stage) if hasattr(jobdir, "meta_path") else out
 
     real_fsync = os.fsync
     os.fsync = lambda fd: None  # setup only: not what is measured
@@ -105,7 +109,7 @@ def write_finished_tasks(out: str, n: int, pad: int = 0) -> None:
         for i in range(n):
             url = storage.join(out, f"part-{i:06d}.parquet")
             parallel._run_and_mark(write_output, {"i": i, "output": url, "pad": pad},
-                                   storage.join(out, "_tasks", f"t{i:06d}.json"), [url])
+                                   storage.join(meta, "_tasks", f"t{i:06d}.json"), [url])
     finally:
         os.fsync = real_fsync
 
@@ -201,7 +205,7 @@ def measure(root: str, n: int, counter: RequestCounter | None, pad: int = 0) -> 
 
     # the tasks then finish (as Ray's workers would) and the driver dies before completion
     started = time.perf_counter()
-    write_finished_tasks(storage.join(job, "bookkeeping"), n, pad)
+    write_finished_tasks(job, "bookkeeping", n, pad)
     result["setup_s"] = round(time.perf_counter() - started, 1)
     if counter:
         counter.take()
