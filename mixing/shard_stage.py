@@ -81,7 +81,8 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
 
     def input_stage(self) -> str:
         # Any complete document folder may feed the store, subsets included (the most downstream one).
-        return jobdir.resolve_input_stage(self.job, self.options.input_stage)
+        source = jobdir.resolve_input_stage(self.job, self.options.input_stage)
+        return source if self.options.input_stage else self.keep_recorded_input(source)
 
     def resolve_inputs(self) -> list[InputFile]:
         import pyarrow.parquet as pq

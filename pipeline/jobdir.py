@@ -33,6 +33,8 @@ STORE = "store"
 DOCUMENT_STAGES = [DOCUMENTS, EXACT_DEDUPED, DEDUPED, DECONTAMINATED, SCORED]
 SUBSET_PREFIXES = ("edu-", "subset-")
 SUCCESS = "_SUCCESS"
+# The runner's record of what made a folder (settings, input fingerprints), beside its _SUCCESS
+STAGE_RECORD = "_stage.json"
 TASKS = "_tasks"
 STATS = "stats.json"
 # The folder of each stage folder's bookkeeping: JOB/_meta/<stage>/ (outside the data folder, which
@@ -101,6 +103,15 @@ def move_legacy_bookkeeping(job: str, stage: str) -> list[str]:
     for name in present:
         storage.rename(storage.join(folder, name), storage.join(meta, renamed.get(name, name)))
     return present
+
+
+def read_stage_record(books: str) -> dict | None:
+    """The `_stage.json` in the bookkeeping folder `books`; None when missing or unreadable."""
+    try:
+        record = storage.read_json(storage.join(books, STAGE_RECORD))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_task_marker(job: str, stage: str, task: str) -> dict | None:

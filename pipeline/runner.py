@@ -46,7 +46,7 @@ from shammie.pipeline.errors import InputError, OutputError, StageRefused
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import InputFile, Stage, Task
 
-STAGE_RECORD = "_stage.json"
+STAGE_RECORD = jobdir.STAGE_RECORD
 # _SUCCESS key: name -> mtime_ns of each local output, beside "outputs" (which holds only what
 # identifies content, since downstream stages fingerprint their input by it)
 OUTPUT_STAMPS = "output_mtimes_ns"
@@ -124,8 +124,15 @@ class StageLock:
         import fcntl
 
         path = storage.strip_file_scheme(self.url)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        folder = os.path.dirname(path)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise OutputError(f"{folder} exists and is not a folder; Shammie keeps the job's locks in it: "
+                              "move it away and re-run")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise OutputError(f"cannot take the job lock {path}: {e.strerror or e}") from None
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -318,15 +325,40 @@ def check_stats_file(job: str) -> None:
 # ---------------------------------------------------------------- the record of what made an output
 
 
-def input_record(inputs: Sequence[InputFile]) -> dict[str, dict]:
-    return {i.name: {"url": i.url, **i.fingerprint} for i in inputs}
+def input_record(inputs: Sequence[InputFile], job: str | None = None) -> dict[str, dict]:
+    """name -> where the input is and what identifies its content. An input inside the job is
+    recorded relative to it ("documents/a.parquet"), so a job folder that is copied or moved
+    still matches its records and resumes; an input outside it (WARC files) keeps its URL."""
+    return {i.name: {"url": _job_relative(i.url, job), **i.fingerprint} for i in inputs}
+
+
+def _job_relative(url: str, job: str | None) -> str:
+    if job is None:
+        return url
+    inside = storage.relative_to(url, job)
+    return url if inside is None else inside
+
+
+def _same_input(old: Any, new: dict) -> bool:
+    """Is the recorded input `old` the input `new`? A record of an older Shammie holds the absolute URL of
+    an input inside the job: it is the same input when the rest of its fingerprint (size, checksum) is
+    equal and its URL ends with the job-relative path (the job may have moved since)."""
+    if old == new:
+        return True
+    if not isinstance(old, dict):
+        return False
+    old_url, new_url = str(old.get("url", "")), str(new.get("url", ""))
+    rest_old = {k: v for k, v in old.items() if k != "url"}
+    rest_new = {k: v for k, v in new.items() if k != "url"}
+    return (rest_old == rest_new and "://" not in new_url and not new_url.startswith("/")
+            and old_url.endswith("/" + new_url))
 
 
 def compare_inputs(old: dict[str, dict], new: dict[str, dict]) -> tuple[list[str], list[str], list[str]]:
     """(added, removed, changed) input names."""
     added = sorted(set(new) - set(old))
     removed = sorted(set(old) - set(new))
-    changed = sorted(n for n in set(old) & set(new) if old[n] != new[n])
+    changed = sorted(n for n in set(old) & set(new) if not _same_input(old[n], new[n]))
     return added, removed, changed
 
 
@@ -340,9 +372,17 @@ def describe_change(stage: Stage, old: dict, settings: dict, inputs: dict) -> st
     parts = []
     old_settings = old.get("settings") or {}
     diff = sorted(k for k in set(old_settings) | set(settings) if old_settings.get(k) != settings.get(k))
+    if "input_stage" in diff:
+        # Another folder's files are other inputs by nature: name the folders, not each file.
+        parts.append(f"it was built from {old_settings.get('input_stage')}/ and this run reads "
+                     f"{settings.get('input_stage')}/")
+        diff.remove("input_stage")
     if diff:
         parts.append("settings changed (" + ", ".join(
             f"{k}: {json.dumps(old_settings.get(k))} -> {json.dumps(settings.get(k))}" for k in diff) + ")")
+    if "input_stage" in (old_settings.keys() | settings.keys()) and \
+            old_settings.get("input_stage") != settings.get("input_stage"):
+        return "; ".join(parts)
     added, removed, changed = compare_inputs(old.get("inputs") or {}, inputs)
     if removed:
         parts.append(f"{len(removed)} input(s) no longer given or gone ({_listing(removed)})")
@@ -470,7 +510,7 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
     with output_errors():
         check_output_writable(job)
     settings = stage.settings()
-    record_inputs = input_record(inputs)
+    record_inputs = input_record(inputs, job)
 
     with StageLock(job, folder, stage.name, wait=run.wait):
         books = stage.bookkeeping_url()

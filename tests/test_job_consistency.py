@@ -1,0 +1,95 @@
+"""One coherent job (issue 24): what a job's outputs say about each other and about what made them.
+
+Each test reproduces one defect the issue lists, through the CLI as a user meets it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from shammie.jobs.cli import main
+from shammie.pipeline import jobdir
+from test_stage_runner import ids_of, one_line_error, seed_documents, words
+
+
+def _corpus() -> dict[str, list[tuple[str, str, str]]]:
+    base = words(21)
+    return {"a.parquet": [("a1", base, "S1"), ("a2", base.upper(), "S1"), ("a3", words(22), "S1")],
+            "b.parquet": [("b1", base + " extra", "S1"), ("b2", words(23), "S1")],
+            "c.parquet": [("c1", words(24), "S1")]}
+
+
+# ---------------------------------------------------------------- a moved job
+
+
+def test_a_copied_job_folder_resumes_instead_of_being_refused_as_changed(tmp_path, ray_session, capsys):
+    job = tmp_path / "job"
+    seed_documents(job, _corpus())
+    assert main(["exact-dedup", str(job), "--no-progress"]) == 0
+    record = json.loads((job / jobdir.META / "exact-deduped" / "_stage.json").read_text())
+    assert all(not i["url"].startswith("/") for i in record["inputs"].values()), record["inputs"]
+    moved = tmp_path / "elsewhere" / "job"
+    shutil.copytree(job, moved)  # copy2 keeps modification times, as `cp -a` and `mv` do
+    shutil.rmtree(job)
+    capsys.readouterr()
+    assert main(["exact-dedup", str(moved)]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert ids_of(moved / "exact-deduped") == ["a1", "a3", "b1", "b2", "c1"]
+
+
+def test_a_moved_job_recorded_by_an_older_shammie_with_absolute_paths_resumes(tmp_path, ray_session, capsys):
+    job = tmp_path / "job"
+    seed_documents(job, _corpus())
+    assert main(["exact-dedup", str(job), "--no-progress"]) == 0
+    path = job / jobdir.META / "exact-deduped" / "_stage.json"
+    record = json.loads(path.read_text())
+    for item in record["inputs"].values():  # what an older Shammie wrote, at the job's first location
+        item["url"] = f"/data/old-place/job/{item['url']}"
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["exact-dedup", str(job)]) == 0
+    assert "already complete" in capsys.readouterr().out
+    # an input whose content differs from the record is still named
+    record["inputs"]["c.parquet"]["xxh3"] = "0" * 16
+    path.write_text(json.dumps(record))
+    assert main(["exact-dedup", str(job), "--no-progress"]) == 2
+    assert "1 input(s) changed since (c.parquet)" in one_line_error(capsys)
+
+
+# ---------------------------------------------------------------- an optional step run later
+
+
+def test_dedup_after_exact_dedup_keeps_the_output_built_from_documents(tmp_path, ray_session, capsys):
+    """deduped/ was built from documents/; running exact-dedup afterwards adds exact-deduped/, which
+    does not make deduped/ wrong: a re-run keeps it (and says how to rebuild), never refuses it as
+    "3 input(s) changed"."""
+    job = tmp_path / "job"
+    seed_documents(job, _corpus())
+    assert main(["dedup", str(job), "--no-progress"]) == 0
+    kept = ids_of(job / "deduped")
+    assert main(["exact-dedup", str(job), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["dedup", str(job)]) == 0
+    captured = capsys.readouterr()
+    assert "already complete" in captured.out
+    assert "--input-stage exact-deduped --overwrite" in captured.err
+    assert ids_of(job / "deduped") == kept
+    # asking for the newer folder explicitly names the folders, not each file
+    assert main(["dedup", str(job), "--input-stage", "exact-deduped", "--no-progress"]) == 2
+    err = one_line_error(capsys)
+    assert "built from documents/ and this run reads exact-deduped/" in err and "input(s) changed" not in err
+    assert main(["dedup", str(job), "--input-stage", "exact-deduped", "--overwrite", "--no-progress"]) == 0
+    assert json.loads((job / "stats.json").read_text())["dedup"]["input_stage"] == "exact-deduped"
+
+
+# ---------------------------------------------------------------- the lock folder
+
+
+def test_locks_as_a_file_is_a_one_line_error(tmp_path, ray_session, capsys):
+    job = tmp_path / "job"
+    seed_documents(job, _corpus())
+    (job / "_locks").write_text("not a folder")
+    assert main(["exact-dedup", str(job), "--no-progress"]) == 2
+    err = one_line_error(capsys)
+    assert "_locks exists and is not a folder" in err
+    assert not (job / "exact-deduped").exists()
