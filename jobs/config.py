@@ -20,6 +20,7 @@ import codecs
 import copy
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,48 @@ def read_yaml(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"config {path}: the top level must be a mapping of keys (name, input, output, crawl, ...), "
                         f"got {_type_name(data)}")
+    problems: list[str] = []
+    data = expand_environment(data, problems)
+    if problems:
+        raise UserError(f"config {path}: " + "; ".join(problems))
     return data
+
+
+# `${NAME}` or `${NAME:-default}`; `$${...}` is a literal `${...}` (as in Docker Compose files)
+_ENV_REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def expand_environment(value: Any, problems: list[str], key: str = "") -> Any:
+    """Replace `${NAME}` (and `${NAME:-default}`) in every string of a config by the environment
+    variable's value, so a config can name a bucket or a secret path without holding it. An unset
+    variable without a default is a problem naming the key and the variable, never an empty or
+    literal value."""
+    if isinstance(value, dict):
+        return {k: expand_environment(v, problems, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_environment(v, problems, f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match) -> str:
+        escaped, body = match.group(1), match.group(2)
+        if escaped:
+            return "${" + body + "}"
+        name, has_default, default = body.partition(":-")
+        if not _ENV_NAME.match(name):
+            problems.append(f"{key}: ${{{body}}} is not a variable reference (write ${{NAME}} or ${{NAME:-default}}; "
+                            "$${...} for a literal)")
+            return match.group(0)
+        if name in os.environ:
+            return os.environ[name]
+        if has_default:
+            return default
+        problems.append(f"{key}: the environment variable {name} is not set (export it, or write "
+                        f"${{{name}:-default}})")
+        return match.group(0)
+
+    return _ENV_REFERENCE.sub(substitute, value)
 
 
 def _decode_config(path: str, raw: bytes) -> str:
