@@ -21,6 +21,7 @@ Chain with edu scoring via --input-stage, e.g. `shammie edu score JOB --model ed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from shammie.pipeline.options import HelpFormatter
     from shammie.filters.edu_cli import _add_fasttext_options
     from shammie.filters.scoring import ScoreStage
     from shammie.pipeline.stage_cli import add_stage_arguments
@@ -28,23 +29,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="classify_command", metavar="STEP")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
 
     p = sub.add_parser("train", formatter_class=fmt, help="train from labelled text; report cross-validated ROC AUC",
                        description="Train a binary fastText classifier from tables with a text column and a "
                        "binary label (1/0, true/false, hq/cc); Parquet, JSONL or CSV, local, s3:// or hf://. "
                        "Reports k-fold ROC AUC, then trains on all rows. Metrics are saved as OUTPUT.json.")
-    p.add_argument("inputs", nargs="+", metavar="LABELLED")
-    p.add_argument("--output", required=True, metavar="MODEL.bin")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
+    p.add_argument("inputs", nargs="+", metavar="LABELLED",
+                   help="labelled tables (Parquet, JSONL, CSV; files, folders or globs; local, s3:// or hf://)")
+    p.add_argument("--output", required=True, metavar="MODEL.bin",
+                   help="where to save the fastText model (its metrics go to MODEL.bin.json)")
+    p.add_argument("--text-column", default="text", help="column holding the document text")
+    p.add_argument("--label-column", default="label", help="column holding the label: 1/0, true/false or hq/cc")
     p.add_argument("--cv", type=int, default=5, help="cross-validation folds (0: skip)")
     _add_fasttext_options(p)
 
     p = sub.add_parser("score", help="add a quality-score column to a job's documents",
                        description="Add P(high quality) as a new column to every document (one Ray task per "
                        "file) and write the rows to a new folder of the job (default classified/).")
-    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "quality", "backend": "fasttext"})
+    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "quality", "backend": "fasttext"}, helps={
+        "model": "the quality classifier: a fastText .bin from `shammie classify train`",
+        "column": "name of the score column (default: quality_score)",
+        "output_stage": "folder written inside the job (default: classified/)",
+        "input_stage": "folder to score (default: the most downstream complete document folder before classified/)"})
 
 
 def run(args) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import codecs
 import copy
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 import yaml
 
 from shammie.pipeline.errors import UserError
-from shammie.pipeline.options import from_mapping, option, option_specs, options_table, to_mapping
+from shammie.pipeline.options import closest, from_mapping, option, option_specs, options_table, to_mapping
 
 STAGES = ("crawl", "dedup", "decontaminate", "edu", "classify", "shard", "export")
 
@@ -357,8 +356,8 @@ class _Validator:
         known = sorted(top_keys | run_keys) + list(STAGES)
         for key in data:
             if key not in known:
-                guess = difflib.get_close_matches(str(key), known, n=1)
-                self.errors.append(f"{key}: unknown key" + (f" (did you mean {guess[0]}?)" if guess
+                guess = closest(key, known)
+                self.errors.append(f"{key}: unknown key" + (f" (did you mean {guess}?)" if guess
                                                              else f" (known: {', '.join(known)})"))
         values: dict[str, Any] = {}
         top = {k: data[k] for k in top_keys if k in data}

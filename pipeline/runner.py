@@ -66,7 +66,8 @@ class RunOptions:
                                  minimum=1, metavar="N")
     ray_address: str | None = option(None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray "
                                      "started in-process)", metavar="ADDR")
-    progress: bool = option(True, help="show progress bars", yaml=False)
+    progress: bool = option(True, help="show progress bars", off_help="hide progress bars and progress messages",
+                            yaml=False)
     overwrite: bool = option(False, help="recompute an output made from other inputs or settings into a fresh "
                              "folder that replaces it once complete", yaml=False)
     wait: bool = option(False, help="when another run of this stage holds the job, wait for it instead of failing",
