@@ -78,6 +78,8 @@ class ExportOptions:
                          "when the new one is complete)", kind="output", metavar="DIR")
     build_id: str | None = option(None, help="export this kept build of the store instead of the current one "
                                   "(e.g. the build a checkpoint was trained on)", metavar="BUILD")
+    progress: bool = option(True, help="say which domain is being written", off_help="write nothing while "
+                            "exporting but the closing summary", yaml=False)
 
     def check_options(self):
         if storage.is_remote(self.output):
@@ -88,7 +90,8 @@ class ExportOptions:
 # ---------------------------------------------------------------- entry point
 
 
-def export_store(store: Any, output: str, format: str, *, build_id: str | None = None) -> dict[str, Any]:
+def export_store(store: Any, output: str, format: str, *, build_id: str | None = None,
+                 progress: bool = False) -> dict[str, Any]:
     """Export `store` (a path/URL or an open ShardStore) to `output`; returns the record written as export.json."""
     from shammie.mixing.store import ShardStore, open_store
 
@@ -101,7 +104,8 @@ def export_store(store: Any, output: str, format: str, *, build_id: str | None =
     output = _local_output(output)
     _refuse_foreign_folder(output)
     writer = {"megatron": _write_megatron, "hf": _write_hf}[format]
-    return _publish(output, lambda tmp: writer(store, tmp, output))
+    say = (lambda message: print(message, flush=True)) if progress else (lambda _message: None)
+    return _publish(output, lambda tmp: writer(store, tmp, output, say))
 
 
 def _local_output(output: str) -> str:
@@ -231,7 +235,7 @@ def megatron_token_dtype(store_dtype: np.dtype, vocab_size: int) -> np.dtype:
     return np.dtype("<i4")
 
 
-def _write_megatron(store, tmp: str, final: str) -> dict[str, Any]:
+def _write_megatron(store, tmp: str, final: str, say: Callable[[str], None]) -> dict[str, Any]:
     # Hand-written rather than megatron-core's IndexedDatasetBuilder: megatron-core pulls in torch and
     # a training stack that users of an export (a data team, a NeMo or GPT-NeoX cluster) may not have
     # installed where the store lives; the format is a small fixed header plus three arrays. The tests
@@ -240,7 +244,8 @@ def _write_megatron(store, tmp: str, final: str) -> dict[str, Any]:
     out_dtype = megatron_token_dtype(store.token_dtype, store.vocab_size)
     record["token_dtype"] = out_dtype.str
     shares: list[tuple[int, str]] = []
-    for domain in store.domains:
+    for i, domain in enumerate(store.domains, 1):
+        say(f"export: {domain} ({i}/{len(store.domains)} domains)")
         tokens = store.num_tokens(domain)
         if store.num_documents(domain) == 0:
             # Megatron cannot sample from a dataset without documents
@@ -338,9 +343,10 @@ def _check_documents(domain: str, k: int, tokens: np.ndarray, offsets: np.ndarra
 # ---------------------------------------------------------------- hugging face
 
 
-def _write_hf(store, tmp: str, final: str) -> dict[str, Any]:
+def _write_hf(store, tmp: str, final: str, say: Callable[[str], None]) -> dict[str, Any]:
     record = _base_record(store, "hf")
-    for domain in store.domains:
+    for i, domain in enumerate(store.domains, 1):
+        say(f"export: {domain} ({i}/{len(store.domains)} domains)")
         shards = [s for s in store.domain_info(domain)["shards"] if s["documents"] > 0]
         if not shards:
             # a folder without Parquet files would make its config unloadable
@@ -500,7 +506,7 @@ class ExportStage(Stage):
 
     def execute(self, ctx) -> dict[str, dict]:
         return {"export": export_store(self.options.store, self.output_url(), self.options.format,
-                                       build_id=self.options.build_id)}
+                                       build_id=self.options.build_id, progress=ctx.run.progress)}
 
     def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
         record = dict(results["export"])
