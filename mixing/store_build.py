@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -121,6 +122,7 @@ def _resolve_tokenizer(store: str, files: list[str], inputs: list, absolute: lis
             tok = Tokenizer.load(storage.join(store, existing["tokenizer"]["path"]))
             tok.source = existing["tokenizer"].get("source") or tok.source
             tok.train_recipe = existing["tokenizer"].get("train_recipe")
+            tok.vocab_asked = existing["tokenizer"].get("vocab_asked")
             if progress:
                 print(f"shard: reusing the store's tokenizer ({tok.vocab_size} pieces)")
             return tok
@@ -145,6 +147,14 @@ def _resolve_tokenizer(store: str, files: list[str], inputs: list, absolute: lis
         storage.write_bytes_atomic(cached, tok.model_proto)
     tok.source = f"trained {tokenizer_type} {train_vocab} on {sample_bytes} bytes of the input"
     tok.train_recipe = recipe_id
+    tok.vocab_asked = train_vocab
+    if tok.vocab_size < train_vocab:
+        # sentencepiece takes what a small sample supports (hard_vocab_limit=False) instead of failing:
+        # say so, since every token id and the store's compression depend on it
+        print(f"warning: shard: the trained tokenizer has {tok.vocab_size} pieces, not the {train_vocab} asked: "
+              f"its training sample ({sample_bytes / 1e6:g} MB at most of the input) holds too little distinct "
+              "text. Train on more input (--tokenizer-sample-mb, a larger job), ask for fewer pieces, or pass "
+              "--tokenizer MODEL", file=sys.stderr, flush=True)
     return tok
 
 
@@ -413,7 +423,8 @@ def _stats(manifest: dict[str, Any], *, store: str, stage: str, seconds: float,
         "tokens": manifest["tokens"],
         "domains": {d: {"documents": e["documents"], "tokens": e["tokens"], "shards": len(e["shards"])}
                     for d, e in manifest["domains"].items()},
-        "tokenizer": {k: manifest["tokenizer"].get(k) for k in ("path", "source", "vocab_size", "eod_id", "model_type")},
+        "tokenizer": {k: manifest["tokenizer"].get(k)
+                      for k in ("path", "source", "vocab_size", "vocab_asked", "eod_id", "model_type")},
         "token_dtype": manifest["token_dtype"],
         "seq_len": manifest["seq_len"],
         "seconds": round(seconds, 3),

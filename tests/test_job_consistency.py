@@ -93,3 +93,29 @@ def test_locks_as_a_file_is_a_one_line_error(tmp_path, ray_session, capsys):
     err = one_line_error(capsys)
     assert "_locks exists and is not a folder" in err
     assert not (job / "exact-deduped").exists()
+
+
+# ---------------------------------------------------------------- the shard store's defaults
+
+
+def test_shard_without_an_edu_step_groups_by_site_by_default(tmp_path, ray_session, capsys):
+    job = tmp_path / "job"
+    seed_documents(job, _corpus())
+    assert main(["shard", str(job), "--train-tokenizer", "1000", "--no-progress"]) == 0
+    stats = json.loads((job / "stats.json").read_text())["shard"]
+    assert stats["group_by"] == "site" and set(stats["domains"]) == {"x.org"}
+    record = json.loads((job / "store" / "_stage.json").read_text())
+    assert record["settings"]["group_by"] == "site"
+
+
+def test_a_tokenizer_short_of_the_vocabulary_asked_is_warned_and_recorded(tmp_path, ray_session, capsys):
+    job = tmp_path / "job"
+    seed_documents(job, _corpus())
+    assert main(["shard", str(job), "--group-by", "site", "--train-tokenizer", "32000", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    tokenizer = json.loads((job / "stats.json").read_text())["shard"]["tokenizer"]
+    assert tokenizer["vocab_asked"] == 32000 and tokenizer["vocab_size"] < 32000
+    assert f"has {tokenizer['vocab_size']} pieces, not the 32000 asked" in captured.err
+    assert f"vocab {tokenizer['vocab_size']} of 32000 asked" in captured.out
+    manifest = json.loads((job / "store" / "manifest.json").read_text())
+    assert manifest["tokenizer"]["vocab_asked"] == 32000
