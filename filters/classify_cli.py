@@ -13,10 +13,11 @@ against negatives (label 0/cc).
       k-fold cross-validated ROC AUC, then a model trained on all rows
   shammie classify score JOB --model quality.bin
       adds quality_score = P(high quality) to every document -> JOB/classified/
-      (reads scored/ when edu scoring already ran, else deduped/ or documents/)
+      (reads the most downstream complete folder before it: decontaminated/, deduped/, ...)
 
-Chain with edu scoring via --input-stage, e.g. `shammie edu score JOB --model edu.bin
---input-stage classified`. See docs/edu.md.
+Then `shammie edu score JOB --model edu.bin` reads classified/ (scored/ carries both
+columns), as `shammie run` chains them. To classify documents already scored for edu,
+pass --input-stage scored. See docs/edu.md.
 """
 
 

@@ -48,7 +48,7 @@ class ScorerKind:
 
 SCORER_KINDS = {
     "edu": ScorerKind(EDU_COLUMN, jobdir.SCORED, "edu_score", EDU_INT_COLUMN, BACKENDS),
-    "quality": ScorerKind(QUALITY_COLUMN, "classified", "classify", None, ("fasttext",)),
+    "quality": ScorerKind(QUALITY_COLUMN, jobdir.CLASSIFIED, "classify", None, ("fasttext",)),
 }
 
 _SCORERS: dict[tuple, Any] = {}  # per process: a worker reuses a loaded model across tasks and stages
@@ -167,7 +167,7 @@ class ScoreStage(DocumentStage):
             done = [s for s in done if jobdir.DOCUMENT_STAGES.index(s) < jobdir.DOCUMENT_STAGES.index(out)]
         if not done:
             return super().input_stage()
-        return done[-1]
+        return self.keep_recorded_input(done[-1], before=out)
 
     def added_columns(self) -> list[str]:
         return [self.column] + ([self.int_column] if self.int_column else [])

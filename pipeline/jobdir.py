@@ -1,6 +1,9 @@
 """The contract between stages: one job = one directory (local or s3://).
 
-    documents/  (crawl)  -> [exact-deduped/] -> deduped/ -> [decontaminated/] -> scored/ -> subsets (edu-3/, ...) -> store/
+    documents/  (crawl)  -> [exact-deduped/] -> deduped/ -> [decontaminated/] -> [classified/] -> scored/
+                         -> subsets (edu-3/, ...) -> store/
+
+(the order of `shammie run`'s steps: a quality classifier's column is then scored for edu too).
 
 Each stage reads one folder and writes its own. A stage's folder holds its data files
 and nothing else, so `datasets.load_dataset("parquet", data_dir=...)`, polars, pandas and
@@ -26,11 +29,12 @@ DOCUMENTS = "documents"
 EXACT_DEDUPED = "exact-deduped"
 DEDUPED = "deduped"
 DECONTAMINATED = "decontaminated"
+CLASSIFIED = "classified"
 SCORED = "scored"
 STORE = "store"
 # Stage folders that hold document Parquet files, upstream first. Subset folders
 # (e.g. "edu-3") are downstream of "scored" and found by prefix.
-DOCUMENT_STAGES = [DOCUMENTS, EXACT_DEDUPED, DEDUPED, DECONTAMINATED, SCORED]
+DOCUMENT_STAGES = [DOCUMENTS, EXACT_DEDUPED, DEDUPED, DECONTAMINATED, CLASSIFIED, SCORED]
 SUBSET_PREFIXES = ("edu-", "subset-")
 SUCCESS = "_SUCCESS"
 # The runner's record of what made a folder (settings, input fingerprints), beside its _SUCCESS

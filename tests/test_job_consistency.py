@@ -119,3 +119,23 @@ def test_a_tokenizer_short_of_the_vocabulary_asked_is_warned_and_recorded(tmp_pa
     assert f"vocab {tokenizer['vocab_size']} of 32000 asked" in captured.out
     manifest = json.loads((job / "store" / "manifest.json").read_text())
     assert manifest["tokenizer"]["vocab_asked"] == 32000
+
+
+# ---------------------------------------------------------------- classified/ in the folder order
+
+
+def test_a_complete_classified_folder_is_read_by_edu_score_and_the_store(tmp_path):
+    from shammie.filters.scoring import ScoreOptions, ScoreStage
+
+    job = str(tmp_path / "job")
+    for folder in ("documents", "deduped", "classified"):
+        (tmp_path / "job" / folder).mkdir(parents=True)
+        jobdir.mark_complete(job, folder)
+    edu = ScoreStage(job, ScoreOptions(job=job, model="edu.bin", kind="edu"))
+    assert edu.input_stage() == "classified"          # the order `shammie run` chains them in
+    assert jobdir.resolve_input_stage(job) == "classified"   # the store's default input
+    quality = ScoreStage(job, ScoreOptions(job=job, model="q.bin", kind="quality"))
+    assert quality.input_stage() == "deduped"         # never its own output
+    (tmp_path / "job" / "scored").mkdir()
+    jobdir.mark_complete(job, "scored")
+    assert jobdir.resolve_input_stage(job) == "scored"
