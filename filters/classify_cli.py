@@ -24,7 +24,7 @@ pass --input-stage scored. See docs/edu.md.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shammie.pipeline.options import HelpFormatter
     from shammie.filters.edu_cli import _add_fasttext_options
-    from shammie.filters.scoring import ScoreStage
+    from shammie.filters.scoring import QUALITY_SCORE_HELPS, ScoreStage
     from shammie.pipeline.stage_cli import add_stage_arguments
 
     parser.description = DESCRIPTION
@@ -48,11 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("score", help="add a quality-score column to a job's documents",
                        description="Add P(high quality) as a new column to every document (one Ray task per "
                        "file) and write the rows to a new folder of the job (default classified/).")
-    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "quality", "backend": "fasttext"}, helps={
-        "model": "the quality classifier: a fastText .bin from `shammie classify train`",
-        "column": "name of the score column (default: quality_score)",
-        "output_stage": "folder written inside the job (default: classified/)",
-        "input_stage": "folder to score (default: the most downstream complete document folder before classified/)"})
+    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "quality", "backend": "fasttext"},
+                        helps=QUALITY_SCORE_HELPS)
 
 
 def run(args) -> int:

@@ -25,7 +25,7 @@ on GPU when torch sees one. See docs/edu.md.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shammie.pipeline.options import HelpFormatter
-    from shammie.filters.scoring import ScoreStage, SubsetStage
+    from shammie.filters.scoring import EDU_SCORE_HELPS, ScoreStage, SubsetStage
     from shammie.pipeline.stage_cli import add_stage_arguments
 
     parser.description = DESCRIPTION
@@ -77,11 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        description="Score every document of a job (one Ray task per Parquet file) and write "
                        "JOB/scored/ with the same rows plus edu_score (0-5 float: expected label for fastText, "
                        "the regression output for transformers) and edu_int_score (rounded half up, clipped to 0-5).")
-    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "edu"}, helps={
-        "model": "the edu scorer: a fastText .bin from `shammie edu train`, or a local Hugging Face model "
-                 "folder for --backend transformers",
-        "column": "name of the score column (default: edu_score; edu_int_score is added beside it)",
-        "output_stage": "folder written inside the job (default: scored/)"})
+    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "edu"}, helps=EDU_SCORE_HELPS)
 
     p = sub.add_parser("subset", help="keep documents at or above a threshold -> edu-N/",
                        description="Write the documents of scored/ with edu_int_score >= THRESHOLD (an integer; "

@@ -111,6 +111,22 @@ def _absolute(model: str) -> str:
 # ---------------------------------------------------------------- score
 
 
+# The help of the options `edu score` and `classify score` word for their own kind (one options class
+# serves both commands): used by their --help and by docs/options.md
+EDU_SCORE_HELPS = {
+    "model": "the edu scorer: a fastText .bin from `shammie edu train`, or a local Hugging Face model "
+             "folder for --backend transformers",
+    "column": "name of the score column (default: edu_score; edu_int_score is added beside it)",
+    "output_stage": "folder written inside the job (default: scored/)",
+}
+QUALITY_SCORE_HELPS = {
+    "model": "the quality classifier: a fastText .bin from `shammie classify train`",
+    "column": "name of the score column (default: quality_score)",
+    "output_stage": "folder written inside the job (default: classified/)",
+    "input_stage": "folder to score (default: the most downstream complete document folder before classified/)",
+}
+
+
 @dataclass(frozen=True)
 class ScoreOptions:
     job: str = option(help="job directory (local or s3://)", kind="output", positional=True, metavar="DIR",

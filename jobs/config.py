@@ -52,6 +52,7 @@ class Section:
     parts: tuple[tuple[type, dict, tuple[str, ...] | None], ...]  # (options class, fixed fields, keys or None=rest)
     enabled: bool
     help: str
+    helps: tuple[tuple[str, str], ...] = ()  # option -> its meaning in this section (docs/options.md)
 
     def classes(self) -> list[type]:
         return [cls for cls, _, _ in self.parts]
@@ -61,7 +62,7 @@ def _sections() -> dict[str, Section]:
     # Imported here: each stage module is imported only when a config is read.
     from shammie.dedup.minhash import DedupOptions
     from shammie.filters.decontaminate import DecontaminateOptions
-    from shammie.filters.scoring import ScoreOptions, SubsetOptions
+    from shammie.filters.scoring import EDU_SCORE_HELPS, QUALITY_SCORE_HELPS, ScoreOptions, SubsetOptions
     from shammie.mixing.export import ExportOptions
     from shammie.mixing.shard_stage import ShardOptions
     from shammie.pipeline.crawl import CrawlOptions
@@ -75,9 +76,10 @@ def _sections() -> dict[str, Section]:
                                  "-> decontaminated/: benchmark n-gram overlap removed (`shammie decontaminate`)"),
         "edu": Section(((SubsetOptions, {**chained, "output": None}, ("threshold",)),
                         (ScoreOptions, {**chained, "kind": "edu", "output_stage": None}, None)), False,
-                       "-> scored/ (`shammie edu score`), then edu-<threshold>/ (`shammie edu subset`)"),
+                       "-> scored/ (`shammie edu score`), then edu-<threshold>/ (`shammie edu subset`)",
+                       tuple(EDU_SCORE_HELPS.items())),
         "classify": Section(((ScoreOptions, {**chained, "kind": "quality", "backend": "fasttext"}, None),), False,
-                            "-> classified/ (`shammie classify score`)"),
+                            "-> classified/ (`shammie classify score`)", tuple(QUALITY_SCORE_HELPS.items())),
         "shard": Section(((ShardOptions, chained, None),), True, "-> the shard store (`shammie shard`)"),
         "export": Section(((ExportOptions, {"store": ""}, None),), False,
                           "the store -> Megatron .bin/.idx or a `datasets` folder (`shammie export`)"),
@@ -492,12 +494,17 @@ def describe_options() -> str:
     """Markdown tables of every config key, generated from the options dataclasses (docs/options.md)."""
     from shammie.pipeline.runner import RunOptions
 
-    parts = ["### Top level", "", options_table(JobOptions), "", options_table(RunOptions)]
+    parts = ["### Top level", "", options_table(JobOptions), options_table(RunOptions, header=False)]
     for name, section in _sections().items():
         parts += ["", f"### `{name}` ({section.help})", "",
                   f"`{name}.enabled` (bool, default `{str(section.enabled).lower()}`): run this stage.", ""]
-        for cls, fixed, keys in section.parts:
-            parts.append(options_table(cls, name))
+        # One table per section: the keys of each part, without what the job sets itself (the job
+        # directory, the folder read, a scorer's kind) or an earlier part claimed
+        claimed: set[str] = set()
+        for i, (cls, fixed, keys) in enumerate(section.parts):
+            parts.append(options_table(cls, name, only=keys, exclude=set(fixed) | claimed, helps=dict(section.helps),
+                                       header=i == 0))
+            claimed |= set(keys or ())
     return "\n".join(parts) + "\n"
 
 

@@ -672,11 +672,19 @@ def _describe(value: Any) -> str:
 # ---------------------------------------------------------------- docs
 
 
-def options_table(cls: type, prefix: str = "") -> str:
-    """Markdown table of every option: | YAML key | CLI flag | type | default | meaning |."""
+def options_table(cls: type, prefix: str = "", *, only: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                  helps: Mapping[str, str] | None = None, header: bool = True) -> str:
+    """Markdown table of the options of `cls`: | YAML key | CLI flag | type | default | meaning |.
+
+    `only`/`exclude` pick options (a job config's section leaves out what the job sets itself),
+    `helps` words some options' meaning for the command the table documents, `header=False` gives
+    rows to append to another table of the same section."""
     prefix = prefix if not prefix or prefix.endswith(".") else prefix + "."
-    rows = ["| YAML key | CLI flag | type | default | meaning |", "|---|---|---|---|---|"]
+    rows = ["| YAML key | CLI flag | type | default | meaning |", "|---|---|---|---|---|"] if header else []
+    wanted = None if only is None else set(only)
     for spec in option_specs(cls):
+        if spec.name in set(exclude) or (wanted is not None and spec.name not in wanted):
+            continue
         d = spec.declared
         key = f"`{prefix}{spec.name}`" if d.yaml else "(command line only)"
         if not d.cli:
@@ -687,7 +695,8 @@ def options_table(cls: type, prefix: str = "") -> str:
             flag = f"`{spec.flag}`" + (f", `{d.short}`" if d.short else "")
             if spec.kind == "bool" and (spec.required or spec.field.default is None):
                 flag += f", `--no-{spec.flag.removeprefix('--')}`"  # BooleanOptionalAction
-        cells = [key, flag, _type_cell(spec), "required" if spec.required else _yaml_value(spec.default()), d.help]
+        meaning = (helps or {}).get(spec.name) or d.help
+        cells = [key, flag, _type_cell(spec), "required" if spec.required else _yaml_value(spec.default()), meaning]
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows)
 
