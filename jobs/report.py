@@ -210,7 +210,8 @@ def edu_plot(data: JobData) -> Plot:
         ax.set_xlabel("edu_score")
         ax.set_ylabel("documents")
         if threshold is not None:
-            ax.axvline(float(threshold) - 0.5, color="black", linestyle="--", label=f"subset threshold {threshold}")
+            at, label = threshold_line(float(threshold))
+            ax.axvline(at, color="black", linestyle="--", label=label)
             ax.legend()
         ax.set_title(f"Edu score of {len(scores):,} documents (scored/)")
         plot.png = _png(fig)
@@ -229,6 +230,15 @@ def edu_plot(data: JobData) -> Plot:
     if section.get("histogram"):
         plot.table = [(f"edu_int_score {k}", v) for k, v in sorted(section["histogram"].items(), key=lambda kv: float(kv[0]))]
     return plot
+
+
+def threshold_line(threshold: float) -> tuple[float, str]:
+    """Where the subset's threshold falls on the edu_score axis, and its label. An integer threshold
+    compares edu_int_score, edu_score rounded half up (`edu subset`), so `>= 3` keeps edu_score >= 2.5;
+    a fractional one compares edu_score itself."""
+    if float(threshold).is_integer():
+        return threshold - 0.5, f"subset: edu_int_score >= {threshold:g} (edu_score >= {threshold - 0.5:g})"
+    return threshold, f"subset: edu_score >= {threshold:g}"
 
 
 def language_plot(data: JobData) -> Plot:
@@ -302,7 +312,9 @@ def dedup_plot(data: JobData) -> Plot:
                      "stats.json has no per-size counts, so sizes >= 2 share one bar")
         for i, v in enumerate(values):
             ax.text(i, v, f"{v:,}", ha="center", va="bottom", fontsize=9)
-    ax.set_title(f"Near-duplicate clusters ({dedup.get('scope', 'MinHash')})")
+    # The clusters hold exact copies and near-duplicates alike (the exact pass and MinHash both feed them)
+    kinds = "exact copies and near-duplicates" if dedup.get("exact_removed") else "near-duplicates"
+    ax.set_title(f"Duplicate clusters: {kinds} ({dedup.get('scope', 'MinHash')})")
     plot.png = _png(fig)
     plot.table = plot.table or [("documents in", dedup.get("documents_in")), ("clusters", dedup.get("clusters")),
                                 ("removed", dedup.get("removed")), ("exact copies removed", dedup.get("exact_removed")),
@@ -324,21 +336,29 @@ def throughput_plot(data: JobData) -> Plot:
             docs = section.get("records_read", docs)  # crawl's work is every record it reads
         if docs is None or not seconds:
             continue
-        rows.append((name, float(docs), float(seconds)))
+        ray_start = min(float(section.get("ray_start_seconds") or 0), float(seconds))
+        rows.append((name, float(docs), float(seconds) - ray_start, ray_start))
     if not rows:
         plot.missing = "no stage section with \"documents\" and \"seconds\" in stats.json"
         return plot
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, max(2.5, 0.45 * len(rows) + 1.3)), dpi=100, sharey=True)
     ys = list(range(len(rows)))[::-1]
-    left.barh(ys, [d / s for _, d, s in rows], color="#4C72B0")
+    left.barh(ys, [d / s if s > 0 else 0 for _, d, s, _ in rows], color="#4C72B0")
     left.set_yticks(ys, [r[0] for r in rows])
-    left.set_xlabel("documents / second (crawl: records / second)")
-    right.barh(ys, [s for _, _, s in rows], color="#8C8C8C")
+    left.set_xlabel("documents / second without Ray start-up (crawl: records)")
+    right.barh(ys, [s for _, _, s, _ in rows], color="#8C8C8C", label="the stage's work")
+    right.barh(ys, [r for _, _, _, r in rows], left=[s for _, _, s, _ in rows], color="#DDDDDD",
+               label="Ray start-up")
     right.set_xlabel("wall-clock seconds")
+    right.legend(fontsize=8)
     fig.suptitle("Throughput per stage")
     plot.png = _png(fig)
-    plot.table = [(name, f"{int(d):,} in {s:.1f} s = {d / s:,.1f}/s") for name, d, s in rows]
+    plot.table = [(name, f"{int(d):,} in {s:.1f} s = {d / s:,.1f}/s" if s > 0 else f"{int(d):,}")
+                  + ((f" (+ {r:.1f} s Ray start-up)",) if r else ()) for name, d, s, r in rows]
+    plot.table = [(row[0], "".join(row[1:])) for row in plot.table]
+    plot.note = ("seconds of each stage's run without the time it spent starting Ray (the first stage of a "
+                 "process starts it; stats from an older Shammie do not separate it)")
     return plot
 
 

@@ -607,17 +607,25 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
         "version": RECORD_VERSION, "stage": stage.name, "settings": settings, "inputs": record_inputs,
         "started_at": _now()})
     say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) -> {target}")
+    from shammie.pipeline import ray_runtime  # (imports Ray only when it starts it)
+
+    ray_before = ray_runtime.start_seconds()
     ctx = StageContext(stage, run, target, tasks, settings, books=books)
     results = stage.execute(ctx)
+    ray_start = ray_runtime.start_seconds() - ray_before
     planned = {o for t in tasks for o in t.outputs}
     if not stage.manages_output:
         _remove_unplanned(target, planned, stage)
     outputs, stamps = _output_manifest(target, planned, ctx.output_records)
     section = stage.summarize(results)
     section.setdefault("seconds", round(time.monotonic() - started, 3))
+    if ray_start > 0:
+        # within "seconds"; the throughput below leaves it out (a small stage measured Ray, not itself)
+        section["ray_start_seconds"] = round(ray_start, 3)
     count = section.get(stage.progress_count_key)
-    if isinstance(count, (int, float)) and section["seconds"]:
-        section.setdefault(f"{stage.progress_unit}_per_s", round(count / max(section["seconds"], 1e-9), 2))
+    working = section["seconds"] - section.get("ray_start_seconds", 0)
+    if isinstance(count, (int, float)) and working > 0:
+        section.setdefault(f"{stage.progress_unit}_per_s", round(count / max(working, 1e-9), 2))
     section["settings"] = settings
     section["inputs"] = len(inputs)
     stage.record_section(section)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from shammie.jobs.cli import main
 from shammie.pipeline import jobdir
 from test_stage_runner import ids_of, one_line_error, seed_documents, words
@@ -139,3 +141,35 @@ def test_a_complete_classified_folder_is_read_by_edu_score_and_the_store(tmp_pat
     (tmp_path / "job" / "scored").mkdir()
     jobdir.mark_complete(job, "scored")
     assert jobdir.resolve_input_stage(job) == "scored"
+
+
+# ---------------------------------------------------------------- Ray start-up apart from a stage's throughput
+
+
+def test_ray_start_up_is_recorded_apart_and_left_out_of_the_throughput(tmp_path, monkeypatch):
+    import time
+
+    from shammie.pipeline import ray_runtime
+    from shammie.pipeline.runner import RunOptions, run_stage
+    from shammie.pipeline.stage import InputFile, Stage, Task
+
+    class Tiny(Stage):
+        name, output = "tiny", "tiny"
+
+        def resolve_inputs(self):
+            return [InputFile("in", "in", {"size": 1})]
+
+        def plan(self, inputs, out):
+            return [Task("t", {})]
+
+        def execute(self, ctx):
+            monkeypatch.setattr(ray_runtime, "_START_SECONDS", [ray_runtime.start_seconds() + 0.2])
+            time.sleep(0.3)  # 0.2 s of it "starting Ray"
+            return {"t": {"documents": 10}}
+
+    job = tmp_path / "job"
+    job.mkdir()
+    section = run_stage(Tiny(str(job)), RunOptions(progress=False)).section
+    assert section["ray_start_seconds"] == pytest.approx(0.2)
+    assert section["docs_per_s"] == pytest.approx(10 / (section["seconds"] - 0.2), rel=0.02)
+    assert section["docs_per_s"] > 10 / section["seconds"]
