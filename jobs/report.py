@@ -45,11 +45,17 @@ class Plot:
 
 
 class JobData:
-    """Lazy access to the job's stats, manifest and Parquet columns."""
+    """Lazy access to the job's stats, manifest and Parquet columns, and the lineage of what it describes."""
 
     def __init__(self, job: str):
         self.job = job
         self.stats = jobdir.read_stats(job)
+        self._lineage: Lineage | None = None
+
+    def lineage(self) -> "Lineage":
+        if self._lineage is None:
+            self._lineage = Lineage.of(self)
+        return self._lineage
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.stats.get(name)
@@ -78,6 +84,43 @@ class JobData:
                     return None
                 values.extend(pf.read(columns=[name]).column(name).to_pylist())
         return values
+
+
+@dataclass
+class Lineage:
+    """What the report describes (the store, else the most downstream complete folder), the chain of
+    folders it was built from, and what it leaves out. `stages` is None when no lineage was recorded
+    (a job of an older Shammie): the report then shows every stage section, as it did."""
+
+    label: str
+    links: list = field(default_factory=list)
+    stages: set | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, data: "JobData") -> "Lineage":
+        from shammie.pipeline import lineage
+
+        job = data.job
+        store = data.section("shard").get("store") or storage.join(job, jobdir.STORE)
+        if storage.exists(storage.join(store, "manifest.json")):
+            label, record, own, before = "the store", jobdir.read_stage_record(store), "shard", None
+        else:
+            try:
+                folder = jobdir.resolve_input_stage(job)
+            except Exception:  # noqa: BLE001 - no complete folder: nothing to trace
+                return cls("the job")
+            label, before = f"{folder}/", folder
+            record = jobdir.read_stage_record(jobdir.meta_path(job, folder))
+            own = (record or {}).get("stage") or ("crawl" if folder == jobdir.DOCUMENTS else None)
+        if record is None and own != "crawl":
+            return cls(label)
+        links = lineage.chain(job, record)
+        stages = {link.stage for link in links if link.stage} | ({own} if own else set())
+        return cls(label, links, stages, lineage.stale(job, record, label, before=before))
+
+    def includes(self, stage: str) -> bool:
+        return self.stages is None or stage in self.stages
 
 
 # ---------------------------------------------------------------- plotting helpers
@@ -125,7 +168,8 @@ def _barh(labels: list[str], values: list[float], xlabel: str, color: str = "#4C
 def funnel_plot(data: JobData) -> Plot:
     plot = Plot("funnel", "Filter funnel")
     crawl = data.section("crawl")
-    if not crawl:
+    lineage = data.lineage()
+    if not crawl or not lineage.includes("crawl"):
         plot.missing = "no \"crawl\" section in stats.json (run `shammie crawl` or the crawl step)"
         return plot
     steps: list[tuple[str, float]] = [("records read", crawl.get("records_read", 0))]
@@ -142,7 +186,12 @@ def funnel_plot(data: JobData) -> Plot:
             remaining -= dropped[name]
             steps.append((f"after {FILTER_LABELS.get(name, name)}", remaining))
     steps.append(("kept by crawl", crawl.get("kept", crawl.get("documents", remaining))))
-    dedup = data.section("dedup")
+    # Only the steps of the chain the described output was built from (a step that ran on another
+    # branch, or after the store was built, is named in the lineage notes instead)
+    exact = data.section("exact_dedup") if lineage.includes("exact_dedup") else {}
+    if exact:
+        steps.append(("after exact dedup", exact.get("kept", exact.get("documents", 0))))
+    dedup = data.section("dedup") if lineage.includes("dedup") else {}
     if dedup:
         remaining = dedup.get("documents_in", steps[-1][1])
         # the three kinds of removal, in the order dedup applies them
@@ -152,12 +201,17 @@ def funnel_plot(data: JobData) -> Plot:
                 remaining -= dedup[key]
                 steps.append((label, remaining))
         steps.append(("after dedup", dedup.get("kept", dedup.get("documents", 0))))
-    decontaminate = data.section("decontaminate")
+    decontaminate = data.section("decontaminate") if lineage.includes("decontaminate") else {}
     if decontaminate:
         steps.append(("after decontamination", decontaminate.get("kept", decontaminate.get("documents", 0))))
-    subset = data.section("edu_subset")
+    subset = data.section("edu_subset") if lineage.includes("edu_subset") else {}
     if subset:
+        read = next((link.folder for link in lineage.links if link.stage == "edu_subset"), None)
+        subset = (subset.get("subsets") or {}).get(read) or subset
         steps.append((f"edu >= {subset.get('threshold', '?')}", subset.get("documents", 0)))
+    store = data.section("shard")
+    if lineage.stages is not None and "shard" in lineage.stages and store.get("documents") is not None:
+        steps.append(("in the store", store["documents"]))
     labels = [s[0] for s in steps]
     values = [float(s[1]) for s in steps]
     fig, ax = _barh(labels, values, "documents (records)", color="#55A868")
@@ -165,6 +219,12 @@ def funnel_plot(data: JobData) -> Plot:
     plot.png = _png(fig)
     plot.table = [(k, int(v)) for k, v in steps] + [(f"dropped: {k}", v) for k, v in sorted(dropped.items())]
     plot.table += [(f"error: {k}", v) for k, v in sorted((crawl.get("errors") or {}).items())]
+    if lineage.links:
+        plot.note = (f"the steps {lineage.label} was built from: "
+                     + " -> ".join(f"{link.folder}/" for link in lineage.links)
+                     + (f" -> {lineage.label}" if lineage.label == "the store" else ""))
+    if lineage.notes:
+        plot.note = "; ".join(filter(None, [plot.note, *lineage.notes]))
     for url, b in sorted((decontaminate.get("benchmarks") or {}).items() if decontaminate else ()):
         plot.table.append((f"decontaminated against {url.rsplit('/', 1)[-1]}",
                            f"{b.get('documents_removed')} documents removed, {b.get('items_matched')} of "
@@ -418,7 +478,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render_html(job: str, plots: list[Plot], stats: dict[str, Any]) -> str:
+def render_html(job: str, plots: list[Plot], stats: dict[str, Any], warnings: list[str] | None = None) -> str:
     missing = [p for p in plots if p.png is None]
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -429,6 +489,10 @@ def render_html(job: str, plots: list[Plot], stats: dict[str, Any]) -> str:
         f"{html.escape(', '.join(sorted(stats)) or 'none')}</p>",
         "<nav>" + "".join(f"<a href=\"#{p.key}\">{html.escape(p.title)}</a>" for p in plots) + "</nav>",
     ]
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        parts.append(f"<div class=\"missing\" id=\"lineage\"><p>What this report describes does not reflect "
+                     f"every folder of the job:</p><ul>{items}</ul></div>")
     if missing:
         items = "".join(f"<li><b>{html.escape(p.title)}</b>: {html.escape(p.missing)}</li>" for p in missing)
         parts.append(f"<div class=\"missing\" id=\"missing\"><p>Not in this report (the job has no data for them yet):"
@@ -450,6 +514,11 @@ def render_html(job: str, plots: list[Plot], stats: dict[str, Any]) -> str:
 
 
 def build_plots(job: str) -> tuple[list[Plot], dict[str, Any]]:
+    plots, data = _build(job)
+    return plots, data.stats
+
+
+def _build(job: str) -> tuple[list[Plot], JobData]:
     data = JobData(job)
     plots = []
     for make in PLOTS:
@@ -458,7 +527,7 @@ def build_plots(job: str) -> tuple[list[Plot], dict[str, Any]]:
         except Exception as e:  # one unreadable section must not cost the whole report
             name = make.__name__.removesuffix("_plot")
             plots.append(Plot(name, name, missing=f"could not draw: {type(e).__name__}: {e}"))
-    return plots, data.stats
+    return plots, data
 
 
 def write_report(job: str, output: str | None = None) -> tuple[str, list[Plot]]:
@@ -467,9 +536,14 @@ def write_report(job: str, output: str | None = None) -> tuple[str, list[Plot]]:
 
     if not storage.exists(job):
         raise UserError(f"job directory {job} does not exist")
-    plots, stats = build_plots(job)
+    plots, data = _build(job)
+    stats = data.stats
+    try:
+        warnings = data.lineage().notes
+    except Exception as e:  # noqa: BLE001 - an unreadable record costs the notes, not the report
+        warnings = [f"the lineage could not be read ({type(e).__name__}: {e})"]
     if not stats and all(p.png is None for p in plots):
         raise UserError(f"{job} has no stats.json and no stage output: is it a Shammie job directory?")
     output = output or storage.join(job, REPORT_NAME)
-    storage.write_bytes_atomic(output, render_html(job, plots, stats).encode("utf-8"))
+    storage.write_bytes_atomic(output, render_html(job, plots, stats, warnings).encode("utf-8"))
     return output, plots

@@ -41,7 +41,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from shammie.pipeline import jobdir, parallel, storage
+from shammie.pipeline import jobdir, lineage, parallel, storage
 from shammie.pipeline.errors import InputError, OutputError, StageRefused
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import InputFile, Stage, Task
@@ -605,6 +605,8 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
         storage.remove(storage.join(books, jobdir.SUCCESS))
     storage.write_json_atomic(storage.join(books, STAGE_RECORD), {
         "version": RECORD_VERSION, "stage": stage.name, "settings": settings, "inputs": record_inputs,
+        # the job folder read and its build id then: the output's lineage (pipeline/lineage.py)
+        "built_from": lineage.built_from(job, settings.get("input_stage")),
         "started_at": _now()})
     say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) -> {target}")
     from shammie.pipeline import ray_runtime  # (imports Ray only when it starts it)
@@ -634,6 +636,9 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     storage.write_json_atomic(success_url, {
         **(previous if isinstance(previous, dict) else {}),
         "stage": stage.name, "finished_at": _now(), "documents": section.get("documents"), "outputs": outputs,
+        # a stage that publishes itself (the store) has a build id of its own
+        "build_id": section.get("build_id") if stage.manages_output and section.get("build_id")
+        else lineage.build_id_of_outputs(outputs),
         **({OUTPUT_STAMPS: stamps} if stamps else {})})
     return section
 

@@ -173,3 +173,45 @@ def test_ray_start_up_is_recorded_apart_and_left_out_of_the_throughput(tmp_path,
     assert section["ray_start_seconds"] == pytest.approx(0.2)
     assert section["docs_per_s"] == pytest.approx(10 / (section["seconds"] - 0.2), rel=0.02)
     assert section["docs_per_s"] > 10 / section["seconds"]
+
+
+# ---------------------------------------------------------------- lineage: the report and the card
+
+
+def test_the_report_and_the_card_describe_the_store_by_its_lineage_and_flag_what_it_left_out(
+        tmp_path, ray_session, capsys):
+    """The store is built from deduped/; decontaminate runs afterwards. The report's funnel and the
+    dataset card must count the store's own steps (not decontamination, which it never went
+    through), end at the store's documents, say what it does not reflect, and the card names no
+    local path."""
+    from shammie.jobs.report import write_report
+    from shammie.mixing.export import export_store
+
+    job = tmp_path / "job"
+    seed_documents(job, _corpus())
+    jobdir.update_stats(str(job), "crawl", {"records_read": 9, "kept": 6, "documents": 6, "dropped": {"language": 3},
+                                           "filter_order": ["language"], "seconds": 1.0})
+    assert main(["dedup", str(job), "--no-progress"]) == 0
+    assert main(["shard", str(job), "--group-by", "site", "--train-tokenizer", "1000", "--no-progress"]) == 0
+    store_docs = json.loads((job / "stats.json").read_text())["shard"]["documents"]
+    record = json.loads((job / "store" / "_stage.json").read_text())
+    assert record["built_from"] == [{"folder": "deduped", "build_id": json.loads(
+        (job / "_meta" / "deduped" / "_SUCCESS").read_text())["build_id"]}]
+    bench = tmp_path / "bench.txt"
+    bench.write_text(" ".join(f"benchmark{i}" for i in range(20)) + "\n")
+    assert main(["decontaminate", str(job), "--against", str(bench), "--no-progress"]) == 0
+
+    _, plots = write_report(str(job))
+    funnel = dict(next(p for p in plots if p.key == "funnel").table)
+    assert "after decontamination" not in funnel
+    assert funnel["in the store"] == store_docs and "after dedup" in funnel
+    html = (job / "report.html").read_text()
+    assert "the store was built from deduped/; decontaminated/ (complete, further downstream) is not in it" in html
+
+    out = tmp_path / "hf"
+    export_store(str(job / "store"), str(out), "hf")
+    card = (out / "README.md").read_text()
+    assert "after decontamination" not in card and "| after MinHash dedup |" in card
+    assert f"| in the store | {store_docs:,} |" in card
+    assert "decontaminated/ (complete, further downstream) is not in it" in card
+    assert str(tmp_path) not in card
