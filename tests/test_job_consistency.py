@@ -194,9 +194,6 @@ def test_the_report_and_the_card_describe_the_store_by_its_lineage_and_flag_what
     assert main(["dedup", str(job), "--no-progress"]) == 0
     assert main(["shard", str(job), "--group-by", "site", "--train-tokenizer", "1000", "--no-progress"]) == 0
     store_docs = json.loads((job / "stats.json").read_text())["shard"]["documents"]
-    record = json.loads((job / "store" / "_stage.json").read_text())
-    assert record["built_from"] == [{"folder": "deduped", "build_id": json.loads(
-        (job / "_meta" / "deduped" / "_SUCCESS").read_text())["build_id"]}]
     bench = tmp_path / "bench.txt"
     bench.write_text(" ".join(f"benchmark{i}" for i in range(20)) + "\n")
     assert main(["decontaminate", str(job), "--against", str(bench), "--no-progress"]) == 0
@@ -215,3 +212,6 @@ def test_the_report_and_the_card_describe_the_store_by_its_lineage_and_flag_what
     assert f"| in the store | {store_docs:,} |" in card
     assert "decontaminated/ (complete, further downstream) is not in it" in card
     assert str(tmp_path) not in card
+    record = json.loads((job / "store" / "_stage.json").read_text())
+    assert record["built_from"] == [{"folder": "deduped", "build_id": json.loads(
+        (job / "_meta" / "deduped" / "_SUCCESS").read_text())["build_id"]}]
