@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
 import json
 import os
 import socket
@@ -42,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from shammie.pipeline import jobdir, lineage, parallel, storage
-from shammie.pipeline.errors import InputError, OutputError, StageRefused
+from shammie.pipeline.errors import InputError, OutputError, StageRefused, as_output_error
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import InputFile, Stage, Task
 
@@ -570,17 +569,6 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
             with output_errors():
                 _swap_in(target, out, books_of(stage, target), books)
         return StageResult(section, status)
-
-
-# errno values that mean "this output location cannot take the write", not a bug
-OUTPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR}
-
-
-def as_output_error(e: BaseException) -> OutputError | None:
-    if isinstance(e, OSError) and e.errno in OUTPUT_ERRNOS:
-        where = f" {e.filename}" if e.filename else ""
-        return OutputError(f"cannot write{where}: {e.strerror or e}")
-    return None
 
 
 @contextlib.contextmanager
