@@ -212,6 +212,16 @@ def test_the_report_and_the_card_describe_the_store_by_its_lineage_and_flag_what
     assert f"| in the store | {store_docs:,} |" in card
     assert "decontaminated/ (complete, further downstream) is not in it" in card
     assert str(tmp_path) not in card
+
+    # the dry run of a job whose plan reads decontaminated/ says the finished store is stale
+    from shammie.jobs.config import load_config
+    from shammie.jobs.runner import format_plan, plan
+
+    config = load_config(None, data={"output": str(job), "crawl": {"enabled": False},
+                                     "decontaminate": {"enabled": True, "against": [str(bench)]},
+                                     "shard": {"group_by": "site", "train_tokenizer": 1000}})
+    text = format_plan(config, plan(config))
+    assert "note: built from deduped/, but the plan reads decontaminated/ (stale" in text
     record = json.loads((job / "store" / "_stage.json").read_text())
     assert record["built_from"] == [{"folder": "deduped", "build_id": json.loads(
         (job / "_meta" / "deduped" / "_SUCCESS").read_text())["build_id"]}]
