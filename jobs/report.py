@@ -445,6 +445,45 @@ def cost_plot(data: JobData) -> Plot:
     return plot
 
 
+def recipe_rows(data: JobData) -> list[tuple[str, Any]]:
+    """What the data was made with, one row per choice that shapes it (from the stats' settings)."""
+    rows: list[tuple[str, Any]] = []
+    crawl = data.section("crawl")
+    settings = crawl.get("settings") or {}
+    if crawl:
+        extractor = crawl.get("extractor") or {}
+        rows += [("crawl: languages", ", ".join(settings.get("languages") or []) or "?"),
+                 ("crawl: language ID threshold", settings.get("language_threshold")),
+                 ("crawl: extractor", f"{extractor.get('name', settings.get('extractor', '?'))} "
+                                      f"{extractor.get('version', '')}".strip())]
+    dedup = data.section("dedup")
+    if dedup:
+        ds = dedup.get("settings") or {}
+        params = ds.get("params") or {}
+        rows.append(("dedup", f"MinHash {params.get('bands', '?')} bands x {params.get('rows', '?')} rows, "
+                              f"{'across snapshots' if ds.get('across_snapshots') else 'per snapshot'}, "
+                              f"exact pass {'on' if ds.get('exact', True) else 'off'}"))
+    decontaminate = data.section("decontaminate")
+    if decontaminate:
+        rows.append(("decontaminate: n-gram words", (decontaminate.get("settings") or {}).get("ngram")))
+    subset = data.section("edu_subset")
+    if subset:
+        rows.append(("edu subset threshold", subset.get("threshold")))
+    shard = data.section("shard")
+    if shard:
+        tokenizer = shard.get("tokenizer") or {}
+        vocab = f"{tokenizer.get('vocab_size')}"
+        if tokenizer.get("vocab_asked"):
+            vocab += f" of {tokenizer['vocab_asked']} asked"
+        rows += [("store build", shard.get("build_id")), ("store: grouped by", shard.get("group_by")),
+                 ("store: tokenizer vocabulary", vocab), ("store: sequence length", shard.get("seq_len"))]
+    lineage = data.lineage()
+    if lineage.links:
+        rows.append((f"{lineage.label} built from", " -> ".join(f"{link.folder}/ ({link.build_id})"
+                                                                  for link in lineage.links)))
+    return [(k, v) for k, v in rows if v is not None]
+
+
 PLOTS: list[Callable[[JobData], Plot]] = [funnel_plot, domains_plot, edu_plot, language_plot, dedup_plot,
                                           throughput_plot, cost_plot]
 
@@ -478,7 +517,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render_html(job: str, plots: list[Plot], stats: dict[str, Any], warnings: list[str] | None = None) -> str:
+def render_html(job: str, plots: list[Plot], stats: dict[str, Any], warnings: list[str] | None = None,
+                recipe: list[tuple[str, Any]] | None = None) -> str:
     missing = [p for p in plots if p.png is None]
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -497,6 +537,9 @@ def render_html(job: str, plots: list[Plot], stats: dict[str, Any], warnings: li
         items = "".join(f"<li><b>{html.escape(p.title)}</b>: {html.escape(p.missing)}</li>" for p in missing)
         parts.append(f"<div class=\"missing\" id=\"missing\"><p>Not in this report (the job has no data for them yet):"
                      f"</p><ul>{items}</ul></div>")
+    if recipe:
+        body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in recipe)
+        parts.append(f"<section id=\"recipe\"><h2>Recipe</h2><table>{body}</table></section>")
     for p in plots:
         parts.append(f"<section id=\"{p.key}\"><h2>{html.escape(p.title)}</h2>")
         if p.png is not None:
@@ -539,11 +582,11 @@ def write_report(job: str, output: str | None = None) -> tuple[str, list[Plot]]:
     plots, data = _build(job)
     stats = data.stats
     try:
-        warnings = data.lineage().notes
+        warnings, recipe = data.lineage().notes, recipe_rows(data)
     except Exception as e:  # noqa: BLE001 - an unreadable record costs the notes, not the report
-        warnings = [f"the lineage could not be read ({type(e).__name__}: {e})"]
+        warnings, recipe = [f"the lineage or recipe could not be read ({type(e).__name__}: {e})"], []
     if not stats and all(p.png is None for p in plots):
         raise UserError(f"{job} has no stats.json and no stage output: is it a Shammie job directory?")
     output = output or storage.join(job, REPORT_NAME)
-    storage.write_bytes_atomic(output, render_html(job, plots, stats, warnings).encode("utf-8"))
+    storage.write_bytes_atomic(output, render_html(job, plots, stats, warnings, recipe).encode("utf-8"))
     return output, plots

@@ -121,6 +121,12 @@ def test_a_tokenizer_short_of_the_vocabulary_asked_is_warned_and_recorded(tmp_pa
     assert f"vocab {tokenizer['vocab_size']} of 32000 asked" in captured.out
     manifest = json.loads((job / "store" / "manifest.json").read_text())
     assert manifest["tokenizer"]["vocab_asked"] == 32000
+    # the report's recipe says it too
+    from shammie.jobs.report import write_report
+
+    write_report(str(job))
+    html = (job / "report.html").read_text()
+    assert f"<td>store: tokenizer vocabulary</td><td>{tokenizer['vocab_size']} of 32000 asked</td>" in html
 
 
 # ---------------------------------------------------------------- classified/ in the folder order
