@@ -75,18 +75,20 @@ def load_scorer(model: str, kind: str = "edu", backend: str = "fasttext"):
     return _SCORERS[key]
 
 
-def model_fingerprint(model: str) -> dict[str, Any]:
-    """What identifies a model's scores: a file's size and checksum, or a folder's files' sizes and times."""
+def model_fingerprint(model: str, job: str | None = None) -> dict[str, Any]:
+    """What identifies a model's scores: a file's size and checksum, or a folder's files' sizes and times.
+    A model inside the job is named by its job-relative path (a moved job keeps its settings)."""
     fs, path = storage.get_fs(model)
     if not fs.exists(path):
         raise InputError(f"model {model} does not exist")
+    name = (storage.relative_to(model, job) if job else None) or model
     if fs.isdir(path):
         files = {}
         for f in sorted(fs.find(path)):
             info = fs.info(f)
             files[os.path.relpath(f, path)] = [info.get("size"), str(info.get("mtime") or info.get("ETag") or "")]
-        return {"model": model, "files": files}
-    return {"model": model, **(storage.file_fingerprint(model) or {})}
+        return {"model": name, "files": files}
+    return {"model": name, **(storage.file_fingerprint(model) or {})}
 
 
 def whitespace_tokens(table, column: str = "text") -> np.ndarray:
@@ -190,7 +192,7 @@ class ScoreStage(DocumentStage):
 
     def settings(self) -> dict:
         return {"input_stage": self.input_stage(), "kind": self.options.kind, "backend": self.options.backend,
-                "columns": self.added_columns(), **model_fingerprint(self.options.model)}
+                "columns": self.added_columns(), **model_fingerprint(self.options.model, self.job)}
 
     def resolve_inputs(self) -> list[InputFile]:
         files = super().resolve_inputs()

@@ -521,7 +521,9 @@ class ExportStage(Stage):
         return [InputFile(manifest, "manifest.json", fingerprint)]
 
     def settings(self) -> dict[str, Any]:
-        return {"format": self.options.format, "build_id": self.options.build_id, "output": self.output_url()}
+        output = self.output_url()  # inside the job: by its job-relative path (a moved job keeps its settings)
+        return {"format": self.options.format, "build_id": self.options.build_id,
+                "output": storage.relative_to(output, self.job) or output}
 
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
         return [Task("export", {})]

@@ -231,3 +231,19 @@ def test_the_report_and_the_card_describe_the_store_by_its_lineage_and_flag_what
     record = json.loads((job / "store" / "_stage.json").read_text())
     assert record["built_from"] == [{"folder": "deduped", "build_id": json.loads(
         (job / "_meta" / "deduped" / "_SUCCESS").read_text())["build_id"]}]
+
+
+def test_a_model_kept_inside_the_job_is_recorded_by_its_job_relative_path(tmp_path):
+    from shammie.filters.scoring import ScoreOptions, ScoreStage
+
+    job = tmp_path / "job"
+    (job / "models").mkdir(parents=True)
+    (job / "models" / "edu.bin").write_bytes(b"not really a model")
+    for folder in ("documents",):
+        (job / folder).mkdir()
+        jobdir.mark_complete(str(job), folder)
+    stage = ScoreStage(str(job), ScoreOptions(job=str(job), model=str(job / "models" / "edu.bin")))
+    assert stage.settings()["model"] == "models/edu.bin"
+    outside = tmp_path / "edu.bin"
+    outside.write_bytes(b"x")
+    assert ScoreStage(str(job), ScoreOptions(job=str(job), model=str(outside))).settings()["model"] == str(outside)
