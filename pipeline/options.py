@@ -370,7 +370,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text.lower() or default in (None, False, argparse.SUPPRESS) or action.required
+        if ("default" in text.lower() or default is None or default is argparse.SUPPRESS or action.required
                 or not action.option_strings or isinstance(default, bool)):
             return text
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
