@@ -170,8 +170,14 @@ class TreeSampler:
 
 
 def run_dedup(shammie: str, job: Path, workers: int, extra: list[str]) -> dict:
-    for folder in ("deduped",):
+    for folder in ("deduped", "_meta/deduped"):
         shutil.rmtree(job / folder, ignore_errors=True)
+    # The crawl's marker in the older layout (documents/_SUCCESS), which every version reads: the
+    # current code moves it to _meta/documents/ on its run, a checkout from before the move needs it here.
+    moved = job / "_meta" / "documents" / "_SUCCESS"
+    if moved.exists():
+        shutil.copyfile(moved, job / "documents" / "_SUCCESS")
+        shutil.rmtree(job / "_meta" / "documents")
     shutil.rmtree(job / "_locks", ignore_errors=True)
     (job / "stats.json").unlink(missing_ok=True)
     cmd = [shammie, "dedup", str(job), "--workers", str(workers), "--no-progress", "--keep-work", *extra]

@@ -150,6 +150,7 @@ def install_word_tokenizer_memo() -> None:
             cache[key] = _MemoWordTokenizer(fast_word_tokenizer(original(language_or_tok)))
         return cache[key]
 
+    load_memo.__wrapped__ = original  # functools' convention: tests reach datatrove's own loader through it
     word_tokenizers.load_word_tokenizer = load_memo
     _memo_installed = True
 

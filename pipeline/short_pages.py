@@ -13,7 +13,8 @@ kept language. Two short cuts use that (docs/crawl.md, "Short cuts"):
   the text of the page's parsed tree (the tree it parses itself, handed to it) outside the
   elements its cleaning deletes (<script>, <style>, <head>, <nav>, <footer>, <aside>, form
   controls, ...: `CleanedTexts`), which all three of its sources go through, or from a
-  MathML formula's `alttext`. An upper bound of the words of any such text is counted per language:
+  MathML formula's `alttext` (or from the one deleted element that is readability's whole
+  article: `CleanedTexts.readability_roots`, bounded on its own). An upper bound of the words of any such text is counted per language:
     - spaCy splitters that cut at spaces (English and the other European languages): the
       runs of the text nodes (stretches of characters that are neither space nor punctuation),
       each counted alone by the language's own splitter. Extraction
@@ -338,7 +339,8 @@ class PageCheck:
         tree = self._parse(html)  # trafilatura's own parse: extract() takes the tree as it is
         if tree is None:
             return False, html
-        if self._cuts.page_is_short(self._texts(tree)):
+        if self._cuts.page_is_short(self._texts(tree)) and all(
+                self._cuts.page_is_short(texts) for texts in self._texts.readability_roots(tree)):
             return True, None
         return False, tree
 
@@ -350,7 +352,8 @@ class CleanedTexts:
 
     All three of trafilatura's sources pass through that cleaning: its own extractor and justext
     read the cleaned tree, and readability's article is cleaned again (`sanitize_tree`) before it
-    can be used. The cleaning keeps a deleted element's tail; keeps a <form> that holds most of the
+    can be used, except the article's root element, which the cleaning cannot delete
+    (`readability_roots`: those texts are bounded separately). The cleaning keeps a deleted element's tail; keeps a <form> that holds most of the
     page's text (as a <div>) and a <figure> that holds a table; and turns a formula into text
     (its TeX annotation, else its `alttext`) before deleting <math>: those stay in here.
     (A walk that skips the deleted subtrees; the same nodes by XPath took 20-100x longer.)"""
@@ -361,19 +364,41 @@ class CleanedTexts:
         self._deleted = frozenset(t for t in MANUALLY_CLEANED if t not in ("form", "figure", "math"))
 
     def __call__(self, tree) -> list[str]:
+        return self._walk(tree, skip_root=True)
+
+    def readability_roots(self, tree) -> list[list[str]]:
+        """The texts that survive the cleaning when a deleted element is the root of readability's article.
+
+        The cleaning cannot delete the root of the tree it cleans (lxml removes an element from its
+        parent), so when readability's article is one deleted element, e.g. a page whose <body>
+        holds a <nav> and a <div class="sidebar"> that readability drops as an unlikely candidate,
+        that element's own text comes out (70 words of a <nav> or <footer>, checked). Readability
+        returns <body> when it finds no candidate, and lxml parses a <body> with a single child
+        element as that child: the deleted direct children of <body> are the elements that can be
+        that root. <script> and <style> are not (readability drops them first)."""
+        body = tree.find("body") if tree.tag != "body" else tree
+        if body is None:
+            return []
+        return [self._walk(child, skip_root=False) for child in body
+                if isinstance(child.tag, str) and child.tag in self._deleted and child.tag not in ("script", "style")]
+
+    def _walk(self, tree, skip_root: bool) -> list[str]:
         from lxml.etree import iterwalk
 
         deleted, out = self._deleted, []
         walk = iterwalk(tree, events=("start", "end"))
+        root = True
         for event, element in walk:
             if event == "end":
                 if element.tail:
                     out.append(element.tail)
                 continue
             tag = element.tag
-            if tag in deleted or (tag == "figure" and element.find(".//table") is None):
+            if (tag in deleted or (tag == "figure" and element.find(".//table") is None)) and (skip_root or not root):
+                root = False
                 walk.skip_subtree()  # its tail still comes with its "end"
                 continue
+            root = False
             if element.text and isinstance(tag, str):
                 out.append(element.text)
             if tag == "math" and element.get("alttext"):

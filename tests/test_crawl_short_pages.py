@@ -229,6 +229,27 @@ def test_the_raw_html_look_skips_script_and_style_and_stops_early():
     assert not cuts.may_be_short(words)  # text before any tag counts too
 
 
+@pytest.mark.parametrize("body", [
+    "<nav>{w}</nav><div class='sidebar'>The council met today.</div>",  # readability drops the sidebar
+    "<header><a href='/'>Home</a></header><footer>{w}</footer>",
+    "<noscript>{w}</noscript>",
+])
+def test_a_deleted_element_that_is_readabilitys_whole_article_is_not_a_short_page(body):
+    """trafilatura's cleaning cannot delete the root of readability's article: a page whose one
+    surviving <body> child is a <nav>, <footer>, <noscript>... gives that element's text."""
+    from shammie.pipeline.extract import make_extractor
+
+    install_word_tokenizer_memo()
+    words = ("The river flooded the lower town after three days of rain, and the mayor asked families "
+             "to move to the school on the hill until the water went down again. ") * 3
+    html = f"<html><head><title>T</title></head><body>{body.format(w=words)}</body></html>"
+    extracted = make_extractor("trafilatura").extract(html) or ""
+    assert len(extracted.split()) >= 50  # what the full path hands the filters
+    check = PageCheck(ShortCuts(settings_for(["en"])), "trafilatura")
+    short, _ = check.examine(html)
+    assert not short
+
+
 def test_the_funnel_and_summary_name_the_short_cuts():
     assert FILTER_ORDER.index("url_filter") < FILTER_ORDER.index(SHORT_PAGE) < FILTER_ORDER.index("extraction_empty")
     assert FILTER_ORDER.index("extraction_empty") < FILTER_ORDER.index(SHORT_TEXT) < FILTER_ORDER.index("language")

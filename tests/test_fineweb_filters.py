@@ -36,7 +36,12 @@ def _outcomes(step, texts):
 def test_c4_sentence_budget_keeps_datatrove_verdicts_and_text(monkeypatch):
     from datatrove.pipeline.filters import C4QualityFilter
     from datatrove.utils import text as dt_text
+    from datatrove.utils import word_tokenizers
 
+    # datatrove's own tokenizer loader, even when an earlier test installed the crawl workers'
+    # memo (then sentences are counted without split_into_parts: test_c4_sentence_budget_on_real_pages)
+    loader = word_tokenizers.load_word_tokenizer
+    monkeypatch.setattr(word_tokenizers, "load_word_tokenizer", getattr(loader, "__wrapped__", loader))
     texts = _texts()
     ours = make_c4_filter(filter_no_terminal_punct=False)
     want = _outcomes(C4QualityFilter(filter_no_terminal_punct=False), texts)

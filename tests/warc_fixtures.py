@@ -73,10 +73,11 @@ def pages_for_each_filter(seed: int = 0, good: int = 3) -> list[FixturePage]:
     pages.append(FixturePage(f"http://empty-{seed}.example.org/", "<html><head><title></title></head><body>"
                              "<script>var a = 1;</script></body></html>",
                              "short_page"))
-    # 72 words, all in a text box: too many for short_page, and trafilatura extracts nothing
-    box = " ".join(["apple", "harbour", "copper", "violin", "granite", "orchard"] * 12)
-    pages.append(FixturePage(f"http://form-{seed}.example.org/", "<html><head><title></title></head><body>"
-                             f"<form><textarea>{box}</textarea></form></body></html>", "extraction_empty"))
+    # 72 words, all in links: too many for short_page, and trafilatura (precision, no links) extracts nothing
+    links = "".join(f"<a href='/x{k}'>{w} {w}</a> " for k, w in
+                    enumerate(["apple", "harbour", "copper", "violin", "granite", "orchard"] * 6))
+    pages.append(FixturePage(f"http://links-{seed}.example.org/", "<html><head><title></title></head><body>"
+                             f"<div>{links}</div></body></html>", "extraction_empty"))
     # a menu of 60 links around a 20-word paragraph: the page has words enough, its text has not
     menu = "".join(f"<li><a href='/s{k}'>Section {k} {NOUNS[k % len(NOUNS)]}</a></li>" for k in range(30))
     pages.append(FixturePage(f"http://www.stub-{seed}.org/page", "<html><head><title>Stub</title></head><body>"
