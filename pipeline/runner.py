@@ -372,7 +372,8 @@ def describe_change(stage: Stage, old: dict, settings: dict, inputs: dict) -> st
     parts = []
     old_settings = old.get("settings") or {}
     diff = sorted(k for k in set(old_settings) | set(settings) if old_settings.get(k) != settings.get(k))
-    if "input_stage" in diff:
+    other_folder = "input_stage" in diff
+    if other_folder:
         # Another folder's files are other inputs by nature: name the folders, not each file.
         parts.append(f"it was built from {old_settings.get('input_stage')}/ and this run reads "
                      f"{settings.get('input_stage')}/")
@@ -380,8 +381,7 @@ def describe_change(stage: Stage, old: dict, settings: dict, inputs: dict) -> st
     if diff:
         parts.append("settings changed (" + ", ".join(
             f"{k}: {json.dumps(old_settings.get(k))} -> {json.dumps(settings.get(k))}" for k in diff) + ")")
-    if "input_stage" in (old_settings.keys() | settings.keys()) and \
-            old_settings.get("input_stage") != settings.get("input_stage"):
+    if other_folder:
         return "; ".join(parts)
     added, removed, changed = compare_inputs(old.get("inputs") or {}, inputs)
     if removed:
