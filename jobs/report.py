@@ -219,6 +219,9 @@ def funnel_plot(data: JobData) -> Plot:
     plot.png = _png(fig)
     plot.table = [(k, int(v)) for k, v in steps] + [(f"dropped: {k}", v) for k, v in sorted(dropped.items())]
     plot.table += [(f"error: {k}", v) for k, v in sorted((crawl.get("errors") or {}).items())]
+    # what exactly each filter dropped for (`gopher_quality: gopher_short_doc`, ...), most frequent first
+    plot.table += [(f"drop reason: {k}", v) for k, v in sorted((crawl.get("drop_reasons") or {}).items(),
+                                                               key=lambda kv: (-kv[1], kv[0]))]
     if lineage.links:
         plot.note = (f"the steps {lineage.label} was built from: "
                      + " -> ".join(f"{link.folder}/" for link in lineage.links)
@@ -445,6 +448,24 @@ def cost_plot(data: JobData) -> Plot:
     return plot
 
 
+def problem_notes(data: JobData) -> list[str]:
+    """Errors and warnings the stages counted (an unreadable input, a page that timed out): said at the
+    top of the report, not only in a table."""
+    notes = []
+    for name in STAGE_SECTIONS:
+        section = data.section(name)
+        for kind in ("errors", "warnings"):
+            counts = {k: v for k, v in (section.get(kind) or {}).items() if isinstance(v, (int, float)) and v}
+            if counts:
+                notes.append(f"{name}: {kind} " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+        unreadable = section.get("unreadable_files") or {}
+        if unreadable:
+            shown = "; ".join(f"{storage.basename(f)}: {why}" for f, why in list(unreadable.items())[:5])
+            notes.append(f"{name}: {len(unreadable)} input file(s) could not be read ({shown}"
+                         + (" ..." if len(unreadable) > 5 else "") + ")")
+    return notes
+
+
 def recipe_rows(data: JobData) -> list[tuple[str, Any]]:
     """What the data was made with, one row per choice that shapes it (from the stats' settings)."""
     rows: list[tuple[str, Any]] = []
@@ -484,6 +505,35 @@ def recipe_rows(data: JobData) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in rows if v is not None]
 
 
+REMOVED_EXAMPLES = 3       # examples shown per drop reason
+REMOVED_FILES_READ = 20    # at most this many files of JOB/removed/ are read for them
+SNIPPET_CHARS = 300
+
+
+def removed_examples(data: JobData) -> list[tuple[str, str, str]]:
+    """(reason, url, the text's start) of a few documents the crawl dropped, per reason: what a filter
+    actually removes. From JOB/removed/ (written by `shammie crawl --keep-removed`); reads the few
+    columns it needs of at most REMOVED_FILES_READ files, so its cost does not grow with the crawl."""
+    import pyarrow.parquet as pq
+
+    files = jobdir.stage_files(data.job, "removed")[:REMOVED_FILES_READ]
+    found: dict[str, list[tuple[str, str]]] = {}
+    for url in files:
+        fs, path = storage.get_fs(url)
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            wanted = [c for c in ("reason", "url", "text") if c in pf.schema_arrow.names]
+            if "reason" not in wanted:
+                continue
+            for row in pf.read(columns=wanted).to_pylist():
+                examples = found.setdefault(str(row.get("reason")), [])
+                if len(examples) < REMOVED_EXAMPLES:
+                    text = " ".join(str(row.get("text") or "").split())
+                    examples.append((str(row.get("url") or ""), text[:SNIPPET_CHARS]
+                                     + ("..." if len(text) > SNIPPET_CHARS else "")))
+    return [(reason, url, text) for reason in sorted(found) for url, text in found[reason]]
+
+
 PLOTS: list[Callable[[JobData], Plot]] = [funnel_plot, domains_plot, edu_plot, language_plot, dedup_plot,
                                           throughput_plot, cost_plot]
 
@@ -497,6 +547,7 @@ h1{margin-bottom:.2rem} .meta{color:#666;margin-top:0}
 section{border-top:1px solid #ddd;padding:1rem 0}
 img{max-width:100%;height:auto} table{border-collapse:collapse;font-size:.9rem;margin-top:.5rem}
 td{padding:.15rem .8rem;border-bottom:1px solid #eee} td:last-child{text-align:right}
+td.text{text-align:left;font-size:.8rem;color:#444;max-width:40rem}
 .missing{background:#fff6e0;border:1px solid #f0d090;padding:.6rem 1rem;border-radius:4px}
 .note{color:#555;font-size:.9rem} nav a{margin-right:1rem}
 """
@@ -518,7 +569,8 @@ def _fmt(value: Any) -> str:
 
 
 def render_html(job: str, plots: list[Plot], stats: dict[str, Any], warnings: list[str] | None = None,
-                recipe: list[tuple[str, Any]] | None = None) -> str:
+                recipe: list[tuple[str, Any]] | None = None,
+                removed: list[tuple[str, str, str]] | None = None) -> str:
     missing = [p for p in plots if p.png is None]
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -531,8 +583,8 @@ def render_html(job: str, plots: list[Plot], stats: dict[str, Any], warnings: li
     ]
     if warnings:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-        parts.append(f"<div class=\"missing\" id=\"lineage\"><p>What this report describes does not reflect "
-                     f"every folder of the job:</p><ul>{items}</ul></div>")
+        parts.append(f"<div class=\"missing\" id=\"warnings\"><p>Warnings: what the stages could not do, and "
+                     f"what this report's data does not reflect:</p><ul>{items}</ul></div>")
     if missing:
         items = "".join(f"<li><b>{html.escape(p.title)}</b>: {html.escape(p.missing)}</li>" for p in missing)
         parts.append(f"<div class=\"missing\" id=\"missing\"><p>Not in this report (the job has no data for them yet):"
@@ -540,6 +592,12 @@ def render_html(job: str, plots: list[Plot], stats: dict[str, Any], warnings: li
     if recipe:
         body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in recipe)
         parts.append(f"<section id=\"recipe\"><h2>Recipe</h2><table>{body}</table></section>")
+    if removed:
+        body = "".join(f"<tr><td>{html.escape(FILTER_LABELS.get(reason, reason))}</td><td>{html.escape(url)}</td>"
+                       f"<td class=\"text\">{html.escape(text)}</td></tr>" for reason, url, text in removed)
+        parts.append(f"<section id=\"removed\"><h2>Removed documents: examples per reason</h2>"
+                     f"<p class=\"note\">up to {REMOVED_EXAMPLES} per reason, from JOB/removed/ (`shammie crawl "
+                     f"--keep-removed`)</p><table>{body}</table></section>")
     for p in plots:
         parts.append(f"<section id=\"{p.key}\"><h2>{html.escape(p.title)}</h2>")
         if p.png is not None:
@@ -585,8 +643,13 @@ def write_report(job: str, output: str | None = None) -> tuple[str, list[Plot]]:
         warnings, recipe = data.lineage().notes, recipe_rows(data)
     except Exception as e:  # noqa: BLE001 - an unreadable record costs the notes, not the report
         warnings, recipe = [f"the lineage or recipe could not be read ({type(e).__name__}: {e})"], []
+    warnings = warnings + problem_notes(data)
+    try:
+        removed = removed_examples(data)
+    except Exception as e:  # noqa: BLE001 - likewise for the removed documents' examples
+        warnings, removed = warnings + [f"JOB/removed/ could not be read ({type(e).__name__}: {e})"], []
     if not stats and all(p.png is None for p in plots):
         raise UserError(f"{job} has no stats.json and no stage output: is it a Shammie job directory?")
     output = output or storage.join(job, REPORT_NAME)
-    storage.write_bytes_atomic(output, render_html(job, plots, stats, warnings, recipe).encode("utf-8"))
+    storage.write_bytes_atomic(output, render_html(job, plots, stats, warnings, recipe, removed).encode("utf-8"))
     return output, plots

@@ -246,3 +246,33 @@ def test_throughput_leaves_ray_start_up_out_and_shows_it_apart(tmp_path, figures
     assert throughput.table == [("dedup", "100 in 1.0 s = 100.0/s (+ 9.0 s Ray start-up)")]
     left = next(a for t, a in zip(figures.titles, figures.axes) if "Throughput" in t)[0]
     assert [round(p.get_width(), 3) for p in left.patches] == [100.0]
+
+
+def test_removed_documents_are_shown_with_examples_per_reason(tmp_path):
+    job = make_job(tmp_path, {"crawl": CRAWL})
+    (job / "removed").mkdir()
+    rows = [{"id": f"d{i}", "url": f"http://x.org/{reason}/{i}", "warc_offset": i, "reason": reason, "detail": "",
+             "text": f"<b>{reason}</b> text {i} " + "word " * 100}
+            for reason in ("gopher_quality", "language") for i in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows), job / "removed" / "w.parquet")
+    write_report(str(job))
+    html = (job / "report.html").read_text()
+    section = html.split('<section id="removed">', 1)[1].split("</section>", 1)[0]
+    assert section.count("<tr>") == 6  # 3 per reason
+    assert "Gopher quality" in section and "http://x.org/language/0" in section
+    assert "&lt;b&gt;language&lt;/b&gt; text 0" in section and "http://x.org/language/3" not in section
+
+
+def test_errors_warnings_and_drop_reasons_are_shown(tmp_path):
+    crawl = {**CRAWL, "errors": {"input_unreadable": 1}, "warnings": {"extract_timeout": 2},
+             "unreadable_files": {"/data/w/bad.warc.gz": "not a WARC file"},
+             "drop_reasons": {"gopher_quality: gopher_short_doc": 2, "language: en below 0.65": 5}}
+    job = make_job(tmp_path, {"crawl": crawl})
+    _, plots = write_report(str(job))
+    html = (job / "report.html").read_text()
+    box = html.split('id="warnings"', 1)[1].split("</div>", 1)[0]
+    assert "crawl: errors input_unreadable 1" in box and "crawl: warnings extract_timeout 2" in box
+    assert "1 input file(s) could not be read (bad.warc.gz: not a WARC file)" in box
+    funnel = next(p for p in plots if p.key == "funnel").table
+    reasons = [row for row in funnel if row[0].startswith("drop reason:")]
+    assert reasons == [("drop reason: language: en below 0.65", 5), ("drop reason: gopher_quality: gopher_short_doc", 2)]
