@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from shammie.pipeline import jobdir, storage
+from shammie.pipeline.lineage import chain, stale
 
 REPORT_NAME = "report.html"
 # Sections of stats.json that count documents through a stage, in pipeline order.
@@ -99,8 +100,6 @@ class Lineage:
 
     @classmethod
     def of(cls, data: "JobData") -> "Lineage":
-        from shammie.pipeline import lineage
-
         job = data.job
         store = data.section("shard").get("store") or storage.join(job, jobdir.STORE)
         if storage.exists(storage.join(store, "manifest.json")):
@@ -115,9 +114,9 @@ class Lineage:
             own = (record or {}).get("stage") or ("crawl" if folder == jobdir.DOCUMENTS else None)
         if record is None and own != "crawl":
             return cls(label)
-        links = lineage.chain(job, record)
+        links = chain(job, record)
         stages = {link.stage for link in links if link.stage} | ({own} if own else set())
-        return cls(label, links, stages, lineage.stale(job, record, label, before=before))
+        return cls(label, links, stages, stale(job, record, label, before=before))
 
     def includes(self, stage: str) -> bool:
         return self.stages is None or stage in self.stages

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from shammie.jobs.config import JobConfig
-from shammie.pipeline import jobdir, storage
+from shammie.pipeline import jobdir, lineage, storage
 from shammie.pipeline.runner import RunOptions, check_output_writable, run_stage
 from shammie.pipeline.stage import Stage
 
@@ -136,8 +136,6 @@ def format_plan(config: JobConfig, steps: list[Step], *, ray_address: str | None
 
 def lineage_note(step: Step) -> str | None:
     """What a finished step was built from, when the plan would give it something else (its lineage)."""
-    from shammie.pipeline import lineage
-
     if not step.done:
         return None
     links = lineage.chain(step.stage.job, jobdir.read_stage_record(step.stage.bookkeeping_url()))

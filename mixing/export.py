@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from shammie.pipeline import jobdir, storage
+from shammie.pipeline import jobdir, lineage, storage
 from shammie.pipeline.errors import ShammieError
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import InputFile, Stage, Task
@@ -393,8 +393,6 @@ def job_funnel(manifest: dict[str, Any], store_url: str | None = None) -> tuple[
     Returns (rows, where the numbers come from, notes); no rows when the manifest names no job or
     the job has no stats (a store written from token arrays, a job directory not at hand). No
     local path is written: the card travels with the data."""
-    from shammie.pipeline import lineage
-
     job = (manifest.get("input") or {}).get("job") if isinstance(manifest.get("input"), dict) else None
     if not job:
         return [], "the store's manifest names no job", []

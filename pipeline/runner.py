@@ -40,7 +40,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from shammie.pipeline import jobdir, lineage, parallel, storage
+from shammie.pipeline import jobdir, lineage, parallel, ray_runtime, storage
 from shammie.pipeline.errors import InputError, OutputError, StageRefused, as_output_error
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import InputFile, Stage, Task
@@ -501,12 +501,10 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
     if not inputs:
         raise InputError(f"{stage.name}: the input is empty; nothing would be written")
     # ray.init retries an unreachable address for minutes: check it in seconds, before the folder exists
-    from shammie.pipeline.ray_runtime import check_job_location, check_ray_address
-
-    check_ray_address(run.ray_address)
+    ray_runtime.check_ray_address(run.ray_address)
     # the job, and an output outside it (a store on another path), must both be seen by every node
     for where in dict.fromkeys((job, stage.output_url())):
-        check_job_location(where, run.ray_address, shared_filesystem=run.shared_filesystem)
+        ray_runtime.check_job_location(where, run.ray_address, shared_filesystem=run.shared_filesystem)
     with output_errors():
         check_output_writable(job)
     settings = stage.settings()
@@ -597,8 +595,6 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
         "built_from": lineage.built_from(job, settings.get("input_stage")),
         "started_at": _now()})
     say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) -> {target}")
-    from shammie.pipeline import ray_runtime  # (imports Ray only when it starts it)
-
     ray_before = ray_runtime.start_seconds()
     ctx = StageContext(stage, run, target, tasks, settings, books=books)
     results = stage.execute(ctx)
