@@ -110,8 +110,10 @@ def stale(job: str, record: dict[str, Any] | None, label: str, before: str | Non
     if read in order:
         end = order.index(before) if before in order else len(order)
         in_chain = {link.folder for link in links}
+        # (a folder's sibling subsets, edu-2/ beside edu-3/, are other outputs, not steps it missed)
         later = [f for f in order[order.index(read) + 1:end]
-                 if f not in in_chain and jobdir.is_complete(job, f)]
+                 if f not in in_chain and jobdir.is_complete(job, f)
+                 and not (before is not None and f.startswith(jobdir.SUBSET_PREFIXES))]
         if later:
             notes.append(f"{label} was built from {read}/; {', '.join(f + '/' for f in later)} "
                          f"(complete, further downstream) {'is' if len(later) == 1 else 'are'} not in it")
