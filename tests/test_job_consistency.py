@@ -247,3 +247,26 @@ def test_a_model_kept_inside_the_job_is_recorded_by_its_job_relative_path(tmp_pa
     outside = tmp_path / "edu.bin"
     outside.write_bytes(b"x")
     assert ScoreStage(str(job), ScoreOptions(job=str(job), model=str(outside))).settings()["model"] == str(outside)
+
+
+def test_lineage_names_a_folder_rebuilt_since_it_was_read(tmp_path):
+    from shammie.pipeline import lineage, storage
+
+    job = str(tmp_path / "job")
+
+    def complete(folder: str, outputs: dict, built_from: str | None = None, stage: str = "dedup") -> None:
+        (tmp_path / "job" / folder).mkdir(parents=True, exist_ok=True)
+        jobdir.mark_complete(job, folder, {"outputs": outputs})
+        if built_from:
+            storage.write_json_atomic(storage.join(jobdir.meta_path(job, folder), "_stage.json"), {
+                "stage": stage, "settings": {"input_stage": built_from},
+                "built_from": lineage.built_from(job, built_from)})
+
+    complete("documents", {"a.parquet": {"size": 1, "xxh3": "1"}})
+    complete("deduped", {"a.parquet": {"size": 1, "xxh3": "2"}}, built_from="documents")
+    record = {"stage": "shard", "built_from": lineage.built_from(job, "deduped")}
+    assert [link.folder for link in lineage.chain(job, record)] == ["documents", "deduped"]
+    assert lineage.stale(job, record, "the store") == []
+    complete("documents", {"a.parquet": {"size": 2, "xxh3": "3"}})  # the crawl was re-made since
+    notes = lineage.stale(job, record, "the store")
+    assert len(notes) == 1 and notes[0].startswith("deduped/ was built from an earlier build of documents/")
