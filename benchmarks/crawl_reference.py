@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 
-from shammie.filters.fineweb import _offline_tldextract, make_language_filter, resolve_lid_model
+from shammie.filters.fineweb import make_language_filter, resolve_lid_model
+from shammie.filters.url_blocklist import offline_tldextract
 
 
 def datatrove_fineweb_pipeline(data_folder: str, files: list[str], output_folder: str, lid_model: str | None = None,
@@ -31,7 +32,7 @@ def datatrove_fineweb_pipeline(data_folder: str, files: list[str], output_folder
 
     url_filter = URLFilter()
     # tldextract would fetch the public suffix list over the network; no network here
-    url_filter.tldextractor = _offline_tldextract()
+    url_filter.tldextractor = offline_tldextract()
     paths_file = os.path.join(output_folder, "paths.txt")
     os.makedirs(output_folder, exist_ok=True)
     with open(paths_file, "w") as f:

@@ -311,7 +311,8 @@ class DedupOptions:
     across_snapshots: bool = option(False, help="deduplicate the whole input together instead of each snapshot "
                                     "(CC dump) separately, as FineWeb does")
     exact: bool = option(True, help="first remove exact duplicates (same normalised text, a 64-bit content hash), "
-                         "so MinHash only hashes the documents that could stay")
+                         "so MinHash only hashes the documents that could stay", off_help="skip the exact-duplicate "
+                         "pass: MinHash hashes every document (the kept set is the same)")
     threshold: float | None = option(None, help="target Jaccard similarity: choose bands x rows of the 112 hashes "
                                      "with datasketch's optimiser instead of FineWeb's 14 x 8", minimum=0.01,
                                      maximum=0.99)

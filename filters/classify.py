@@ -16,12 +16,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from shammie.pipeline import jobdir
 from shammie.pipeline.errors import InputError
 
 POSITIVE = "hq"
 NEGATIVE = "cc"
 DEFAULT_COLUMN = "quality_score"
-DEFAULT_OUTPUT_STAGE = "classified"
+DEFAULT_OUTPUT_STAGE = jobdir.CLASSIFIED
 _TRUE = {"1", "true", "yes", "hq", "pos", "positive", "high", "__label__hq", "__label__1"}
 _FALSE = {"0", "false", "no", "cc", "neg", "negative", "low", "__label__cc", "__label__0"}
 

@@ -13,38 +13,43 @@ against negatives (label 0/cc).
       k-fold cross-validated ROC AUC, then a model trained on all rows
   shammie classify score JOB --model quality.bin
       adds quality_score = P(high quality) to every document -> JOB/classified/
-      (reads scored/ when edu scoring already ran, else deduped/ or documents/)
+      (reads the most downstream complete folder before it: decontaminated/, deduped/, ...)
 
-Chain with edu scoring via --input-stage, e.g. `shammie edu score JOB --model edu.bin
---input-stage classified`. See docs/edu.md.
+Then `shammie edu score JOB --model edu.bin` reads classified/ (scored/ carries both
+columns), as `shammie run` chains them. To classify documents already scored for edu,
+pass --input-stage scored. See docs/edu.md.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from shammie.pipeline.options import HelpFormatter
     from shammie.filters.edu_cli import _add_fasttext_options
-    from shammie.filters.scoring import ScoreStage
+    from shammie.filters.scoring import QUALITY_SCORE_HELPS, ScoreStage
     from shammie.pipeline.stage_cli import add_stage_arguments
 
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="classify_command", metavar="STEP")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
 
     p = sub.add_parser("train", formatter_class=fmt, help="train from labelled text; report cross-validated ROC AUC",
                        description="Train a binary fastText classifier from tables with a text column and a "
                        "binary label (1/0, true/false, hq/cc); Parquet, JSONL or CSV, local, s3:// or hf://. "
                        "Reports k-fold ROC AUC, then trains on all rows. Metrics are saved as OUTPUT.json.")
-    p.add_argument("inputs", nargs="+", metavar="LABELLED")
-    p.add_argument("--output", required=True, metavar="MODEL.bin")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
+    p.add_argument("inputs", nargs="+", metavar="LABELLED",
+                   help="labelled tables (Parquet, JSONL, CSV; files, folders or globs; local, s3:// or hf://)")
+    p.add_argument("--output", required=True, metavar="MODEL.bin",
+                   help="where to save the fastText model (its metrics go to MODEL.bin.json)")
+    p.add_argument("--text-column", default="text", help="column holding the document text")
+    p.add_argument("--label-column", default="label", help="column holding the label: 1/0, true/false or hq/cc")
     p.add_argument("--cv", type=int, default=5, help="cross-validation folds (0: skip)")
     _add_fasttext_options(p)
 
     p = sub.add_parser("score", help="add a quality-score column to a job's documents",
                        description="Add P(high quality) as a new column to every document (one Ray task per "
                        "file) and write the rows to a new folder of the job (default classified/).")
-    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "quality", "backend": "fasttext"})
+    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "quality", "backend": "fasttext"},
+                        helps=QUALITY_SCORE_HELPS)
 
 
 def run(args) -> int:

@@ -24,13 +24,14 @@ on GPU when torch sees one. See docs/edu.md.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from shammie.filters.scoring import ScoreStage, SubsetStage
+    from shammie.pipeline.options import HelpFormatter
+    from shammie.filters.scoring import EDU_SCORE_HELPS, ScoreStage, SubsetStage
     from shammie.pipeline.stage_cli import add_stage_arguments
 
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="edu_command", metavar="STEP")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
 
     p = sub.add_parser("annotate", formatter_class=fmt,
                        help="grade a sample of documents 0-5 with an LLM (OpenAI-compatible endpoint)",
@@ -54,17 +55,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-chars", type=int, default=8000, help="characters of each document sent")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--cache", help="resume cache (JSONL; default OUTPUT.cache.jsonl)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     p = sub.add_parser("train", formatter_class=fmt, help="train the fastText edu scorer from 0-5 annotations",
                        description="Train a fastText scorer from tables with a text column and a 0-5 score "
                        "(Parquet, JSONL, CSV; files, folders or globs; local, s3:// or hf:// paths). "
                        "A held-out split gives MSE, macro F1 of the rounded score and binary F1 at the "
                        "threshold (FineWeb-Edu's BERT: F1 0.82 at 3). Metrics are also saved as OUTPUT.json.")
-    p.add_argument("inputs", nargs="+", metavar="ANNOTATIONS")
-    p.add_argument("--output", required=True, metavar="MODEL.bin")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--score-column", default="score")
+    p.add_argument("inputs", nargs="+", metavar="ANNOTATIONS",
+                   help="annotated tables (Parquet, JSONL, CSV; files, folders or globs; local, s3:// or hf://), "
+                   "e.g. JOB/annotations.parquet from `shammie edu annotate`")
+    p.add_argument("--output", required=True, metavar="MODEL.bin",
+                   help="where to save the fastText model (its metrics go to MODEL.bin.json)")
+    p.add_argument("--text-column", default="text", help="column holding the document text")
+    p.add_argument("--score-column", default="score", help="column holding the 0-5 grade")
     p.add_argument("--holdout", type=float, default=0.1, help="fraction held out for metrics (0: none)")
     p.add_argument("--threshold", type=float, default=3, help="threshold for the binary F1")
     _add_fasttext_options(p)
@@ -73,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        description="Score every document of a job (one Ray task per Parquet file) and write "
                        "JOB/scored/ with the same rows plus edu_score (0-5 float: expected label for fastText, "
                        "the regression output for transformers) and edu_int_score (rounded half up, clipped to 0-5).")
-    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "edu"})
+    add_stage_arguments(p, ScoreStage, p.description, fixed={"kind": "edu"}, helps=EDU_SCORE_HELPS)
 
     p = sub.add_parser("subset", help="keep documents at or above a threshold -> edu-N/",
                        description="Write the documents of scored/ with edu_int_score >= THRESHOLD (an integer; "
@@ -87,13 +91,15 @@ def _add_fasttext_options(p: argparse.ArgumentParser) -> None:
 
     d = FastTextParams()
     p.add_argument("--epoch", type=int, default=d.epoch, help="passes over the data (0: auto from data size)")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--dim", type=int, default=d.dim)
-    p.add_argument("--word-ngrams", type=int, default=d.word_ngrams)
-    p.add_argument("--min-count", type=int, default=d.min_count)
+    p.add_argument("--lr", type=float, default=d.lr, help="fastText learning rate")
+    p.add_argument("--dim", type=int, default=d.dim, help="size of the word vectors")
+    p.add_argument("--word-ngrams", type=int, default=d.word_ngrams,
+                   help="longest word n-gram used as a feature (2: words and word pairs)")
+    p.add_argument("--min-count", type=int, default=d.min_count,
+                   help="words seen fewer times than this in the training data are ignored")
     p.add_argument("--bucket", type=int, default=d.bucket, help="hashed n-gram rows (model size ~ bucket*dim*4 B)")
     p.add_argument("--threads", type=int, default=0, help="training threads (0: all cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split or folds and of fastText")
 
 
 def fasttext_params(args):

@@ -336,10 +336,3 @@ def make_pii_formatter():
 
     return PIIFormatter()
 
-
-def _offline_tldextract():
-    # tldextract would fetch the public suffix list over the network on first use;
-    # its bundled snapshot gives the same registered domains offline.
-    from tldextract import TLDExtract
-
-    return TLDExtract(suffix_list_urls=())

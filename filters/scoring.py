@@ -48,7 +48,7 @@ class ScorerKind:
 
 SCORER_KINDS = {
     "edu": ScorerKind(EDU_COLUMN, jobdir.SCORED, "edu_score", EDU_INT_COLUMN, BACKENDS),
-    "quality": ScorerKind(QUALITY_COLUMN, "classified", "classify", None, ("fasttext",)),
+    "quality": ScorerKind(QUALITY_COLUMN, jobdir.CLASSIFIED, "classify", None, ("fasttext",)),
 }
 
 _SCORERS: dict[tuple, Any] = {}  # per process: a worker reuses a loaded model across tasks and stages
@@ -75,18 +75,20 @@ def load_scorer(model: str, kind: str = "edu", backend: str = "fasttext"):
     return _SCORERS[key]
 
 
-def model_fingerprint(model: str) -> dict[str, Any]:
-    """What identifies a model's scores: a file's size and checksum, or a folder's files' sizes and times."""
+def model_fingerprint(model: str, job: str | None = None) -> dict[str, Any]:
+    """What identifies a model's scores: a file's size and checksum, or a folder's files' sizes and times.
+    A model inside the job is named by its job-relative path (a moved job keeps its settings)."""
     fs, path = storage.get_fs(model)
     if not fs.exists(path):
         raise InputError(f"model {model} does not exist")
+    name = (storage.relative_to(model, job) if job else None) or model
     if fs.isdir(path):
         files = {}
         for f in sorted(fs.find(path)):
             info = fs.info(f)
             files[os.path.relpath(f, path)] = [info.get("size"), str(info.get("mtime") or info.get("ETag") or "")]
-        return {"model": model, "files": files}
-    return {"model": model, **(storage.file_fingerprint(model) or {})}
+        return {"model": name, "files": files}
+    return {"model": name, **(storage.file_fingerprint(model) or {})}
 
 
 def whitespace_tokens(table, column: str = "text") -> np.ndarray:
@@ -109,6 +111,22 @@ def _absolute(model: str) -> str:
 
 
 # ---------------------------------------------------------------- score
+
+
+# The help of the options `edu score` and `classify score` word for their own kind (one options class
+# serves both commands): used by their --help and by docs/options.md
+EDU_SCORE_HELPS = {
+    "model": "the edu scorer: a fastText .bin from `shammie edu train`, or a local Hugging Face model "
+             "folder for --backend transformers",
+    "column": "name of the score column (default: edu_score; edu_int_score is added beside it)",
+    "output_stage": "folder written inside the job (default: scored/)",
+}
+QUALITY_SCORE_HELPS = {
+    "model": "the quality classifier: a fastText .bin from `shammie classify train`",
+    "column": "name of the score column (default: quality_score)",
+    "output_stage": "folder written inside the job (default: classified/)",
+    "input_stage": "folder to score (default: the most downstream complete document folder before classified/)",
+}
 
 
 @dataclass(frozen=True)
@@ -167,14 +185,14 @@ class ScoreStage(DocumentStage):
             done = [s for s in done if jobdir.DOCUMENT_STAGES.index(s) < jobdir.DOCUMENT_STAGES.index(out)]
         if not done:
             return super().input_stage()
-        return done[-1]
+        return self.keep_recorded_input(done[-1], before=out)
 
     def added_columns(self) -> list[str]:
         return [self.column] + ([self.int_column] if self.int_column else [])
 
     def settings(self) -> dict:
         return {"input_stage": self.input_stage(), "kind": self.options.kind, "backend": self.options.backend,
-                "columns": self.added_columns(), **model_fingerprint(self.options.model)}
+                "columns": self.added_columns(), **model_fingerprint(self.options.model, self.job)}
 
     def resolve_inputs(self) -> list[InputFile]:
         files = super().resolve_inputs()

@@ -219,11 +219,17 @@ def make_url_filter():
                 return False, "blacklisted_subword"
             return True
 
-    from shammie.filters.fineweb import _offline_tldextract
-
     url_filter = CompactURLFilter()
-    url_filter.tldextractor = _offline_tldextract()
+    url_filter.tldextractor = offline_tldextract()
     return url_filter
+
+
+def offline_tldextract():
+    # tldextract would fetch the public suffix list over the network on first use;
+    # its bundled snapshot gives the same registered domains offline.
+    from tldextract import TLDExtract
+
+    return TLDExtract(suffix_list_urls=())
 
 
 def _registered_domain(url_info) -> str:

@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from shammie.pipeline.errors import ShammieError, UserError
+from shammie.pipeline.options import HelpFormatter, closest
 
 __version__ = "0.1.0"
 
@@ -48,7 +49,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=help_text, add_help=False)
             continue
         p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         module = importlib.import_module(module_name)
         module.add_arguments(p)
         p.set_defaults(_module=module)
@@ -60,7 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     only = command if command in SUBCOMMANDS else "__none__"
     parser = build_parser(only=only)
-    args = parser.parse_args(argv)
+    if command is not None and command not in SUBCOMMANDS:
+        guess = closest(command, SUBCOMMANDS)
+        parser.error(f"unknown command {command!r}" + (f" (did you mean {guess}?)" if guess else
+                                                         f"; commands: {', '.join(SUBCOMMANDS)}"))
+    innermost = _command_parser(parser, argv)
+    unknown = _unknown_flags(innermost, argv)
+    if unknown:  # before argparse, whose "argument is required" would hide the typo that caused it
+        innermost.error(unrecognized_message(innermost, unknown))
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        innermost.error(unrecognized_message(innermost, extras))
     if args.command is None:
         parser.print_help()
         return 2
@@ -73,6 +84,42 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"shammie {args.command}: interrupted; re-run the same command to resume.", file=sys.stderr)
         return 130
+
+
+def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub)parser of the command typed (`shammie edu score ...` -> the `score` parser)."""
+    current = parser
+    for token in argv:
+        sub = next((a for a in current._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None:
+            break
+        if token in sub.choices:
+            current = sub.choices[token]
+    return current
+
+
+def _unknown_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The `--flags` of `argv` the command does not have (nor abbreviates, as argparse allows)."""
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    unknown = []
+    for token in argv:
+        if token == "--":
+            break
+        flag = token.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known and not any(k.startswith(flag) for k in known):
+            unknown.append(token)
+    return unknown
+
+
+def unrecognized_message(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """argparse's "unrecognized arguments", with the flag each mistyped one most likely meant."""
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    named = []
+    for extra in extras:
+        flag = extra.split("=", 1)[0]
+        guess = closest(flag, known) if flag.startswith("-") else None
+        named.append(f"{extra} (did you mean {guess}?)" if guess else extra)
+    return f"unrecognized arguments: {' '.join(named)}"
 
 
 def entry() -> None:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import codecs
 import copy
-import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from shammie.pipeline.errors import UserError
-from shammie.pipeline.options import from_mapping, option, option_specs, options_table, to_mapping
+from shammie.pipeline.options import closest, from_mapping, option, option_specs, options_table, to_mapping
 
 STAGES = ("crawl", "dedup", "decontaminate", "edu", "classify", "shard", "export")
 
@@ -52,6 +52,7 @@ class Section:
     parts: tuple[tuple[type, dict, tuple[str, ...] | None], ...]  # (options class, fixed fields, keys or None=rest)
     enabled: bool
     help: str
+    helps: tuple[tuple[str, str], ...] = ()  # option -> its meaning in this section (docs/options.md)
 
     def classes(self) -> list[type]:
         return [cls for cls, _, _ in self.parts]
@@ -61,7 +62,7 @@ def _sections() -> dict[str, Section]:
     # Imported here: each stage module is imported only when a config is read.
     from shammie.dedup.minhash import DedupOptions
     from shammie.filters.decontaminate import DecontaminateOptions
-    from shammie.filters.scoring import ScoreOptions, SubsetOptions
+    from shammie.filters.scoring import EDU_SCORE_HELPS, QUALITY_SCORE_HELPS, ScoreOptions, SubsetOptions
     from shammie.mixing.export import ExportOptions
     from shammie.mixing.shard_stage import ShardOptions
     from shammie.pipeline.crawl import CrawlOptions
@@ -75,9 +76,10 @@ def _sections() -> dict[str, Section]:
                                  "-> decontaminated/: benchmark n-gram overlap removed (`shammie decontaminate`)"),
         "edu": Section(((SubsetOptions, {**chained, "output": None}, ("threshold",)),
                         (ScoreOptions, {**chained, "kind": "edu", "output_stage": None}, None)), False,
-                       "-> scored/ (`shammie edu score`), then edu-<threshold>/ (`shammie edu subset`)"),
+                       "-> scored/ (`shammie edu score`), then edu-<threshold>/ (`shammie edu subset`)",
+                       tuple(EDU_SCORE_HELPS.items())),
         "classify": Section(((ScoreOptions, {**chained, "kind": "quality", "backend": "fasttext"}, None),), False,
-                            "-> classified/ (`shammie classify score`)"),
+                            "-> classified/ (`shammie classify score`)", tuple(QUALITY_SCORE_HELPS.items())),
         "shard": Section(((ShardOptions, chained, None),), True, "-> the shard store (`shammie shard`)"),
         "export": Section(((ExportOptions, {"store": ""}, None),), False,
                           "the store -> Megatron .bin/.idx or a `datasets` folder (`shammie export`)"),
@@ -201,7 +203,48 @@ def read_yaml(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"config {path}: the top level must be a mapping of keys (name, input, output, crawl, ...), "
                         f"got {_type_name(data)}")
+    problems: list[str] = []
+    data = expand_environment(data, problems)
+    if problems:
+        raise UserError(f"config {path}: " + "; ".join(problems))
     return data
+
+
+# `${NAME}` or `${NAME:-default}`; `$${...}` is a literal `${...}` (as in Docker Compose files)
+_ENV_REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def expand_environment(value: Any, problems: list[str], key: str = "") -> Any:
+    """Replace `${NAME}` (and `${NAME:-default}`) in every string of a config by the environment
+    variable's value, so a config can name a bucket or a secret path without holding it. An unset
+    variable without a default is a problem naming the key and the variable, never an empty or
+    literal value."""
+    if isinstance(value, dict):
+        return {k: expand_environment(v, problems, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_environment(v, problems, f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match) -> str:
+        escaped, body = match.group(1), match.group(2)
+        if escaped:
+            return "${" + body + "}"
+        name, has_default, default = body.partition(":-")
+        if not _ENV_NAME.match(name):
+            problems.append(f"{key}: ${{{body}}} is not a variable reference (write ${{NAME}} or ${{NAME:-default}}; "
+                            "$${...} for a literal)")
+            return match.group(0)
+        if name in os.environ:
+            return os.environ[name]
+        if has_default:
+            return default
+        problems.append(f"{key}: the environment variable {name} is not set (export it, or write "
+                        f"${{{name}:-default}})")
+        return match.group(0)
+
+    return _ENV_REFERENCE.sub(substitute, value)
 
 
 def _decode_config(path: str, raw: bytes) -> str:
@@ -315,8 +358,8 @@ class _Validator:
         known = sorted(top_keys | run_keys) + list(STAGES)
         for key in data:
             if key not in known:
-                guess = difflib.get_close_matches(str(key), known, n=1)
-                self.errors.append(f"{key}: unknown key" + (f" (did you mean {guess[0]}?)" if guess
+                guess = closest(key, known)
+                self.errors.append(f"{key}: unknown key" + (f" (did you mean {guess}?)" if guess
                                                              else f" (known: {', '.join(known)})"))
         values: dict[str, Any] = {}
         top = {k: data[k] for k in top_keys if k in data}
@@ -451,12 +494,17 @@ def describe_options() -> str:
     """Markdown tables of every config key, generated from the options dataclasses (docs/options.md)."""
     from shammie.pipeline.runner import RunOptions
 
-    parts = ["### Top level", "", options_table(JobOptions), "", options_table(RunOptions)]
+    parts = ["### Top level", "", options_table(JobOptions), options_table(RunOptions, header=False)]
     for name, section in _sections().items():
         parts += ["", f"### `{name}` ({section.help})", "",
                   f"`{name}.enabled` (bool, default `{str(section.enabled).lower()}`): run this stage.", ""]
-        for cls, fixed, keys in section.parts:
-            parts.append(options_table(cls, name))
+        # One table per section: the keys of each part, without what the job sets itself (the job
+        # directory, the folder read, a scorer's kind) or an earlier part claimed
+        claimed: set[str] = set()
+        for i, (cls, fixed, keys) in enumerate(section.parts):
+            parts.append(options_table(cls, name, only=keys, exclude=set(fixed) | claimed, helps=dict(section.helps),
+                                       header=i == 0))
+            claimed |= set(keys or ())
     return "\n".join(parts) + "\n"
 
 

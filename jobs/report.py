@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from shammie.pipeline import jobdir, storage
+from shammie.pipeline.lineage import chain, stale
 
 REPORT_NAME = "report.html"
 # Sections of stats.json that count documents through a stage, in pipeline order.
@@ -45,11 +46,17 @@ class Plot:
 
 
 class JobData:
-    """Lazy access to the job's stats, manifest and Parquet columns."""
+    """Lazy access to the job's stats, manifest and Parquet columns, and the lineage of what it describes."""
 
     def __init__(self, job: str):
         self.job = job
         self.stats = jobdir.read_stats(job)
+        self._lineage: Lineage | None = None
+
+    def lineage(self) -> "Lineage":
+        if self._lineage is None:
+            self._lineage = Lineage.of(self)
+        return self._lineage
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.stats.get(name)
@@ -78,6 +85,41 @@ class JobData:
                     return None
                 values.extend(pf.read(columns=[name]).column(name).to_pylist())
         return values
+
+
+@dataclass
+class Lineage:
+    """What the report describes (the store, else the most downstream complete folder), the chain of
+    folders it was built from, and what it leaves out. `stages` is None when no lineage was recorded
+    (a job of an older Shammie): the report then shows every stage section, as it did."""
+
+    label: str
+    links: list = field(default_factory=list)
+    stages: set | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, data: "JobData") -> "Lineage":
+        job = data.job
+        store = data.section("shard").get("store") or storage.join(job, jobdir.STORE)
+        if storage.exists(storage.join(store, "manifest.json")):
+            label, record, own, before = "the store", jobdir.read_stage_record(store), "shard", None
+        else:
+            try:
+                folder = jobdir.resolve_input_stage(job)
+            except Exception:  # noqa: BLE001 - no complete folder: nothing to trace
+                return cls("the job")
+            label, before = f"{folder}/", folder
+            record = jobdir.read_stage_record(jobdir.meta_path(job, folder))
+            own = (record or {}).get("stage") or ("crawl" if folder == jobdir.DOCUMENTS else None)
+        if record is None and own != "crawl":
+            return cls(label)
+        links = chain(job, record)
+        stages = {link.stage for link in links if link.stage} | ({own} if own else set())
+        return cls(label, links, stages, stale(job, record, label, before=before))
+
+    def includes(self, stage: str) -> bool:
+        return self.stages is None or stage in self.stages
 
 
 # ---------------------------------------------------------------- plotting helpers
@@ -125,7 +167,8 @@ def _barh(labels: list[str], values: list[float], xlabel: str, color: str = "#4C
 def funnel_plot(data: JobData) -> Plot:
     plot = Plot("funnel", "Filter funnel")
     crawl = data.section("crawl")
-    if not crawl:
+    lineage = data.lineage()
+    if not crawl or not lineage.includes("crawl"):
         plot.missing = "no \"crawl\" section in stats.json (run `shammie crawl` or the crawl step)"
         return plot
     steps: list[tuple[str, float]] = [("records read", crawl.get("records_read", 0))]
@@ -142,7 +185,12 @@ def funnel_plot(data: JobData) -> Plot:
             remaining -= dropped[name]
             steps.append((f"after {FILTER_LABELS.get(name, name)}", remaining))
     steps.append(("kept by crawl", crawl.get("kept", crawl.get("documents", remaining))))
-    dedup = data.section("dedup")
+    # Only the steps of the chain the described output was built from (a step that ran on another
+    # branch, or after the store was built, is named in the lineage notes instead)
+    exact = data.section("exact_dedup") if lineage.includes("exact_dedup") else {}
+    if exact:
+        steps.append(("after exact dedup", exact.get("kept", exact.get("documents", 0))))
+    dedup = data.section("dedup") if lineage.includes("dedup") else {}
     if dedup:
         remaining = dedup.get("documents_in", steps[-1][1])
         # the three kinds of removal, in the order dedup applies them
@@ -152,12 +200,17 @@ def funnel_plot(data: JobData) -> Plot:
                 remaining -= dedup[key]
                 steps.append((label, remaining))
         steps.append(("after dedup", dedup.get("kept", dedup.get("documents", 0))))
-    decontaminate = data.section("decontaminate")
+    decontaminate = data.section("decontaminate") if lineage.includes("decontaminate") else {}
     if decontaminate:
         steps.append(("after decontamination", decontaminate.get("kept", decontaminate.get("documents", 0))))
-    subset = data.section("edu_subset")
+    subset = data.section("edu_subset") if lineage.includes("edu_subset") else {}
     if subset:
+        read = next((link.folder for link in lineage.links if link.stage == "edu_subset"), None)
+        subset = (subset.get("subsets") or {}).get(read) or subset
         steps.append((f"edu >= {subset.get('threshold', '?')}", subset.get("documents", 0)))
+    store = data.section("shard")
+    if lineage.stages is not None and "shard" in lineage.stages and store.get("documents") is not None:
+        steps.append(("in the store", store["documents"]))
     labels = [s[0] for s in steps]
     values = [float(s[1]) for s in steps]
     fig, ax = _barh(labels, values, "documents (records)", color="#55A868")
@@ -165,6 +218,15 @@ def funnel_plot(data: JobData) -> Plot:
     plot.png = _png(fig)
     plot.table = [(k, int(v)) for k, v in steps] + [(f"dropped: {k}", v) for k, v in sorted(dropped.items())]
     plot.table += [(f"error: {k}", v) for k, v in sorted((crawl.get("errors") or {}).items())]
+    # what exactly each filter dropped for (`gopher_quality: gopher_short_doc`, ...), most frequent first
+    plot.table += [(f"drop reason: {k}", v) for k, v in sorted((crawl.get("drop_reasons") or {}).items(),
+                                                               key=lambda kv: (-kv[1], kv[0]))]
+    if lineage.links:
+        plot.note = (f"the steps {lineage.label} was built from: "
+                     + " -> ".join(f"{link.folder}/" for link in lineage.links)
+                     + (f" -> {lineage.label}" if lineage.label == "the store" else ""))
+    if lineage.notes:
+        plot.note = "; ".join(filter(None, [plot.note, *lineage.notes]))
     for url, b in sorted((decontaminate.get("benchmarks") or {}).items() if decontaminate else ()):
         plot.table.append((f"decontaminated against {url.rsplit('/', 1)[-1]}",
                            f"{b.get('documents_removed')} documents removed, {b.get('items_matched')} of "
@@ -210,7 +272,8 @@ def edu_plot(data: JobData) -> Plot:
         ax.set_xlabel("edu_score")
         ax.set_ylabel("documents")
         if threshold is not None:
-            ax.axvline(float(threshold) - 0.5, color="black", linestyle="--", label=f"subset threshold {threshold}")
+            at, label = threshold_line(float(threshold))
+            ax.axvline(at, color="black", linestyle="--", label=label)
             ax.legend()
         ax.set_title(f"Edu score of {len(scores):,} documents (scored/)")
         plot.png = _png(fig)
@@ -229,6 +292,15 @@ def edu_plot(data: JobData) -> Plot:
     if section.get("histogram"):
         plot.table = [(f"edu_int_score {k}", v) for k, v in sorted(section["histogram"].items(), key=lambda kv: float(kv[0]))]
     return plot
+
+
+def threshold_line(threshold: float) -> tuple[float, str]:
+    """Where the subset's threshold falls on the edu_score axis, and its label. An integer threshold
+    compares edu_int_score, edu_score rounded half up (`edu subset`), so `>= 3` keeps edu_score >= 2.5;
+    a fractional one compares edu_score itself."""
+    if float(threshold).is_integer():
+        return threshold - 0.5, f"subset: edu_int_score >= {threshold:g} (edu_score >= {threshold - 0.5:g})"
+    return threshold, f"subset: edu_score >= {threshold:g}"
 
 
 def language_plot(data: JobData) -> Plot:
@@ -302,7 +374,9 @@ def dedup_plot(data: JobData) -> Plot:
                      "stats.json has no per-size counts, so sizes >= 2 share one bar")
         for i, v in enumerate(values):
             ax.text(i, v, f"{v:,}", ha="center", va="bottom", fontsize=9)
-    ax.set_title(f"Near-duplicate clusters ({dedup.get('scope', 'MinHash')})")
+    # The clusters hold exact copies and near-duplicates alike (the exact pass and MinHash both feed them)
+    kinds = "exact copies and near-duplicates" if dedup.get("exact_removed") else "near-duplicates"
+    ax.set_title(f"Duplicate clusters: {kinds} ({dedup.get('scope', 'MinHash')})")
     plot.png = _png(fig)
     plot.table = plot.table or [("documents in", dedup.get("documents_in")), ("clusters", dedup.get("clusters")),
                                 ("removed", dedup.get("removed")), ("exact copies removed", dedup.get("exact_removed")),
@@ -324,21 +398,29 @@ def throughput_plot(data: JobData) -> Plot:
             docs = section.get("records_read", docs)  # crawl's work is every record it reads
         if docs is None or not seconds:
             continue
-        rows.append((name, float(docs), float(seconds)))
+        ray_start = min(float(section.get("ray_start_seconds") or 0), float(seconds))
+        rows.append((name, float(docs), float(seconds) - ray_start, ray_start))
     if not rows:
         plot.missing = "no stage section with \"documents\" and \"seconds\" in stats.json"
         return plot
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, max(2.5, 0.45 * len(rows) + 1.3)), dpi=100, sharey=True)
     ys = list(range(len(rows)))[::-1]
-    left.barh(ys, [d / s for _, d, s in rows], color="#4C72B0")
+    left.barh(ys, [d / s if s > 0 else 0 for _, d, s, _ in rows], color="#4C72B0")
     left.set_yticks(ys, [r[0] for r in rows])
-    left.set_xlabel("documents / second (crawl: records / second)")
-    right.barh(ys, [s for _, _, s in rows], color="#8C8C8C")
+    left.set_xlabel("documents / second without Ray start-up (crawl: records)")
+    right.barh(ys, [s for _, _, s, _ in rows], color="#8C8C8C", label="the stage's work")
+    right.barh(ys, [r for _, _, _, r in rows], left=[s for _, _, s, _ in rows], color="#DDDDDD",
+               label="Ray start-up")
     right.set_xlabel("wall-clock seconds")
+    right.legend(fontsize=8)
     fig.suptitle("Throughput per stage")
     plot.png = _png(fig)
-    plot.table = [(name, f"{int(d):,} in {s:.1f} s = {d / s:,.1f}/s") for name, d, s in rows]
+    plot.table = [(name, f"{int(d):,} in {s:.1f} s = {d / s:,.1f}/s" if s > 0 else f"{int(d):,}")
+                  + ((f" (+ {r:.1f} s Ray start-up)",) if r else ()) for name, d, s, r in rows]
+    plot.table = [(row[0], "".join(row[1:])) for row in plot.table]
+    plot.note = ("seconds of each stage's run without the time it spent starting Ray (the first stage of a "
+                 "process starts it; stats from an older Shammie do not separate it)")
     return plot
 
 
@@ -365,6 +447,92 @@ def cost_plot(data: JobData) -> Plot:
     return plot
 
 
+def problem_notes(data: JobData) -> list[str]:
+    """Errors and warnings the stages counted (an unreadable input, a page that timed out): said at the
+    top of the report, not only in a table."""
+    notes = []
+    for name in STAGE_SECTIONS:
+        section = data.section(name)
+        for kind in ("errors", "warnings"):
+            counts = {k: v for k, v in (section.get(kind) or {}).items() if isinstance(v, (int, float)) and v}
+            if counts:
+                notes.append(f"{name}: {kind} " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+        unreadable = section.get("unreadable_files") or {}
+        if unreadable:
+            shown = "; ".join(f"{storage.basename(f)}: {why}" for f, why in list(unreadable.items())[:5])
+            notes.append(f"{name}: {len(unreadable)} input file(s) could not be read ({shown}"
+                         + (" ..." if len(unreadable) > 5 else "") + ")")
+    return notes
+
+
+def recipe_rows(data: JobData) -> list[tuple[str, Any]]:
+    """What the data was made with, one row per choice that shapes it (from the stats' settings)."""
+    rows: list[tuple[str, Any]] = []
+    crawl = data.section("crawl")
+    settings = crawl.get("settings") or {}
+    if crawl:
+        extractor = crawl.get("extractor") or {}
+        rows += [("crawl: languages", ", ".join(settings.get("languages") or []) or "?"),
+                 ("crawl: language ID threshold", settings.get("language_threshold")),
+                 ("crawl: extractor", f"{extractor.get('name', settings.get('extractor', '?'))} "
+                                      f"{extractor.get('version', '')}".strip())]
+    dedup = data.section("dedup")
+    if dedup:
+        ds = dedup.get("settings") or {}
+        params = ds.get("params") or {}
+        rows.append(("dedup", f"MinHash {params.get('bands', '?')} bands x {params.get('rows', '?')} rows, "
+                              f"{'across snapshots' if ds.get('across_snapshots') else 'per snapshot'}, "
+                              f"exact pass {'on' if ds.get('exact', True) else 'off'}"))
+    decontaminate = data.section("decontaminate")
+    if decontaminate:
+        rows.append(("decontaminate: n-gram words", (decontaminate.get("settings") or {}).get("ngram")))
+    subset = data.section("edu_subset")
+    if subset:
+        rows.append(("edu subset threshold", subset.get("threshold")))
+    shard = data.section("shard")
+    if shard:
+        tokenizer = shard.get("tokenizer") or {}
+        vocab = f"{tokenizer.get('vocab_size')}"
+        if tokenizer.get("vocab_asked"):
+            vocab += f" of {tokenizer['vocab_asked']} asked"
+        rows += [("store build", shard.get("build_id")), ("store: grouped by", shard.get("group_by")),
+                 ("store: tokenizer vocabulary", vocab), ("store: sequence length", shard.get("seq_len"))]
+    lineage = data.lineage()
+    if lineage.links:
+        rows.append((f"{lineage.label} built from", " -> ".join(f"{link.folder}/ ({link.build_id})"
+                                                                  for link in lineage.links)))
+    return [(k, v) for k, v in rows if v is not None]
+
+
+REMOVED_EXAMPLES = 3       # examples shown per drop reason
+REMOVED_FILES_READ = 20    # at most this many files of JOB/removed/ are read for them
+SNIPPET_CHARS = 300
+
+
+def removed_examples(data: JobData) -> list[tuple[str, str, str]]:
+    """(reason, url, the text's start) of a few documents the crawl dropped, per reason: what a filter
+    actually removes. From JOB/removed/ (written by `shammie crawl --keep-removed`); reads the few
+    columns it needs of at most REMOVED_FILES_READ files, so its cost does not grow with the crawl."""
+    import pyarrow.parquet as pq
+
+    files = jobdir.stage_files(data.job, "removed")[:REMOVED_FILES_READ]
+    found: dict[str, list[tuple[str, str]]] = {}
+    for url in files:
+        fs, path = storage.get_fs(url)
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            wanted = [c for c in ("reason", "url", "text") if c in pf.schema_arrow.names]
+            if "reason" not in wanted:
+                continue
+            for row in pf.read(columns=wanted).to_pylist():
+                examples = found.setdefault(str(row.get("reason")), [])
+                if len(examples) < REMOVED_EXAMPLES:
+                    text = " ".join(str(row.get("text") or "").split())
+                    examples.append((str(row.get("url") or ""), text[:SNIPPET_CHARS]
+                                     + ("..." if len(text) > SNIPPET_CHARS else "")))
+    return [(reason, url, text) for reason in sorted(found) for url, text in found[reason]]
+
+
 PLOTS: list[Callable[[JobData], Plot]] = [funnel_plot, domains_plot, edu_plot, language_plot, dedup_plot,
                                           throughput_plot, cost_plot]
 
@@ -378,6 +546,7 @@ h1{margin-bottom:.2rem} .meta{color:#666;margin-top:0}
 section{border-top:1px solid #ddd;padding:1rem 0}
 img{max-width:100%;height:auto} table{border-collapse:collapse;font-size:.9rem;margin-top:.5rem}
 td{padding:.15rem .8rem;border-bottom:1px solid #eee} td:last-child{text-align:right}
+td.text{text-align:left;font-size:.8rem;color:#444;max-width:40rem}
 .missing{background:#fff6e0;border:1px solid #f0d090;padding:.6rem 1rem;border-radius:4px}
 .note{color:#555;font-size:.9rem} nav a{margin-right:1rem}
 """
@@ -398,7 +567,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render_html(job: str, plots: list[Plot], stats: dict[str, Any]) -> str:
+def render_html(job: str, plots: list[Plot], stats: dict[str, Any], warnings: list[str] | None = None,
+                recipe: list[tuple[str, Any]] | None = None,
+                removed: list[tuple[str, str, str]] | None = None) -> str:
     missing = [p for p in plots if p.png is None]
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -409,10 +580,23 @@ def render_html(job: str, plots: list[Plot], stats: dict[str, Any]) -> str:
         f"{html.escape(', '.join(sorted(stats)) or 'none')}</p>",
         "<nav>" + "".join(f"<a href=\"#{p.key}\">{html.escape(p.title)}</a>" for p in plots) + "</nav>",
     ]
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        parts.append(f"<div class=\"missing\" id=\"warnings\"><p>Warnings: what the stages could not do, and "
+                     f"what this report's data does not reflect:</p><ul>{items}</ul></div>")
     if missing:
         items = "".join(f"<li><b>{html.escape(p.title)}</b>: {html.escape(p.missing)}</li>" for p in missing)
         parts.append(f"<div class=\"missing\" id=\"missing\"><p>Not in this report (the job has no data for them yet):"
                      f"</p><ul>{items}</ul></div>")
+    if recipe:
+        body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in recipe)
+        parts.append(f"<section id=\"recipe\"><h2>Recipe</h2><table>{body}</table></section>")
+    if removed:
+        body = "".join(f"<tr><td>{html.escape(FILTER_LABELS.get(reason, reason))}</td><td>{html.escape(url)}</td>"
+                       f"<td class=\"text\">{html.escape(text)}</td></tr>" for reason, url, text in removed)
+        parts.append(f"<section id=\"removed\"><h2>Removed documents: examples per reason</h2>"
+                     f"<p class=\"note\">up to {REMOVED_EXAMPLES} per reason, from JOB/removed/ (`shammie crawl "
+                     f"--keep-removed`)</p><table>{body}</table></section>")
     for p in plots:
         parts.append(f"<section id=\"{p.key}\"><h2>{html.escape(p.title)}</h2>")
         if p.png is not None:
@@ -430,6 +614,11 @@ def render_html(job: str, plots: list[Plot], stats: dict[str, Any]) -> str:
 
 
 def build_plots(job: str) -> tuple[list[Plot], dict[str, Any]]:
+    plots, data = _build(job)
+    return plots, data.stats
+
+
+def _build(job: str) -> tuple[list[Plot], JobData]:
     data = JobData(job)
     plots = []
     for make in PLOTS:
@@ -438,7 +627,7 @@ def build_plots(job: str) -> tuple[list[Plot], dict[str, Any]]:
         except Exception as e:  # one unreadable section must not cost the whole report
             name = make.__name__.removesuffix("_plot")
             plots.append(Plot(name, name, missing=f"could not draw: {type(e).__name__}: {e}"))
-    return plots, data.stats
+    return plots, data
 
 
 def write_report(job: str, output: str | None = None) -> tuple[str, list[Plot]]:
@@ -447,9 +636,19 @@ def write_report(job: str, output: str | None = None) -> tuple[str, list[Plot]]:
 
     if not storage.exists(job):
         raise UserError(f"job directory {job} does not exist")
-    plots, stats = build_plots(job)
+    plots, data = _build(job)
+    stats = data.stats
+    try:
+        warnings, recipe = data.lineage().notes, recipe_rows(data)
+    except Exception as e:  # noqa: BLE001 - an unreadable record costs the notes, not the report
+        warnings, recipe = [f"the lineage or recipe could not be read ({type(e).__name__}: {e})"], []
+    warnings = warnings + problem_notes(data)
+    try:
+        removed = removed_examples(data)
+    except Exception as e:  # noqa: BLE001 - likewise for the removed documents' examples
+        warnings, removed = warnings + [f"JOB/removed/ could not be read ({type(e).__name__}: {e})"], []
     if not stats and all(p.png is None for p in plots):
         raise UserError(f"{job} has no stats.json and no stage output: is it a Shammie job directory?")
     output = output or storage.join(job, REPORT_NAME)
-    storage.write_bytes_atomic(output, render_html(job, plots, stats).encode("utf-8"))
+    storage.write_bytes_atomic(output, render_html(job, plots, stats, warnings, recipe, removed).encode("utf-8"))
     return output, plots

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shammie.pipeline import options
     from shammie.pipeline.runner import RunOptions
 
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = options.HelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("config", help="job config (YAML), e.g. jobs/fineweb.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

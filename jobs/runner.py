@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from shammie.jobs.config import JobConfig
-from shammie.pipeline import jobdir, storage
+from shammie.pipeline import jobdir, lineage, storage
 from shammie.pipeline.runner import RunOptions, check_output_writable, run_stage
 from shammie.pipeline.stage import Stage
 
@@ -125,10 +125,30 @@ def format_plan(config: JobConfig, steps: list[Step], *, ray_address: str | None
             lines.append(f"       input: {len(value)} item(s): {', '.join(shown)}{' ...' if len(value) > 5 else ''}")
         for key, value in _shown_options(step).items():
             lines.append(f"       {key}: {value}")
+        note = lineage_note(step)
+        if note:
+            lines.append(f"       note: {note}")
     disabled = [s for s in STAGES if not config.enabled(s)]
     if disabled:
         lines.append(f"disabled: {', '.join(disabled)}")
     return "\n".join(lines)
+
+
+def lineage_note(step: Step) -> str | None:
+    """What a finished step was built from, when the plan would give it something else (its lineage)."""
+    if not step.done:
+        return None
+    links = lineage.chain(step.stage.job, jobdir.read_stage_record(step.stage.bookkeeping_url()))
+    if not links:
+        return None
+    read = links[-1]
+    if step.input_stage and read.folder != step.input_stage:
+        return (f"built from {read.folder}/, but the plan reads {step.input_stage}/ (stale: rebuilt when a step "
+                "before it runs, else refused unless --overwrite)")
+    if read.rebuilt_since_read:
+        return (f"built from an earlier build of {read.folder}/ (stale: rebuilt when a step before it runs, "
+                "else refused unless --overwrite)")
+    return None
 
 
 def _shown_options(step: Step) -> dict[str, Any]:

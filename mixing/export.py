@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from shammie.pipeline import jobdir, storage
+from shammie.pipeline import jobdir, lineage, storage
 from shammie.pipeline.errors import ShammieError
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import InputFile, Stage, Task
@@ -78,6 +78,8 @@ class ExportOptions:
                          "when the new one is complete)", kind="output", metavar="DIR")
     build_id: str | None = option(None, help="export this kept build of the store instead of the current one "
                                   "(e.g. the build a checkpoint was trained on)", metavar="BUILD")
+    progress: bool = option(True, help="say which domain is being written", off_help="write nothing while "
+                            "exporting but the closing summary", yaml=False)
 
     def check_options(self):
         if storage.is_remote(self.output):
@@ -88,7 +90,8 @@ class ExportOptions:
 # ---------------------------------------------------------------- entry point
 
 
-def export_store(store: Any, output: str, format: str, *, build_id: str | None = None) -> dict[str, Any]:
+def export_store(store: Any, output: str, format: str, *, build_id: str | None = None,
+                 progress: bool = False) -> dict[str, Any]:
     """Export `store` (a path/URL or an open ShardStore) to `output`; returns the record written as export.json."""
     from shammie.mixing.store import ShardStore, open_store
 
@@ -101,7 +104,8 @@ def export_store(store: Any, output: str, format: str, *, build_id: str | None =
     output = _local_output(output)
     _refuse_foreign_folder(output)
     writer = {"megatron": _write_megatron, "hf": _write_hf}[format]
-    return _publish(output, lambda tmp: writer(store, tmp, output))
+    say = (lambda message: print(message, flush=True)) if progress else (lambda _message: None)
+    return _publish(output, lambda tmp: writer(store, tmp, output, say))
 
 
 def _local_output(output: str) -> str:
@@ -231,7 +235,7 @@ def megatron_token_dtype(store_dtype: np.dtype, vocab_size: int) -> np.dtype:
     return np.dtype("<i4")
 
 
-def _write_megatron(store, tmp: str, final: str) -> dict[str, Any]:
+def _write_megatron(store, tmp: str, final: str, say: Callable[[str], None]) -> dict[str, Any]:
     # Hand-written rather than megatron-core's IndexedDatasetBuilder: megatron-core pulls in torch and
     # a training stack that users of an export (a data team, a NeMo or GPT-NeoX cluster) may not have
     # installed where the store lives; the format is a small fixed header plus three arrays. The tests
@@ -240,7 +244,8 @@ def _write_megatron(store, tmp: str, final: str) -> dict[str, Any]:
     out_dtype = megatron_token_dtype(store.token_dtype, store.vocab_size)
     record["token_dtype"] = out_dtype.str
     shares: list[tuple[int, str]] = []
-    for domain in store.domains:
+    for i, domain in enumerate(store.domains, 1):
+        say(f"export: {domain} ({i}/{len(store.domains)} domains)")
         tokens = store.num_tokens(domain)
         if store.num_documents(domain) == 0:
             # Megatron cannot sample from a dataset without documents
@@ -338,9 +343,10 @@ def _check_documents(domain: str, k: int, tokens: np.ndarray, offsets: np.ndarra
 # ---------------------------------------------------------------- hugging face
 
 
-def _write_hf(store, tmp: str, final: str) -> dict[str, Any]:
+def _write_hf(store, tmp: str, final: str, say: Callable[[str], None]) -> dict[str, Any]:
     record = _base_record(store, "hf")
-    for domain in store.domains:
+    for i, domain in enumerate(store.domains, 1):
+        say(f"export: {domain} ({i}/{len(store.domains)} domains)")
         shards = [s for s in store.domain_info(domain)["shards"] if s["documents"] > 0]
         if not shards:
             # a folder without Parquet files would make its config unloadable
@@ -361,8 +367,8 @@ def _write_hf(store, tmp: str, final: str) -> dict[str, Any]:
         raise ExportError(f"{store.url} has no documents to export")
     record["all_config"] = next(c for c in HF_ALL_CONFIG_CANDIDATES if c not in store.domains)
     record["columns"] = _parquet_columns(os.path.join(tmp, next(iter(record["domains"].values()))["files"][0]))
-    funnel, funnel_source = job_funnel(store.manifest)
-    _write_file(os.path.join(tmp, HF_CARD), dataset_card(store, record, funnel, funnel_source).encode())
+    funnel, funnel_source, notes = job_funnel(store.manifest, store.url)
+    _write_file(os.path.join(tmp, HF_CARD), dataset_card(store, record, funnel, funnel_source, notes).encode())
     return record
 
 
@@ -379,22 +385,33 @@ FILTER_LABELS = {
 }
 
 
-def job_funnel(manifest: dict[str, Any]) -> tuple[list[tuple[str, int]], str]:
-    """Documents left after each step of the job that built the store, from its stats.json.
+def job_funnel(manifest: dict[str, Any], store_url: str | None = None) -> tuple[list[tuple[str, int]], str, list[str]]:
+    """Documents left after each step the store was built through, from its job's stats.json.
 
-    Returns (rows, where the numbers come from); no rows when the manifest names no job or
-    the job has no stats (a store written from token arrays, a job directory not at hand)."""
+    Only the steps of the store's lineage (the folders it was built from, `pipeline/lineage.py`)
+    are rows: a step that ran after the store was built is named in the notes instead of counted.
+    Returns (rows, where the numbers come from, notes); no rows when the manifest names no job or
+    the job has no stats (a store written from token arrays, a job directory not at hand). No
+    local path is written: the card travels with the data."""
     job = (manifest.get("input") or {}).get("job") if isinstance(manifest.get("input"), dict) else None
     if not job:
-        return [], "the store's manifest names no job"
+        return [], "the store's manifest names no job", []
     try:
         stats = jobdir.read_stats(job)
     except (OSError, ValueError) as e:
-        return [], f"{job}/stats.json could not be read ({e})"
+        return [], f"the job's stats.json could not be read ({type(e).__name__})", []
     if not stats:
-        return [], f"{job} has no stats.json"
+        return [], "the job that built the store has no stats.json", []
+    record = jobdir.read_stage_record(store_url) if store_url else None
+    links = lineage.chain(job, record) if record else []
+    stages = {link.stage for link in links if link.stage} if links else None
+    notes = lineage.stale(job, record, "the store") if record else []
+
+    def included(stage: str) -> bool:
+        return stages is None or stage in stages
+
     rows: list[tuple[str, int]] = []
-    crawl = stats.get("crawl") if isinstance(stats.get("crawl"), dict) else {}
+    crawl = stats.get("crawl") if isinstance(stats.get("crawl"), dict) and included("crawl") else {}
     if crawl:
         rows.append(("WARC records read", int(crawl.get("records_read", 0))))
         if "html_responses" in crawl:
@@ -409,15 +426,21 @@ def job_funnel(manifest: dict[str, Any]) -> tuple[list[tuple[str, int]], str]:
     for section, label in (("exact_dedup", "after exact dedup"), ("dedup", "after MinHash dedup"),
                            ("decontaminate", "after decontamination")):
         value = stats.get(section)
-        if isinstance(value, dict) and "documents" in value:
+        if isinstance(value, dict) and "documents" in value and included(section):
             rows.append((label, int(value.get("kept", value["documents"]))))
     subset = stats.get("edu_subset")
-    if isinstance(subset, dict) and "documents" in subset:
+    if isinstance(subset, dict) and "documents" in subset and included("edu_subset"):
+        read = next((link.folder for link in links if link.stage == "edu_subset"), None)
+        subset = (subset.get("subsets") or {}).get(read) or subset
         rows.append((f"edu score >= {subset.get('threshold', '?')}", int(subset["documents"])))
-    return rows, f"{job}/stats.json"
+    source = "the job's stats.json"
+    if links:
+        source += ", along the folders the store was built from: " + " -> ".join(f"{link.folder}/" for link in links)
+    return rows, source, notes
 
 
-def dataset_card(store, record: dict[str, Any], funnel: list[tuple[str, int]], funnel_source: str) -> str:
+def dataset_card(store, record: dict[str, Any], funnel: list[tuple[str, int]], funnel_source: str,
+                 notes: list[str] | None = None) -> str:
     """README.md with YAML front matter: one config per domain (split `train`) plus one with every domain."""
     import yaml
 
@@ -455,10 +478,13 @@ def dataset_card(store, record: dict[str, Any], funnel: list[tuple[str, int]], f
         lines.append(f"| in the store | {record['documents']:,} |")
     else:
         lines.append(f"Not available: {funnel_source}.")
+    if notes:
+        lines += ["", "Not reflected in this data: " + "; ".join(notes) + "."]
     lines += ["", "## Provenance", "",
-              f"Written by `shammie export --format hf` from `{record['store']}` (build `{record['build_id']}`). "
-              "Texts come from Common Crawl through Shammie's pipeline (trafilatura extraction, FineWeb heuristic "
-              "filters, MinHash dedup); check the licences and terms of the sources before publishing.", ""]
+              f"Written by `shammie export --format hf` from the shard store `{storage.basename(record['store'])}` "
+              f"(build `{record['build_id']}`). "
+              "The steps the texts went through are the rows of the filter funnel above (only those); check the "
+              "licences and terms of the sources before publishing.", ""]
     return "\n".join(lines)
 
 
@@ -493,14 +519,16 @@ class ExportStage(Stage):
         return [InputFile(manifest, "manifest.json", fingerprint)]
 
     def settings(self) -> dict[str, Any]:
-        return {"format": self.options.format, "build_id": self.options.build_id, "output": self.output_url()}
+        output = self.output_url()  # inside the job: by its job-relative path (a moved job keeps its settings)
+        return {"format": self.options.format, "build_id": self.options.build_id,
+                "output": storage.relative_to(output, self.job) or output}
 
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
         return [Task("export", {})]
 
     def execute(self, ctx) -> dict[str, dict]:
         return {"export": export_store(self.options.store, self.output_url(), self.options.format,
-                                       build_id=self.options.build_id)}
+                                       build_id=self.options.build_id, progress=ctx.run.progress)}
 
     def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
         record = dict(results["export"])

@@ -20,14 +20,14 @@ The export is written next to DIR and renamed into place when complete."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = options.HelpFormatter
     parser.epilog = EPILOG
     options.add_arguments(parser, ExportOptions)
 
 
 def run(args: argparse.Namespace) -> int:
     opts = options.from_namespace(ExportOptions, args)
-    record = export_store(opts.store, opts.output, opts.format, build_id=opts.build_id)
+    record = export_store(opts.store, opts.output, opts.format, build_id=opts.build_id, progress=opts.progress)
     domains = len(record["domains"])
     print(f"exported {record['documents']:,} documents, {record['tokens']:,} tokens in {domains} domains "
           f"({opts.format}) to {opts.output} in {record['seconds']:.1f} s")

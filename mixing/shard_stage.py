@@ -25,7 +25,8 @@ from shammie.pipeline.options import option
 from shammie.pipeline.stage import DocumentStage, InputFile, Task
 
 GROUP_BY_HELP = ("domain of each document: edu (edu_int_score bucket), language, site (registered domain of "
-                 "the URL, top-K + 'other'), or any other metadata column")
+                 "the URL, top-K + 'other'), or any other metadata column (default: edu when the input has edu "
+                 "scores, else site)")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ShardOptions:
                       yaml=False)
     store: str | None = option(None, help="where to write the store (path or s3://); default DIR/store",
                                kind="output")
-    group_by: str = option("edu", help=GROUP_BY_HELP, metavar="KEY")
+    group_by: str | None = option(None, help=GROUP_BY_HELP, metavar="KEY")
     top_k: int | None = option(None, help="keep the K largest domains and fold the rest into 'other' (default: 100 "
                                "for site, no folding otherwise)", minimum=1, metavar="K")
     tokenizer: str | None = option(None, help="sentencepiece .model to use (it must define an end-of-sentence "
@@ -81,7 +82,8 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
 
     def input_stage(self) -> str:
         # Any complete document folder may feed the store, subsets included (the most downstream one).
-        return jobdir.resolve_input_stage(self.job, self.options.input_stage)
+        source = jobdir.resolve_input_stage(self.job, self.options.input_stage)
+        return source if self.options.input_stage else self.keep_recorded_input(source)
 
     def resolve_inputs(self) -> list[InputFile]:
         import pyarrow.parquet as pq
@@ -94,7 +96,8 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
         fs, path = storage.get_fs(files[0].url)
         with fs.open(path, "rb") as f:
             names = pq.read_schema(f).names
-        dom.check_group_by(self.options.group_by, names)
+        self._columns = names
+        dom.check_group_by(self.group_by(), names)
         if self.options.rehydrate and "minhash_cluster_size" not in names:
             raise InputError(f"--rehydrate: {files[0].url} has no minhash_cluster_size column (it is written by "
                              "`shammie dedup`); shard a folder at or after deduped/, deduplicated by this Shammie")
@@ -109,8 +112,26 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
                                  "there is nothing to tokenize")
         return files
 
+    def group_by(self) -> str:
+        """--group-by, or by default edu when the input has edu scores (a job that ran `edu score`), else site:
+        a default that works on every job instead of failing on one without an edu step."""
+        if self.options.group_by:
+            return self.options.group_by
+        columns = getattr(self, "_columns", None)
+        if columns is None:
+            import pyarrow.parquet as pq
+
+            first = (jobdir.stage_files(self.job, self.input_stage()) or [None])[0]
+            if first is None:
+                return "site"
+            fs, path = storage.get_fs(first)
+            with fs.open(path, "rb") as f:
+                columns = self._columns = pq.read_schema(f).names
+        return "edu" if {"edu_int_score", "edu_score"} & set(columns) else "site"
+
     def settings(self) -> dict[str, Any]:
         values = super().settings()
+        values["group_by"] = self.group_by()
         values.pop("store", None)
         values.pop("keep_builds", None)  # retention, not content
         return values
@@ -124,7 +145,7 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
 
         o, run = self.options, ctx.run
         stats = build_store(
-            self.job, self.output_url(), group_by=o.group_by, tokenizer=o.tokenizer,
+            self.job, self.output_url(), group_by=self.group_by(), tokenizer=o.tokenizer,
             train_tokenizer=o.train_tokenizer, tokenizer_type=o.tokenizer_type, seq_len=o.seq_len, top_k=o.top_k,
             input_stage=self.input_stage(), workers=run.workers, ray_address=run.ray_address,
             progress=run.progress, shard_tokens=o.shard_tokens,
@@ -147,9 +168,13 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
         return dict(results["store"])
 
     def describe(self, section: dict[str, Any]) -> str:
+        tokenizer = section["tokenizer"]
+        vocab = str(tokenizer["vocab_size"])
+        if tokenizer.get("vocab_asked") and tokenizer["vocab_asked"] != tokenizer["vocab_size"]:
+            vocab += f" of {tokenizer['vocab_asked']} asked"
         lines = [f"store {section['store']}: {section['documents']} documents, {section['tokens']} tokens in "
                  f"{len(section['domains'])} domains (group-by {section['group_by']}, input {section['input_stage']}, "
-                 f"vocab {section['tokenizer']['vocab_size']}, {section['token_dtype']})"]
+                 f"vocab {vocab}, {section['token_dtype']})"]
         width = max((len(d) for d in section["domains"]), default=6)
         lines.append(f"  {'domain':<{width}}  {'documents':>10}  {'tokens':>13}")
         for name, d in section["domains"].items():

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -59,7 +60,7 @@ MIN_TASKS = 4096
 COUNT_TASK_BYTES = 256 << 20
 # A piece at least this fraction of --shard-tokens stays a shard as it is; smaller ones are merged.
 KEEP_FRACTION = 8
-STAGE_RECORD = "_stage.json"  # the stage runner's record of a store's inputs and settings (pipeline/runner.py)
+STAGE_RECORD = jobdir.STAGE_RECORD  # the stage runner's record of a store's inputs and settings (pipeline/runner.py)
 _digest = pieces.digest
 
 
@@ -104,7 +105,7 @@ def _check_options(job: str, store: str, *, seq_len: int, top_k: int | None, sha
 # ---------------------------------------------------------------- tokenizer
 
 
-def _resolve_tokenizer(store: str, files: list[str], inputs: list, *, tokenizer: str | None,
+def _resolve_tokenizer(store: str, files: list[str], inputs: list, absolute: list, *, tokenizer: str | None,
                        train_vocab: int | None, tokenizer_type: str, sample_bytes: int, workers: int | None,
                        progress: bool) -> Tokenizer:
     if tokenizer and train_vocab:
@@ -121,6 +122,7 @@ def _resolve_tokenizer(store: str, files: list[str], inputs: list, *, tokenizer:
             tok = Tokenizer.load(storage.join(store, existing["tokenizer"]["path"]))
             tok.source = existing["tokenizer"].get("source") or tok.source
             tok.train_recipe = existing["tokenizer"].get("train_recipe")
+            tok.vocab_asked = existing["tokenizer"].get("vocab_asked")
             if progress:
                 print(f"shard: reusing the store's tokenizer ({tok.vocab_size} pieces)")
             return tok
@@ -130,7 +132,8 @@ def _resolve_tokenizer(store: str, files: list[str], inputs: list, *, tokenizer:
     recipe_id = _digest(recipe)
     cached = storage.join(store, fmt.STAGING, f"tokenizer-train-{recipe_id}.model")
     existing, _ = published_manifest(store)
-    if existing and existing["tokenizer"].get("train_recipe") == recipe_id:
+    legacy_id = _digest({**recipe, "inputs": absolute})  # an older Shammie's recipe: absolute input URLs
+    if existing and existing["tokenizer"].get("train_recipe") in (recipe_id, legacy_id):
         # Already trained by the build that is published: reuse it, so re-runs stay up to date.
         tok = Tokenizer.load(storage.join(store, existing["tokenizer"]["path"]))
     elif storage.exists(cached):
@@ -144,6 +147,14 @@ def _resolve_tokenizer(store: str, files: list[str], inputs: list, *, tokenizer:
         storage.write_bytes_atomic(cached, tok.model_proto)
     tok.source = f"trained {tokenizer_type} {train_vocab} on {sample_bytes} bytes of the input"
     tok.train_recipe = recipe_id
+    tok.vocab_asked = train_vocab
+    if tok.vocab_size < train_vocab:
+        # sentencepiece takes what a small sample supports (hard_vocab_limit=False) instead of failing:
+        # say so, since every token id and the store's compression depend on it
+        print(f"warning: shard: the trained tokenizer has {tok.vocab_size} pieces, not the {train_vocab} asked: "
+              f"its training sample ({sample_bytes / 1e6:g} MB at most of the input) holds too little distinct "
+              "text. Train on more input (--tokenizer-sample-mb, a larger job), ask for fewer pieces, or pass "
+              "--tokenizer MODEL", file=sys.stderr, flush=True)
     return tok
 
 
@@ -295,19 +306,24 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
     dom.check_group_by(group_by, schema.names)
     effective_top_k = top_k if top_k is not None else dom.default_top_k(group_by)
     # What identifies each input's content (size and checksum or ETag), as the runner records it.
-    inputs = [[url, {k: v for k, v in fp.items() if k != "rows"}] for url, fp in zip(files, fingerprints)]
+    # Inputs inside the job by their job-relative path, so a moved or copied job's store stays up to date;
+    # `absolute` is what an older Shammie recorded (a store built by it is still recognised as up to date).
+    content = [{k: v for k, v in fp.items() if k != "rows"} for fp in fingerprints]
+    inputs = [[storage.relative_to(url, job) or url, fp] for url, fp in zip(files, content)]
+    absolute = [[url, fp] for url, fp in zip(files, content)]
     sizes = [int(fp.get("size") or 1) for fp in fingerprints]
 
-    tok = _resolve_tokenizer(store, files, inputs, tokenizer=tokenizer, train_vocab=train_tokenizer,
+    tok = _resolve_tokenizer(store, files, inputs, absolute, tokenizer=tokenizer, train_vocab=train_tokenizer,
                              tokenizer_type=tokenizer_type, sample_bytes=tokenizer_sample_bytes,
                              workers=workers, progress=progress)
     groups = task_groups(sizes, task_bytes, min_tasks)
-    recipe_id = _digest({"inputs": inputs, "tokenizer": tok.sha256, "group_by": group_by, "top_k": effective_top_k,
-                         "seq_len": seq_len, "shard_tokens": shard_tokens, "groups": groups,
-                         "keep_fraction": KEEP_FRACTION, "format": fmt.FORMAT_VERSION, "layout": "pieces",
-                         **({"rehydrate": "fineweb-2"} if rehydrate else {})})
+    recipe = {"inputs": inputs, "tokenizer": tok.sha256, "group_by": group_by, "top_k": effective_top_k,
+              "seq_len": seq_len, "shard_tokens": shard_tokens, "groups": groups,
+              "keep_fraction": KEEP_FRACTION, "format": fmt.FORMAT_VERSION, "layout": "pieces",
+              **({"rehydrate": "fineweb-2"} if rehydrate else {})}
+    recipe_id = _digest(recipe)
     existing, _ = published_manifest(store)   # a damaged one is simply replaced
-    same = bool(existing) and existing.get("recipe") == recipe_id
+    same = bool(existing) and existing.get("recipe") in (recipe_id, _digest({**recipe, "inputs": absolute}))
     if same and not overwrite:
         # Same inputs, tokenizer and options as the published store: nothing to do, and
         # rewriting would touch files the current manifest points at.
@@ -407,7 +423,8 @@ def _stats(manifest: dict[str, Any], *, store: str, stage: str, seconds: float,
         "tokens": manifest["tokens"],
         "domains": {d: {"documents": e["documents"], "tokens": e["tokens"], "shards": len(e["shards"])}
                     for d, e in manifest["domains"].items()},
-        "tokenizer": {k: manifest["tokenizer"].get(k) for k in ("path", "source", "vocab_size", "eod_id", "model_type")},
+        "tokenizer": {k: manifest["tokenizer"].get(k)
+                      for k in ("path", "source", "vocab_size", "vocab_asked", "eod_id", "model_type")},
         "token_dtype": manifest["token_dtype"],
         "seq_len": manifest["seq_len"],
         "seconds": round(seconds, 3),

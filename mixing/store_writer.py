@@ -308,6 +308,8 @@ def new_manifest(tokenizer: Tokenizer, *, build_id: str, seq_len: int, domains: 
             "sha256": tokenizer.sha256,
             "source": tokenizer.source,
             "train_recipe": getattr(tokenizer, "train_recipe", None),
+            # the vocabulary size a trained tokenizer was asked for (a small sample gives fewer pieces)
+            "vocab_asked": getattr(tokenizer, "vocab_asked", None),
             "model_type": tokenizer.model_type,
             "vocab_size": tokenizer.vocab_size,
             "eod_id": tokenizer.eod_id,

@@ -6,6 +6,8 @@ them into a one-line message and exit code 2. `UserError` is for CLI-facing code
 (argument parsing, job configs).
 """
 
+import errno
+
 
 class ShammieError(Exception):
     """Base of every error whose message names the problem well enough to show as is."""
@@ -27,3 +29,15 @@ class StageRefused(ShammieError, RuntimeError):
 
 class OutputError(ShammieError, RuntimeError):
     """The output location cannot be written (permissions, full disk, not a folder)."""
+
+
+# errno values that mean "this output location cannot take the write", not a bug
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR}
+
+
+def as_output_error(e: BaseException) -> OutputError | None:
+    """A full disk, read-only or forbidden output as a one-line OutputError; None for any other error."""
+    if isinstance(e, OSError) and e.errno in OUTPUT_ERRNOS:
+        where = f" {e.filename}" if e.filename else ""
+        return OutputError(f"cannot write{where}: {e.strerror or e}")
+    return None

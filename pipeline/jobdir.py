@@ -1,6 +1,9 @@
 """The contract between stages: one job = one directory (local or s3://).
 
-    documents/  (crawl)  -> [exact-deduped/] -> deduped/ -> [decontaminated/] -> scored/ -> subsets (edu-3/, ...) -> store/
+    documents/  (crawl)  -> [exact-deduped/] -> deduped/ -> [decontaminated/] -> [classified/] -> scored/
+                         -> subsets (edu-3/, ...) -> store/
+
+(the order of `shammie run`'s steps: a quality classifier's column is then scored for edu too).
 
 Each stage reads one folder and writes its own. A stage's folder holds its data files
 and nothing else, so `datasets.load_dataset("parquet", data_dir=...)`, polars, pandas and
@@ -26,13 +29,16 @@ DOCUMENTS = "documents"
 EXACT_DEDUPED = "exact-deduped"
 DEDUPED = "deduped"
 DECONTAMINATED = "decontaminated"
+CLASSIFIED = "classified"
 SCORED = "scored"
 STORE = "store"
 # Stage folders that hold document Parquet files, upstream first. Subset folders
 # (e.g. "edu-3") are downstream of "scored" and found by prefix.
-DOCUMENT_STAGES = [DOCUMENTS, EXACT_DEDUPED, DEDUPED, DECONTAMINATED, SCORED]
+DOCUMENT_STAGES = [DOCUMENTS, EXACT_DEDUPED, DEDUPED, DECONTAMINATED, CLASSIFIED, SCORED]
 SUBSET_PREFIXES = ("edu-", "subset-")
 SUCCESS = "_SUCCESS"
+# The runner's record of what made a folder (settings, input fingerprints), beside its _SUCCESS
+STAGE_RECORD = "_stage.json"
 TASKS = "_tasks"
 STATS = "stats.json"
 # The folder of each stage folder's bookkeeping: JOB/_meta/<stage>/ (outside the data folder, which
@@ -101,6 +107,15 @@ def move_legacy_bookkeeping(job: str, stage: str) -> list[str]:
     for name in present:
         storage.rename(storage.join(folder, name), storage.join(meta, renamed.get(name, name)))
     return present
+
+
+def read_stage_record(books: str) -> dict | None:
+    """The `_stage.json` in the bookkeeping folder `books`; None when missing or unreadable."""
+    try:
+        record = storage.read_json(storage.join(books, STAGE_RECORD))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_task_marker(job: str, stage: str, task: str) -> dict | None:

@@ -57,7 +57,7 @@ from typing import Any, Iterable, Mapping
 from shammie.pipeline.errors import ShammieError
 
 __all__ = [
-    "OptionsError", "option", "add_arguments", "from_namespace", "from_mapping", "validate", "to_mapping",
+    "OptionsError", "option", "closest", "add_arguments", "from_namespace", "from_mapping", "validate", "to_mapping",
     "options_table", "given_fields", "option_specs", "OptionSpec",
 ]
 
@@ -77,6 +77,13 @@ class OptionsError(ShammieError, ValueError):
         super().__init__("\n".join(self.problems))
 
 
+def closest(word: str, known: Iterable[str]) -> str | None:
+    """The known name a mistyped `word` most likely meant, or None: the one "did you mean" of
+    Shammie, for config keys, choices and command-line flags alike."""
+    guess = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    return guess[0] if guess else None
+
+
 # ---------------------------------------------------------------- declaring
 
 
@@ -85,6 +92,7 @@ class _Declared:
     """What `option()` stores in the field's metadata (the kind may still be inferred)."""
 
     help: str
+    off_help: str | None
     kind: str | None
     choices: tuple
     minimum: float | None
@@ -136,12 +144,17 @@ class OptionSpec:
         return self.metavar if self.declared.positional else self.flag
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, kind: str | None = None, choices: tuple = (),
+def option(default: Any = dataclasses.MISSING, *, help: str, off_help: str | None = None, kind: str | None = None,
+           choices: tuple = (),
            minimum: float | None = None, maximum: float | None = None, flag: str | None = None,
            short: str | None = None, metavar: str | None = None, positional: bool = False,
            nargs: str | None = None, cli: bool = True, yaml: bool = True, must_exist: bool = False,
            default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field that is a command-line flag and a config key. No default = required."""
+    """A dataclass field that is a command-line flag and a config key. No default = required.
+
+    `help` says what the option means (the config key, the docs table); `off_help` is the --help of
+    the `--no-NAME` flag a boolean that defaults to true gets, which turns it off: said as what
+    the flag does ("hide progress bars"), not as what the option means."""
     if isinstance(default, (list, dict, set)):
         # dataclasses refuses these too, but with advice (default_factory) that hides the intent here
         raise TypeError(f"option default {default!r} is mutable; use a tuple for a list default")
@@ -149,7 +162,7 @@ def option(default: Any = dataclasses.MISSING, *, help: str, kind: str | None = 
         raise TypeError(f"option kind {kind!r} is not one of {', '.join(KINDS)}")
     if not help:
         raise TypeError("option() needs help text: it is the flag's --help and the docs table's meaning")
-    declared = _Declared(help=help, kind=kind, choices=tuple(choices), minimum=minimum, maximum=maximum,
+    declared = _Declared(help=help, off_help=off_help, kind=kind, choices=tuple(choices), minimum=minimum, maximum=maximum,
                          flag=flag, short=short, metavar=metavar, positional=positional, nargs=nargs,
                          cli=cli, yaml=yaml, must_exist=must_exist)
     return dataclasses.field(default=default, default_factory=default_factory,
@@ -217,8 +230,10 @@ def _freeze(value: Any) -> Any:
 # ---------------------------------------------------------------- command line
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = ()) -> None:
-    """Add one argument per CLI option of `cls`.
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (),
+                  helps: Mapping[str, str] | None = None) -> None:
+    """Add one argument per CLI option of `cls`; `helps` replaces the help of some options for this
+    command (one options class serving two commands: `edu score` and `classify score`).
 
     Every argument's default is argparse.SUPPRESS: an option the user did not give is
     absent from the namespace, so `from_namespace` (and `given_fields`) can tell
@@ -228,7 +243,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterab
         if not spec.declared.cli or spec.name in excluded:
             continue
         d = spec.declared
-        kwargs: dict[str, Any] = {"help": _cli_help(spec), "default": argparse.SUPPRESS}
+        kwargs: dict[str, Any] = {"help": _cli_help(spec, (helps or {}).get(spec.name)), "default": argparse.SUPPRESS}
         if d.choices and spec.kind not in LIST_KINDS and not d.positional:
             # (an omitted optional positional's SUPPRESS default would be checked against the
             # choices by argparse; positionals' choices are checked by from_namespace instead)
@@ -332,14 +347,45 @@ def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _cli_help(spec: OptionSpec) -> str:
-    text = spec.help
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help of every command: descriptions kept as written, and "(default: X)" added to a hand-declared
+    argument's help only when the help does not state its default already and there is one to state
+    (argparse's ArgumentDefaultsHelpFormatter printed "(default DIR/x) (default: None)"). A description's
+    paragraph that fits the terminal, or holds indented lines (examples), is kept as written; a wider
+    one is re-wrapped."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if all(len(line) <= width for line in lines) or any(line[:1].isspace() for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(textwrap.fill(" ".join(line.strip() for line in lines), width,
+                                                initial_indent=indent, subsequent_indent=indent))
+        return "\n\n".join(paragraphs)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or default is None or default is argparse.SUPPRESS or action.required
+                or not action.option_strings or isinstance(default, bool)):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        shown = str(shown).replace("%", "%%")
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+def _cli_help(spec: OptionSpec, text: str | None = None) -> str:
+    text = text or spec.help
     if spec.declared.choices and (spec.kind in LIST_KINDS or spec.declared.positional):
         text += f" (any of: {', '.join(map(str, spec.declared.choices))})"
     if spec.kind == "str_list" and not spec.declared.positional:
         text += "; comma-separated"
     if spec.kind == "bool" and not spec.required and spec.field.default is True:
-        text += " (on by default; this flag turns it off)"
+        text = spec.declared.off_help or f"turn off (on by default): {spec.help}"
     elif not spec.required and spec.kind != "bool" and "default" not in spec.help.lower():
         text += f" (default: {_cli_value(spec.default())})"
     return text.replace("%", "%%")
@@ -392,8 +438,8 @@ def from_mapping(cls: type, mapping: Mapping | None, *, prefix: str = "", base_d
             problems.append(f"{_with_origin(full, touched)}: is a command-line option only "
                             f"({cli_only[key].flag}), not a config key")
             continue
-        guess = difflib.get_close_matches(str(key), yaml_names, n=1)
-        hint = f"did you mean {prefix}{guess[0]}?" if guess else f"known: {', '.join(yaml_names)}"
+        guess = closest(key, yaml_names)
+        hint = f"did you mean {prefix}{guess}?" if guess else f"known: {', '.join(yaml_names)}"
         problems.append(f"{_with_origin(full, touched)}: unknown key ({hint})")
     values: dict[str, Any] = {}
     cwd = os.getcwd()
@@ -609,8 +655,8 @@ def _not_a_string(value: Any) -> str | None:
 
 
 def _not_a_choice(value: str, choices: tuple) -> str:
-    guess = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
-    hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+    guess = closest(value, choices)
+    hint = f" (did you mean {guess!r}?)" if guess else ""
     return f"must be one of {', '.join(map(str, choices))}, got {value!r}{hint}"
 
 
@@ -626,11 +672,19 @@ def _describe(value: Any) -> str:
 # ---------------------------------------------------------------- docs
 
 
-def options_table(cls: type, prefix: str = "") -> str:
-    """Markdown table of every option: | YAML key | CLI flag | type | default | meaning |."""
+def options_table(cls: type, prefix: str = "", *, only: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                  helps: Mapping[str, str] | None = None, header: bool = True) -> str:
+    """Markdown table of the options of `cls`: | YAML key | CLI flag | type | default | meaning |.
+
+    `only`/`exclude` pick options (a job config's section leaves out what the job sets itself),
+    `helps` words some options' meaning for the command the table documents, `header=False` gives
+    rows to append to another table of the same section."""
     prefix = prefix if not prefix or prefix.endswith(".") else prefix + "."
-    rows = ["| YAML key | CLI flag | type | default | meaning |", "|---|---|---|---|---|"]
+    rows = ["| YAML key | CLI flag | type | default | meaning |", "|---|---|---|---|---|"] if header else []
+    wanted = None if only is None else set(only)
     for spec in option_specs(cls):
+        if spec.name in set(exclude) or (wanted is not None and spec.name not in wanted):
+            continue
         d = spec.declared
         key = f"`{prefix}{spec.name}`" if d.yaml else "(command line only)"
         if not d.cli:
@@ -641,7 +695,8 @@ def options_table(cls: type, prefix: str = "") -> str:
             flag = f"`{spec.flag}`" + (f", `{d.short}`" if d.short else "")
             if spec.kind == "bool" and (spec.required or spec.field.default is None):
                 flag += f", `--no-{spec.flag.removeprefix('--')}`"  # BooleanOptionalAction
-        cells = [key, flag, _type_cell(spec), "required" if spec.required else _yaml_value(spec.default()), d.help]
+        meaning = (helps or {}).get(spec.name) or d.help
+        cells = [key, flag, _type_cell(spec), "required" if spec.required else _yaml_value(spec.default()), meaning]
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows)
 

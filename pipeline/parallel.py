@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from shammie.pipeline import jobdir, storage
+from shammie.pipeline.errors import ShammieError, as_output_error
 
 _FLUSH_EVERY_S = 0.5
 _progress_handle = None
@@ -209,10 +210,6 @@ def _record_outputs(records: dict[str, dict] | None, marker: dict, outputs: Sequ
 
 def _task_error(err: Exception) -> Exception:
     """The exception a task raised, unwrapped from Ray's RayTaskError when it is one of ours."""
-    from shammie.pipeline.errors import ShammieError
-
-    from shammie.pipeline.runner import as_output_error
-
     cause = getattr(err, "cause", None)
     if isinstance(cause, ShammieError):
         return cause

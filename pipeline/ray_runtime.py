@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import time
 
 from shammie.pipeline import storage
 from shammie.pipeline.errors import InputError
@@ -230,12 +231,31 @@ def check_job_location(job: str, address: str | None = None, *, shared_filesyste
                          "it at this path")
 
 
+# Wall seconds this process spent starting or joining Ray (`init_ray`): the runner subtracts what a
+# stage spent here from its throughput and reports it apart (`ray_start_seconds`), since a small
+# stage's docs/s would otherwise measure Ray's start-up, not the stage.
+_START_SECONDS = [0.0]
+
+
+def start_seconds() -> float:
+    """Wall seconds spent in `init_ray` by this process so far."""
+    return _START_SECONDS[0]
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     """Make sure Ray is initialised; return a short description of where we run."""
     import ray
 
     if ray.is_initialized():
         return "existing Ray session"
+    started = time.monotonic()
+    try:
+        return _init_ray(ray, address, num_cpus)
+    finally:
+        _START_SECONDS[0] += time.monotonic() - started
+
+
+def _init_ray(ray, address: str | None, num_cpus: int | None) -> str:
     address = ray_address(address)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Workers started by Ray must import the same code as the driver; an

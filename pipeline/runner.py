@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
 import json
 import os
 import socket
@@ -41,12 +40,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from shammie.pipeline import jobdir, parallel, storage
-from shammie.pipeline.errors import InputError, OutputError, StageRefused
+from shammie.pipeline import jobdir, lineage, parallel, ray_runtime, storage
+from shammie.pipeline.errors import InputError, OutputError, StageRefused, as_output_error
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import InputFile, Stage, Task
 
-STAGE_RECORD = "_stage.json"
+STAGE_RECORD = jobdir.STAGE_RECORD
 # _SUCCESS key: name -> mtime_ns of each local output, beside "outputs" (which holds only what
 # identifies content, since downstream stages fingerprint their input by it)
 OUTPUT_STAMPS = "output_mtimes_ns"
@@ -66,7 +65,8 @@ class RunOptions:
                                  minimum=1, metavar="N")
     ray_address: str | None = option(None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray "
                                      "started in-process)", metavar="ADDR")
-    progress: bool = option(True, help="show progress bars", yaml=False)
+    progress: bool = option(True, help="show progress bars", off_help="hide progress bars and progress messages",
+                            yaml=False)
     overwrite: bool = option(False, help="recompute an output made from other inputs or settings into a fresh "
                              "folder that replaces it once complete", yaml=False)
     wait: bool = option(False, help="when another run of this stage holds the job, wait for it instead of failing",
@@ -124,8 +124,15 @@ class StageLock:
         import fcntl
 
         path = storage.strip_file_scheme(self.url)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        folder = os.path.dirname(path)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise OutputError(f"{folder} exists and is not a folder; Shammie keeps the job's locks in it: "
+                              "move it away and re-run")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise OutputError(f"cannot take the job lock {path}: {e.strerror or e}") from None
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -318,15 +325,40 @@ def check_stats_file(job: str) -> None:
 # ---------------------------------------------------------------- the record of what made an output
 
 
-def input_record(inputs: Sequence[InputFile]) -> dict[str, dict]:
-    return {i.name: {"url": i.url, **i.fingerprint} for i in inputs}
+def input_record(inputs: Sequence[InputFile], job: str | None = None) -> dict[str, dict]:
+    """name -> where the input is and what identifies its content. An input inside the job is
+    recorded relative to it ("documents/a.parquet"), so a job folder that is copied or moved
+    still matches its records and resumes; an input outside it (WARC files) keeps its URL."""
+    return {i.name: {"url": _job_relative(i.url, job), **i.fingerprint} for i in inputs}
+
+
+def _job_relative(url: str, job: str | None) -> str:
+    if job is None:
+        return url
+    inside = storage.relative_to(url, job)
+    return url if inside is None else inside
+
+
+def _same_input(old: Any, new: dict) -> bool:
+    """Is the recorded input `old` the input `new`? A record of an older Shammie holds the absolute URL of
+    an input inside the job: it is the same input when the rest of its fingerprint (size, checksum) is
+    equal and its URL ends with the job-relative path (the job may have moved since)."""
+    if old == new:
+        return True
+    if not isinstance(old, dict):
+        return False
+    old_url, new_url = str(old.get("url", "")), str(new.get("url", ""))
+    rest_old = {k: v for k, v in old.items() if k != "url"}
+    rest_new = {k: v for k, v in new.items() if k != "url"}
+    return (rest_old == rest_new and "://" not in new_url and not new_url.startswith("/")
+            and old_url.endswith("/" + new_url))
 
 
 def compare_inputs(old: dict[str, dict], new: dict[str, dict]) -> tuple[list[str], list[str], list[str]]:
     """(added, removed, changed) input names."""
     added = sorted(set(new) - set(old))
     removed = sorted(set(old) - set(new))
-    changed = sorted(n for n in set(old) & set(new) if old[n] != new[n])
+    changed = sorted(n for n in set(old) & set(new) if not _same_input(old[n], new[n]))
     return added, removed, changed
 
 
@@ -340,9 +372,17 @@ def describe_change(stage: Stage, old: dict, settings: dict, inputs: dict) -> st
     parts = []
     old_settings = old.get("settings") or {}
     diff = sorted(k for k in set(old_settings) | set(settings) if old_settings.get(k) != settings.get(k))
+    other_folder = "input_stage" in diff
+    if other_folder:
+        # Another folder's files are other inputs by nature: name the folders, not each file.
+        parts.append(f"it was built from {old_settings.get('input_stage')}/ and this run reads "
+                     f"{settings.get('input_stage')}/")
+        diff.remove("input_stage")
     if diff:
         parts.append("settings changed (" + ", ".join(
             f"{k}: {json.dumps(old_settings.get(k))} -> {json.dumps(settings.get(k))}" for k in diff) + ")")
+    if other_folder:
+        return "; ".join(parts)
     added, removed, changed = compare_inputs(old.get("inputs") or {}, inputs)
     if removed:
         parts.append(f"{len(removed)} input(s) no longer given or gone ({_listing(removed)})")
@@ -461,16 +501,14 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
     if not inputs:
         raise InputError(f"{stage.name}: the input is empty; nothing would be written")
     # ray.init retries an unreachable address for minutes: check it in seconds, before the folder exists
-    from shammie.pipeline.ray_runtime import check_job_location, check_ray_address
-
-    check_ray_address(run.ray_address)
+    ray_runtime.check_ray_address(run.ray_address)
     # the job, and an output outside it (a store on another path), must both be seen by every node
     for where in dict.fromkeys((job, stage.output_url())):
-        check_job_location(where, run.ray_address, shared_filesystem=run.shared_filesystem)
+        ray_runtime.check_job_location(where, run.ray_address, shared_filesystem=run.shared_filesystem)
     with output_errors():
         check_output_writable(job)
     settings = stage.settings()
-    record_inputs = input_record(inputs)
+    record_inputs = input_record(inputs, job)
 
     with StageLock(job, folder, stage.name, wait=run.wait):
         books = stage.bookkeeping_url()
@@ -531,17 +569,6 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
         return StageResult(section, status)
 
 
-# errno values that mean "this output location cannot take the write", not a bug
-OUTPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR}
-
-
-def as_output_error(e: BaseException) -> OutputError | None:
-    if isinstance(e, OSError) and e.errno in OUTPUT_ERRNOS:
-        where = f" {e.filename}" if e.filename else ""
-        return OutputError(f"cannot write{where}: {e.strerror or e}")
-    return None
-
-
 @contextlib.contextmanager
 def output_errors() -> Iterator[None]:
     """A full disk or read-only output is a one-line OutputError, not an OSError traceback."""
@@ -564,19 +591,27 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
         storage.remove(storage.join(books, jobdir.SUCCESS))
     storage.write_json_atomic(storage.join(books, STAGE_RECORD), {
         "version": RECORD_VERSION, "stage": stage.name, "settings": settings, "inputs": record_inputs,
+        # the job folder read and its build id then: the output's lineage (pipeline/lineage.py)
+        "built_from": lineage.built_from(job, settings.get("input_stage")),
         "started_at": _now()})
     say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) -> {target}")
+    ray_before = ray_runtime.start_seconds()
     ctx = StageContext(stage, run, target, tasks, settings, books=books)
     results = stage.execute(ctx)
+    ray_start = ray_runtime.start_seconds() - ray_before
     planned = {o for t in tasks for o in t.outputs}
     if not stage.manages_output:
         _remove_unplanned(target, planned, stage)
     outputs, stamps = _output_manifest(target, planned, ctx.output_records)
     section = stage.summarize(results)
     section.setdefault("seconds", round(time.monotonic() - started, 3))
+    if ray_start > 0:
+        # within "seconds"; the throughput below leaves it out (a small stage measured Ray, not itself)
+        section["ray_start_seconds"] = round(ray_start, 3)
     count = section.get(stage.progress_count_key)
-    if isinstance(count, (int, float)) and section["seconds"]:
-        section.setdefault(f"{stage.progress_unit}_per_s", round(count / max(section["seconds"], 1e-9), 2))
+    working = section["seconds"] - section.get("ray_start_seconds", 0)
+    if isinstance(count, (int, float)) and working > 0:
+        section.setdefault(f"{stage.progress_unit}_per_s", round(count / max(working, 1e-9), 2))
     section["settings"] = settings
     section["inputs"] = len(inputs)
     stage.record_section(section)
@@ -585,6 +620,9 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     storage.write_json_atomic(success_url, {
         **(previous if isinstance(previous, dict) else {}),
         "stage": stage.name, "finished_at": _now(), "documents": section.get("documents"), "outputs": outputs,
+        # a stage that publishes itself (the store) has a build id of its own
+        "build_id": section.get("build_id") if stage.manages_output and section.get("build_id")
+        else lineage.build_id_of_outputs(outputs),
         **({OUTPUT_STAMPS: stamps} if stamps else {})})
     return section
 

@@ -25,6 +25,7 @@ document folder; `DocumentStage` gives them input resolution and one task per fi
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -220,7 +221,29 @@ class DocumentStage(Stage):
         source = jobdir.resolve_input_stage(self.job, requested, before=out)
         if source == out:
             raise StageRefused(f"{self.name} cannot read its own output folder {out}/")
-        return source
+        return source if requested else self.keep_recorded_input(source, before=out)
+
+    def keep_recorded_input(self, default: str, before: str | None = None) -> str:
+        """The folder an existing output was built from, when it is still complete, instead of `default`.
+
+        An optional step run later (exact-dedup after dedup, decontaminate after edu score) adds a
+        complete folder further downstream; the output built from the earlier folder still describes
+        its input, so it stays valid (resumed or reported complete), with a note saying how to rebuild
+        it from the newer folder, instead of being refused as changed. An explicit --input-stage is
+        always taken as it is."""
+        record = jobdir.read_stage_record(self.bookkeeping_url())
+        recorded = ((record or {}).get("settings") or {}).get("input_stage")
+        if not isinstance(recorded, str) or recorded == default or not jobdir.is_complete(self.job, recorded):
+            return default
+        order = jobdir.DOCUMENT_STAGES + jobdir.subset_stages(self.job)
+        if before in order and (recorded not in order or order.index(recorded) >= order.index(before)):
+            return default
+        if getattr(self, "_noted_input", None) != recorded:
+            self._noted_input = recorded
+            print(f"note: {self.output_folder()}/ was built from {recorded}/, which is still complete; "
+                  f"{default}/ was written since. Keeping {self.output_folder()}/ as it is; pass --input-stage "
+                  f"{default} --overwrite to rebuild it from {default}/", file=sys.stderr, flush=True)
+        return recorded
 
     def resolve_inputs(self) -> list[InputFile]:
         if not storage.exists(self.job):

@@ -13,12 +13,14 @@ from shammie.pipeline.runner import RunOptions, run_stage
 
 
 def add_stage_arguments(parser: argparse.ArgumentParser, stage_cls: type, description: str | None = None,
-                        epilog: str | None = None, *, fixed: dict | None = None) -> None:
-    """Flags for every option of the stage and of RunOptions; `fixed` options are set, not flags."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+                        epilog: str | None = None, *, fixed: dict | None = None,
+                        helps: dict[str, str] | None = None) -> None:
+    """Flags for every option of the stage and of RunOptions; `fixed` options are set, not flags;
+    `helps` words some options' help for this command."""
+    parser.formatter_class = options.HelpFormatter
     parser.description = description or (stage_cls.__doc__ or "").strip()
     parser.epilog = (epilog + "\n\n" if epilog else "") + RERUN_RULES
-    options.add_arguments(parser, stage_cls.Options, exclude=tuple(fixed or ()))
+    options.add_arguments(parser, stage_cls.Options, exclude=tuple(fixed or ()), helps=helps)
     options.add_arguments(parser, RunOptions)
     parser.set_defaults(_fixed_options=dict(fixed or {}))
 

@@ -158,6 +158,17 @@ def parent(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[0] if "/" in url.rstrip("/") else "."
 
 
+def relative_to(url: str, base: str) -> str | None:
+    """`url` as a path relative to the folder `base` ("documents/a.parquet"), or None when it is not inside it."""
+    url, base = strip_file_scheme(url), strip_file_scheme(base).rstrip("/")
+    if is_remote(url) != is_remote(base):
+        return None
+    if not is_remote(url):
+        url, base = os.path.normpath(url), os.path.normpath(base)
+    prefix = base + "/"
+    return url[len(prefix):] if url.startswith(prefix) else None
+
+
 def basename(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 

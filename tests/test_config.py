@@ -87,7 +87,8 @@ def test_every_problem_is_reported_at_once(tmp_path, warc_dir):
     """)
     message = errors_of(path)
     lines = [ln for ln in message.splitlines() if ln.startswith("  - ")]
-    assert len(lines) == 5, message  # input, output, workers, threshold, group_by edu without edu
+    # input, output, workers, threshold (shard's default group-by works without edu since issue 24)
+    assert len(lines) == 4, message
     assert "output: is required" in message
     assert "input[0]: 'missing-folder/' does not exist" in message
     assert "workers: must be >= 1, got 0" in message

@@ -128,3 +128,34 @@ def test_load_config_and_the_cli_report_them_without_a_traceback(tmp_path, capsy
 def test_the_cli_reports_a_folder_given_as_config(tmp_path, capsys):
     assert main(["run", str(tmp_path), "--dry-run"]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- environment variables (issue 24)
+
+
+def test_environment_variables_are_expanded_in_strings(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHAMMIE_TEST_ROOT", str(tmp_path / "jobs"))
+    monkeypatch.setenv("SHAMMIE_TEST_LANG", "de")
+    monkeypatch.delenv("SHAMMIE_TEST_UNSET", raising=False)
+    path = tmp_path / "job.yaml"
+    path.write_text("output: ${SHAMMIE_TEST_ROOT}/web\n"
+                    "crawl: {enabled: false}\n"
+                    "shard: {group_by: '${SHAMMIE_TEST_UNSET:-site}'}\n"
+                    "name: 'cost $${NOT_A_VAR} ${SHAMMIE_TEST_LANG}'\n")
+    data = read_yaml(str(path))
+    assert data["output"] == f"{tmp_path}/jobs/web"
+    assert data["shard"]["group_by"] == "site"
+    assert data["name"] == "cost ${NOT_A_VAR} de"
+    assert load_config(str(path)).output == str(tmp_path / "jobs" / "web")
+
+
+def test_an_unset_environment_variable_is_a_one_line_error_naming_key_and_variable(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SHAMMIE_TEST_UNSET", raising=False)
+    path = tmp_path / "job.yaml"
+    path.write_text("output: ${SHAMMIE_TEST_UNSET}/web\ninput: [a.warc, '${SHAMMIE_TEST_UNSET}']\n")
+    message = read_error(path)
+    assert "output: the environment variable SHAMMIE_TEST_UNSET is not set" in message
+    assert "input[1]: the environment variable SHAMMIE_TEST_UNSET is not set" in message
+    assert main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "SHAMMIE_TEST_UNSET is not set" in err

@@ -24,10 +24,10 @@ def test_url_filter_reasons_equal_datatroves_for_every_word_rule():
     from datatrove.data import Document
     from datatrove.pipeline.filters import URLFilter
 
-    from shammie.filters.fineweb import _offline_tldextract
+    from shammie.filters.url_blocklist import offline_tldextract
 
     reference = URLFilter()
-    reference.tldextractor = _offline_tldextract()
+    reference.tldextractor = offline_tldextract()
     reference.download_data()
     compact = make_url_filter()
     compact.download_data()

@@ -330,8 +330,11 @@ def test_cli_exports_and_prints_the_data_path(token_store, tmp_path, capsys):
     assert main(["export", str(token_store), "--format", "megatron", "--output", str(tmp_path / "m")]) == 0
     printed = capsys.readouterr().out
     assert (tmp_path / "m" / "data_path.txt").read_text().strip() in printed.splitlines()
-    assert main(["export", str(token_store), "--format", "hf", "--output", str(tmp_path / "h")]) == 0
+    assert "export: " in printed  # which domain is being written
+    assert main(["export", str(token_store), "--format", "hf", "--output", str(tmp_path / "h"), "--no-progress"]) == 0
     assert (tmp_path / "h" / "README.md").exists()
+    printed = capsys.readouterr().out
+    assert "export: " not in printed and printed.startswith("exported ")  # the closing summary only
 
 
 def test_cli_mistakes_end_with_one_line_and_exit_2(tmp_path, capsys):

@@ -180,7 +180,8 @@ def test_help_shows_defaults_and_escapes_percent(in_tmp, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "Jaccard similarity of near-duplicates (default: 0.8)" in text
     assert "languages to keep, or 'all'; comma-separated (default: en)" in text
-    assert "deduplicate across snapshots (on by default; this flag turns it off)" in text
+    # --no-across-snapshots turns it off: said as what the flag does (issue 24), not as the option's meaning
+    assert "turn off (on by default): deduplicate across snapshots" in text
     assert "{fasttext,transformers}" in text and "--input PATH [PATH ...], -i PATH [PATH ...]" in text
     assert "tokens per sequence, 100% packed (default: 2048)" in text
     assert "==SUPPRESS==" not in text

@@ -192,3 +192,87 @@ def test_language_section_shows_each_languages_funnel(tmp_path):
     assert language.table == [("zh", "seen 10, kept 1, dropped: Gopher quality 6, Gopher repetition 3"),
                               ("nl", "seen 2, kept 0, dropped: language 2")]
     assert "seen 10, kept 1, dropped: Gopher quality 6" in open(html, encoding="utf-8").read()
+
+
+# ---------------------------------------------------------------- what the plots say (issue 24)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures the report draws, by plot function, kept for inspection."""
+    import shammie.jobs.report as report
+
+    drawn = []
+    real = report._png
+
+    def keep(fig):
+        drawn.append(fig)
+        texts = [ax.get_title() for ax in fig.axes] + [fig._suptitle.get_text() if fig._suptitle else ""]
+        keep.titles.append(" | ".join(texts))
+        keep.axes.append(fig.axes)
+        return real(fig)
+
+    keep.titles, keep.axes = [], []
+    monkeypatch.setattr(report, "_png", keep)
+    return keep
+
+
+def test_the_dedup_plot_says_its_clusters_hold_exact_copies_too(tmp_path, figures):
+    job = make_job(tmp_path, {"dedup": {**DEDUP, "exact_removed": 2, "near_removed": 1,
+                                        "cluster_sizes": {"2": 1, "3": 1}}})
+    write_report(str(job))
+    title = next(t for t in figures.titles if "clusters" in t.lower())
+    assert "exact copies and near-duplicates" in title and not title.startswith("Near-duplicate")
+
+
+@pytest.mark.parametrize("threshold, at, label", [
+    (3, 2.5, "edu_int_score >= 3 (edu_score >= 2.5)"),
+    (3.5, 3.5, "edu_score >= 3.5"),
+])
+def test_the_edu_threshold_line_is_labelled_with_where_it_is(tmp_path, figures, threshold, at, label):
+    job = make_job(tmp_path, {"edu_score": EDU_SCORE, "edu_subset": {**EDU_SUBSET, "threshold": threshold}},
+                   scored=[0.5, 2.4, 2.6, 3.2, 4.9])
+    write_report(str(job))
+    axes = next(a for t, a in zip(figures.titles, figures.axes) if "Edu score of" in t)[0]
+    lines = [ln for ln in axes.get_lines() if ln.get_linestyle() == "--"]
+    assert len(lines) == 1 and lines[0].get_xdata()[0] == pytest.approx(at)
+    assert lines[0].get_label().endswith(label)
+
+
+def test_throughput_leaves_ray_start_up_out_and_shows_it_apart(tmp_path, figures):
+    job = make_job(tmp_path, {"dedup": {**DEDUP, "documents": 100, "seconds": 10.0, "ray_start_seconds": 9.0}})
+    _, plots = write_report(str(job))
+    throughput = next(p for p in plots if p.key == "throughput")
+    assert throughput.table == [("dedup", "100 in 1.0 s = 100.0/s (+ 9.0 s Ray start-up)")]
+    left = next(a for t, a in zip(figures.titles, figures.axes) if "Throughput" in t)[0]
+    assert [round(p.get_width(), 3) for p in left.patches] == [100.0]
+
+
+def test_removed_documents_are_shown_with_examples_per_reason(tmp_path):
+    job = make_job(tmp_path, {"crawl": CRAWL})
+    (job / "removed").mkdir()
+    rows = [{"id": f"d{i}", "url": f"http://x.org/{reason}/{i}", "warc_offset": i, "reason": reason, "detail": "",
+             "text": f"<b>{reason}</b> text {i} " + "word " * 100}
+            for reason in ("gopher_quality", "language") for i in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows), job / "removed" / "w.parquet")
+    write_report(str(job))
+    html = (job / "report.html").read_text()
+    section = html.split('<section id="removed">', 1)[1].split("</section>", 1)[0]
+    assert section.count("<tr>") == 6  # 3 per reason
+    assert "Gopher quality" in section and "http://x.org/language/0" in section
+    assert "&lt;b&gt;language&lt;/b&gt; text 0" in section and "http://x.org/language/3" not in section
+
+
+def test_errors_warnings_and_drop_reasons_are_shown(tmp_path):
+    crawl = {**CRAWL, "errors": {"input_unreadable": 1}, "warnings": {"extract_timeout": 2},
+             "unreadable_files": {"/data/w/bad.warc.gz": "not a WARC file"},
+             "drop_reasons": {"gopher_quality: gopher_short_doc": 2, "language: en below 0.65": 5}}
+    job = make_job(tmp_path, {"crawl": crawl})
+    _, plots = write_report(str(job))
+    html = (job / "report.html").read_text()
+    box = html.split('id="warnings"', 1)[1].split("</div>", 1)[0]
+    assert "crawl: errors input_unreadable 1" in box and "crawl: warnings extract_timeout 2" in box
+    assert "1 input file(s) could not be read (bad.warc.gz: not a WARC file)" in box
+    funnel = next(p for p in plots if p.key == "funnel").table
+    reasons = [row for row in funnel if row[0].startswith("drop reason:")]
+    assert reasons == [("drop reason: language: en below 0.65", 5), ("drop reason: gopher_quality: gopher_short_doc", 2)]

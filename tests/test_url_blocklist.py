@@ -74,10 +74,10 @@ def test_url_filter_verdicts_equal_datatroves(shared_data):
     from datatrove.data import Document
     from datatrove.pipeline.filters import URLFilter
 
-    from shammie.filters.fineweb import _offline_tldextract
+    from shammie.filters.url_blocklist import offline_tldextract
 
     reference = URLFilter()
-    reference.tldextractor = _offline_tldextract()
+    reference.tldextractor = offline_tldextract()
     compact = make_url_filter()
     blocked = sorted(read_like_datatrove(os.path.join(
         __import__("shammie.filters.url_blocklist", fromlist=["x"]).blocklist_folder(), "domains")))[:2000:7]
