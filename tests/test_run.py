@@ -51,6 +51,10 @@ class FakeStages:
         self.ray: list[tuple] = []
         monkeypatch.setattr(ray_runtime, "init_ray", lambda address=None, num_cpus=None:
                             self.ray.append((address, num_cpus)) or "fake Ray")
+        # the fake Ray, once "joined", is one host (the real queries need a started Ray, which only an
+        # earlier test in the same process gave: the file failed alone)
+        monkeypatch.setattr(ray_runtime, "_connected", lambda: bool(self.ray))
+        monkeypatch.setattr(ray_runtime, "cluster_hosts", lambda: {"this-host"})
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
