@@ -364,7 +364,7 @@ class CleanedTexts:
         self._deleted = frozenset(t for t in MANUALLY_CLEANED if t not in ("form", "figure", "math"))
 
     def __call__(self, tree) -> list[str]:
-        return self._walk(tree, skip_root=True)
+        return self._walk(tree)  # the page's <html>: never a deleted element
 
     def readability_roots(self, tree) -> list[list[str]]:
         """The texts that survive the cleaning when a deleted element is the root of readability's article.
@@ -379,26 +379,24 @@ class CleanedTexts:
         body = tree.find("body") if tree.tag != "body" else tree
         if body is None:
             return []
-        return [self._walk(child, skip_root=False) for child in body
+        return [self._walk(child) for child in body
                 if isinstance(child.tag, str) and child.tag in self._deleted and child.tag not in ("script", "style")]
 
-    def _walk(self, tree, skip_root: bool) -> list[str]:
+    def _walk(self, tree) -> list[str]:
+        """The texts of `tree` outside the deleted elements below it (the cleaning keeps its root)."""
         from lxml.etree import iterwalk
 
         deleted, out = self._deleted, []
         walk = iterwalk(tree, events=("start", "end"))
-        root = True
         for event, element in walk:
             if event == "end":
                 if element.tail:
                     out.append(element.tail)
                 continue
             tag = element.tag
-            if (tag in deleted or (tag == "figure" and element.find(".//table") is None)) and (skip_root or not root):
-                root = False
+            if element is not tree and (tag in deleted or (tag == "figure" and element.find(".//table") is None)):
                 walk.skip_subtree()  # its tail still comes with its "end"
                 continue
-            root = False
             if element.text and isinstance(tag, str):
                 out.append(element.text)
             if tag == "math" and element.get("alttext"):

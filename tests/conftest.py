@@ -58,6 +58,24 @@ def ray_session():
     ray.shutdown()
 
 
+def dedup_killed_before_clusters(job, monkeypatch, **options) -> None:
+    """Run `minhash.dedup` on `job` with a driver that dies once the buckets are written."""
+    from shammie.dedup import minhash
+    from shammie.pipeline import parallel
+
+    real = parallel.run_tasks
+
+    def die_at_clusters(job_, stage, *a, **k):
+        if k["markers"].endswith("clusters"):
+            raise RuntimeError("driver killed")
+        return real(job_, stage, *a, **k)
+
+    monkeypatch.setattr(parallel, "run_tasks", die_at_clusters)
+    with pytest.raises(RuntimeError, match="driver killed"):
+        minhash.dedup(str(job), progress=False, **options)
+    monkeypatch.setattr(parallel, "run_tasks", real)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from conftest import dedup_killed_before_clusters
 from shammie.dedup import minhash
 from shammie.dedup.signatures import (MinHasher, MinhashParams, estimated_jaccard, normalise_words,
                                       shingle_hashes)
@@ -262,19 +263,7 @@ def test_rerun_after_interrupted_stage_gives_identical_output(tmp_path, referenc
     src, clean, ref = reference_run
     job = tmp_path / "job"
     shutil.copytree(src, job)
-    from shammie.pipeline import parallel
-
-    real = parallel.run_tasks
-
-    def die_at_clusters(job_, stage, *a, **k):
-        if k["markers"].endswith("clusters"):
-            raise RuntimeError("driver killed")  # the driver dies once buckets are written
-        return real(job_, stage, *a, **k)
-
-    monkeypatch.setattr(parallel, "run_tasks", die_at_clusters)
-    with pytest.raises(RuntimeError, match="driver killed"):
-        minhash.dedup(str(job), progress=False)
-    monkeypatch.setattr(parallel, "run_tasks", real)
+    dedup_killed_before_clusters(job, monkeypatch)
     work = job / "_meta" / "deduped" / "_work"
     # What a worker killed mid-task leaves: a temporary file and no marker.
     bucket = sorted((work / "buckets").glob("*.npy"))[0]

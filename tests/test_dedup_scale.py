@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import dedup_killed_before_clusters
 from shammie.dedup import clusters, minhash
 from shammie.pipeline import partitioned
 from test_dedup import alter, kept_ids, random_text, reference_roots, write_docs
@@ -251,19 +252,7 @@ def test_a_resumed_run_with_another_split_does_not_read_the_old_work_files(tmp_p
     src, clean, ref = corpus
     job = tmp_path / "job"
     shutil.copytree(src, job)
-    from shammie.pipeline import parallel
-
-    real = parallel.run_tasks
-
-    def die_at_clusters(job_, stage, *a, **k):
-        if k["markers"].endswith("clusters"):
-            raise RuntimeError("driver killed")
-        return real(job_, stage, *a, **k)
-
-    monkeypatch.setattr(parallel, "run_tasks", die_at_clusters)
-    with pytest.raises(RuntimeError, match="driver killed"):
-        minhash.dedup(str(job), max_bucket_docs=40, progress=False)
-    monkeypatch.setattr(parallel, "run_tasks", real)
+    dedup_killed_before_clusters(job, monkeypatch, max_bucket_docs=40)
     stats = minhash.dedup(str(job), progress=False)  # 1 range instead of 16
     assert stats["bucket_ranges_per_band"] == 1
     assert kept_ids(job) == kept_ids(clean) and stats["clusters"] == ref["clusters"]
