@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "filters", "dedup", "mixing", "jobs")
 CRAWL_STAGE = {"pipeline.crawl", "pipeline.crawl_cli", "pipeline.extract", "pipeline.short_pages",
-               "pipeline.trafilatura_xpaths"}
+               "pipeline.trafilatura_xpaths", "pipeline.xpath_subset"}
 STORE_FORMAT = {"mixing.store_format", "mixing.tokenizer", "mixing.errors", "mixing.store"}
 TRAINING = {"mixing." + m for m in ("dataset", "mixer", "rules", "losses", "budgets", "schedule", "distributed",
                                     "feedback", "hf", "lightning", "shm", "log", "state", "mix_cli")}
