@@ -18,18 +18,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from shammie.pipeline import jobdir, storage
+from shammie.pipeline import jobdir, registry, storage
+from shammie.pipeline.crawl import FILTER_LABELS
 from shammie.pipeline.lineage import chain, stale
 
 REPORT_NAME = "report.html"
-# Sections of stats.json that count documents through a stage, in pipeline order.
-STAGE_SECTIONS = ("crawl", "exact_dedup", "dedup", "decontaminate", "classify", "edu_score", "edu_subset", "shard",
-                  "export")
-FILTER_LABELS = {
-    "url_filter": "URL filter", "extraction_empty": "no text extracted", "language": "language",
-    "gopher_repetition": "Gopher repetition", "gopher_quality": "Gopher quality",
-    "c4_quality": "C4 quality", "fineweb_quality": "FineWeb quality",
-}
 
 
 @dataclass
@@ -171,46 +164,13 @@ def funnel_plot(data: JobData) -> Plot:
     if not crawl or not lineage.includes("crawl"):
         plot.missing = "no \"crawl\" section in stats.json (run `shammie crawl` or the crawl step)"
         return plot
-    steps: list[tuple[str, float]] = [("records read", crawl.get("records_read", 0))]
-    remaining = crawl.get("records_read", 0)
     dropped = dict(crawl.get("dropped") or {})
-    order = list(crawl.get("filter_order") or FILTER_LABELS)
-    # Records that were never candidate pages (requests, metadata, non-HTML) leave first.
-    skipped = sum(v for k, v in dropped.items() if k not in order) + sum((crawl.get("errors") or {}).values())
-    if skipped:
-        remaining -= skipped
-        steps.append(("HTML pages" if "html_responses" in crawl else "after non-page records", remaining))
-    for name in order:
-        if dropped.get(name):
-            remaining -= dropped[name]
-            steps.append((f"after {FILTER_LABELS.get(name, name)}", remaining))
-    steps.append(("kept by crawl", crawl.get("kept", crawl.get("documents", remaining))))
     # Only the steps of the chain the described output was built from (a step that ran on another
-    # branch, or after the store was built, is named in the lineage notes instead)
-    exact = data.section("exact_dedup") if lineage.includes("exact_dedup") else {}
-    if exact:
-        steps.append(("after exact dedup", exact.get("kept", exact.get("documents", 0))))
-    dedup = data.section("dedup") if lineage.includes("dedup") else {}
-    if dedup:
-        remaining = dedup.get("documents_in", steps[-1][1])
-        # the three kinds of removal, in the order dedup applies them
-        for key, label in (("exact_removed", "after exact duplicates"), ("near_removed", "after near-duplicates"),
-                           ("against_removed", "after earlier snapshots")):
-            if dedup.get(key):
-                remaining -= dedup[key]
-                steps.append((label, remaining))
-        steps.append(("after dedup", dedup.get("kept", dedup.get("documents", 0))))
+    # branch, or after the store was built, is named in the lineage notes instead); each step's rows
+    # come from its stage's own `funnel`, as the dataset card's do (`pipeline/registry.py`)
+    steps = registry.funnel(data.stats, lineage.includes,
+                            {link.stage: link.folder for link in lineage.links if link.stage})
     decontaminate = data.section("decontaminate") if lineage.includes("decontaminate") else {}
-    if decontaminate:
-        steps.append(("after decontamination", decontaminate.get("kept", decontaminate.get("documents", 0))))
-    subset = data.section("edu_subset") if lineage.includes("edu_subset") else {}
-    if subset:
-        read = next((link.folder for link in lineage.links if link.stage == "edu_subset"), None)
-        subset = (subset.get("subsets") or {}).get(read) or subset
-        steps.append((f"edu >= {subset.get('threshold', '?')}", subset.get("documents", 0)))
-    store = data.section("shard")
-    if lineage.stages is not None and "shard" in lineage.stages and store.get("documents") is not None:
-        steps.append(("in the store", store["documents"]))
     labels = [s[0] for s in steps]
     values = [float(s[1]) for s in steps]
     fig, ax = _barh(labels, values, "documents (records)", color="#55A868")
@@ -391,7 +351,7 @@ def dedup_plot(data: JobData) -> Plot:
 def throughput_plot(data: JobData) -> Plot:
     plot = Plot("throughput", "Per-stage throughput")
     rows = []
-    for name in STAGE_SECTIONS:
+    for name in registry.sections():
         section = data.section(name)
         docs, seconds = section.get("documents"), section.get("seconds")
         if name == "crawl":
@@ -451,7 +411,7 @@ def problem_notes(data: JobData) -> list[str]:
     """Errors and warnings the stages counted (an unreadable input, a page that timed out): said at the
     top of the report, not only in a table."""
     notes = []
-    for name in STAGE_SECTIONS:
+    for name in registry.sections():
         section = data.section(name)
         for kind in ("errors", "warnings"):
             counts = {k: v for k, v in (section.get(kind) or {}).items() if isinstance(v, (int, float)) and v}

@@ -80,7 +80,7 @@ def test_full_job_report_has_every_plot_as_an_embedded_png(tmp_path):
     assert "5</td><td>0 documents, 0 tokens" in html
     # the funnel follows the documents through every stage
     funnel = {k: v for k, v in next(p for p in plots if p.key == "funnel").table}
-    assert funnel["records read"] == 30 and funnel["kept by crawl"] == 12
+    assert funnel["WARC records read"] == 30 and funnel["kept by the crawl"] == 12
     assert funnel["after dedup"] == 9 and funnel["edu >= 3"] == 4
     assert funnel["after no text extracted"] == 24 - 4 and funnel["after language"] == 15
 
