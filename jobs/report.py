@@ -384,6 +384,70 @@ def throughput_plot(data: JobData) -> Plot:
     return plot
 
 
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def stage_cpu_rows(data: JobData) -> list[tuple[str, float | None, float | None, float, int | None]]:
+    """(label, CPU seconds, wall seconds without Ray start-up, Ray start-up seconds, tasks) of every stage that
+    recorded its CPU time, each followed by its phases ("dedup / signatures"). From the sections' schema
+    `seconds`, `cpu_seconds`, `ray_start_seconds`, `phases: {name: {seconds, cpu_seconds, tasks}}`;
+    a stage without CPU time (run by an older Shammie) has no row."""
+    rows = []
+    for name in registry.sections():
+        section = data.section(name)
+        phases = {k: v for k, v in (section.get("phases") or {}).items() if isinstance(v, dict)} \
+            if isinstance(section.get("phases"), dict) else {}
+        cpu = _seconds(section.get("cpu_seconds"))
+        if cpu is None and not any(_seconds(p.get("cpu_seconds")) is not None for p in phases.values()):
+            continue
+        if cpu is None:
+            cpu = sum(_seconds(p.get("cpu_seconds")) or 0.0 for p in phases.values())
+        wall = _seconds(section.get("seconds"))
+        ray_start = min(_seconds(section.get("ray_start_seconds")) or 0.0, wall or 0.0)
+        tasks = sum(int(p.get("tasks") or 0) for p in phases.values()) or section.get("tasks")
+        rows.append((name, cpu, None if wall is None else wall - ray_start, ray_start,
+                     tasks if isinstance(tasks, int) else None))
+        for phase, p in phases.items():
+            rows.append((f"{name} / {phase}", _seconds(p.get("cpu_seconds")), _seconds(p.get("seconds")), 0.0,
+                         p.get("tasks") if isinstance(p.get("tasks"), int) else None))
+    return rows
+
+
+def stage_cpu_plot(data: JobData) -> Plot:
+    plot = Plot("stage_cpu", "CPU cost per stage")
+    rows = stage_cpu_rows(data)
+    if not rows:
+        plot.missing = ("no stage recorded its CPU time (\"cpu_seconds\" in its stats.json section; stages run by "
+                        "an older Shammie do not)")
+        return plot
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, max(2.5, 0.4 * len(rows) + 1.3)), dpi=100, sharey=True)
+    ys = list(range(len(rows)))[::-1]
+    colors = ["#C44E52" if " / " not in label else "#E8A0A2" for label, *_ in rows]
+    left.barh(ys, [cpu or 0 for _, cpu, _, _, _ in rows], color=colors)
+    left.set_yticks(ys, [label for label, *_ in rows])
+    left.set_xlabel("CPU seconds (process time of the tasks)")
+    right.barh(ys, [wall or 0 for _, _, wall, _, _ in rows], color="#8C8C8C", label="the stage's work")
+    right.barh(ys, [r for *_, r, _ in rows], left=[wall or 0 for _, _, wall, _, _ in rows], color="#DDDDDD",
+               label="Ray start-up")
+    right.set_xlabel("wall-clock seconds")
+    right.legend(fontsize=8)
+    fig.suptitle("CPU and wall time per stage and phase (Ray start-up apart)")
+    plot.png = _png(fig)
+    for label, cpu, wall, ray_start, tasks in rows:
+        parts = [f"{cpu:,.1f} CPU s" if cpu is not None else "CPU ?",
+                 f"{wall:,.1f} s wall" if wall is not None else "wall ?"]
+        if ray_start:
+            parts.append(f"+ {ray_start:.1f} s Ray start-up")
+        if tasks is not None:
+            parts.append(f"{tasks:,} tasks")
+        plot.table.append((label, ", ".join(parts)))
+    plot.note = ("CPU: process time inside each stage's tasks, summed over workers; wall: the stage's run without the "
+                 "time it spent starting Ray (shown apart); phases are the passes of a multi-pass stage")
+    return plot
+
+
 def cost_plot(data: JobData) -> Plot:
     plot = Plot("cost", "Crawl cost per step")
     crawl = data.section("crawl")
@@ -494,7 +558,7 @@ def removed_examples(data: JobData) -> list[tuple[str, str, str]]:
 
 
 PLOTS: list[Callable[[JobData], Plot]] = [funnel_plot, domains_plot, edu_plot, language_plot, dedup_plot,
-                                          throughput_plot, cost_plot]
+                                          throughput_plot, stage_cpu_plot, cost_plot]
 
 
 # ---------------------------------------------------------------- HTML
