@@ -193,3 +193,20 @@ def test_a_complete_classified_folder_is_read_where_documented(tmp_path):
     assert ScoreStage(j, ScoreOptions(job=j, model=str(model), kind="quality")).input_stage() == "deduped"
     assert ShardStage(j, ShardOptions(job=j)).input_stage() == "classified"
     assert DecontaminateStage(j, DecontaminateOptions(job=j, against=("x.txt",))).input_stage() == "deduped"
+
+
+def test_the_report_and_the_dataset_card_give_the_same_funnel_rows(tmp_path):
+    """Both take each stage's rows from its `funnel` (before: written twice, in two wordings)."""
+    from shammie.mixing.export import job_funnel
+    from test_report import CRAWL, DEDUP, EDU_SUBSET, SHARD, make_job
+
+    dedup = {**DEDUP, "exact_removed": 1, "near_removed": 2}
+    job = make_job(tmp_path, {"crawl": CRAWL, "dedup": dedup, "edu_subset": EDU_SUBSET, "shard": SHARD})
+    _, plots = write_report(str(job))
+    report_rows = [row for row in next(p for p in plots if p.key == "funnel").table
+                   if not row[0].startswith(("dropped:", "error:", "drop reason:"))]
+    card_rows, _, _ = job_funnel({"input": {"job": str(job)}})
+    assert card_rows == report_rows[:-1] and report_rows[-1] == ("in the store", 4)  # the card counts its own
+    assert [label for label, _ in card_rows] == [
+        "WARC records read", "HTML pages", "after no text extracted", "after language", "after Gopher quality",
+        "kept by the crawl", "after exact duplicates", "after near-duplicates", "after dedup", "edu >= 3"]
