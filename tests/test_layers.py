@@ -5,7 +5,8 @@ functions included (an import moved into a function to dodge a cycle is still a 
 lowest first (docs/architecture.md has the picture):
 
 0. infrastructure: `shammie.pipeline` (stage, runner, options, storage, job directory, parallel,
-   partitioned, ray_runtime, warc reading, lineage), except the crawl stage's own modules;
+   partitioned, ray_runtime, warc reading, lineage, the stage registry: it names the stages as
+   "module:Class" strings, imported when used), except the crawl stage's own modules;
 1. the store's format and reader: what the shard stage writes and the training library reads;
 2. the stages (`filters`, `dedup`, the crawl stage, the store-building and export modules of
    `mixing`) and, beside them and separate from them, the training library (`MixtureDataset`,
