@@ -63,20 +63,20 @@ class Section:
         return [cls for cls, _, _ in self.parts]
 
 
-def _sections() -> dict[str, Section]:
+def sections() -> dict[str, Section]:
     """The config sections, generated from the stage registry: one per job stage, one part per step.
     A step with its own keys (edu's subset: `threshold`) claims them before the step that takes the
     rest. Each stage module is imported only when a config is read."""
-    sections = {}
+    found = {}
     for command in registry.job_commands():
         steps = sorted(command.steps, key=lambda step: step.keys is None)
         helps: dict[str, str] = {}
         for step in steps:
             helps.update(registry.load(step.helps) if step.helps else {})
-        sections[command.name] = Section(
+        found[command.name] = Section(
             tuple((step.stage_class().Options, dict(step.fixed), step.keys) for step in steps), command.enabled,
             command.config_help, tuple(helps.items()), tuple(steps))
-    return sections
+    return found
 
 
 EDU_MODEL_HINT = (
@@ -345,7 +345,7 @@ class _Validator:
     def validate(self, data: dict[str, Any], default_name: str) -> dict[str, Any]:
         from shammie.pipeline.runner import RunOptions
 
-        sections = _sections()
+        known_sections = sections()
         top_keys = {spec.name for spec in option_specs(JobOptions)}
         run_keys = {spec.name for spec in option_specs(RunOptions) if spec.declared.yaml}
         known = sorted(top_keys | run_keys) + stage_names()
@@ -368,7 +368,7 @@ class _Validator:
             values["name"] = values["name"] or default_name
         if run is not None:
             values.update({k: v for k, v in to_mapping(run).items() if k in run_keys})
-        for name, section in sections.items():
+        for name, section in known_sections.items():
             values[name] = self._section(name, section, data.get(name))
         self._cross_checks(values)
         return values
@@ -488,7 +488,7 @@ def describe_options() -> str:
     from shammie.pipeline.runner import RunOptions
 
     parts = ["### Top level", "", options_table(JobOptions), options_table(RunOptions, header=False)]
-    for name, section in _sections().items():
+    for name, section in sections().items():
         parts += ["", f"### `{name}` ({section.help})", "",
                   f"`{name}.enabled` (bool, default `{str(section.enabled).lower()}`): run this stage.", ""]
         # One table per section: the keys of each part, without what the job sets itself (the job

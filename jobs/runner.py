@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from shammie.jobs.config import JobConfig
+from shammie.jobs.config import JobConfig, is_example_input, sections, stage_names
 from shammie.pipeline import jobdir, lineage, registry, storage
 from shammie.pipeline.runner import RunOptions, check_output_writable, run_stage
 from shammie.pipeline.stage import Stage
@@ -49,13 +49,11 @@ class Step:
 def plan(config: JobConfig) -> list[Step]:
     """The steps of the job, upstream first (disabled stages are left out): the job stages of the
     registry (`pipeline/registry.py`), each step reading the folder the previous one wrote."""
-    from shammie.jobs.config import _sections
-
     job = config.output
     steps: list[Step] = []
     previous: str | None = None
     from_job = {"input": tuple(config["input"] or ()), "store": config.store}
-    for name, section in _sections().items():
+    for name, section in sections().items():
         if not config.enabled(name):
             continue
         options_of = dict(zip((s.section for s in section.steps), config.options[name]))
@@ -72,8 +70,6 @@ def plan(config: JobConfig) -> list[Step]:
 
 
 def format_plan(config: JobConfig, steps: list[Step], *, ray_address: str | None = None) -> str:
-    from shammie.jobs.config import is_example_input, stage_names
-
     address = ray_address or config["ray_address"] or os.environ.get("RAY_ADDRESS")
     lines = [
         f"job {config['name']!r}" + (f" from {config.path}" if config.path else ""),
