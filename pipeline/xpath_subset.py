@@ -64,15 +64,15 @@ def _tokens(source: str) -> list[tuple[str, str]]:
     return out
 
 
-# The parser writes each predicate as one Python expression over `el` (its `get` bound to `g`),
-# and the whole expression as one function compiled with `compile()`: nested closures cost
-# a Python call per test, which ate most of the gain. Only names from the parser and
+# The parser writes each predicate as one Python expression over `el` and its attributes (each
+# read once per element into a local variable), and the whole expression as one function
+# compiled with `compile()`: nested closures cost a Python call per test, which ate most of the gain. Only names from the parser and
 # `repr()` of the expression's literals go into the generated source.
 
 
 class Step(NamedTuple):
     tags: set[str] | None        # the names the step selects; None: any element
-    predicates: list[str]        # Python expressions over `el` (and `g`, its get)
+    predicates: list[str]        # Python expressions over `el` and its attributes' local variables
     position: str | None         # None: all; "first-child": `[1]` per parent; "first": `(...)[1]`
 
 
@@ -82,6 +82,11 @@ class _Parser:
         self.i = 0
         self.namespaces = namespaces
         self.constants: dict[str, object] = {}  # compiled regexes and translate() tables
+        self.attributes_read: dict[str, str] = {}  # attribute name -> its local variable
+
+    def attribute(self, name: str) -> str:
+        """The local variable holding attribute `name` (None when absent), read once per element."""
+        return self.attributes_read.setdefault(name, f"_a{len(self.attributes_read)}")
 
     def constant(self, value: object) -> str:
         name = f"_c{len(self.constants)}"
@@ -182,8 +187,8 @@ class _Parser:
             if self.peek("="):  # true when any of the attributes has the value
                 self.take("=")
                 wanted = self.string()
-                return "(" + " or ".join(f"g({n!r}) == {wanted}" for n in names) + ")"
-            return "(" + " or ".join(f"g({n!r}) is not None" for n in names) + ")"
+                return "(" + " or ".join(f"{self.attribute(n)} == {wanted}" for n in names) + ")"
+            return "(" + " or ".join(f"{self.attribute(n)} is not None" for n in names) + ")"
         return self.primary()
 
     def attributes(self) -> tuple[str, ...]:
@@ -254,16 +259,16 @@ class _Parser:
             return f"{inner}.translate({self.constant(table)})"
         names = self.attributes()
         if len(names) == 1:
-            return f"(g({names[0]!r}) or '')"
+            return f"({self.attribute(names[0])} or '')"
+        if len(names) == 2:  # most elements have at most one of the two: no need to read the order
+            a, b = (self.attribute(n) for n in names)
+            return f"(({a} or '') if {b} is None else {b} if {a} is None else _first(el, {names!r}))"
         return f"_first(el, {names!r})"
 
 
 def _first(el, names: tuple[str, ...]) -> str:
     """The string value of the node-set `@a|@b...`: its first attribute in document order,
     which for one element's attributes is their order in the source (as libxml2 orders them)."""
-    present = [v for v in map(el.get, names) if v is not None]
-    if len(present) < 2:  # most elements: no need to read the attribute order
-        return present[0] if present else ""
     for key in el.keys():
         if key in names:
             return el.get(key)
@@ -281,12 +286,13 @@ class CompiledXPath:
         self.original = original
         self.path = source
         namespace = {"_first": _first, **parser.constants}
+        reads = "".join(f"    {var} = el.get({name!r})\n" for name, var in parser.attributes_read.items())
         if all(step.position is None for step in steps):
             # One pass over the descendants, each kept once; C filters the names when every
             # step names its elements (`.//name`, or a first predicate of only `self::` tests).
-            self._steps = [(self._tags_of(steps), self._function(steps, namespace, source), None)]
+            self._steps = [(self._tags_of(steps), self._function(steps, reads, namespace, source), None)]
         else:
-            self._steps = [(self._tags_of([step]), self._function([step], namespace, source), step.position)
+            self._steps = [(self._tags_of([step]), self._function([step], reads, namespace, source), step.position)
                            for step in steps]
 
     @staticmethod
@@ -296,12 +302,12 @@ class CompiledXPath:
         return tuple(sorted(set().union(*(step.tags for step in steps))))
 
     @staticmethod
-    def _function(steps: list[Step], namespace: dict, source: str):
+    def _function(steps: list[Step], reads: str, namespace: dict, source: str):
         alternatives = []
         for step in steps:
             named = [f"el.tag in {frozenset(step.tags)!r}"] if step.tags is not None and len(steps) > 1 else []
             alternatives.append("(" + " and ".join(named + step.predicates or ["True"]) + ")")
-        code = f"def test(el):\n    g = el.get\n    return {' or '.join(alternatives)}\n"
+        code = f"def test(el):\n{reads}    return {' or '.join(alternatives)}\n"
         exec(compile(code, f"<xpath {source.strip()[:40]!r}>", "exec"), namespace)
         return namespace.pop("test")
 
