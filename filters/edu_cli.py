@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", type=int, default=1000, help="documents to grade (0 = all); a larger sample "
                    "later keeps the smaller one's documents")
     p.add_argument("--output", help="annotations file (default DIR/annotations.parquet)")
-    p.add_argument("--input-stage", help="document folder to sample (default: deduped/, else documents/)")
+    p.add_argument("--input-stage", help="document folder to sample (default: the most downstream complete "
+                   "one before scored/, e.g. decontaminated/, deduped/ or documents/; never a subset)")
     p.add_argument("--api-key", help="bearer token (default $SHAMMIE_LLM_API_KEY or $OPENAI_API_KEY)")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     p.add_argument("--retries", type=int, default=4, help="extra attempts per document (errors, bad replies)")

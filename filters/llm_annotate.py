@@ -312,7 +312,8 @@ def sample_documents(job: str, n: int | None, *, input_stage: str | None = None,
 
     from shammie.pipeline import documents, jobdir
 
-    # Sample the full collection (deduped/ or documents/), never a thresholded subset.
+    # Sample the full collection (the most downstream complete folder before scored/: classified/,
+    # decontaminated/, deduped/, exact-deduped/ or documents/), never a thresholded subset.
     stage = jobdir.resolve_input_stage(job, input_stage, before=jobdir.SCORED)
     files = jobdir.stage_files(job, stage)
     counts = [documents.read_table(f, columns=["id"]).num_rows for f in files]

@@ -24,8 +24,17 @@ def subcommands() -> dict[str, tuple[str, str]]:
     return {c.name: (c.cli, c.help) for c in registry.COMMANDS}
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's parser whose mistakes are one line, as the README promises for every user mistake:
+    argparse printed the whole usage block (8-10 lines for a stage) before its one-line error. The
+    subcommands' parsers are of the same class (argparse makes them with the parent's)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="shammie",
         description="Shammie: Common Crawl to training-ready shards, on Ray. "
         "Each stage reads one folder of a job directory and writes its own: "

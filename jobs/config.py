@@ -422,6 +422,8 @@ class _Validator:
             self.errors.append("input: is required when crawl is enabled (WARC files, folders, globs, s3:// or "
                                "cc: snapshots)")
         if values["edu"]["enabled"] and not values["edu"].get("model"):
+            # One message per mistake: this one replaces the section's own "edu.model: is required (...)".
+            self.errors = [e for e in self.errors if not e.startswith("edu.model: is required (")]
             self.errors.append(f"edu.model: is required when edu is enabled; {EDU_MODEL_HINT}")
         if not any(values[s]["enabled"] for s in stage_names()):
             self.errors.append("stages: every stage is disabled; nothing to run")

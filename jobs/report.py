@@ -55,12 +55,21 @@ class JobData:
         value = self.stats.get(name)
         return value if isinstance(value, dict) else {}
 
+    def store(self) -> str:
+        """The store the "shard" section describes. The section records its path as it was when built
+        (absolute), so in a job folder that was moved or copied it names the old place: the job's own
+        `store/` wins when it holds the build the section recorded."""
+        shard = self.section("shard")
+        own = storage.join(self.job, jobdir.STORE)
+        recorded = shard.get("store")
+        if not isinstance(recorded, str) or not recorded:
+            return own
+        if shard.get("build_id") and _read_manifest(own).get("build_id") == shard.get("build_id"):
+            return own
+        return recorded
+
     def manifest(self) -> dict[str, Any]:
-        store = self.section("shard").get("store") or storage.join(self.job, jobdir.STORE)
-        try:
-            return storage.read_json(storage.join(store, "manifest.json"), default={}) or {}
-        except Exception:
-            return {}
+        return _read_manifest(self.store())
 
     def column(self, stage: str, name: str) -> list | None:
         """All values of one column of a stage folder, or None when absent."""
@@ -80,6 +89,13 @@ class JobData:
         return values
 
 
+def _read_manifest(store: str) -> dict[str, Any]:
+    try:
+        return storage.read_json(storage.join(store, "manifest.json"), default={}) or {}
+    except Exception:  # noqa: BLE001 - a missing or unreadable manifest: the report says what it lacks
+        return {}
+
+
 @dataclass
 class Lineage:
     """What the report describes (the store, else the most downstream complete folder), the chain of
@@ -94,7 +110,7 @@ class Lineage:
     @classmethod
     def of(cls, data: "JobData") -> "Lineage":
         job = data.job
-        store = data.section("shard").get("store") or storage.join(job, jobdir.STORE)
+        store = data.store()
         if storage.exists(storage.join(store, "manifest.json")):
             label, record, own, before = "the store", jobdir.read_stage_record(store), "shard", None
         else:
@@ -288,7 +304,8 @@ def language_plot(data: JobData) -> Plot:
         plot.table = [(code, language_funnel_row(counts)) for code, counts in per_language.items()]
     settings = data.section("crawl").get("settings") or {}
     if settings.get("languages"):
-        plot.note = (f"crawl keeps {', '.join(settings['languages'])} with a lid.176 score >= "
+        # datatrove's LanguageFilter keeps a score strictly above the threshold (docs/crawl.md)
+        plot.note = (f"crawl keeps {', '.join(settings['languages'])} with a lid.176 score above "
                      f"{settings.get('language_threshold')}; other languages are counted in the funnel")
     return plot
 

