@@ -32,9 +32,9 @@ make_short_pages.py's pages). `install()` replaces it by an equal tuple whose ha
 computed once: the same words, the same cache entry, the same frozen set.
 
 The fourth, and the largest, is pipeline/xpath_subset.py: every expression within its XPath
-subset (all of trafilatura's pruning lists) is evaluated in Python instead of by libxml2,
-selecting the same elements at about a third of the CPU; only the expressions beyond the
-subset (`BODY_XPATH`'s positional ones, the metadata paths) keep libxml2 and get the guards.
+subset (all of trafilatura's pruning lists and `BODY_XPATH`) is evaluated in Python instead
+of by libxml2, selecting the same elements at about a third of the CPU; only the expressions
+beyond the subset (the metadata paths from the document root) keep libxml2 and get the guards.
 
 `install()` swaps the Python evaluations and guarded expressions into trafilatura's modules in place (the lists
 that trafilatura's functions hold are mutated, single expressions are replaced wherever a

@@ -12,10 +12,11 @@ expressions selects the same elements in about a third of the time. No library e
 XPath in Python, and none of this changes what trafilatura keeps.
 
 Only a small subset of XPath 1.0 is compiled, the one trafilatura's pruning lists use:
-unions of `.//name` or `.//*` with predicates made of `or`, `and`, `not()`, parentheses,
+unions of `.//name` or `.//*` (or `(...)[1]`, and a last `[1]` per parent, as `BODY_XPATH`
+has them) with predicates made of `or`, `and`, `not()`, parentheses,
 `self::name`, attribute sets (`@a`, `@a|@b`), `.//name` as a test, `@a='v'`,
 `contains()`, `starts-with()`, `translate()` and EXSLT `re:test()` (as lxml implements it:
-Python `re.search`, flag `i` for case-insensitive). Anything else (positions, absolute
+Python `re.search`, flag `i` for case-insensitive). Anything else (other positions, absolute
 paths, child steps, numbers...) raises `Unsupported`, and the caller keeps libxml2's
 expression. XPath semantics kept exactly:
 - a node-set as a string is its first node's value in document order, '' when empty
