@@ -29,7 +29,15 @@ union of all its stop-word lists, a tuple of 154,484 words, and justext looks it
 `lru_cache` keyed by that tuple: Python hashes a tuple anew at every call, 1.2 ms per page,
 three quarters of trafilatura's time on a short page (benchmarks/crawl_profile.py on
 make_short_pages.py's pages). `install()` replaces it by an equal tuple whose hash is
-computed once: the same words, the same cache entry, the same frozen set.
+computed once: the same words, the same cache entry, the same frozen set. justext's
+`normalize_whitespace`, run on every paragraph's text, calls a Python function for each run
+of whitespace; `normalize_whitespace` below gives the same string with two C-level
+substitutions (tests/test_crawl_extract_speed.py compares them on every whitespace class).
+And justext's `ParagraphMaker.make_paragraphs` walks the tree through `lxml.sax.saxify`,
+which builds each element's namespace map, attribute objects and qualified name for
+handler methods that read only the tag: `make_paragraphs` below sends the handler the same
+events (start, text, end, tail; comments and processing instructions give only their tails)
+from a plain walk (tests/test_crawl_extract_speed.py compares the paragraphs of real pages).
 
 The fourth, and the largest, is pipeline/xpath_subset.py: every expression within its XPath
 subset (all of trafilatura's pruning lists and `BODY_XPATH`) is evaluated in Python instead
@@ -63,6 +71,7 @@ _installed: list[tuple[object, str, object, object]] = []  # (container, key, or
 _active = False
 _lookup_replaced = False  # trafilatura's parser had lxml.html's Python lookup, now the C one
 _stoplist_replaced: list[tuple[object, object]] = []  # (trafilatura.external, its original JT_STOPLIST)
+_whitespace_replaced: list[tuple[object, object]] = []  # (justext.paragraph, its normalize_whitespace)
 
 
 class HashOnceTuple(tuple):
@@ -86,6 +95,83 @@ def _hash_justext_stoplist_once() -> None:
         return
     external.JT_STOPLIST = HashOnceTuple(original or external.jt_stoplist_init())
     _stoplist_replaced.append((external, original))
+
+
+_NEWLINE_RUN = re.compile(r"\s*[\n\r]\s*")
+_OTHER_RUN = re.compile(r"[^\S\n\r]+")
+
+
+def normalize_whitespace(text: str) -> str:
+    r"""justext.utils.normalize_whitespace: each maximal run of whitespace becomes "\n" when it
+    holds a "\n" or "\r", else " ". The first pattern matches exactly the maximal runs holding
+    one (its `\s*` start at the run's first character and end at its last); what is left are
+    runs without them."""
+    return _OTHER_RUN.sub(" ", _NEWLINE_RUN.sub("\n", text))
+
+
+def make_paragraphs(root):
+    """`justext.core.ParagraphMaker.make_paragraphs(root)` without lxml.sax: the handler gets
+    the events `lxml.sax.saxify` would send it (ParagraphMaker ignores attributes, qualified
+    names and namespace mappings, and has no processing-instruction handler). A tree holding
+    an entity node goes to the original, which is what decides how that fails."""
+    from justext.core import ParagraphMaker
+    from lxml import etree
+
+    if next(root.iter(etree.Entity), None) is not None:
+        return _ORIGINAL_MAKE_PARAGRAPHS[0](root)
+    handler = ParagraphMaker()
+    start, end, characters = handler.startElementNS, handler.endElementNS, handler.characters
+    comment, pi = etree.Comment, etree.ProcessingInstruction
+    preceding, sibling = [], root.getprevious()  # saxify sends the root's sibling PIs too
+    while getattr(sibling, "tag", None) is pi:
+        preceding.append(sibling)
+        sibling = sibling.getprevious()
+    following, sibling = [], root.getnext()
+    while getattr(sibling, "tag", None) is pi:
+        following.append(sibling)
+        sibling = sibling.getnext()
+    # an explicit stack: saxify is compiled (no Python recursion limit), so a deep tree must not fail here
+    stack: list = [*following[::-1], root, *preceding]
+    while stack:
+        item = stack.pop()
+        if item.__class__ is tuple:  # the end of an element: ("end", element, name)
+            end(item[2], None)
+            tail = item[1].tail
+            if tail:
+                characters(tail)
+            continue
+        tag = item.tag
+        if tag is comment or tag is pi:
+            tail = item.tail
+            if tail:
+                characters(tail)
+            continue
+        name = (tag[1:].split("}", 1)[0], tag.split("}", 1)[1]) if tag[:1] == "{" else (None, tag)
+        start(name, None, None)
+        text = item.text
+        if text:
+            characters(text)
+        stack.append(("end", item, name))
+        children = list(item)
+        children.reverse()
+        stack.extend(children)
+    handler.endDocument()
+    return handler.paragraphs
+
+
+_ORIGINAL_MAKE_PARAGRAPHS: list = []
+
+
+def _speed_up_justext() -> None:
+    from justext import paragraph
+    from justext.core import ParagraphMaker
+
+    if paragraph.normalize_whitespace is not normalize_whitespace:
+        _whitespace_replaced.append((paragraph, paragraph.normalize_whitespace))
+        paragraph.normalize_whitespace = normalize_whitespace
+    if not _ORIGINAL_MAKE_PARAGRAPHS:
+        _ORIGINAL_MAKE_PARAGRAPHS.append(ParagraphMaker.make_paragraphs)
+        ParagraphMaker.make_paragraphs = staticmethod(make_paragraphs)
 
 
 def element_class_lookup():
@@ -226,6 +312,7 @@ def install() -> int:
             utils.HTML_PARSER.set_element_class_lookup(element_class_lookup())
             _lookup_replaced = True
         _hash_justext_stoplist_once()
+        _speed_up_justext()
         replacements: dict[int, object] = {}
 
         def guarded_for(xpath):
@@ -266,6 +353,13 @@ def uninstall() -> None:
         for module, stoplist in _stoplist_replaced:
             module.JT_STOPLIST = stoplist
         _stoplist_replaced.clear()
+        for module, function in _whitespace_replaced:
+            module.normalize_whitespace = function
+        _whitespace_replaced.clear()
+        if _ORIGINAL_MAKE_PARAGRAPHS:
+            from justext.core import ParagraphMaker
+
+            ParagraphMaker.make_paragraphs = classmethod(_ORIGINAL_MAKE_PARAGRAPHS.pop().__func__)
         for container, key, original, _ in reversed(_installed):
             if isinstance(container, list):
                 container[key] = original

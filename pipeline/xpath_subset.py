@@ -238,7 +238,7 @@ class _Parser:
             self.take(")")
             # lxml's EXSLT re:test: re.search with re.UNICODE, IGNORECASE when 'i' is in the flags
             search = re.compile(pattern, re.UNICODE | (re.IGNORECASE if "i" in flags else 0)).search
-            return f"({self.constant(search)}({value}) is not None)"
+            return f"{self.constant(_remembered(search))}({value})"
         raise Unsupported(f"function {name}()")
 
     def string_argument(self) -> str:
@@ -265,6 +265,26 @@ class _Parser:
             a, b = (self.attribute(n) for n in names)
             return f"(({a} or '') if {b} is None else {b} if {a} is None else _first(el, {names!r}))"
         return f"_first(el, {names!r})"
+
+
+_REMEMBERED = 65_536  # answers kept per regular expression (then forgotten all at once)
+
+
+def _remembered(search):
+    """`search(s) is not None`, remembered per string: a page repeats the same few class and id
+    values on many elements, and trafilatura's patterns are long alternations (one search of
+    one value costs ~1 us; a dict lookup ~0.05). Bounded, so a crawl's distinct values do
+    not pile up in a worker."""
+    answers: dict[str, bool] = {}
+
+    def test(value: str) -> bool:
+        found = answers.get(value)
+        if found is None:
+            if len(answers) >= _REMEMBERED:
+                answers.clear()
+            found = answers[value] = search(value) is not None
+        return found
+    return test
 
 
 def _first(el, names: tuple[str, ...]) -> str:
