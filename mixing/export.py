@@ -33,14 +33,14 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from shammie.pipeline import jobdir, lineage, storage
 from shammie.pipeline.errors import ShammieError
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import InputFile, Stage, Task
+from shammie.pipeline.stage import InputFile, Phase, Stage, Task
 
 FORMATS = ("megatron", "hf")
 RECORD = "export.json"
@@ -526,9 +526,11 @@ class ExportStage(Stage):
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
         return [Task("export", {})]
 
-    def execute(self, ctx) -> dict[str, dict]:
-        return {"export": export_store(self.options.store, self.output_url(), self.options.format,
-                                       build_id=self.options.build_id, progress=ctx.run.progress)}
+    def phases(self, ctx) -> Iterator[Phase]:
+        # In the driver: the export folder is local to it, and export_store replaces it whole by itself.
+        yield Phase("export", plan=lambda done: ctx.tasks, on_driver=True,
+                    task=lambda payload: export_store(self.options.store, self.output_url(), self.options.format,
+                                                      build_id=self.options.build_id, progress=ctx.run.progress))
 
     def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
         record = dict(results["export"])

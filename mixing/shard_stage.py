@@ -14,7 +14,7 @@ stats.json gets it only for the job's own store (`store_build.owns_job_stats`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from shammie.mixing import store_format as fmt
 from shammie.mixing.store_writer import DEFAULT_SHARD_TOKENS
@@ -22,7 +22,7 @@ from shammie.mixing.tokenizer import DEFAULT_SAMPLE_BYTES
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import DocumentStage, InputFile, Task
+from shammie.pipeline.stage import DocumentStage, InputFile, Phase, Task
 
 GROUP_BY_HELP = ("domain of each document: edu (edu_int_score bucket), language, site (registered domain of "
                  "the URL, top-K + 'other'), or any other metadata column (default: edu when the input has edu "
@@ -140,19 +140,23 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
         # One task for the runner: build_store runs its own phases of tasks (it is not run on Ray).
         return [Task("store", {"files": [i.url for i in inputs], "fingerprints": [i.fingerprint for i in inputs]})]
 
-    def execute(self, ctx) -> dict[str, dict]:
+    def phases(self, ctx) -> Iterator[Phase]:
+        # One task, run in the driver: build_store runs its own phases of Ray tasks and resumes them itself.
+        yield Phase("store", plan=lambda done: ctx.tasks, task=lambda payload: self.build(payload, ctx.run),
+                    on_driver=True)
+
+    def build(self, payload: dict, run) -> dict[str, Any]:
         from shammie.mixing.store_build import build_store
 
-        o, run = self.options, ctx.run
-        stats = build_store(
+        o = self.options
+        return build_store(
             self.job, self.output_url(), group_by=self.group_by(), tokenizer=o.tokenizer,
             train_tokenizer=o.train_tokenizer, tokenizer_type=o.tokenizer_type, seq_len=o.seq_len, top_k=o.top_k,
             input_stage=self.input_stage(), workers=run.workers, ray_address=run.ray_address,
             progress=run.progress, shard_tokens=o.shard_tokens,
             tokenizer_sample_bytes=int(o.tokenizer_sample_mb * 1e6), keep_builds=o.keep_builds,
-            input_files=ctx.tasks[0].payload["files"], input_fingerprints=ctx.tasks[0].payload["fingerprints"],
+            input_files=payload["files"], input_fingerprints=payload["fingerprints"],
             overwrite=run.overwrite, rehydrate=o.rehydrate)
-        return {"store": stats}
 
     def read_section(self) -> dict[str, Any] | None:
         from shammie.mixing.store_build import read_store_stats

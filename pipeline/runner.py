@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Sequence
 from shammie.pipeline import jobdir, lineage, parallel, ray_runtime, storage
 from shammie.pipeline.errors import InputError, OutputError, StageRefused, as_output_error
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import InputFile, Stage, Task
+from shammie.pipeline.stage import InputFile, Phase, Results, Stage, Task
 
 STAGE_RECORD = jobdir.STAGE_RECORD
 # _SUCCESS key: name -> mtime_ns of each local output, beside "outputs" (which holds only what
@@ -397,34 +397,36 @@ def describe_change(stage: Stage, old: dict, settings: dict, inputs: dict) -> st
 
 
 class StageContext:
-    """What `Stage.execute` gets: the planned tasks and a way to run them (or other phases) on Ray.
+    """What a stage's `phases` get: the planned tasks, where they write, and the earlier phases' results.
 
     `out` is the data folder being written, `books` its bookkeeping folder (task markers, work
     files, what the stage keeps besides its data). A task output is named relative to `out`,
-    or by a full URL (`ctx.book(...)` for one in `books`)."""
+    or by a full URL (`ctx.book(...)` for one in `books`). `done` maps each finished phase's name
+    to its summary (or its task results)."""
 
     def __init__(self, stage: Stage, run: RunOptions, out: str, tasks: list[Task], settings: dict,
                  books: str | None = None):
         self.stage, self.run, self.out, self.tasks = stage, run, out, tasks
         self.books = books or out
+        self.done: dict[str, Any] = {}
         # url -> fingerprint of each planned output a phase's task wrote (or proved on resume), as
         # the worker recorded it: the output manifest is built from these, without reading any file
         self.output_records = _PlannedRecords({output_url(out, o) for t in tasks for o in t.outputs})
         self.worker_key = json.dumps([type(stage).__module__, type(stage).__qualname__, stage.job, settings],
                                      sort_keys=True, default=str)
 
-    def run_tasks(self, tasks: Sequence[Task], fn: Callable[[Any], dict] | None = None, *,
-                  folder: str | None = None, desc: str | None = None) -> dict[str, dict]:
-        """Run tasks whose markers are missing or stale; return every task's stats by name.
-
-        Without `fn` a task runs `stage.run_task(payload, out)` on a worker that ran
-        `stage.setup()` once. `folder` (inside the output) keeps a phase's markers apart."""
-        call = fn if fn is not None else _StageCall(self.stage, self.out, self.worker_key)
-        marker_root = storage.join(self.books, folder) if folder else self.books
+    def run_phase(self, phase: Phase, tasks: Sequence[Task]) -> dict[str, dict]:
+        """Run the phase's tasks whose markers are missing or stale; return every task's stats by name
+        (with the runner's CPU measurement, `TASK_CPU`). Markers go under `phase.markers` of the
+        bookkeeping folder (the stage's own `_tasks/` when None)."""
+        call = _TaskCall(self.stage, self.out, self.worker_key, phase.task)
+        if phase.on_driver:
+            return {t.name: call(t.payload) for t in tasks}
+        marker_root = storage.join(self.books, phase.markers) if phase.markers else self.books
         return parallel.run_tasks(
             self.stage.job, self.stage.name,
             [(t.name, t.payload, [output_url(self.out, o) for o in t.outputs]) for t in tasks],
-            call, desc=desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
+            call, desc=phase.desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
             count_key=self.stage.progress_count_key, max_in_flight=self.run.workers,
             num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root,
             ray_address=self.run.ray_address, verify=self.run.verify, records=self.output_records,
@@ -464,24 +466,85 @@ class _PlannedRecords(dict):
 
 
 _WORKER_STAGES: dict[str, Stage] = {}
+# What the runner adds to each task's result (and marker): the task's CPU seconds (process time of
+# the worker around the task, its set-up left out) and the set-up's (the stage's `setup()` the first
+# time a worker runs it, plus what the task reports itself under SETUP_CPU: word splitters loaded).
+TASK_CPU = "_cpu_seconds"
+TASK_SETUP_CPU = "_setup_cpu_seconds"
+SETUP_CPU = "setup_cpu_seconds"
 
 
-class _StageCall:
-    """Picklable task function: the worker's set-up copy of the stage runs the payload.
+class _TaskCall:
+    """Picklable task function: runs a phase's function, or the worker's set-up copy of the stage
+    (`run_task`), and measures the CPU it took, so every stage's cost is known without code of its own.
 
     `key` (the stage's class, job and settings, computed once by the driver) names the
     set-up copy a worker keeps across tasks; settings can cost I/O (model checksums)."""
 
-    def __init__(self, stage: Stage, out: str, key: str):
-        self.stage, self.out, self.key = stage, out, key
+    def __init__(self, stage: Stage, out: str, key: str, fn: Callable[[Any], dict] | None = None):
+        self.stage, self.out, self.key, self.fn = stage, out, key, fn
 
     def __call__(self, payload: Any) -> dict:
-        key = self.key
-        ready = _WORKER_STAGES.get(key)
-        if ready is None:
-            self.stage.setup()
-            ready = _WORKER_STAGES[key] = self.stage
-        return ready.run_task(payload, self.out)
+        start = time.process_time()
+        setup = 0.0
+        if self.fn is not None:
+            result = dict(self.fn(payload) or {})
+        else:
+            ready = _WORKER_STAGES.get(self.key)
+            if ready is None:
+                self.stage.setup()
+                ready = _WORKER_STAGES[self.key] = self.stage
+                setup = time.process_time() - start
+            result = dict(ready.run_task(payload, self.out) or {})
+        spent = time.process_time() - start
+        reported = result.get(SETUP_CPU)
+        if isinstance(reported, (int, float)):
+            setup += float(reported)
+        result[TASK_CPU] = round(max(spent - setup, 0.0), 4)
+        if setup:
+            result[TASK_SETUP_CPU] = round(setup, 4)
+        return result
+
+
+def run_phases(stage: Stage, ctx: StageContext) -> Results:
+    """Run the stage's phases in order; return the last one's task results for `summarize`, with every
+    phase's summary (`Results.phases`) and timing (`Results.timings`: wall seconds without Ray's start-up,
+    CPU seconds the tasks took, set-up CPU apart, and the task count)."""
+    timings: dict[str, dict] = {}
+    last: dict[str, dict] = {}
+    for phase in stage.phases(ctx):
+        began, ray_before = time.monotonic(), ray_runtime.start_seconds()
+        results = ctx.run_phase(phase, phase.plan(ctx.done))
+        cpu = setup = 0.0
+        for r in results.values():
+            cpu += float(r.pop(TASK_CPU, 0.0) or 0.0)
+            setup += float(r.pop(TASK_SETUP_CPU, 0.0) or 0.0)
+        ctx.done[phase.name] = phase.summary(results) if phase.summary is not None else results
+        wall = time.monotonic() - began - (ray_runtime.start_seconds() - ray_before)
+        timing = timings.setdefault(phase.stats_name, {"seconds": 0.0, "cpu_seconds": 0.0, "tasks": 0})
+        timing["seconds"] += wall
+        timing["cpu_seconds"] += cpu
+        timing["tasks"] += len(results)
+        if setup:
+            timing["setup_cpu_seconds"] = timing.get("setup_cpu_seconds", 0.0) + setup
+        last = results
+    if stage.work and not stage.keep_work():
+        storage.remove(ctx.book(stage.work))
+    rounded = {name: {k: round(v, 3) if isinstance(v, float) else v for k, v in t.items()}
+               for name, t in timings.items()}
+    return Results(last, ctx.done, rounded)
+
+
+def add_costs(section: dict[str, Any], timings: dict[str, dict], ray_start: float) -> None:
+    """The stats section's cost keys, one schema for every stage: `phases` (per phase: seconds, cpu_seconds,
+    tasks, setup_cpu_seconds when any), `cpu_seconds` (their sum, set-up left out), `setup_cpu_seconds`,
+    `ray_start_seconds` (within `seconds`, left out of the phases' seconds)."""
+    section["phases"] = timings
+    section["cpu_seconds"] = round(sum(t["cpu_seconds"] for t in timings.values()), 3)
+    setup = sum(t.get("setup_cpu_seconds", 0.0) for t in timings.values())
+    if setup:
+        section["setup_cpu_seconds"] = round(setup, 3)
+    section["ray_start_seconds"] = round(ray_start, 3)
 
 
 def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str], None] | None = None) -> StageResult:
@@ -597,7 +660,7 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) -> {target}")
     ray_before = ray_runtime.start_seconds()
     ctx = StageContext(stage, run, target, tasks, settings, books=books)
-    results = stage.execute(ctx)
+    results = run_phases(stage, ctx)
     ray_start = ray_runtime.start_seconds() - ray_before
     planned = {o for t in tasks for o in t.outputs}
     if not stage.manages_output:
@@ -605,9 +668,8 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     outputs, stamps = _output_manifest(target, planned, ctx.output_records)
     section = stage.summarize(results)
     section.setdefault("seconds", round(time.monotonic() - started, 3))
-    if ray_start > 0:
-        # within "seconds"; the throughput below leaves it out (a small stage measured Ray, not itself)
-        section["ray_start_seconds"] = round(ray_start, 3)
+    # ray_start_seconds is within "seconds"; the throughput below leaves it out (a small stage measured Ray, not itself)
+    add_costs(section, results.timings, ray_start)
     count = section.get(stage.progress_count_key)
     working = section["seconds"] - section.get("ray_start_seconds", 0)
     if isinstance(count, (int, float)) and working > 0:

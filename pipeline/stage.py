@@ -15,6 +15,12 @@ datatrove's `PipelineStep` and NeMo Curator's `ProcessingStage`:
         def run_task(self, payload, out) -> dict      # writes the task's outputs, returns its stats
         def summarize(self, results) -> dict  # the stats.json section
 
+A multi-pass stage (dedup: hash, reduce, signatures, buckets, clusters, filter) also declares
+`phases(ctx)`: `Phase` objects the runner runs one after the other, each planning its tasks
+from the earlier phases' results (`ctx.done`); the last phase writes the stage's outputs and
+its results go to `summarize`, with every phase's summary beside them (`results.phases`).
+No stage overrides how phases are run, timed or resumed.
+
 `pipeline.runner.run_stage` owns everything else, identically for every stage:
 input fingerprints, the re-run policy, the per-job lock, task markers checked
 against their outputs, `--overwrite` into a fresh folder, stats then `_SUCCESS`,
@@ -27,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import InputError, StageRefused
@@ -55,6 +61,48 @@ class Task:
     name: str
     payload: Any
     outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One pass of a stage over its tasks, run by the runner after the phases before it.
+
+    `plan(done)` lists the phase's tasks from what the earlier phases gave (`done`: phase name ->
+    its summary, or its task results when it has no summary); `task(payload)` runs each on a Ray
+    worker (None: the stage's own `run_task`, on a worker that ran `setup()` once); `summary(results)`
+    runs in the driver once every task is done and returns what later phases and `summarize` see
+    under this phase's name (a work file written by the driver, the cluster statistics, ...).
+
+    `markers` is the folder (inside the stage's bookkeeping folder) of the phase's task markers:
+    None for the phase that writes the stage's outputs (the stage's own `_tasks/`). Phases with the
+    same `stats` name are timed together (dedup's connected-component rounds are one "clusters" phase).
+    `on_driver` runs the tasks in the driver process, without Ray or markers: for a task that resumes
+    by itself and writes where only the driver sees (the export folder)."""
+
+    name: str
+    plan: Callable[[dict[str, Any]], list["Task"]]
+    task: Callable[[Any], dict] | None = None
+    summary: Callable[[dict[str, dict]], Any] | None = None
+    markers: str | None = None
+    desc: str | None = None
+    stats: str | None = None
+    on_driver: bool = False
+
+    @property
+    def stats_name(self) -> str:
+        return self.stats or self.name
+
+
+class Results(dict):
+    """Task name -> stats of the stage's last phase, as `summarize` gets them, with `phases`: every
+    phase's name -> its summary (what `Phase.summary` returned) and `timings`: per timed phase
+    its wall seconds, CPU seconds and task count (the runner's, as in the stats section)."""
+
+    def __init__(self, results: dict[str, dict] | None = None, phases: dict[str, Any] | None = None,
+                 timings: dict[str, dict] | None = None):
+        super().__init__(results or {})
+        self.phases = dict(phases or {})
+        self.timings = dict(timings or {})
 
 
 class Stage:
@@ -117,9 +165,18 @@ class Stage:
     def run_task(self, payload: Any, out: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def execute(self, ctx) -> dict[str, dict]:
-        """Run the plan. Multi-phase stages (dedup) override this and call `ctx.run_tasks` per phase."""
-        return ctx.run_tasks(ctx.tasks)
+    def phases(self, ctx) -> Iterable[Phase]:
+        """The passes of the stage, in order (the runner asks for the next one once the previous one is
+        done, so a generator may decide on later phases from `ctx.done`: dedup's component rounds).
+        By default one phase: `run_task` over the planned tasks (`ctx.tasks`)."""
+        yield Phase(self.name, plan=lambda done: ctx.tasks)
+
+    # A folder inside the bookkeeping folder holding the phases' work files (shuffle files,
+    # an index), removed by the runner once the last phase is done unless `keep_work()`.
+    work: ClassVar[str | None] = None
+
+    def keep_work(self) -> bool:
+        return False
 
     def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
         documents = sum(int(r.get("documents", 0) or 0) for r in results.values())
