@@ -2,7 +2,7 @@
 
 The store publishes itself atomically (shards under new names, `manifest.json` last,
 earlier builds kept for pinned readers; `mixing/store_build.py`), so the runner keeps
-its hands off the store's files (`manages_output`): --overwrite is a new build that
+its hands off the store's files (`publishing = SELF_PUBLISHED`): --overwrite is a new build that
 replaces the published one when its manifest lands. What the runner adds is what every
 stage gets: the per-job lock, inputs taken from the upstream `_SUCCESS` (a missing or
 damaged file is named, an empty input refused before a tokenizer is trained on
@@ -22,7 +22,7 @@ from shammie.mixing.tokenizer import DEFAULT_SAMPLE_BYTES
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import DocumentStage, InputFile, Phase, Task
+from shammie.pipeline.stage import SELF_PUBLISHED, DocumentStage, InputFile, Phase, Task
 
 GROUP_BY_HELP = ("domain of each document: edu (edu_int_score bucket), language, site (registered domain of "
                  "the URL, top-K + 'other'), or any other metadata column (default: edu when the input has edu "
@@ -75,7 +75,7 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
     name = "shard"
     output = jobdir.STORE
     Options = ShardOptions
-    manages_output = True
+    publishing = SELF_PUBLISHED
 
     def output_url(self) -> str:
         return self.options.store or storage.join(self.job, jobdir.STORE)

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Sequence
 from shammie.pipeline import jobdir, lineage, parallel, ray_runtime, storage
 from shammie.pipeline.errors import InputError, OutputError, StageRefused, as_output_error
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import InputFile, Phase, Results, Stage, Task
+from shammie.pipeline.stage import FOLDER_SWAPPED, SELF_PUBLISHED, InputFile, Phase, Results, Stage, Task
 
 STAGE_RECORD = jobdir.STAGE_RECORD
 # _SUCCESS key: name -> mtime_ns of each local output, beside "outputs" (which holds only what
@@ -76,6 +76,10 @@ class RunOptions:
     shared_filesystem: bool = option(False, help="the local job directory is on a filesystem every node of the Ray "
                                      "cluster mounts at the same path (also: SHAMMIE_SHARED_FS=1); without it a "
                                      "local job directory is refused on a cluster that spans several hosts")
+
+
+# The run options about re-runs, which a command that runs in one process (export) still takes.
+RERUN_FLAGS = ("overwrite", "wait")
 
 
 @dataclass
@@ -447,7 +451,7 @@ def output_url(out: str, name: str) -> str:
 def books_of(stage: Stage, target: str) -> str:
     """The bookkeeping folder of `target`: the stage's, or, for an --overwrite's fresh folder
     JOB/.<folder>.new-<id>, JOB/_meta/.<folder>.new-<id> (swapped in with it)."""
-    if target == stage.output_url() or stage.manages_output:
+    if target == stage.output_url():
         return stage.bookkeeping_url()
     return jobdir.meta_path(stage.job, storage.basename(target.rstrip("/")))
 
@@ -573,49 +577,31 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
     settings = stage.settings()
     record_inputs = input_record(inputs, job)
 
+    publish = PUBLISHING[stage.publishing]
     with StageLock(job, folder, stage.name, wait=run.wait):
         books = stage.bookkeeping_url()
         old = _read_record(books)
         has_output = bool(_data_files(out, stage))
-        if old is None and has_output and not stage.manages_output:
-            # an output without its record: an older Shammie's layout, or an --overwrite stopped mid-swap
-            moved = jobdir.move_legacy_bookkeeping(job, folder)
-            if moved:
-                _warn(f"moved {', '.join(moved)} of {out} (an older Shammie's layout) to {books}")
-            else:
-                _finish_interrupted_swap(stage, books)
-            old = _read_record(books)
-        change = None
-        if old is not None:
-            change = describe_change(stage, old, settings, record_inputs)
-        elif not stage.manages_output and (has_output or storage.exists(storage.join(books, jobdir.SUCCESS))):
-            change = "it was written without a record of its inputs and settings (an older Shammie, or by hand)"
+        if old is None and has_output:
+            old = publish.adopt_unrecorded(stage, out, books)
+        change = describe_change(stage, old, settings, record_inputs) if old is not None \
+            else publish.unrecorded_change(has_output, books)
         if change and not run.overwrite:
             raise StageRefused(f"{out} was made from other input or settings: {change}. Pass --overwrite to "
                                f"recompute it into a fresh folder that replaces it once complete, or use another job")
-        if run.overwrite and not stage.manages_output and (old is not None or has_output):
-            # Named by what it is made from, so an interrupted --overwrite resumes in the same place.
-            digest = _digest({"settings": settings, "inputs": record_inputs})
-            target = storage.join(job, f".{folder}.new-{digest}")
+        existing = old is not None or has_output
+        target = publish.overwrite_target(stage, settings, record_inputs) if run.overwrite and existing else out
+        if run.overwrite and existing:
             status = "overwrote"
         else:
-            target = out
             status = "resumed" if old is not None else "ran"
             if old is not None and compare_inputs(old.get("inputs") or {}, record_inputs)[0]:
                 status = "grew"
-            if run.overwrite and stage.manages_output and (old is not None or has_output):
-                status = "overwrote"  # the stage replaces its own output atomically (the store: a new build)
 
         tasks = stage.plan(inputs, target)
-        if status == "resumed" and stage.manages_output and not change:
-            section = stage.read_section()
-            if storage.exists(storage.join(books, jobdir.SUCCESS)) and isinstance(section, dict):
-                say(f"{out} is already complete for these inputs and settings; nothing to do")
-                return StageResult(section, "complete")
-        elif status in ("resumed", "grew") and storage.exists(storage.join(books, jobdir.SUCCESS)) \
-                and _complete_and_valid(out, books, tasks, verify=run.verify):
-            section = stage.read_section()
-            if status == "resumed" and isinstance(section, dict):
+        if status == "resumed":
+            section = publish.complete_section(stage, out, books, tasks, verify=run.verify)
+            if section is not None:
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
                 return StageResult(section, "complete")
         try:
@@ -649,9 +635,8 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     job = stage.job
     storage.makedirs(target)
     books = books_of(stage, target)
-    if not stage.manages_output:
-        # No longer complete from here on: a reader sees either the old _SUCCESS or none.
-        storage.remove(storage.join(books, jobdir.SUCCESS))
+    publish = PUBLISHING[stage.publishing]
+    publish.start(books)
     storage.write_json_atomic(storage.join(books, STAGE_RECORD), {
         "version": RECORD_VERSION, "stage": stage.name, "settings": settings, "inputs": record_inputs,
         # the job folder read and its build id then: the output's lineage (pipeline/lineage.py)
@@ -663,8 +648,7 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     results = run_phases(stage, ctx)
     ray_start = ray_runtime.start_seconds() - ray_before
     planned = {o for t in tasks for o in t.outputs}
-    if not stage.manages_output:
-        _remove_unplanned(target, planned, stage)
+    publish.sweep(target, planned, stage)
     outputs, stamps = _output_manifest(target, planned, ctx.output_records)
     section = stage.summarize(results)
     section.setdefault("seconds", round(time.monotonic() - started, 3))
@@ -678,15 +662,96 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     section["inputs"] = len(inputs)
     stage.record_section(section)
     success_url = storage.join(books, jobdir.SUCCESS)
-    previous = storage.read_json(success_url) if stage.manages_output else None
     storage.write_json_atomic(success_url, {
-        **(previous if isinstance(previous, dict) else {}),
+        **publish.kept_success(success_url),
         "stage": stage.name, "finished_at": _now(), "documents": section.get("documents"), "outputs": outputs,
-        # a stage that publishes itself (the store) has a build id of its own
-        "build_id": section.get("build_id") if stage.manages_output and section.get("build_id")
-        else lineage.build_id_of_outputs(outputs),
+        "build_id": publish.build_id(section, outputs),
         **({OUTPUT_STAMPS: stamps} if stamps else {})})
     return section
+
+
+class FolderSwapped:
+    """The runner publishes the output folder: its tasks write into it (or, for --overwrite, into a fresh
+    folder swapped in whole once complete), files no task planned are swept, `_SUCCESS` (in the bookkeeping
+    folder) is removed when work starts and written last with the output manifest."""
+
+    def adopt_unrecorded(self, stage: Stage, out: str, books: str) -> dict | None:
+        """An output without its record: an older Shammie's layout, or an --overwrite stopped mid-swap."""
+        moved = jobdir.move_legacy_bookkeeping(stage.job, stage.output_folder())
+        if moved:
+            _warn(f"moved {', '.join(moved)} of {out} (an older Shammie's layout) to {books}")
+        else:
+            _finish_interrupted_swap(stage, books)
+        return _read_record(books)
+
+    def unrecorded_change(self, has_output: bool, books: str) -> str | None:
+        if has_output or storage.exists(storage.join(books, jobdir.SUCCESS)):
+            return "it was written without a record of its inputs and settings (an older Shammie, or by hand)"
+        return None
+
+    def overwrite_target(self, stage: Stage, settings: dict, record_inputs: dict) -> str:
+        # Named by what it is made from, so an interrupted --overwrite resumes in the same place.
+        digest = _digest({"settings": settings, "inputs": record_inputs})
+        return storage.join(stage.job, f".{stage.output_folder()}.new-{digest}")
+
+    def complete_section(self, stage: Stage, out: str, books: str, tasks: list[Task], *,
+                         verify: bool) -> dict | None:
+        if storage.exists(storage.join(books, jobdir.SUCCESS)) and _complete_and_valid(out, books, tasks, verify):
+            section = stage.read_section()
+            return section if isinstance(section, dict) else None
+        return None
+
+    def start(self, books: str) -> None:
+        # No longer complete from here on: a reader sees either the old _SUCCESS or none.
+        storage.remove(storage.join(books, jobdir.SUCCESS))
+
+    def sweep(self, target: str, planned: set[str], stage: Stage) -> None:
+        _remove_unplanned(target, planned, stage)
+
+    def kept_success(self, success_url: str) -> dict:
+        return {}
+
+    def build_id(self, section: dict, outputs: dict) -> str:
+        return lineage.build_id_of_outputs(outputs)
+
+
+class SelfPublished:
+    """The stage publishes its output itself, atomically (the store: new shard names, manifest last;
+    the export: a folder renamed into place). The runner records inputs, settings and stats beside it,
+    never sweeps or removes its files, and --overwrite is the stage's own atomic replacement (a new build)."""
+
+    def adopt_unrecorded(self, stage: Stage, out: str, books: str) -> dict | None:
+        return None
+
+    def unrecorded_change(self, has_output: bool, books: str) -> str | None:
+        return None  # the stage checks what it finds (a store's manifest, an earlier export) itself
+
+    def overwrite_target(self, stage: Stage, settings: dict, record_inputs: dict) -> str:
+        return stage.output_url()
+
+    def complete_section(self, stage: Stage, out: str, books: str, tasks: list[Task], *,
+                         verify: bool) -> dict | None:
+        section = stage.read_section()
+        if storage.exists(storage.join(books, jobdir.SUCCESS)) and isinstance(section, dict):
+            return section
+        return None
+
+    def start(self, books: str) -> None:
+        pass
+
+    def sweep(self, target: str, planned: set[str], stage: Stage) -> None:
+        pass
+
+    def kept_success(self, success_url: str) -> dict:
+        previous = storage.read_json(success_url)  # the store keeps its own fields (its stats) in it
+        return previous if isinstance(previous, dict) else {}
+
+    def build_id(self, section: dict, outputs: dict) -> str:
+        return section.get("build_id") or lineage.build_id_of_outputs(outputs)  # the store's build has its own
+
+
+# Stage.publishing names one of these.
+PUBLISHING = {FOLDER_SWAPPED: FolderSwapped(), SELF_PUBLISHED: SelfPublished()}
 
 
 def _digest(obj: Any) -> str:

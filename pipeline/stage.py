@@ -63,6 +63,10 @@ class Task:
     outputs: tuple[str, ...] = ()
 
 
+FOLDER_SWAPPED = "folder swapped in whole"
+SELF_PUBLISHED = "publishes itself atomically"
+
+
 @dataclass(frozen=True)
 class Phase:
     """One pass of a stage over its tasks, run by the runner after the phases before it.
@@ -118,10 +122,12 @@ class Stage:
     keep_files: ClassVar[tuple[str, ...]] = ()
     # The option that names the job directory (left out of the settings).
     job_field: ClassVar[str] = "job"
-    # A stage whose output publishes itself atomically (the shard store's manifest) keeps its
-    # own files: the runner then records inputs, settings and stats but sweeps nothing and
-    # writes no output manifest; --overwrite is the stage's own atomic replacement.
-    manages_output: ClassVar[bool] = False
+    # How the output becomes the complete one (pipeline/runner.py PUBLISHING): FOLDER_SWAPPED, the
+    # runner's (tasks write into the folder, --overwrite into a fresh one swapped in whole, stale files
+    # swept, _SUCCESS last), or SELF_PUBLISHED: the stage publishes atomically itself (the store's
+    # manifest, the export's rename); the runner then records inputs, settings and stats but sweeps
+    # nothing, and --overwrite is the stage's own atomic replacement.
+    publishing: ClassVar[str] = FOLDER_SWAPPED
 
     def __init__(self, job: str, options: Any = None):
         self.job = job
@@ -141,7 +147,7 @@ class Stage:
         """The folder of the runner's `_stage.json`, `_SUCCESS`, task markers and work files: JOB/_meta/<folder>/,
         so the output folder holds nothing but the stage's data files (loaders read it whole). A stage
         that publishes its own output (the store) keeps them in it."""
-        if self.manages_output:
+        if self.publishing == SELF_PUBLISHED:
             return self.output_url()
         return jobdir.meta_path(self.job, self.output_folder())
 
