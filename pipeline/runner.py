@@ -409,10 +409,14 @@ class StageContext:
     to its summary (or its task results)."""
 
     def __init__(self, stage: Stage, run: RunOptions, out: str, tasks: list[Task], settings: dict,
-                 books: str | None = None):
+                 books: str | None = None, check_location: bool = True):
         self.stage, self.run, self.out, self.tasks = stage, run, out, tasks
+        # refuse a local marker folder on a cluster of several hosts (unless --shared-filesystem)
+        self.check_location = check_location
         self.books = books or out
         self.done: dict[str, Any] = {}
+        # per timed phase so far: wall seconds, CPU seconds, tasks (`run_phases` keeps it up to date)
+        self.timings: dict[str, dict] = {}
         # url -> fingerprint of each planned output a phase's task wrote (or proved on resume), as
         # the worker recorded it: the output manifest is built from these, without reading any file
         self.output_records = _PlannedRecords({output_url(out, o) for t in tasks for o in t.outputs})
@@ -424,17 +428,18 @@ class StageContext:
         (with the runner's CPU measurement, `TASK_CPU`). Markers go under `phase.markers` of the
         bookkeeping folder (the stage's own `_tasks/` when None)."""
         call = _TaskCall(self.stage, self.out, self.worker_key, phase.task)
-        if phase.on_driver:
-            return {t.name: call(t.payload) for t in tasks}
         marker_root = storage.join(self.books, phase.markers) if phase.markers else self.books
+        if phase.on_driver:
+            return {t.name: _run_on_driver(call, t, marker_root if phase.markers else None) for t in tasks}
         return parallel.run_tasks(
             self.stage.job, self.stage.name,
             [(t.name, t.payload, [output_url(self.out, o) for o in t.outputs]) for t in tasks],
             call, desc=phase.desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
-            count_key=self.stage.progress_count_key, max_in_flight=self.run.workers,
+            count_key=self.stage.progress_count_key if phase.count_key == "" else phase.count_key,
+            max_in_flight=self.run.workers,
             num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root,
             ray_address=self.run.ray_address, verify=self.run.verify, records=self.output_records,
-            shared_filesystem=self.run.shared_filesystem)
+            shared_filesystem=self.run.shared_filesystem if self.check_location else None)
 
     def book(self, *parts: str) -> str:
         """A URL in the bookkeeping folder (work files, the dedup index, a removal list)."""
@@ -510,11 +515,28 @@ class _TaskCall:
         return result
 
 
+def _run_on_driver(call: "_TaskCall", task: Task, markers: str | None) -> dict:
+    """A task of an on-driver phase, in this process; with `markers`, a finished task (its marker, in the
+    format `parallel.run_tasks` writes, so either resumes the other) is not run again."""
+    marker = storage.join(markers, jobdir.TASKS, f"{task.name}.json") if markers else None
+    if marker is not None:
+        try:
+            done = storage.read_json(marker)
+        except ValueError:
+            done = None
+        if isinstance(done, dict):
+            return parallel.strip_marker(done)
+    result = call(task.payload)
+    if marker is not None:
+        storage.write_json_atomic(marker, {**result, parallel.OUTPUTS_KEY: {}})
+    return result
+
+
 def run_phases(stage: Stage, ctx: StageContext) -> Results:
     """Run the stage's phases in order; return the last one's task results for `summarize`, with every
     phase's summary (`Results.phases`) and timing (`Results.timings`: wall seconds without Ray's start-up,
     CPU seconds the tasks took, set-up CPU apart, and the task count)."""
-    timings: dict[str, dict] = {}
+    timings = ctx.timings
     last: dict[str, dict] = {}
     for phase in stage.phases(ctx):
         began, ray_before = time.monotonic(), ray_runtime.start_seconds()

@@ -80,8 +80,10 @@ class Phase:
     `markers` is the folder (inside the stage's bookkeeping folder) of the phase's task markers:
     None for the phase that writes the stage's outputs (the stage's own `_tasks/`). Phases with the
     same `stats` name are timed together (dedup's connected-component rounds are one "clusters" phase).
-    `on_driver` runs the tasks in the driver process, without Ray or markers: for a task that resumes
-    by itself and writes where only the driver sees (the export folder)."""
+    `on_driver` runs the tasks in the driver process, without Ray (with markers when `markers` is
+    given): a task that writes where only the driver sees (the export folder), or a phase of one
+    task that is not worth starting Ray for (a small store build). `count_key`: the result key the
+    progress bar counts ("" for the stage's `progress_count_key`, None for none)."""
 
     name: str
     plan: Callable[[dict[str, Any]], list["Task"]]
@@ -91,6 +93,7 @@ class Phase:
     desc: str | None = None
     stats: str | None = None
     on_driver: bool = False
+    count_key: str | None = ""
 
     @property
     def stats_name(self) -> str:
@@ -100,7 +103,8 @@ class Phase:
 class Results(dict):
     """Task name -> stats of the stage's last phase, as `summarize` gets them, with `phases`: every
     phase's name -> its summary (what `Phase.summary` returned) and `timings`: per timed phase
-    its wall seconds, CPU seconds and task count (the runner's, as in the stats section)."""
+    its wall seconds, CPU seconds and task count (the runner's, as in the stats section; a phase's
+    summary sees the timings of the phases before it as `ctx.timings`)."""
 
     def __init__(self, results: dict[str, dict] | None = None, phases: dict[str, Any] | None = None,
                  timings: dict[str, dict] | None = None):
