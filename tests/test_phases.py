@@ -143,10 +143,14 @@ def _corpus():
             "b.parquet": [("b1", base + " more", "S1"), ("b2", words(33), "S1")]}
 
 
-def _costs_agree(section: dict, phases: list[str]) -> None:
+def _costs_agree(section: dict, phases: list[str], driver_steps: tuple[str, ...] = ()) -> None:
+    """Every phase has the cost keys; `driver_steps` are phases of no task (a step of the driver)."""
     assert sorted(section["phases"]) == sorted(phases)  # stats.json keeps its keys sorted
     for name, p in section["phases"].items():
         assert COST_KEYS <= set(p), name
+        if name in driver_steps:
+            assert p["tasks"] == 0 and p["cpu_seconds"] == 0, (name, p)
+            continue
         assert p["tasks"] >= 1 and p["seconds"] >= 0 and p["cpu_seconds"] > 0, (name, p)
     assert section["cpu_seconds"] == pytest.approx(sum(p["cpu_seconds"] for p in section["phases"].values()),
                                                    abs=0.002)
@@ -195,3 +199,22 @@ def test_decontaminate_records_its_phase_and_the_index_it_built(tmp_path, ray_se
     assert section["removed"] == 1 and section["index_ngrams"] == 8
     assert section["benchmarks"][str(bench)]["items"] == 1
     assert not (job / jobdir.META / "decontaminated" / "_work").exists()
+
+
+def test_the_store_build_is_phases_of_the_shard_stage_with_their_costs(tmp_path, ray_session):
+    """The store's passes are the shard stage's phases: timed and costed by the runner (its Ray tasks'
+    CPU included, not only the driver's), resumed from their markers, no markers or stats of their own left."""
+    from shammie.mixing.store_testing import synthetic_documents, write_job
+
+    job = tmp_path / "job"
+    write_job(str(job), [synthetic_documents(40, seed=s, prefix=f"f{s}") for s in range(3)])
+    args = ["shard", str(job), "--group-by", "site", "--train-tokenizer", "400", "--tokenizer-sample-mb", "1",
+            "--no-progress", "--workers", "2"]
+    assert main(args) == 0
+    section = jobdir.read_stats(str(job))["shard"]
+    _costs_agree(section, ["count", "reduce", "tokenize", "merge", "publish"], driver_steps=("publish",))
+    assert section["phases"]["tokenize"]["tasks"] == 3 and section["documents"] == 120
+    assert section["tokenize_seconds"] == section["phases"]["tokenize"]["seconds"]
+    assert not (job / "store" / "_staging").exists()
+    assert main(args) == 0  # complete: nothing redone
+    assert jobdir.read_stats(str(job))["shard"]["phases"] == section["phases"]
