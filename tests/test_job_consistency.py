@@ -181,7 +181,7 @@ def test_ray_start_up_is_recorded_apart_and_left_out_of_the_throughput(tmp_path,
     section = run_stage(Tiny(str(job)), RunOptions(progress=False)).section
     assert section["ray_start_seconds"] == pytest.approx(0.2)
     # the phase's wall time leaves Ray's start-up out too
-    assert section["phases"]["tiny"]["seconds"] == pytest.approx(0.1, abs=0.08)
+    assert 0.09 <= section["phases"]["tiny"]["seconds"] < 0.28
     assert section["docs_per_s"] == pytest.approx(10 / (section["seconds"] - 0.2), rel=0.02)
     assert section["docs_per_s"] > 10 / section["seconds"]
 
