@@ -1,4 +1,4 @@
-"""trafilatura with and without pipeline/trafilatura_xpaths.py, alternating in one process.
+"""trafilatura with and without pipeline/trafilatura_xpaths.py's install(), alternating in one process.
 
     .venv/bin/python benchmarks/trafilatura_speedups.py [--corpus benchmarks/_work/corpus-2000] [--rounds 6]
 
@@ -6,8 +6,9 @@ Pages: the distinct HTML responses of the corpus's WARC files (default: the 181 
 ../shared/data/html/article-extraction-benchmark). Each round extracts every page, with
 FineWeb's settings and a fresh dedup cache, in three modes:
   * original: trafilatura as installed;
-  * guards: the guarded XPath expressions, lxml.html's Python element lookup;
-  * guards+lookup: what the crawl runs (`install()`).
+  * xpaths: the pruning expressions evaluated in Python (pipeline/xpath_subset.py), the others
+    with guarded regex tests, and the stop-word tuple hashed once; lxml.html's Python element lookup;
+  * xpaths+lookup: what the crawl runs (`install()`, with lxml's C element lookup).
 Reports the median CPU ms per page (process time) of each mode, the median time inside
 trafilatura's `prune_unwanted_nodes` (where the XPath expressions run), and whether every
 mode extracted the same text.
@@ -74,7 +75,7 @@ def main() -> None:
         trafilatura_xpaths.uninstall()
         if mode != "original":
             trafilatura_xpaths.install()
-        if mode == "guards":
+        if mode == "xpaths":
             utils.HTML_PARSER.set_element_class_lookup(html.HtmlElementClassLookup())
 
     def run() -> tuple[float, float, list]:
@@ -83,7 +84,7 @@ def main() -> None:
         out = [trafilatura.extract(p, favor_precision=True, include_comments=False, deduplicate=cache) for p in pages]
         return (time.process_time() - started) * 1000 / len(pages), prune_seconds[0] * 1000 / len(pages), out
 
-    modes = ["original", "guards", "guards+lookup"]
+    modes = ["original", "xpaths", "xpaths+lookup"]
     run()  # warm-up: imports, regex compilation
     totals = {m: [] for m in modes}
     prunes = {m: [] for m in modes}
@@ -103,7 +104,7 @@ def main() -> None:
         med = statistics.median(totals[mode])
         print(f"| {mode} | {med:.2f} ({min(totals[mode]):.2f}-{max(totals[mode]):.2f}) | "
               f"{statistics.median(prunes[mode]):.2f} | {base / med:.3f}x |")
-    print("same text in every mode:", texts["original"] == texts["guards"] == texts["guards+lookup"])
+    print("same text in every mode:", texts["original"] == texts["xpaths"] == texts["xpaths+lookup"])
 
 
 if __name__ == "__main__":

@@ -375,6 +375,11 @@ class ExactDedupStage(DocumentStage):
                 "scope": "across snapshots" if self.options.across_snapshots else "per snapshot",
                 "input_stage": self.input_stage(), "files": len(results)}
 
+    @classmethod
+    def funnel(cls, section: dict, *, previous: int | None = None, folder: str | None = None) -> list[tuple[str, int]]:
+        """Its row of the job's filter funnel (report and dataset card)."""
+        return [("after exact dedup", int(section.get("kept", section.get("documents", 0))))]
+
     def describe(self, section: dict) -> str:
         return (f"exact dedup ({section['scope']}): {section['documents_in']} documents in, {section['removed']} "
                 f"exact duplicates removed, {section['kept']} kept -> {self.output}/")

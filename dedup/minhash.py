@@ -403,6 +403,19 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
             "cluster_mode": clusters["mode"], "stages": phase_details(results, total),
         }
 
+    @classmethod
+    def funnel(cls, section: dict, *, previous: int | None = None, folder: str | None = None) -> list[tuple[str, int]]:
+        """Its rows of the job's filter funnel (report and dataset card): the three kinds of removal, in
+        the order dedup applies them, then the documents kept."""
+        rows = []
+        remaining = section.get("documents_in", previous)
+        for key, label in (("exact_removed", "after exact duplicates"), ("near_removed", "after near-duplicates"),
+                           ("against_removed", "after earlier snapshots")):
+            if section.get(key) and remaining is not None:
+                remaining -= int(section[key])
+                rows.append((label, remaining))
+        return rows + [("after dedup", int(section.get("kept", section.get("documents", 0))))]
+
     def describe(self, section: dict) -> str:
         return summarise(section)
 

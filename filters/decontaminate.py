@@ -479,6 +479,11 @@ class DecontaminateStage(DocumentStage):
                 "item_languages": self.item_languages(),
                 "input_stage": self.input_stage(), "files": len(results)}
 
+    @classmethod
+    def funnel(cls, section: dict, *, previous: int | None = None, folder: str | None = None) -> list[tuple[str, int]]:
+        """Its row of the job's filter funnel (report and dataset card)."""
+        return [("after decontamination", int(section.get("kept", section.get("documents", 0))))]
+
     def describe(self, section: dict) -> str:
         lines = [f"decontaminate ({section['ngram']}-grams): {section['documents_in']} documents in, "
                  f"{section['removed']} removed, {section['kept']} kept -> {self.output}/"]

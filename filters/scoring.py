@@ -357,6 +357,13 @@ class SubsetStage(DocumentStage):
         section["subsets"] = by_output
         return section
 
+    @classmethod
+    def funnel(cls, section: dict, *, previous: int | None = None, folder: str | None = None) -> list[tuple[str, int]]:
+        """Its row of the job's filter funnel: the subset `folder` (edu-3/) that the described output read,
+        else the last one written."""
+        subset = (section.get("subsets") or {}).get(folder) or section
+        return [(f"edu >= {subset.get('threshold', '?')}", int(subset.get("documents", 0)))]
+
     def describe(self, section: dict) -> str:
         return (f"edu subset >= {section['threshold']:g} ({section['compared_column']}): {section['documents']} of "
                 f"{section['input_documents']} documents, {section['tokens']} of {section['input_tokens']} words "

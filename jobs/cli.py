@@ -12,25 +12,16 @@ import argparse
 import importlib
 import sys
 
+from shammie.pipeline import registry
 from shammie.pipeline.errors import ShammieError, UserError
 from shammie.pipeline.options import HelpFormatter, closest
 
 __version__ = "0.1.0"
 
-# name -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "crawl": ("shammie.pipeline.crawl_cli", "WARC files -> FineWeb-filtered text (documents/)"),
-    "exact-dedup": ("shammie.dedup.exact_cli", "exact-duplicate removal per snapshot (exact-deduped/)"),
-    "dedup": ("shammie.dedup.cli", "MinHash near-duplicate removal per snapshot (deduped/)"),
-    "decontaminate": ("shammie.filters.decontaminate_cli", "remove documents sharing an n-gram with benchmark items (decontaminated/)"),
-    "edu": ("shammie.filters.edu_cli", "educational-quality scoring: annotate, train, score, subset"),
-    "classify": ("shammie.filters.classify_cli", "DCLM-style fastText quality classifier: train, score"),
-    "shard": ("shammie.mixing.shard_cli", "write the domain-grouped, tokenized shard store (store/)"),
-    "export": ("shammie.mixing.export_cli", "export a shard store for Megatron-LM/NeMo (.bin/.idx) or Hugging Face datasets (Parquet + card)"),
-    "mix": ("shammie.mixing.mix_cli", "online data mixing utilities (report)"),
-    "run": ("shammie.jobs.run_cli", "run a whole job from a YAML config (crawl -> shards)"),
-    "report": ("shammie.jobs.report_cli", "write report.html for a job directory"),
-}
+
+def subcommands() -> dict[str, tuple[str, str]]:
+    """name -> (module, one-line help), from the stage registry (`pipeline/registry.py`)."""
+    return {c.name: (c.cli, c.help) for c in registry.COMMANDS}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -44,7 +35,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"shammie {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (module_name, help_text) in subcommands().items():
         if only is not None and name != only:
             sub.add_parser(name, help=help_text, add_help=False)
             continue
@@ -59,12 +50,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    only = command if command in SUBCOMMANDS else "__none__"
+    commands = subcommands()
+    only = command if command in commands else "__none__"
     parser = build_parser(only=only)
-    if command is not None and command not in SUBCOMMANDS:
-        guess = closest(command, SUBCOMMANDS)
+    if command is not None and command not in commands:
+        guess = closest(command, commands)
         parser.error(f"unknown command {command!r}" + (f" (did you mean {guess}?)" if guess else
-                                                         f"; commands: {', '.join(SUBCOMMANDS)}"))
+                                                         f"; commands: {', '.join(commands)}"))
     innermost = _command_parser(parser, argv)
     unknown = _unknown_flags(innermost, argv)
     if unknown:  # before argparse, whose "argument is required" would hide the typo that caused it

@@ -26,10 +26,14 @@ from typing import Any
 
 import yaml
 
+from shammie.pipeline import registry
 from shammie.pipeline.errors import UserError
 from shammie.pipeline.options import closest, from_mapping, option, option_specs, options_table, to_mapping
 
-STAGES = ("crawl", "dedup", "decontaminate", "edu", "classify", "shard", "export")
+
+def stage_names() -> list[str]:
+    """The stage sections of a job config, in the order of a job's steps (the stage registry's)."""
+    return [c.name for c in registry.job_commands()]
 
 
 @dataclass(frozen=True)
@@ -53,37 +57,26 @@ class Section:
     enabled: bool
     help: str
     helps: tuple[tuple[str, str], ...] = ()  # option -> its meaning in this section (docs/options.md)
+    steps: tuple[registry.Step, ...] = ()  # the registry step of each part, in the order of `parts`
 
     def classes(self) -> list[type]:
         return [cls for cls, _, _ in self.parts]
 
 
-def _sections() -> dict[str, Section]:
-    # Imported here: each stage module is imported only when a config is read.
-    from shammie.dedup.minhash import DedupOptions
-    from shammie.filters.decontaminate import DecontaminateOptions
-    from shammie.filters.scoring import EDU_SCORE_HELPS, QUALITY_SCORE_HELPS, ScoreOptions, SubsetOptions
-    from shammie.mixing.export import ExportOptions
-    from shammie.mixing.shard_stage import ShardOptions
-    from shammie.pipeline.crawl import CrawlOptions
-
-    chained = {"job": "", "input_stage": None}
-    return {
-        "crawl": Section(((CrawlOptions, {"inputs": (), "output": ""}, None),), True,
-                         "WARC -> documents/ (`shammie crawl`)"),
-        "dedup": Section(((DedupOptions, chained, None),), True, "documents/ -> deduped/ (`shammie dedup`)"),
-        "decontaminate": Section(((DecontaminateOptions, chained, None),), False,
-                                 "-> decontaminated/: benchmark n-gram overlap removed (`shammie decontaminate`)"),
-        "edu": Section(((SubsetOptions, {**chained, "output": None}, ("threshold",)),
-                        (ScoreOptions, {**chained, "kind": "edu", "output_stage": None}, None)), False,
-                       "-> scored/ (`shammie edu score`), then edu-<threshold>/ (`shammie edu subset`)",
-                       tuple(EDU_SCORE_HELPS.items())),
-        "classify": Section(((ScoreOptions, {**chained, "kind": "quality", "backend": "fasttext"}, None),), False,
-                            "-> classified/ (`shammie classify score`)", tuple(QUALITY_SCORE_HELPS.items())),
-        "shard": Section(((ShardOptions, chained, None),), True, "-> the shard store (`shammie shard`)"),
-        "export": Section(((ExportOptions, {"store": ""}, None),), False,
-                          "the store -> Megatron .bin/.idx or a `datasets` folder (`shammie export`)"),
-    }
+def sections() -> dict[str, Section]:
+    """The config sections, generated from the stage registry: one per job stage, one part per step.
+    A step with its own keys (edu's subset: `threshold`) claims them before the step that takes the
+    rest. Each stage module is imported only when a config is read."""
+    found = {}
+    for command in registry.job_commands():
+        steps = sorted(command.steps, key=lambda step: step.keys is None)
+        helps: dict[str, str] = {}
+        for step in steps:
+            helps.update(registry.load(step.helps) if step.helps else {})
+        found[command.name] = Section(
+            tuple((step.stage_class().Options, dict(step.fixed), step.keys) for step in steps), command.enabled,
+            command.config_help, tuple(helps.items()), tuple(steps))
+    return found
 
 
 EDU_MODEL_HINT = (
@@ -352,10 +345,10 @@ class _Validator:
     def validate(self, data: dict[str, Any], default_name: str) -> dict[str, Any]:
         from shammie.pipeline.runner import RunOptions
 
-        sections = _sections()
+        known_sections = sections()
         top_keys = {spec.name for spec in option_specs(JobOptions)}
         run_keys = {spec.name for spec in option_specs(RunOptions) if spec.declared.yaml}
-        known = sorted(top_keys | run_keys) + list(STAGES)
+        known = sorted(top_keys | run_keys) + stage_names()
         for key in data:
             if key not in known:
                 guess = closest(key, known)
@@ -375,7 +368,7 @@ class _Validator:
             values["name"] = values["name"] or default_name
         if run is not None:
             values.update({k: v for k, v in to_mapping(run).items() if k in run_keys})
-        for name, section in sections.items():
+        for name, section in known_sections.items():
             values[name] = self._section(name, section, data.get(name))
         self._cross_checks(values)
         return values
@@ -430,7 +423,7 @@ class _Validator:
                                "cc: snapshots)")
         if values["edu"]["enabled"] and not values["edu"].get("model"):
             self.errors.append(f"edu.model: is required when edu is enabled; {EDU_MODEL_HINT}")
-        if not any(values[s]["enabled"] for s in STAGES):
+        if not any(values[s]["enabled"] for s in stage_names()):
             self.errors.append("stages: every stage is disabled; nothing to run")
         shard = values["shard"]
         if shard["enabled"] and shard.get("group_by"):
@@ -495,7 +488,7 @@ def describe_options() -> str:
     from shammie.pipeline.runner import RunOptions
 
     parts = ["### Top level", "", options_table(JobOptions), options_table(RunOptions, header=False)]
-    for name, section in _sections().items():
+    for name, section in sections().items():
         parts += ["", f"### `{name}` ({section.help})", "",
                   f"`{name}.enabled` (bool, default `{str(section.enabled).lower()}`): run this stage.", ""]
         # One table per section: the keys of each part, without what the job sets itself (the job

@@ -18,18 +18,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from shammie.pipeline import jobdir, storage
+from shammie.pipeline import jobdir, registry, storage
+from shammie.pipeline.crawl import FILTER_LABELS
 from shammie.pipeline.lineage import chain, stale
 
 REPORT_NAME = "report.html"
-# Sections of stats.json that count documents through a stage, in pipeline order.
-STAGE_SECTIONS = ("crawl", "exact_dedup", "dedup", "decontaminate", "classify", "edu_score", "edu_subset", "shard",
-                  "export")
-FILTER_LABELS = {
-    "url_filter": "URL filter", "extraction_empty": "no text extracted", "language": "language",
-    "gopher_repetition": "Gopher repetition", "gopher_quality": "Gopher quality",
-    "c4_quality": "C4 quality", "fineweb_quality": "FineWeb quality",
-}
 
 
 @dataclass
@@ -171,46 +164,13 @@ def funnel_plot(data: JobData) -> Plot:
     if not crawl or not lineage.includes("crawl"):
         plot.missing = "no \"crawl\" section in stats.json (run `shammie crawl` or the crawl step)"
         return plot
-    steps: list[tuple[str, float]] = [("records read", crawl.get("records_read", 0))]
-    remaining = crawl.get("records_read", 0)
     dropped = dict(crawl.get("dropped") or {})
-    order = list(crawl.get("filter_order") or FILTER_LABELS)
-    # Records that were never candidate pages (requests, metadata, non-HTML) leave first.
-    skipped = sum(v for k, v in dropped.items() if k not in order) + sum((crawl.get("errors") or {}).values())
-    if skipped:
-        remaining -= skipped
-        steps.append(("HTML pages" if "html_responses" in crawl else "after non-page records", remaining))
-    for name in order:
-        if dropped.get(name):
-            remaining -= dropped[name]
-            steps.append((f"after {FILTER_LABELS.get(name, name)}", remaining))
-    steps.append(("kept by crawl", crawl.get("kept", crawl.get("documents", remaining))))
     # Only the steps of the chain the described output was built from (a step that ran on another
-    # branch, or after the store was built, is named in the lineage notes instead)
-    exact = data.section("exact_dedup") if lineage.includes("exact_dedup") else {}
-    if exact:
-        steps.append(("after exact dedup", exact.get("kept", exact.get("documents", 0))))
-    dedup = data.section("dedup") if lineage.includes("dedup") else {}
-    if dedup:
-        remaining = dedup.get("documents_in", steps[-1][1])
-        # the three kinds of removal, in the order dedup applies them
-        for key, label in (("exact_removed", "after exact duplicates"), ("near_removed", "after near-duplicates"),
-                           ("against_removed", "after earlier snapshots")):
-            if dedup.get(key):
-                remaining -= dedup[key]
-                steps.append((label, remaining))
-        steps.append(("after dedup", dedup.get("kept", dedup.get("documents", 0))))
+    # branch, or after the store was built, is named in the lineage notes instead); each step's rows
+    # come from its stage's own `funnel`, as the dataset card's do (`pipeline/registry.py`)
+    steps = registry.funnel(data.stats, lineage.includes,
+                            {link.stage: link.folder for link in lineage.links if link.stage})
     decontaminate = data.section("decontaminate") if lineage.includes("decontaminate") else {}
-    if decontaminate:
-        steps.append(("after decontamination", decontaminate.get("kept", decontaminate.get("documents", 0))))
-    subset = data.section("edu_subset") if lineage.includes("edu_subset") else {}
-    if subset:
-        read = next((link.folder for link in lineage.links if link.stage == "edu_subset"), None)
-        subset = (subset.get("subsets") or {}).get(read) or subset
-        steps.append((f"edu >= {subset.get('threshold', '?')}", subset.get("documents", 0)))
-    store = data.section("shard")
-    if lineage.stages is not None and "shard" in lineage.stages and store.get("documents") is not None:
-        steps.append(("in the store", store["documents"]))
     labels = [s[0] for s in steps]
     values = [float(s[1]) for s in steps]
     fig, ax = _barh(labels, values, "documents (records)", color="#55A868")
@@ -391,7 +351,7 @@ def dedup_plot(data: JobData) -> Plot:
 def throughput_plot(data: JobData) -> Plot:
     plot = Plot("throughput", "Per-stage throughput")
     rows = []
-    for name in STAGE_SECTIONS:
+    for name in registry.sections():
         section = data.section(name)
         docs, seconds = section.get("documents"), section.get("seconds")
         if name == "crawl":
@@ -424,6 +384,70 @@ def throughput_plot(data: JobData) -> Plot:
     return plot
 
 
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def stage_cpu_rows(data: JobData) -> list[tuple[str, float | None, float | None, float, int | None]]:
+    """(label, CPU seconds, wall seconds without Ray start-up, Ray start-up seconds, tasks) of every stage that
+    recorded its CPU time, each followed by its phases ("dedup / signatures"). From the sections' schema
+    `seconds`, `cpu_seconds`, `ray_start_seconds`, `phases: {name: {seconds, cpu_seconds, tasks}}`;
+    a stage without CPU time (run by an older Shammie) has no row."""
+    rows = []
+    for name in registry.sections():
+        section = data.section(name)
+        phases = {k: v for k, v in (section.get("phases") or {}).items() if isinstance(v, dict)} \
+            if isinstance(section.get("phases"), dict) else {}
+        cpu = _seconds(section.get("cpu_seconds"))
+        if cpu is None and not any(_seconds(p.get("cpu_seconds")) is not None for p in phases.values()):
+            continue
+        if cpu is None:
+            cpu = sum(_seconds(p.get("cpu_seconds")) or 0.0 for p in phases.values())
+        wall = _seconds(section.get("seconds"))
+        ray_start = min(_seconds(section.get("ray_start_seconds")) or 0.0, wall or 0.0)
+        tasks = sum(int(p.get("tasks") or 0) for p in phases.values()) or section.get("tasks")
+        rows.append((name, cpu, None if wall is None else wall - ray_start, ray_start,
+                     tasks if isinstance(tasks, int) else None))
+        for phase, p in phases.items():
+            rows.append((f"{name} / {phase}", _seconds(p.get("cpu_seconds")), _seconds(p.get("seconds")), 0.0,
+                         p.get("tasks") if isinstance(p.get("tasks"), int) else None))
+    return rows
+
+
+def stage_cpu_plot(data: JobData) -> Plot:
+    plot = Plot("stage_cpu", "CPU cost per stage")
+    rows = stage_cpu_rows(data)
+    if not rows:
+        plot.missing = ("no stage recorded its CPU time (\"cpu_seconds\" in its stats.json section; stages run by "
+                        "an older Shammie do not)")
+        return plot
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, max(2.5, 0.4 * len(rows) + 1.3)), dpi=100, sharey=True)
+    ys = list(range(len(rows)))[::-1]
+    colors = ["#C44E52" if " / " not in label else "#E8A0A2" for label, *_ in rows]
+    left.barh(ys, [cpu or 0 for _, cpu, _, _, _ in rows], color=colors)
+    left.set_yticks(ys, [label for label, *_ in rows])
+    left.set_xlabel("CPU seconds (process time of the tasks)")
+    right.barh(ys, [wall or 0 for _, _, wall, _, _ in rows], color="#8C8C8C", label="the stage's work")
+    right.barh(ys, [r for *_, r, _ in rows], left=[wall or 0 for _, _, wall, _, _ in rows], color="#DDDDDD",
+               label="Ray start-up")
+    right.set_xlabel("wall-clock seconds")
+    right.legend(fontsize=8)
+    fig.suptitle("CPU and wall time per stage and phase (Ray start-up apart)")
+    plot.png = _png(fig)
+    for label, cpu, wall, ray_start, tasks in rows:
+        parts = [f"{cpu:,.1f} CPU s" if cpu is not None else "CPU ?",
+                 f"{wall:,.1f} s wall" if wall is not None else "wall ?"]
+        if ray_start:
+            parts.append(f"+ {ray_start:.1f} s Ray start-up")
+        if tasks is not None:
+            parts.append(f"{tasks:,} tasks")
+        plot.table.append((label, ", ".join(parts)))
+    plot.note = ("CPU: process time inside each stage's tasks, summed over workers; wall: the stage's run without the "
+                 "time it spent starting Ray (shown apart); phases are the passes of a multi-pass stage")
+    return plot
+
+
 def cost_plot(data: JobData) -> Plot:
     plot = Plot("cost", "Crawl cost per step")
     crawl = data.section("crawl")
@@ -451,7 +475,7 @@ def problem_notes(data: JobData) -> list[str]:
     """Errors and warnings the stages counted (an unreadable input, a page that timed out): said at the
     top of the report, not only in a table."""
     notes = []
-    for name in STAGE_SECTIONS:
+    for name in registry.sections():
         section = data.section(name)
         for kind in ("errors", "warnings"):
             counts = {k: v for k, v in (section.get(kind) or {}).items() if isinstance(v, (int, float)) and v}
@@ -534,7 +558,7 @@ def removed_examples(data: JobData) -> list[tuple[str, str, str]]:
 
 
 PLOTS: list[Callable[[JobData], Plot]] = [funnel_plot, domains_plot, edu_plot, language_plot, dedup_plot,
-                                          throughput_plot, cost_plot]
+                                          throughput_plot, stage_cpu_plot, cost_plot]
 
 
 # ---------------------------------------------------------------- HTML

@@ -1,4 +1,5 @@
-"""Run a whole job: crawl -> dedup -> [decontaminate] -> [classify] -> edu score -> edu subset -> shard store.
+"""Run a whole job: crawl -> dedup -> [decontaminate] -> [classify] -> edu score -> edu subset -> shard store
+-> [export]: the job stages of the registry (`pipeline/registry.py`), in its order.
 
 Each step is a stage (`pipeline/stage.py`) run by `run_stage` (`pipeline/runner.py`),
 so a job obeys exactly the rules of the single-stage commands: a complete step whose
@@ -20,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from shammie.jobs.config import JobConfig
-from shammie.pipeline import jobdir, lineage, storage
+from shammie.jobs.config import JobConfig, is_example_input, sections, stage_names
+from shammie.pipeline import jobdir, lineage, registry, storage
 from shammie.pipeline.runner import RunOptions, check_output_writable, run_stage
 from shammie.pipeline.stage import Stage
 
@@ -46,64 +47,29 @@ class Step:
 
 
 def plan(config: JobConfig) -> list[Step]:
-    """The steps of the job, upstream first (disabled stages are left out)."""
-    from shammie.dedup.minhash import DedupStage
-    from shammie.filters.scoring import ScoreStage, SubsetStage
-    from shammie.mixing.shard_stage import ShardStage
-    from shammie.pipeline.crawl import CrawlStage
-
+    """The steps of the job, upstream first (disabled stages are left out): the job stages of the
+    registry (`pipeline/registry.py`), each step reading the folder the previous one wrote."""
     job = config.output
     steps: list[Step] = []
     previous: str | None = None
-
-    def chained(options: Any, **more: Any) -> Any:
-        names = {f.name for f in dataclasses.fields(options)}
-        values = {"job": job, "input_stage": previous, **more}
-        return dataclasses.replace(options, **{k: v for k, v in values.items() if k in names})
-
-    if config.enabled("crawl"):
-        (options,) = config.options["crawl"]
-        options = dataclasses.replace(options, inputs=tuple(config["input"] or ()), output=job)
-        steps.append(Step("crawl", "crawl", CrawlStage(job, options), None))
-        previous = jobdir.DOCUMENTS
-    if config.enabled("dedup"):
-        (options,) = config.options["dedup"]
-        steps.append(Step("dedup", "dedup", DedupStage(job, chained(options)), previous))
-        previous = jobdir.DEDUPED
-    if config.enabled("decontaminate"):
-        from shammie.filters.decontaminate import DecontaminateStage
-
-        (options,) = config.options["decontaminate"]
-        steps.append(Step("decontaminate", "decontaminate", DecontaminateStage(job, chained(options)), previous))
-        previous = jobdir.DECONTAMINATED
-    if config.enabled("classify"):
-        (options,) = config.options["classify"]
-        stage = ScoreStage(job, chained(options))
-        steps.append(Step("classify", "classify", stage, previous))
-        previous = stage.output_folder()
-    if config.enabled("edu"):
-        subset_options, score_options = config.options["edu"]
-        stage = ScoreStage(job, chained(score_options))
-        steps.append(Step("edu_score", "edu", stage, previous))
-        previous = stage.output_folder()
-        subset = SubsetStage(job, chained(subset_options))
-        steps.append(Step("edu_subset", "edu", subset, previous))
-        previous = subset.output_folder()
-    if config.enabled("shard"):
-        (options,) = config.options["shard"]
-        steps.append(Step("shard", "shard", ShardStage(job, chained(options)), previous))
-    if config.enabled("export"):
-        from shammie.mixing.export import ExportStage
-
-        (options,) = config.options["export"]
-        steps.append(Step("export", "export", ExportStage(job, dataclasses.replace(options, store=config.store)),
-                          "store"))
+    from_job = {"input": tuple(config["input"] or ()), "store": config.store}
+    for name, section in sections().items():
+        if not config.enabled(name):
+            continue
+        options_of = dict(zip((s.section for s in section.steps), config.options[name]))
+        for spec in registry.subcommands()[name].steps:
+            stage_cls = spec.stage_class()
+            options = options_of[spec.section]
+            values = {stage_cls.job_field: job, "input_stage": previous,
+                      **{field_name: from_job[key] for field_name, key in spec.from_job.items()}}
+            names = {f.name for f in dataclasses.fields(options)}
+            stage = stage_cls(job, dataclasses.replace(options, **{k: v for k, v in values.items() if k in names}))
+            steps.append(Step(spec.section, name, stage, spec.reads or previous))
+            previous = stage.output_folder()
     return steps
 
 
 def format_plan(config: JobConfig, steps: list[Step], *, ray_address: str | None = None) -> str:
-    from shammie.jobs.config import STAGES, is_example_input
-
     address = ray_address or config["ray_address"] or os.environ.get("RAY_ADDRESS")
     lines = [
         f"job {config['name']!r}" + (f" from {config.path}" if config.path else ""),
@@ -128,7 +94,7 @@ def format_plan(config: JobConfig, steps: list[Step], *, ray_address: str | None
         note = lineage_note(step)
         if note:
             lines.append(f"       note: {note}")
-    disabled = [s for s in STAGES if not config.enabled(s)]
+    disabled = [s for s in stage_names() if not config.enabled(s)]
     if disabled:
         lines.append(f"disabled: {', '.join(disabled)}")
     return "\n".join(lines)

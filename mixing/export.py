@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from shammie.pipeline import jobdir, lineage, storage
+from shammie.pipeline import jobdir, lineage, registry, storage
 from shammie.pipeline.errors import ShammieError
 from shammie.pipeline.options import option
 from shammie.pipeline.stage import SELF_PUBLISHED, InputFile, Phase, Stage, Task
@@ -379,13 +379,6 @@ def _parquet_columns(path: str) -> list[str]:
     return list(pq.read_schema(path).names)
 
 
-FILTER_LABELS = {
-    "url_filter": "URL filter", "extraction_empty": "no text extracted", "language": "language",
-    "gopher_repetition": "Gopher repetition", "gopher_quality": "Gopher quality",
-    "c4_quality": "C4 quality", "fineweb_quality": "FineWeb quality",
-}
-
-
 def job_funnel(manifest: dict[str, Any], store_url: str | None = None) -> tuple[list[tuple[str, int]], str, list[str]]:
     """Documents left after each step the store was built through, from its job's stats.json.
 
@@ -408,32 +401,9 @@ def job_funnel(manifest: dict[str, Any], store_url: str | None = None) -> tuple[
     stages = {link.stage for link in links if link.stage} if links else None
     notes = lineage.stale(job, record, "the store") if record else []
 
-    def included(stage: str) -> bool:
-        return stages is None or stage in stages
-
-    rows: list[tuple[str, int]] = []
-    crawl = stats.get("crawl") if isinstance(stats.get("crawl"), dict) and included("crawl") else {}
-    if crawl:
-        rows.append(("WARC records read", int(crawl.get("records_read", 0))))
-        if "html_responses" in crawl:
-            rows.append(("HTML pages", int(crawl["html_responses"])))
-        remaining = int(crawl.get("html_responses", crawl.get("records_read", 0)))
-        dropped = crawl.get("dropped") or {}
-        for name in crawl.get("filter_order") or FILTER_LABELS:
-            if dropped.get(name):
-                remaining -= int(dropped[name])
-                rows.append((f"after {FILTER_LABELS.get(name, name)}", remaining))
-        rows.append(("kept by the crawl", int(crawl.get("kept", crawl.get("documents", remaining)))))
-    for section, label in (("exact_dedup", "after exact dedup"), ("dedup", "after MinHash dedup"),
-                           ("decontaminate", "after decontamination")):
-        value = stats.get(section)
-        if isinstance(value, dict) and "documents" in value and included(section):
-            rows.append((label, int(value.get("kept", value["documents"]))))
-    subset = stats.get("edu_subset")
-    if isinstance(subset, dict) and "documents" in subset and included("edu_subset"):
-        read = next((link.folder for link in links if link.stage == "edu_subset"), None)
-        subset = (subset.get("subsets") or {}).get(read) or subset
-        rows.append((f"edu score >= {subset.get('threshold', '?')}", int(subset["documents"])))
+    # the rows of each step the store was built through, from the step's own `funnel` (the report's too)
+    rows = registry.funnel(stats, lambda section: section != "shard" and (stages is None or section in stages),
+                           {link.stage: link.folder for link in links if link.stage})
     source = "the job's stats.json"
     if links:
         source += ", along the folders the store was built from: " + " -> ".join(f"{link.folder}/" for link in links)

@@ -174,6 +174,11 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
     def summarize(self, results: Results) -> dict[str, Any]:
         return dict(results.phases["publish"])
 
+    @classmethod
+    def funnel(cls, section: dict, *, previous: int | None = None, folder: str | None = None) -> list[tuple[str, int]]:
+        """Its row of the job's filter funnel (the report's; the dataset card counts the exported store)."""
+        return [("in the store", int(section["documents"]))] if section.get("documents") is not None else []
+
     def describe(self, section: dict[str, Any]) -> str:
         tokenizer = section["tokenizer"]
         vocab = str(tokenizer["vocab_size"])

@@ -43,6 +43,12 @@ REMOVED = "removed"
 # short_page and short_text: too few words for any kept language, before and after extraction (docs/crawl.md)
 FILTER_ORDER = ["url_filter", SHORT_PAGE, "extraction_empty", SHORT_TEXT, "language", "gopher_repetition",
                 "gopher_quality", "c4_quality", "fineweb_quality"]
+# How the report and the dataset card name a filter (a filter not listed is named by its key)
+FILTER_LABELS = {
+    "url_filter": "URL filter", "extraction_empty": "no text extracted", "language": "language",
+    "gopher_repetition": "Gopher repetition", "gopher_quality": "Gopher quality",
+    "c4_quality": "C4 quality", "fineweb_quality": "FineWeb quality",
+}
 
 REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("warc_offset", pa.int64()),
                             ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string()),
@@ -168,6 +174,29 @@ class CrawlStage(Stage):
         section = summarize(list(results.values()))
         section["extractor"] = {"name": self.options.extractor, "version": extractor_version(self.options.extractor)}
         return section
+
+    @classmethod
+    def funnel(cls, section: dict, *, previous: int | None = None, folder: str | None = None) -> list[tuple[str, int]]:
+        """The crawl's rows of the job's filter funnel (report and dataset card): records read, HTML
+        pages, what is left after each filter in the order they run, the documents kept."""
+        read = int(section.get("records_read", 0))
+        rows = [("WARC records read", read)]
+        dropped = dict(section.get("dropped") or {})
+        order = list(section.get("filter_order") or FILTER_LABELS)
+        if "html_responses" in section:
+            remaining = int(section["html_responses"])
+            rows.append(("HTML pages", remaining))
+        else:  # an older crawl: records that were never candidate pages (requests, metadata, errors) leave first
+            skipped = sum(v for k, v in dropped.items() if k not in order) + sum((section.get("errors") or {}).values())
+            remaining = read - skipped
+            if skipped:
+                rows.append(("after non-page records", remaining))
+        for name in order:
+            if dropped.get(name):
+                remaining -= int(dropped[name])
+                rows.append((f"after {FILTER_LABELS.get(name, name)}", remaining))
+        rows.append(("kept by the crawl", int(section.get("kept", section.get("documents", remaining)))))
+        return rows
 
     def describe(self, section: dict) -> str:
         return format_summary(section)

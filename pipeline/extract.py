@@ -15,8 +15,9 @@ in a sandbox process. Two of those choices make output depend on load and order:
   Shammie passes a fresh cache per input file instead, so a file's output depends
   only on that file (the same as datatrove with one file per task).
 Extraction runs in-process: no sandbox process and no pickling per page, and trafilatura's
-regex XPath tests are guarded by their attribute's presence (pipeline.trafilatura_xpaths:
-the same matches, 1.09-1.19x faster: benchmarks/trafilatura_speedups.py).
+pruning XPath expressions run in Python (pipeline.trafilatura_xpaths and
+pipeline.xpath_subset: the same matches and text, see docs/crawl.md "Speed" for the
+speed-up; benchmarks/trafilatura_speedups.py).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import datetime as _dt
 import os
 from typing import Any
 
-from shammie.pipeline import storage
+from shammie.pipeline import registry, storage
 from shammie.pipeline.errors import InputError
 
 DOCUMENTS = "documents"
@@ -32,10 +32,12 @@ DECONTAMINATED = "decontaminated"
 CLASSIFIED = "classified"
 SCORED = "scored"
 STORE = "store"
-# Stage folders that hold document Parquet files, upstream first. Subset folders
-# (e.g. "edu-3") are downstream of "scored" and found by prefix.
-DOCUMENT_STAGES = [DOCUMENTS, EXACT_DEDUPED, DEDUPED, DECONTAMINATED, CLASSIFIED, SCORED]
-SUBSET_PREFIXES = ("edu-", "subset-")
+# Stage folders that hold document Parquet files, upstream first: the folders the stages of the
+# registry (`pipeline/registry.py`) declare, in its order (this is the registry's own list, so a
+# stage registered later is in it). Subset folders (e.g. "edu-3") are downstream of "scored" and
+# found by prefix.
+DOCUMENT_STAGES = registry.DOCUMENT_FOLDERS
+SUBSET_PREFIXES = registry.SUBSET_PREFIXES
 SUCCESS = "_SUCCESS"
 # The runner's record of what made a folder (settings, input fingerprints), beside its _SUCCESS
 STAGE_RECORD = "_stage.json"

@@ -31,7 +31,12 @@ three quarters of trafilatura's time on a short page (benchmarks/crawl_profile.p
 make_short_pages.py's pages). `install()` replaces it by an equal tuple whose hash is
 computed once: the same words, the same cache entry, the same frozen set.
 
-`install()` swaps the guarded expressions into trafilatura's modules in place (the lists
+The fourth, and the largest, is pipeline/xpath_subset.py: every expression within its XPath
+subset (all of trafilatura's pruning lists) is evaluated in Python instead of by libxml2,
+selecting the same elements at about a third of the CPU; only the expressions beyond the
+subset (`BODY_XPATH`'s positional ones, the metadata paths) keep libxml2 and get the guards.
+
+`install()` swaps the Python evaluations and guarded expressions into trafilatura's modules in place (the lists
 that trafilatura's functions hold are mutated, single expressions are replaced wherever a
 trafilatura module refers to them), sets the parser's lookup and the stop-word tuple;
 `uninstall()` puts the originals back.
@@ -42,6 +47,8 @@ from __future__ import annotations
 import re
 import sys
 import threading
+
+from shammie.pipeline.xpath_subset import Unsupported, compile_xpath
 
 REGEXP_NS = "http://exslt.org/regular-expressions"
 _CALL = "re:test("
@@ -186,6 +193,15 @@ def _guarded_xpath(xpath):
     return XPath(new_source, namespaces={"re": REGEXP_NS})
 
 
+def _replacement(xpath):
+    """What `install()` puts in place of one of trafilatura's expressions: its Python evaluation
+    when the expression is within pipeline.xpath_subset's subset, else its guarded copy, else None."""
+    try:
+        return compile_xpath(xpath, {"re": REGEXP_NS})
+    except Unsupported:
+        return _guarded_xpath(xpath)
+
+
 def _trafilatura_modules():
     import trafilatura  # noqa: F401  (loads its submodules)
 
@@ -214,7 +230,7 @@ def install() -> int:
 
         def guarded_for(xpath):
             if id(xpath) not in replacements:
-                replacements[id(xpath)] = _guarded_xpath(xpath)
+                replacements[id(xpath)] = _replacement(xpath)
             return replacements[id(xpath)]
 
         seen_lists: set[int] = set()

@@ -10,7 +10,7 @@ import argparse
 
 import pytest
 
-from shammie.jobs.cli import SUBCOMMANDS, build_parser, main
+from shammie.jobs.cli import build_parser, main, subcommands
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
@@ -24,7 +24,7 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
                 for step, child in action.choices.items():
                     walk(f"{name} {step}", child)
 
-    for command in SUBCOMMANDS:
+    for command in subcommands():
         top = build_parser(only=command)
         sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
         walk(command, sub.choices[command])

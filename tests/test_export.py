@@ -306,7 +306,7 @@ def test_hf_dataset_card_front_matter_domains_and_funnel(site_job, tmp_path):
     # the funnel from the job's stats.json: 900 pages, -20 URL, -300 language, -150 Gopher, -30 FineWeb
     for row in ("| WARC records read | 2,000 |", "| HTML pages | 900 |", "| after URL filter | 880 |",
                 "| after language | 580 |", "| after Gopher quality | 430 |", "| after FineWeb quality | 400 |",
-                "| kept by the crawl | 400 |", "| after MinHash dedup | 300 |", "| in the store | 300 |"):
+                "| kept by the crawl | 400 |", "| after dedup | 300 |", "| in the store | 300 |"):
         assert row in body, row
 
 

@@ -219,7 +219,7 @@ def test_the_report_and_the_card_describe_the_store_by_its_lineage_and_flag_what
     out = tmp_path / "hf"
     export_store(str(job / "store"), str(out), "hf")
     card = (out / "README.md").read_text()
-    assert "after decontamination" not in card and "| after MinHash dedup |" in card
+    assert "after decontamination" not in card and "| after dedup |" in card
     assert f"| in the store | {store_docs:,} |" in card
     assert "decontaminated/ (complete, further downstream) is not in it" in card
     assert str(tmp_path) not in card

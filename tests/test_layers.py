@@ -5,7 +5,8 @@ functions included (an import moved into a function to dodge a cycle is still a 
 lowest first (docs/architecture.md has the picture):
 
 0. infrastructure: `shammie.pipeline` (stage, runner, options, storage, job directory, parallel,
-   partitioned, ray_runtime, warc reading, lineage), except the crawl stage's own modules;
+   partitioned, ray_runtime, warc reading, lineage, the stage registry: it names the stages as
+   "module:Class" strings, imported when used), except the crawl stage's own modules;
 1. the store's format and reader: what the shard stage writes and the training library reads;
 2. the stages (`filters`, `dedup`, the crawl stage, the store-building and export modules of
    `mixing`) and, beside them and separate from them, the training library (`MixtureDataset`,
@@ -26,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "filters", "dedup", "mixing", "jobs")
 CRAWL_STAGE = {"pipeline.crawl", "pipeline.crawl_cli", "pipeline.extract", "pipeline.short_pages",
-               "pipeline.trafilatura_xpaths"}
+               "pipeline.trafilatura_xpaths", "pipeline.xpath_subset"}
 STORE_FORMAT = {"mixing.store_format", "mixing.tokenizer", "mixing.errors", "mixing.store"}
 TRAINING = {"mixing." + m for m in ("dataset", "mixer", "rules", "losses", "budgets", "schedule", "distributed",
                                     "feedback", "hf", "lightning", "shm", "log", "state", "mix_cli")}

@@ -14,7 +14,7 @@ import pytest
 from shammie.jobs.cli import main
 from shammie.jobs.report import write_report
 
-ALL_PLOTS = {"funnel", "domains", "edu", "language", "dedup", "throughput", "cost"}
+ALL_PLOTS = {"funnel", "domains", "edu", "language", "dedup", "throughput", "stage_cpu", "cost"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 CRAWL = {
@@ -30,7 +30,9 @@ CRAWL = {
 }
 DEDUP = {"documents": 9, "documents_in": 12, "clusters": 2, "removed": 3, "kept": 9, "largest_cluster": 3,
          "scope": "per snapshot", "per_snapshot": {"CC-MAIN-2024-22": {"documents_in": 12, "removed": 3}},
-         "seconds": 1.5}
+         "seconds": 1.5, "cpu_seconds": 2.5, "ray_start_seconds": 0.5,
+         "phases": {"signatures": {"seconds": 0.6, "cpu_seconds": 1.5, "tasks": 2},
+                    "clusters": {"seconds": 0.4, "cpu_seconds": 1.0, "tasks": 1}}}
 EDU_SCORE = {"documents": 9, "histogram": {"0": 1, "1": 2, "2": 2, "3": 3, "4": 1, "5": 0}, "seconds": 0.9}
 EDU_SUBSET = {"documents": 4, "threshold": 3, "seconds": 0.1}
 SHARD = {"documents": 4, "tokens": 900, "group_by": "edu", "seconds": 2.0,
@@ -80,7 +82,7 @@ def test_full_job_report_has_every_plot_as_an_embedded_png(tmp_path):
     assert "5</td><td>0 documents, 0 tokens" in html
     # the funnel follows the documents through every stage
     funnel = {k: v for k, v in next(p for p in plots if p.key == "funnel").table}
-    assert funnel["records read"] == 30 and funnel["kept by crawl"] == 12
+    assert funnel["WARC records read"] == 30 and funnel["kept by the crawl"] == 12
     assert funnel["after dedup"] == 9 and funnel["edu >= 3"] == 4
     assert funnel["after no text extracted"] == 24 - 4 and funnel["after language"] == 15
 
@@ -276,3 +278,33 @@ def test_errors_warnings_and_drop_reasons_are_shown(tmp_path):
     funnel = next(p for p in plots if p.key == "funnel").table
     reasons = [row for row in funnel if row[0].startswith("drop reason:")]
     assert reasons == [("drop reason: language: en below 0.65", 5), ("drop reason: gopher_quality: gopher_short_doc", 2)]
+
+
+def test_cpu_cost_per_stage_and_phase_with_ray_start_up_apart(tmp_path, figures):
+    """Every stage section with the runner's schema (seconds, cpu_seconds, ray_start_seconds, phases) gets a
+    row, its phases rows under it; a section without CPU time gets none (nothing is made up)."""
+    sections = {"crawl": {**CRAWL, "cpu_seconds": 4.0, "ray_start_seconds": 2.0},
+                "dedup": DEDUP, "edu_score": EDU_SCORE,
+                "shard": {**SHARD, "phases": {"tokenize": {"seconds": 1.0, "cpu_seconds": 3.0, "tasks": 4}}}}
+    job = make_job(tmp_path, sections)
+    _, plots = write_report(str(job))
+    cpu = dict(next(p for p in plots if p.key == "stage_cpu").table)
+    assert cpu == {"crawl": "4.0 CPU s, 4.0 s wall, + 2.0 s Ray start-up",
+                   "dedup": "2.5 CPU s, 1.0 s wall, + 0.5 s Ray start-up, 3 tasks",
+                   "dedup / signatures": "1.5 CPU s, 0.6 s wall, 2 tasks",
+                   "dedup / clusters": "1.0 CPU s, 0.4 s wall, 1 tasks",
+                   "shard": "3.0 CPU s, 2.0 s wall, 4 tasks",
+                   "shard / tokenize": "3.0 CPU s, 1.0 s wall, 4 tasks"}
+    left, right = next(a for t, a in zip(figures.titles, figures.axes) if "CPU and wall time" in t)
+    assert left.get_xlabel().startswith("CPU seconds") and right.get_xlabel() == "wall-clock seconds"
+    assert [round(p.get_width(), 3) for p in left.patches] == [4.0, 2.5, 1.5, 1.0, 3.0, 3.0]
+    # the wall bars leave Ray start-up out; it is its own segment after them
+    assert [round(p.get_width(), 3) for p in right.patches][:6] == [4.0, 1.0, 0.6, 0.4, 2.0, 1.0]
+    assert [round(p.get_width(), 3) for p in right.patches][6:] == [2.0, 0.5, 0, 0, 0, 0]
+
+
+def test_no_cpu_section_without_cpu_time(tmp_path):
+    job = make_job(tmp_path, {"crawl": CRAWL, "edu_score": EDU_SCORE})
+    _, plots = write_report(str(job))
+    plot = next(p for p in plots if p.key == "stage_cpu")
+    assert plot.png is None and "cpu_seconds" in plot.missing

@@ -1,4 +1,5 @@
-"""Guarded regex tests in trafilatura's XPath expressions select exactly what the originals select."""
+"""What install() puts in trafilatura's XPath expressions (Python evaluation, guarded regex tests)
+selects exactly what the originals select."""
 
 from __future__ import annotations
 
@@ -68,35 +69,47 @@ def test_the_trafilatura_extractor_installs_the_guards(installed):
 
     from shammie.pipeline.extract import make_extractor
 
+    from shammie.pipeline.xpath_subset import CompiledXPath
+
     make_extractor("trafilatura")
     assert len(installed) >= 10  # trafilatura 2.x: most boilerplate expressions use re:test
     by_original = {id(o): g for o, g in installed}
     assert all(id(x) not in by_original for x in xp.OVERALL_DISCARD_XPATH)  # swapped in place
-    assert any("@class and re:test(@class" in x.path for x in xp.OVERALL_DISCARD_XPATH)
+    # every pruning list is evaluated in Python; the expressions beyond the subset are guarded
+    for name in ("OVERALL_DISCARD_XPATH", "TEASER_DISCARD_XPATH", "PRECISION_DISCARD_XPATH",
+                 "DISCARD_IMAGE_ELEMENTS", "REMOVE_COMMENTS_XPATH", "REMOVE_COMMENTS_AND_LISTS_XPATH",
+                 "RAW_TREE_PRUNE_XPATH"):
+        assert all(isinstance(x, CompiledXPath) for x in getattr(xp, name)), name
+    assert all(isinstance(x, CompiledXPath) for x in xp.BODY_XPATH)
+    assert any(isinstance(x, XPath) and "@class and re:test(@class" in x.path for x in xp.AUTHOR_XPATHS)
 
 
 def test_uninstall_puts_the_originals_back():
     import trafilatura.xpaths as xp
 
     tx.install()
-    guarded = list(xp.OVERALL_DISCARD_XPATH)
+    replaced = list(xp.OVERALL_DISCARD_XPATH) + [xp.BODY_XPATH[0]]
     tx.uninstall()
     try:
-        assert all("and re:test" not in x.path for x in xp.OVERALL_DISCARD_XPATH)
-        assert [x.path for x in xp.OVERALL_DISCARD_XPATH] != [x.path for x in guarded]
+        originals = list(xp.OVERALL_DISCARD_XPATH) + [xp.BODY_XPATH[0]]
+        assert all(isinstance(x, XPath) and "and re:test" not in x.path for x in originals)
+        assert all(a is not b for a, b in zip(originals, replaced))
     finally:
         tx.install()
 
 
 TAGS = ["div", "section", "span", "p", "article", "main", "aside", "item", "list", "header", "footer", "nav",
-        "li", "ul", "a", "ref", "cite", "quote", "figure", "head", "table"]
+        "li", "ul", "a", "ref", "cite", "quote", "figure", "head", "table", "details", "ol", "h1", "script",
+        "template", "svg", "main"]
 # fragments of trafilatura's tokens, their case variants and near misses
 WORDS = ["share", "Share", "shar", "social", "nav", "Nav", "navbar", "menu", "footer", "Footer", "ad-", " ad ",
          "-ad-", "hidden", " hidden", "hide-", "-hide-", "noprint", "bottom", "Bottom", "link", "links",
          "comments-title", "reply-", "akismet", "cookie", "Cookie", "consent", "teaser", "Teaser", "caption",
          "widget", "elementor-share-buttons", "infinite-scroll", "mvp-post-add-box", "byline", "tags", "meta",
          "respond", "signin", "message", "display:none", "display: none", "border", "post-content",
-         "article-body", "entry-content", "content-main", "story-body", "primary", "comment", "x", "", " "]
+         "article-body", "entry-content", "content-main", "story-body", "primary", "comment", "x", "", " ",
+         "Comment", "commentary", "disqus_thread", "cookie-banner", "COOKIEBOT", "OneTrust", "Main-Content",
+         "page-Content", "nav ", "bottom\n", "ZendeskForm", "dfpAd", "bread-crumb", "post-nav", "MostPopularStories"]
 ATTRIBUTES = ["class", "id", "style", "role", "data-component", "aria-hidden", "itemprop"]
 
 
@@ -106,12 +119,12 @@ def built_page(rng: random.Random, elements: int = 400) -> str:
     for i in range(elements):
         tag = rng.choice(TAGS)
         attrs = []
-        for name in ATTRIBUTES:
+        for name in rng.sample(ATTRIBUTES, len(ATTRIBUTES)):  # any order: `@id|@class` reads the first
             roll = rng.random()
             if roll < 0.45:
                 continue  # absent: the case the guard skips
-            value = "" if roll < 0.55 else " ".join(rng.choice(WORDS) + rng.choice(["", "-1", "x"])
-                                                     for _ in range(rng.randint(1, 3)))
+            value = "" if roll < 0.55 else rng.choice([" ", " ", "\t", "\n", "\u00a0"]).join(
+                rng.choice(WORDS) + rng.choice(["", "-1", "x"]) for _ in range(rng.randint(1, 3)))
             attrs.append(f'{name}="{value}"')
         parts.append(f"<{tag} {' '.join(attrs)}>text {i} ")
         if rng.random() < 0.5 or depth > 12:
