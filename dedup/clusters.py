@@ -24,7 +24,6 @@ range), and datatrove's cluster stage keeps Python dicts (~150 bytes per node).
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -237,23 +236,20 @@ def star_step(edges: np.ndarray, large: bool) -> tuple[np.ndarray, int]:
 
 def star_round_task(p: dict) -> dict:
     """One partition of one round: read its edges from every file of the previous round, step, write."""
-    cpu = time.process_time()
     urls = [storage.join(p["previous"], f"p{q:05d}.prt") for q in range(p["files"])]
     edges = partitioned.read_partition_of_all(urls, p["partition"], EDGE_RECORD)
     out, unsettled = star_step(edges, p["large"])
     write_edges(p["output"], out, p["partitions"])
-    return {"edges_in": int(edges.size), "edges_out": int(out.size), "unsettled": unsettled,
-            "cpu_seconds": time.process_time() - cpu}
+    return {"edges_in": int(edges.size), "edges_out": int(out.size), "unsettled": unsettled}
 
 
 def scatter_task(p: dict) -> dict:
     """Edge files [start, stop) of a run (`p["edge_files"]` has `urls(start, stop)`) -> one file of
     directed edges partitioned by node."""
-    cpu = time.process_time()
     parts = [load_npy(url) for url in p["edge_files"].urls(p["start"], p["stop"])]
     e = np.concatenate(parts) if parts else np.empty((0, 2), np.int64)
     write_edges(p["output"], both_directions(e[:, 0], e[:, 1]), p["partitions"])
-    return {"edges": int(e.shape[0]), "cpu_seconds": time.process_time() - cpu}
+    return {"edges": int(e.shape[0])}
 
 
 def stars_to_roots(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -325,8 +321,7 @@ def write_cluster_files(p: dict, members: np.ndarray, roots: np.ndarray) -> dict
 
 def roots_task(p: dict) -> dict:
     """One partition of converged stars -> the cluster records of the components centred in it."""
-    cpu = time.process_time()
     urls = [storage.join(p["previous"], f"p{q:05d}.prt") for q in range(p["files"])]
     centre, member = stars_to_roots(partitioned.read_partition_of_all(urls, p["partition"], EDGE_RECORD))
     stats = write_cluster_files(p, member, centre)
-    return {**stats, "nodes": int(member.size), "cpu_seconds": time.process_time() - cpu}
+    return {**stats, "nodes": int(member.size)}

@@ -26,8 +26,8 @@ before anything else has run.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from shammie.filters.words import dedup_splitters, load_dedup_splitters
 from shammie.pipeline import documents, jobdir, partitioned, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import DocumentStage, InputFile, Task, read_documents
+from shammie.pipeline.stage import DocumentStage, InputFile, Phase, Task, read_documents
 
 # The hash of the words is not salted: the snapshot is its own field (0 across snapshots), so the
 # same hashes serve the dedup index that later jobs probe (dedup/history.py).
@@ -196,7 +196,6 @@ def read_for_words(url: str, columns: list[str]):
 
 def hash_task(p: dict) -> dict:
     """A run of input files -> their (hash, document number) pairs, grouped by hash range."""
-    cpu = time.process_time()
     parts, setup = [], 0.0
     for f in p["files"]:
         table, languages, seconds = read_for_words(f["input"], ["text", "dump"])
@@ -210,8 +209,7 @@ def hash_task(p: dict) -> dict:
         parts.append(records)
     records = np.concatenate(parts) if parts else np.empty(0, dtype=HASH_RECORD)
     partitioned.write_partitioned(p["output"], records, key_range(records["hash"], p["bits"]), 1 << p["bits"])
-    return {"documents": int(records.size), "cpu_seconds": time.process_time() - cpu - setup,
-            "setup_cpu_seconds": setup}
+    return {"documents": int(records.size), "setup_cpu_seconds": setup}
 
 
 def check_rows(f: dict, rows: int) -> None:
@@ -224,7 +222,6 @@ def reduce_task(p: dict) -> dict:
     """One hash range of every file -> the copies (by file) and (first copy, copy) edges; with
     `earlier` (dedup --against) also edges to the earlier jobs' documents of the same text, and
     with `index` this job's exact index shard for the range (dedup --keep-index)."""
-    cpu = time.process_time()
     urls = [storage.join(p["hashes"], f"g{g:05d}.prt") for g in range(p["groups"])]
     records = partitioned.read_partition_of_all(urls, p["range"], HASH_RECORD)
     order = np.lexsort((records["doc"], records["snap"], records["hash"]))
@@ -254,8 +251,7 @@ def reduce_task(p: dict) -> dict:
     out["doc"] = copies
     partitioned.write_partitioned(p["copies"], out, file_of(copies, offsets), p["files"])
     return {"documents": int(docs.size), "copies": int(copies.size), "edges": int(edges.shape[0]),
-            "matched": matched, "bytes_read": int(docs.size) * HASH_RECORD.itemsize,
-            "cpu_seconds": time.process_time() - cpu}
+            "matched": matched, "bytes_read": int(docs.size) * HASH_RECORD.itemsize}
 
 
 def copy_masks(copies_dir: str, ranges: int, files: list[dict]) -> list[np.ndarray]:
@@ -300,23 +296,20 @@ class ExactPass:
     def copy_masks(self, files: list[dict]) -> list[np.ndarray]:
         return copy_masks(self.copies_dir, self.ranges, files)
 
-    def run(self, ctx, groups: list[list[Task]], across: bool, offsets_url: str, stats: dict,
-            earlier: list | None = None, index: str | None = None) -> dict[str, dict]:
-        """Hash every run of files, then reduce every range; adds per-phase stats to `stats`,
-        returns the reduce tasks' results (their `edges` add up to the exact edges). `earlier`: the
-        earlier jobs to probe (dedup --against); `index`: where this job's exact index shards go
-        (dedup --keep-index). Task markers go under `folder` of the stage's bookkeeping folder."""
+    def phases(self, groups: list[list[Task]], across: bool, offsets_url: str, earlier: list | None = None,
+               index: str | None = None) -> Iterator[Phase]:
+        """Hash every run of files, then reduce every range. The reduce phase's summary holds the
+        exact edges' count (`edges`); `earlier`: the earlier jobs to probe (dedup --against); `index`:
+        where this job's exact index shards go (dedup --keep-index). Task markers go under `folder`
+        of the stage's bookkeeping folder."""
         hashes = storage.join(self.work, "exact", "hashes")
-        t = time.monotonic()
-        hashed = ctx.run_tasks([
+        yield Phase("exact_hash", plan=lambda done: [
             Task(f"g{g:05d}", {"files": group_payload(group), "across": across, "bits": self.bits,
                                "output": storage.join(hashes, f"g{g:05d}.prt")},
                  (storage.join(hashes, f"g{g:05d}.prt"),))
-            for g, group in enumerate(groups)], hash_task, folder=f"{self.folder}/exact/hashes",
-            desc="exact duplicates: hash")
-        stats["exact_hash"] = phase_stats(hashed, time.monotonic() - t)
-        t = time.monotonic()
-        reduced = ctx.run_tasks([
+            for g, group in enumerate(groups)], task=hash_task, markers=f"{self.folder}/exact/hashes",
+            desc="exact duplicates: hash", summary=shuffle_summary)
+        yield Phase("exact_reduce", plan=lambda done: [
             Task(f"r{r:05d}", {"hashes": hashes, "groups": len(groups), "files": self.files, "range": r,
                                "offsets": offsets_url, "bits": self.bits, "earlier": earlier or [],
                                "copies": storage.join(self.copies_dir, f"r{r:05d}.prt"),
@@ -324,22 +317,18 @@ class ExactPass:
                                "index": storage.join(index, history.exact_shard_name(r)) if index else None},
                  (storage.join(self.copies_dir, f"r{r:05d}.prt"), self.edge_urls()[r])
                  + ((storage.join(index, history.exact_shard_name(r)),) if index else ()))
-            for r in range(self.ranges)], reduce_task, folder=f"{self.folder}/exact/reduce",
-            desc="exact duplicates: find copies")
-        stats["exact_reduce"] = phase_stats(reduced, time.monotonic() - t)
-        return reduced
+            for r in range(self.ranges)], task=reduce_task, markers=f"{self.folder}/exact/reduce",
+            desc="exact duplicates: find copies", summary=shuffle_summary)
 
 
-def phase_stats(results: dict[str, dict], seconds: float) -> dict:
-    """Wall seconds, tasks and the CPU seconds the tasks measured themselves."""
-    cpu = sum(float(r.get("cpu_seconds", 0.0) or 0.0) for r in results.values())
-    stats = {"seconds": round(seconds, 3), "tasks": len(results), "cpu_seconds": round(cpu, 3)}
+def shuffle_summary(results: dict[str, dict]) -> dict:
+    """What a shuffle phase's tasks add up to: bytes read by its reducers, edges found (when they find any)."""
+    summary = {"tasks": len(results)}
     if any("bytes_read" in r for r in results.values()):
-        stats["bytes_read"] = sum(int(r.get("bytes_read", 0)) for r in results.values())
-    setup = sum(float(r.get("setup_cpu_seconds", 0.0) or 0.0) for r in results.values())
-    if setup:  # word splitters loaded by the workers (jieba, SudachiPy, ...): not part of cpu_seconds
-        stats["setup_cpu_seconds"] = round(setup, 3)
-    return stats
+        summary["bytes_read"] = sum(int(r.get("bytes_read", 0)) for r in results.values())
+    if any("edges" in r for r in results.values()):
+        summary["edges"] = sum(int(r.get("edges", 0)) for r in results.values())
+    return summary
 
 
 def filter_task(p: dict) -> dict:
@@ -358,7 +347,7 @@ class ExactDedupStage(DocumentStage):
     name = "exact_dedup"
     output = jobdir.EXACT_DEDUPED
     Options = ExactDedupOptions
-    WORK = "_work"
+    work = "_work"
 
     def settings(self) -> dict:
         return {**super().settings(), "words": word_settings()}
@@ -366,20 +355,18 @@ class ExactDedupStage(DocumentStage):
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
         return numbered_tasks(inputs, out)
 
-    def execute(self, ctx) -> dict[str, dict]:
+    def phases(self, ctx) -> Iterator[Phase]:
         tasks = ctx.tasks
         documents_count = sum(t.payload["rows"] for t in tasks)
-        work = ctx.book(self.WORK)
+        work = ctx.book(self.work)
         bits, groups = range_bits(documents_count, MAX_RANGE_DOCS), file_groups(tasks, documents_count)
         start_work(work, {"bits": bits, "groups": [len(g) for g in groups], "files": len(tasks)})
-        exact = ExactPass(work, self.WORK, bits, len(tasks))
+        exact = ExactPass(work, self.work, bits, len(tasks))
         offsets_url = write_file_offsets(work, tasks)
-        exact.run(ctx, groups, self.options.across_snapshots, offsets_url, {})
-        filters = [Task(t.name, {**t.payload, "copies": exact.copies_dir, "ranges": exact.ranges}, t.outputs)
-                   for t in tasks]
-        results = ctx.run_tasks(filters, filter_task, desc="exact dedup 3/3 filter")
-        storage.remove(work)
-        return results
+        yield from exact.phases(groups, self.options.across_snapshots, offsets_url)
+        yield Phase("filter", plan=lambda done: [
+            Task(t.name, {**t.payload, "copies": exact.copies_dir, "ranges": exact.ranges}, t.outputs) for t in tasks],
+            task=filter_task, desc="exact dedup 3/3 filter")
 
     def summarize(self, results: dict[str, dict]) -> dict:
         kept = sum(r["documents"] for r in results.values())

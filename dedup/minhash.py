@@ -39,7 +39,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Iterator
 
 import numpy as np
 
@@ -48,14 +48,14 @@ from shammie.dedup.arrays import load_npy, load_npz, save_npy, save_npz
 from shammie.dedup import clusters
 from shammie.dedup.clusters import CLUSTER_RECORD, connected_min_labels
 from shammie.dedup.exact import (ExactPass, check_rows, file_groups, group_payload, key_range, numbered_tasks,
-                                 phase_stats, range_bits, read_for_words, start_work, write_file_offsets)
+                                 range_bits, read_for_words, shuffle_summary, start_work, write_file_offsets)
 from shammie.dedup.signatures import NORMALISATION, MinHasher, MinhashParams, band_keys, string_hash, word_settings
 from shammie.filters.words import dedup_splitters
 from shammie.pipeline import documents, jobdir, partitioned, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
 from shammie.pipeline.runner import RunOptions, run_stage
-from shammie.pipeline.stage import DocumentStage, InputFile, Task, read_documents
+from shammie.pipeline.stage import DocumentStage, InputFile, Phase, Results, Task, read_documents
 
 STAGE = jobdir.DEDUPED
 STATS_SECTION = "dedup"
@@ -145,7 +145,6 @@ def file_signatures(f: dict, copies: np.ndarray, hasher: MinHasher, across: bool
 def signature_task(p: dict) -> dict:
     """A run of input files -> their band keys in ONE file grouped by (band, key range), and
     per input file its id hashes and exact-copy flags."""
-    cpu = _cpu()
     params = MinhashParams(**p["params"])
     hasher = MinHasher(params)
     files = p["files"]
@@ -165,8 +164,8 @@ def signature_task(p: dict) -> dict:
     partitioned.write_partitioned(p["output"], records, (band << bits) + key_range(records["key"], bits),
                                   bands << bits)
     return {"documents": sum(f["rows"] for f in files), "with_shingles": int(records.size // bands),
-            "exact_removed": int(sum(int(c.sum()) for c in copies)), "cpu_seconds": _cpu() - cpu - setup,
-            "hash_cpu_seconds": hash_cpu, "setup_cpu_seconds": setup}
+            "exact_removed": int(sum(int(c.sum()) for c in copies)), "hash_cpu_seconds": hash_cpu,
+            "setup_cpu_seconds": setup}
 
 
 # --------------------------------------------------------------------------- buckets
@@ -184,7 +183,6 @@ def star_edges(keys: np.ndarray, groups_differ: np.ndarray, docs: np.ndarray) ->
 
 def bucket_task(p: dict) -> dict:
     """One band, one key range of every signature file -> its duplicate edges (and index shard)."""
-    cpu = _cpu()
     band, part, bits = p["band"], p["part"], p["bits"]
     urls = [storage.join(p["signatures"], f"g{g:05d}.prt") for g in range(p["groups"])]
     rec = partitioned.read_partition_of_all(urls, (band << bits) + part, SIG_RECORD)
@@ -206,7 +204,7 @@ def bucket_task(p: dict) -> dict:
         shard["key"], shard["doc"] = keys, docs
         save_npy(p["index"], shard)
     return {"documents": int(keys.size), "edges": int(edges.shape[0]), "matched": matched,
-            "bytes_read": int(keys.size) * SIG_RECORD.itemsize, "cpu_seconds": _cpu() - cpu}
+            "bytes_read": int(keys.size) * SIG_RECORD.itemsize}
 
 
 # --------------------------------------------------------------------------- clusters
@@ -214,7 +212,6 @@ def bucket_task(p: dict) -> dict:
 def cluster_task(p: dict) -> dict:
     """Every edge file -> per input file, the root and cluster size of its clustered documents
     (one process; memory ~12-40 bytes per document with an edge, see dedup/clusters.py)."""
-    cpu = _cpu()
     edge_urls = p["edge_files"].urls()
     counted = [0]
 
@@ -227,15 +224,13 @@ def cluster_task(p: dict) -> dict:
 
     nodes, root = clusters.components(edge_batches)
     stats = clusters.write_cluster_files(p, nodes, root)
-    return {**stats, "nodes": int(nodes.size), "edges": counted[0], "cpu_seconds": _cpu() - cpu,
-            "max_rss_mb": _max_rss_mb()}
+    return {**stats, "nodes": int(nodes.size), "edges": counted[0], "max_rss_mb": _max_rss_mb()}
 
 
 # --------------------------------------------------------------------------- filter
 
 def filter_task(p: dict) -> dict:
     """One input file minus its removed rows (same schema, same name), and its statistics."""
-    cpu = _cpu()
     table = read_documents(p["input"])
     n = table.num_rows
     meta = load_npz(p["meta"], ["idhash", "copy"])
@@ -288,7 +283,7 @@ def filter_task(p: dict) -> dict:
                  cluster_rows=rows[order], cluster_root=cl["root"][order])
     return {"documents_in": n, "documents": int(keep.sum()), "kept": int(keep.sum()), "removed": int(removed.sum()),
             "exact_removed": int(copies.sum()), "against_removed": int(against.sum()),
-            "against_by_job": against_by_job, "per_snapshot": per_snapshot, "cpu_seconds": _cpu() - cpu}
+            "against_by_job": against_by_job, "per_snapshot": per_snapshot}
 
 
 def with_cluster_sizes(table, sizes: np.ndarray):
@@ -346,6 +341,7 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
     name = STATS_SECTION
     output = STAGE
     Options = DedupOptions
+    work = WORK
 
     def __init__(self, job: str, options: DedupOptions | None = None, params: MinhashParams | None = None):
         super().__init__(job, options or DedupOptions(job=job))
@@ -370,11 +366,13 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
         return numbered_tasks(inputs, out)
 
-    def execute(self, ctx) -> dict[str, dict]:
-        return DedupRun(self, ctx).run()
+    def keep_work(self) -> bool:
+        return self.options.keep_work
 
-    def summarize(self, results: dict[str, dict]) -> dict:
-        run = self._run_stats
+    def phases(self, ctx) -> Iterator[Phase]:
+        return DedupPhases(self, ctx).phases()
+
+    def summarize(self, results: Results) -> dict:
         total = sum(r["documents_in"] for r in results.values())
         kept = sum(r["kept"] for r in results.values())
         exact_removed = sum(r["exact_removed"] for r in results.values())
@@ -387,7 +385,7 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
                     acc[k] += v
         against_jobs = [history.resolve_job(j) for j in (self.options.against or ())]
         by_job = np.sum([r["against_by_job"] for r in results.values()], axis=0).tolist() if against_jobs else []
-        clusters, params = run["clusters"], self.params
+        clusters, params = results.phases["clusters"], self.params
         return {
             "documents": kept, "documents_in": total, "clusters": clusters["clusters"],
             "removed": total - kept, "exact_removed": exact_removed, "against_removed": against_removed,
@@ -400,9 +398,9 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
             "scope": "across snapshots" if self.options.across_snapshots else "per snapshot",
             "input_stage": self.input_stage(), "files": len(results),
             "params": {**params.to_dict(), "num_perm": params.num_perm, "threshold": round(params.threshold, 4)},
-            "bucket_ranges_per_band": 1 << run["bits"], "clustered_documents": clusters["nodes"],
-            "cluster_edges": clusters["edges"], "cluster_mode": run["stages"]["clusters"].get("mode"),
-            "stages": run["stages"],
+            "bucket_ranges_per_band": 1 << range_bits(total, self.options.max_bucket_docs),
+            "clustered_documents": clusters["nodes"], "cluster_edges": clusters["edges"],
+            "cluster_mode": clusters["mode"], "stages": phase_details(results, total),
         }
 
     @classmethod
@@ -422,8 +420,29 @@ writes DIR/deduped/*.parquet with the same schema and a "dedup" section in DIR/s
         return summarise(section)
 
 
-class DedupRun:
-    """One execution of the dedup phases on the stage runner (each phase: tasks, then the next)."""
+def phase_details(results: Results, total: int) -> dict[str, dict]:
+    """Per phase the runner's timing (wall seconds without Ray's start-up, CPU seconds, tasks) with what
+    dedup measures besides: documents per second, bytes its reducers read, the signature loop's own
+    rate, the clustering's mode and peak memory."""
+    stages = {}
+    for name, timing in results.timings.items():
+        s = {**timing, **{k: v for k, v in (results.phases.get(name) or {}).items() if k == "bytes_read"}}
+        s["docs_per_s"] = round(total / s["seconds"], 1) if s["seconds"] > 0 else None
+        stages[name] = s
+    sig = stages["signatures"]
+    hash_cpu = results.phases["signatures"]["hash_cpu_seconds"]
+    sig["docs_per_cpu_s"] = round(total / sig["cpu_seconds"], 1) if sig["cpu_seconds"] > 0 else None
+    sig["hash_docs_per_cpu_s"] = round(total / hash_cpu, 1) if hash_cpu > 0 else None
+    clusters = results.phases["clusters"]
+    stages["clusters"].update(mode=clusters["mode"], nodes=clusters["nodes"],
+                              **({"max_rss_mb": clusters["max_rss_mb"]} if "max_rss_mb" in clusters else {}))
+    return stages
+
+
+class DedupPhases:
+    """The dedup phases of one run, declared for the stage runner: exact hash and reduce (with --exact),
+    signatures, buckets, clusters (one task, or distributed rounds), filter. Each plans its tasks from
+    the work folder's layout and what the phases before it found (`ctx.done`)."""
 
     def __init__(self, stage: DedupStage, ctx):
         self.stage, self.ctx, self.options = stage, ctx, stage.options
@@ -432,51 +451,40 @@ class DedupRun:
         self.files = len(self.tasks)
         self.total = sum(t.payload["rows"] for t in self.tasks)
         self.bits = range_bits(self.total, self.options.max_bucket_docs)
-        self.stats: dict[str, dict] = {}
+        self.index = ctx.book(history.INDEX)
 
     def url(self, *parts: str) -> str:
         return storage.join(self.work, *parts)
 
-    def timed(self, name: str, tasks: list[Task], fn, desc: str, folder: str | None) -> dict[str, dict]:
-        """Run one phase (task markers under _work/<folder>, or the output's own _tasks/ when None)."""
-        t = time.monotonic()
-        results = self.ctx.run_tasks(tasks, fn, folder=f"{WORK}/{folder}" if folder else None, desc=desc)
-        self.stats[name] = phase_stats(results, time.monotonic() - t)
-        seconds = self.stats[name]["seconds"]
-        self.stats[name]["docs_per_s"] = round(self.total / seconds, 1) if seconds > 0 else None
-        return results
+    def meta(self, t: Task) -> str:
+        return self.url(f"meta/{t.payload['index']:05d}.npz")
 
-    def run(self) -> dict[str, dict]:
-        params, options, out = self.stage.params, self.options, self.ctx.out
+    def phases(self) -> Iterator[Phase]:
+        params, options = self.stage.params, self.options
         groups = file_groups(self.tasks, self.total)
         earlier = [history.earlier_index(j, params.to_dict(), exact=options.exact) for j in (options.against or ())]
-        index = self.ctx.book(history.INDEX)
+        index = self.index
         start_work(self.work, {"bits": self.bits, "groups": [len(g) for g in groups], "files": self.files,
                                "max_cluster_docs": options.max_cluster_docs}, also=(index,))
         offsets_url = write_file_offsets(self.work, self.tasks)
-        exact, exact_results = None, {}
+        exact = None
         if options.exact:
             exact = ExactPass(self.work, WORK, self.bits, self.files)
-            exact_results = exact.run(self.ctx, groups, options.across_snapshots, offsets_url, self.stats,
-                                      earlier=earlier, index=index if options.keep_index else None)
+            yield from exact.phases(groups, options.across_snapshots, offsets_url, earlier=earlier,
+                                    index=index if options.keep_index else None)
 
-        def meta(t: Task) -> str:
-            return f"meta/{t.payload['index']:05d}.npz"
-
-        sig = self.timed("signatures", [
+        yield Phase("signatures", plan=lambda done: [
             Task(f"g{g:05d}",
                  {"files": group_payload(group), "params": params.to_dict(), "across_snapshots": options.across_snapshots,
                   "bits": self.bits, "exact": exact, "output": self.url("signatures", f"g{g:05d}.prt"),
-                  "meta": [self.url(meta(t)) for t in group]},
-                 (self.url("signatures", f"g{g:05d}.prt"),) + tuple(self.url(meta(t)) for t in group))
-            for g, group in enumerate(groups)], signature_task, "dedup 1/4 signatures", "signatures")
-        hash_cpu = sum(r.get("hash_cpu_seconds", 0.0) for r in sig.values())
-        s = self.stats["signatures"]
-        s["docs_per_cpu_s"] = round(self.total / s["cpu_seconds"], 1) if s["cpu_seconds"] > 0 else None
-        s["hash_docs_per_cpu_s"] = round(self.total / hash_cpu, 1) if hash_cpu > 0 else None
+                  "meta": [self.meta(t) for t in group]},
+                 (self.url("signatures", f"g{g:05d}.prt"),) + tuple(self.meta(t) for t in group))
+            for g, group in enumerate(groups)], task=signature_task, markers=f"{WORK}/signatures",
+            desc="dedup 1/4 signatures",
+            summary=lambda results: {"hash_cpu_seconds": sum(r.get("hash_cpu_seconds", 0.0) for r in results.values())})
 
         ranges = 1 << self.bits
-        buckets = self.timed("buckets", [
+        yield Phase("buckets", plan=lambda done: [
             Task(f"b{b:02d}-r{r:05d}",
                  {"signatures": self.url("signatures"), "groups": len(groups), "band": b, "part": r,
                   "bits": self.bits,
@@ -484,94 +492,83 @@ class DedupRun:
                   "index": storage.join(index, history.shard_name(b, r)) if options.keep_index else None},
                  (self.url("buckets", f"b{b:02d}-r{r:05d}.npy"),)
                  + ((storage.join(index, history.shard_name(b, r)),) if options.keep_index else ()))
-            for b in range(params.bands) for r in range(ranges)], bucket_task, "dedup 2/4 buckets", "buckets")
+            for b in range(params.bands) for r in range(ranges)], task=bucket_task, markers=f"{WORK}/buckets",
+            desc="dedup 2/4 buckets", summary=shuffle_summary)
 
         edge_files = EdgeFiles(self.work, exact.ranges if exact else 0, params.bands, ranges)
-        edges = sum(r.get("edges", 0) for r in buckets.values()) + \
-            sum(r.get("edges", r.get("copies", 0)) for r in exact_results.values())
-        cluster_files, cluster_stats = self.cluster(edge_files, edges, offsets_url, index if earlier else None)
+        edges = self.ctx.done["buckets"]["edges"] + (self.ctx.done["exact_reduce"]["edges"] if exact else 0)
+        yield from self.cluster_phases(edge_files, edges, offsets_url, index if earlier else None)
 
-        filtered = self.timed("filter", [
-            Task(t.name, {**t.payload, "meta": self.url(meta(t)),
-                          "clusters": cluster_files, "earlier_jobs": len(earlier),
-                          "index_file": storage.join(index, history.file_record_name(t.payload["index"]))
-                          if options.keep_index else None},
-                 t.outputs + ((storage.join(index, history.file_record_name(t.payload['index'])),)
-                              if options.keep_index else ()))
-            for t in self.tasks], filter_task, "dedup 4/4 filter", None)
+        def index_file(t: Task) -> str:
+            return storage.join(index, history.file_record_name(t.payload["index"]))
 
-        self._write_index_info(index, params, filtered, earlier)
-        self.stage._run_stats = {"clusters": cluster_stats, "stages": self.stats, "bits": self.bits}
-        if not options.keep_work:
-            storage.remove(self.work)
-        return filtered
+        cluster_files = self.ctx.done["clusters"]["files"]
+        yield Phase("filter", plan=lambda done: [
+            Task(t.name, {**t.payload, "meta": self.meta(t), "clusters": cluster_files, "earlier_jobs": len(earlier),
+                          "index_file": index_file(t) if options.keep_index else None},
+                 t.outputs + ((index_file(t),) if options.keep_index else ()))
+            for t in self.tasks], task=filter_task, desc="dedup 4/4 filter",
+            summary=lambda results: self._write_index_info(params, results, earlier))
 
-    def cluster(self, edge_files: EdgeFiles, edges: int, offsets_url: str,
-                index: str | None) -> tuple[list[str], dict]:
+    def cluster_phases(self, edge_files: EdgeFiles, edges: int, offsets_url: str,
+                       index: str | None) -> Iterator[Phase]:
         """Connected components of all edges: one union-find task, or distributed large-star /
-        small-star rounds when the edges' endpoints exceed --max-cluster-docs. Returns the
-        cluster files the filter reads (each grouped by input file) and the cluster statistics."""
+        small-star rounds when the edges' endpoints exceed --max-cluster-docs. The "clusters" phase's
+        summary holds the cluster files the filter reads (each grouped by input file) and the cluster
+        statistics."""
         common = {"offsets": offsets_url}
         copies = (lambda q: storage.join(index, history.EARLIER_COPIES, f"p{q:05d}.npz")) if index else (lambda q: None)
         copies_out = (lambda q: (copies(q),)) if index else (lambda q: ())
         limit = self.options.max_cluster_docs
         if 2 * edges <= limit:
             out = self.url("clusters", "p00000.prt")
-            result = self.timed("clusters", [Task("clusters", {
+            yield Phase("clusters", plan=lambda done: [Task("clusters", {
                 **common, "edge_files": edge_files, "output": out, "earlier_copies": copies(0)},
-                (out,) + copies_out(0))], cluster_task, "dedup 3/4 clusters",
-                "clusters")["clusters"]
-            self.stats["clusters"].update(mode="one task", nodes=result["nodes"], max_rss_mb=result.get("max_rss_mb"))
-            return [out], result
+                (out,) + copies_out(0))], task=cluster_task, markers=f"{WORK}/clusters", desc="dedup 3/4 clusters",
+                summary=lambda results: {**results["clusters"], "mode": "one task", "files": [out]})
+            return
         parts = 1
         while 2 * edges > parts * limit:
             parts *= 2
-        t, cpu = time.monotonic(), 0.0
         group = -(-len(edge_files) // parts)
         previous = self.url("components", "r000")
-        done = self.ctx.run_tasks([
+        yield Phase("clusters_scatter", stats="clusters", plan=lambda done: [
             Task(f"p{q:05d}", {"edge_files": edge_files, "start": q * group, "stop": (q + 1) * group,
-                               "partitions": parts,
-                               "output": storage.join(previous, f"p{q:05d}.prt")},
+                               "partitions": parts, "output": storage.join(previous, f"p{q:05d}.prt")},
                  (storage.join(previous, f"p{q:05d}.prt"),)) for q in range(parts)],
-            clusters.scatter_task, folder=f"{WORK}/components/r000", desc="dedup 3/4 clusters: scatter edges")
-        cpu += sum(r["cpu_seconds"] for r in done.values())
+            task=clusters.scatter_task, markers=f"{WORK}/components/r000", desc="dedup 3/4 clusters: scatter edges")
         rounds = 0
         while True:
             rounds += 1
             if rounds > MAX_STAR_ROUNDS:
                 raise RuntimeError(f"connected components did not converge in {MAX_STAR_ROUNDS} rounds")
             current = self.url("components", f"r{rounds:03d}")
-            done = self.ctx.run_tasks([
-                Task(f"p{q:05d}", {"previous": previous, "files": parts, "partition": q, "partitions": parts,
-                                   "large": rounds % 2 == 1, "output": storage.join(current, f"p{q:05d}.prt")},
-                     (storage.join(current, f"p{q:05d}.prt"),)) for q in range(parts)],
-                clusters.star_round_task, folder=f"{WORK}/components/r{rounds:03d}",
-                desc=f"dedup 3/4 clusters: round {rounds} ({'large' if rounds % 2 else 'small'} star)")
-            cpu += sum(r["cpu_seconds"] for r in done.values())
+            yield Phase(f"clusters_round_{rounds}", stats="clusters", plan=lambda done, prev=previous, cur=current,
+                        n=rounds: [
+                Task(f"p{q:05d}", {"previous": prev, "files": parts, "partition": q, "partitions": parts,
+                                   "large": n % 2 == 1, "output": storage.join(cur, f"p{q:05d}.prt")},
+                     (storage.join(cur, f"p{q:05d}.prt"),)) for q in range(parts)],
+                task=clusters.star_round_task, markers=f"{WORK}/components/r{rounds:03d}",
+                desc=f"dedup 3/4 clusters: round {rounds} ({'large' if rounds % 2 else 'small'} star)",
+                summary=lambda results: sum(r["unsettled"] for r in results.values()))
             previous = current
-            if sum(r["unsettled"] for r in done.values()) == 0:
+            if self.ctx.done[f"clusters_round_{rounds}"] == 0:
                 break  # that round's input was already stars around the minima, so is its output
         outs = [self.url("clusters", f"p{q:05d}.prt") for q in range(parts)]
-        done = self.ctx.run_tasks([
+        mode = f"{parts} partitions, {rounds} rounds"
+        yield Phase("clusters", plan=lambda done: [
             Task(f"p{q:05d}", {**common, "previous": previous, "files": parts, "partition": q, "output": outs[q],
                                "earlier_copies": copies(q)},
                  (outs[q],) + copies_out(q)) for q in range(parts)],
-            clusters.roots_task, folder=f"{WORK}/clusters/roots", desc="dedup 3/4 clusters: roots")
-        cpu += sum(r["cpu_seconds"] for r in done.values())
-        seconds = time.monotonic() - t
-        self.stats["clusters"] = {"seconds": round(seconds, 3), "tasks": parts * (rounds + 2),
-                                  "cpu_seconds": round(cpu, 3), "mode": f"{parts} partitions, {rounds} rounds",
-                                  "nodes": sum(r["nodes"] for r in done.values()),
-                                  "docs_per_s": round(self.total / seconds, 1) if seconds > 0 else None}
-        return outs, {**clusters.merge_cluster_stats(done.values()), "nodes": self.stats["clusters"]["nodes"],
-                      "edges": edges}
+            task=clusters.roots_task, markers=f"{WORK}/clusters/roots", desc="dedup 3/4 clusters: roots",
+            summary=lambda results: {**clusters.merge_cluster_stats(results.values()), "edges": edges, "mode": mode,
+                                     "nodes": sum(r["nodes"] for r in results.values()), "files": outs})
 
-    def _write_index_info(self, index: str, params: MinhashParams, filtered: dict, earlier: list) -> None:
+    def _write_index_info(self, params: MinhashParams, filtered: dict, earlier: list) -> None:
         """index.json: what later runs need to probe this job (and check they may)."""
         by_job = np.sum([r["against_by_job"] for r in filtered.values()], axis=0).tolist() if earlier else []
-        storage.write_json_atomic(storage.join(index, "index.json"), {
-            "format": history.INDEX_FORMAT, "job_id": history.job_id(index), "params": params.to_dict(),
+        storage.write_json_atomic(storage.join(self.index, "index.json"), {
+            "format": history.INDEX_FORMAT, "job_id": history.job_id(self.index), "params": params.to_dict(),
             "bits": self.bits, "normalisation": NORMALISATION, "exact": self.options.exact,
             "across_snapshots": self.options.across_snapshots, "shards": self.options.keep_index,
             "files": [t.name for t in self.tasks], "offsets": [t.payload["offset"] for t in self.tasks],

@@ -40,6 +40,7 @@ import glob
 import hashlib
 import json
 import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -51,7 +52,7 @@ from shammie.filters.words import dedup_splitter, dedup_splitters, dedup_word_se
 from shammie.pipeline import documents, jobdir, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import DocumentStage, read_documents
+from shammie.pipeline.stage import DocumentStage, Phase, Results, Task, read_documents
 
 WORK = "_work"
 # In the folder's bookkeeping folder (JOB/_meta/decontaminated/): decontaminated/ must hold documents
@@ -307,16 +308,15 @@ class DecontaminateStage(DocumentStage):
     output = jobdir.DECONTAMINATED
     Options = DecontaminateOptions
 
+    work = WORK
+
     def __init__(self, job: str, options: Any = None):
         super().__init__(job, options)
-        self.index_urls: dict[str, str] | None = None
         self._files: list[str] | None = None
         self._fingerprints: dict[str, Any] | None = None
-        self._benchmark_stats: dict[str, dict] = {}
-        self._index_size: int | None = None
-        self._distinct_ngrams: int | None = None
-        self._built: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # driver only, until written
-        self._index: NgramIndex | None = None  # worker only
+        # the index resolve_inputs built (hashes, owners, file_starts, per-file stats): driver only, until written
+        self._built: tuple[np.ndarray, np.ndarray, np.ndarray, dict] | None = None
+        self._index: tuple[tuple, NgramIndex] | None = None  # worker only: (its files, the index loaded from them)
         self._item_languages: list[str] | None = None
 
     def __getstate__(self) -> dict:
@@ -371,32 +371,32 @@ class DecontaminateStage(DocumentStage):
         inputs = super().resolve_inputs()
         files = self.files()
         splitters = tuple(dedup_splitter(code) for code in self.item_languages())
-        hashes, owners, file_starts, self._benchmark_stats = build_index(files, self.options.text_column,
-                                                                          self.options.ngram, splitters)
-        if not hashes.size:
+        built = build_index(files, self.options.text_column, self.options.ngram, splitters)
+        if not built[0].size:
             raise InputError(f"the benchmark file(s) hold no item of {self.options.ngram} words or more "
                              f"({', '.join(files)}); nothing to match. Lower --ngram for short items")
-        self._built = (hashes, owners, file_starts)
+        self._built = built
         return inputs
 
-    def execute(self, ctx) -> dict[str, dict]:
+    def phases(self, ctx) -> Iterator[Phase]:
+        """One phase over the input files; before it the driver writes the index the tasks load
+        (memory-mapped), after it the list of removed documents."""
         if self._built is None:
             self.resolve_inputs()
-        hashes, owners, file_starts = self._built
+        hashes, owners, file_starts, loaded = self._built
+        self._built = None
         # Named by the settings (which fingerprint the benchmark files): equal name, equal content,
         # so a worker that kept an index from an earlier run of the same settings may reuse it.
         digest = hashlib.sha256(json.dumps(self.settings(), sort_keys=True, default=str).encode()).hexdigest()[:12]
-        self.index_urls = write_index(ctx.book(WORK), digest, hashes, owners, file_starts)
-        self._index_size = int(hashes.size)
-        self._distinct_ngrams = int(np.count_nonzero(np.diff(hashes)) + 1)
-        self._built = None
+        index_urls = write_index(ctx.book(WORK), digest, hashes, owners, file_starts)
+        index = {"index_ngrams": int(hashes.size), "index_distinct_ngrams": int(np.count_nonzero(np.diff(hashes)) + 1),
+                 "loaded": loaded}
         del hashes, owners
-        results = ctx.run_tasks(ctx.tasks, desc="decontaminate")
-        self._write_removed(ctx.books, results)
-        storage.remove(ctx.book(WORK))
-        return results
+        yield Phase(self.name, plan=lambda done: [Task(t.name, {**t.payload, "index": index_urls}, t.outputs)
+                                                  for t in ctx.tasks],
+                    summary=lambda results: {**index, "removed": self._write_removed(ctx.books, results)})
 
-    def _write_removed(self, books: str, results: dict[str, dict]) -> None:
+    def _write_removed(self, books: str, results: dict[str, dict]) -> int:
         """`removed/removed.parquet` (in JOB/_meta/decontaminated/): every removed document's id, its input
         file, and the items it matched."""
         import pyarrow as pa
@@ -407,18 +407,24 @@ class DecontaminateStage(DocumentStage):
         schema = pa.schema([("id", pa.string()), ("input_file", pa.string()),
                             ("matches", pa.list_(pa.struct([("benchmark", pa.string()), ("item", pa.int64())])))])
         documents.write_table(pa.Table.from_pylist(rows, schema=schema), storage.join(books, REMOVED))
+        return len(rows)
 
     # ------------------------------------------------------------ workers
 
-    def setup(self) -> None:
-        if self.index_urls is not None:
-            self._index = NgramIndex(*(_load(self.index_urls[key]) for key in ("hashes", "owners", "file_starts")),
-                                     self.options.ngram, bitmap=_load(self.index_urls["bitmap"]))
+    def index(self, urls: dict[str, str]) -> tuple[NgramIndex, float]:
+        """The index the driver wrote at `urls`, loaded once per worker (memory-mapped), and the CPU
+        seconds the load took this time (a set-up cost, 0 once loaded)."""
+        key = tuple(sorted(urls.items()))
+        if self._index is not None and self._index[0] == key:
+            return self._index[1], 0.0
+        start = time.process_time()
+        index = NgramIndex(*(_load(urls[k]) for k in ("hashes", "owners", "file_starts")), self.options.ngram,
+                           bitmap=_load(urls["bitmap"]))
+        self._index = (key, index)
+        return index, time.process_time() - start
 
     def run_task(self, payload: dict, out: str) -> dict[str, Any]:
-        if self._index is None:
-            self.setup()
-        index = self._index
+        index, setup = self.index(payload["index"])
         files = self.files()
         table = read_documents(payload["input"])
         ids = table["id"].to_pylist()
@@ -445,20 +451,22 @@ class DecontaminateStage(DocumentStage):
             removed_ids.append((ids[row], matches))
         documents.write_table(table.filter(keep), payload["output"])
         return {"documents": int(keep.sum()), "removed": len(removed_ids), "removed_ids": removed_ids,
+                "setup_cpu_seconds": setup,
                 "benchmarks": {files[f]: {"documents_removed": removed_by_file[f],
                                           "items_matched": sorted(items_by_file[f])}
                                for f in sorted(items_by_file)}}
 
     # ------------------------------------------------------------ stats
 
-    def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
+    def summarize(self, results: Results) -> dict[str, Any]:
         kept = sum(r["documents"] for r in results.values())
         removed = sum(r["removed"] for r in results.values())
+        index = results.phases[self.name]
         per_file = {}
         for url in self.files():
             found = [r.get("benchmarks", {}).get(url) for r in results.values()]
             found = [f for f in found if f]
-            loaded = self._benchmark_stats.get(url, {})
+            loaded = index["loaded"].get(url, {})
             per_file[url] = {
                 "documents_removed": sum(f["documents_removed"] for f in found),
                 "items_matched": len(set().union(*(f["items_matched"] for f in found))),
@@ -466,7 +474,7 @@ class DecontaminateStage(DocumentStage):
                 "ngrams": loaded.get("ngrams")}
         return {"documents": kept, "documents_in": kept + removed, "removed": removed, "kept": kept,
                 "ngram": self.options.ngram, "text_column": self.options.text_column,
-                "index_ngrams": self._index_size, "index_distinct_ngrams": self._distinct_ngrams,
+                "index_ngrams": index["index_ngrams"], "index_distinct_ngrams": index["index_distinct_ngrams"],
                 "benchmarks": per_file, "removed_list": f"{jobdir.META}/{self.output}/{REMOVED}",
                 "item_languages": self.item_languages(),
                 "input_stage": self.input_stage(), "files": len(results)}

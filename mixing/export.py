@@ -26,6 +26,7 @@ files; copy them to object storage afterwards if needed). The store may be local
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import shutil
@@ -33,14 +34,14 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from shammie.pipeline import jobdir, lineage, registry, storage
 from shammie.pipeline.errors import ShammieError
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import InputFile, Stage, Task
+from shammie.pipeline.stage import SELF_PUBLISHED, InputFile, Phase, Stage, Task
 
 FORMATS = ("megatron", "hf")
 RECORD = "export.json"
@@ -461,32 +462,69 @@ def dataset_card(store, record: dict[str, Any], funnel: list[tuple[str, int]], f
 # ---------------------------------------------------------------- as a step of a job
 
 
+def export_job(store: str, output: str) -> str:
+    """The job directory `shammie export` records an export in: the job the store belongs to when it is
+    at hand (a `stats.json` there: the report then shows the export): the store's parent folder (JOB/store),
+    else the job its manifest names; else a folder of the export's own beside the output,
+    `.<output>.shammie/` (its lock, record and stats), so the export folder holds nothing but the export."""
+    try:
+        manifest = storage.read_json(storage.join(store, "manifest.json"))
+    except (ValueError, OSError):
+        manifest = None
+    made_by = (manifest or {}).get("input") if isinstance(manifest, dict) else None
+    named = made_by.get("job") if isinstance(made_by, dict) else None
+    parent = store.rstrip("/").rsplit("/", 1)[0] if "/" in store.rstrip("/") else None
+    for job in (parent, named):
+        if isinstance(job, str) and job and storage.exists(storage.join(job, jobdir.STATS)):
+            return job
+    output = _local_output(output)
+    return os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.shammie")
+
+
 class ExportStage(Stage):
-    """The export as the last step of `shammie run` (`export:` in a job YAML), on the stage runner:
-    the job's lock, the store's manifest as the recorded input, the `export` section of stats.json.
+    """The export on the stage runner, for `shammie export` and as the last step of `shammie run`
+    (`export:` in a job YAML): the job's lock, the store's manifest as the recorded input, the
+    `export` section of stats.json, a re-run of the same export found complete.
 
     The export folder holds nothing but the export (Megatron and `datasets` read it as is), so the
-    runner keeps its record and `_SUCCESS` in `JOB/_export/`; the folder itself is replaced whole
-    by `export_store` (`manages_output`)."""
+    runner keeps its record and `_SUCCESS` in `JOB/_export/<output>-<digest>/` (one per output
+    folder: a job's store may be exported to several); the folder itself is replaced whole by
+    `export_store` (`publishing = SELF_PUBLISHED`)."""
 
     name = "export"
     output = "export"
     Options = ExportOptions
-    manages_output = True
+    publishing = SELF_PUBLISHED
     job_field = "store"
 
     def output_url(self) -> str:
         return _local_output(self.options.output)
 
     def bookkeeping_url(self) -> str:
-        return storage.join(self.job, "_export")
+        output = self.output_url()
+        where = storage.relative_to(output, self.job) or output  # a moved job keeps its records
+        digest = hashlib.sha256(where.encode()).hexdigest()[:8]
+        return storage.join(self.job, "_export", f"{os.path.basename(output)}-{digest}")
 
     def resolve_inputs(self) -> list[InputFile]:
         manifest = storage.join(self.options.store, "manifest.json")
         fingerprint = storage.file_fingerprint(manifest)
         if fingerprint is None:
-            raise ExportError(f"{self.options.store} holds no shard store (no manifest.json); run the shard step first")
+            raise ExportError(f"{self.options.store} is not a shard store (no manifest.json); run the shard step "
+                              "first")
         return [InputFile(manifest, "manifest.json", fingerprint)]
+
+    def read_section(self) -> dict[str, Any] | None:
+        """The job's export section when it describes this export, else the export's own record."""
+        try:
+            with open(os.path.join(self.output_url(), RECORD)) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            return None  # the export folder is gone or damaged: not complete
+        section = super().read_section()
+        if isinstance(section, dict) and section.get("settings") == self.settings():
+            return section
+        return self.summarize({"export": record}) if isinstance(record, dict) else None
 
     def settings(self) -> dict[str, Any]:
         output = self.output_url()  # inside the job: by its job-relative path (a moved job keeps its settings)
@@ -496,9 +534,11 @@ class ExportStage(Stage):
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
         return [Task("export", {})]
 
-    def execute(self, ctx) -> dict[str, dict]:
-        return {"export": export_store(self.options.store, self.output_url(), self.options.format,
-                                       build_id=self.options.build_id, progress=ctx.run.progress)}
+    def phases(self, ctx) -> Iterator[Phase]:
+        # In the driver: the export folder is local to it, and export_store replaces it whole by itself.
+        yield Phase("export", plan=lambda done: ctx.tasks, on_driver=True,
+                    task=lambda payload: export_store(self.options.store, self.output_url(), self.options.format,
+                                                      build_id=self.options.build_id, progress=ctx.run.progress))
 
     def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
         record = dict(results["export"])

@@ -2,27 +2,37 @@
 
 The store publishes itself atomically (shards under new names, `manifest.json` last,
 earlier builds kept for pinned readers; `mixing/store_build.py`), so the runner keeps
-its hands off the store's files (`manages_output`): --overwrite is a new build that
-replaces the published one when its manifest lands. What the runner adds is what every
+its hands off the store's files (`publishing = SELF_PUBLISHED`): --overwrite is a new build that
+replaces the published one when its manifest lands. The build's passes (count/reduce,
+tokenize, merge, publish) are the stage's declared phases (`store_build.StoreBuild`), run,
+resumed and timed by the runner like any stage's. What the runner adds is what every
 stage gets: the per-job lock, inputs taken from the upstream `_SUCCESS` (a missing or
 damaged file is named, an empty input refused before a tokenizer is trained on
 nothing), the record of inputs and settings (changed ones refused without --overwrite),
 and the stats section, which the store keeps in its own `_SUCCESS`; the job's
 stats.json gets it only for the job's own store (`store_build.owns_job_stats`).
+
+`build_store` (also `shammie.mixing.store.build_store`) runs the same phases for a Python
+caller, without the job's record and lock: other settings make a new build instead of
+being refused, as a library call should.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
+from shammie.mixing import domains as dom
 from shammie.mixing import store_format as fmt
+from shammie.mixing.store_build import (MIN_TASKS, TASK_BYTES, StoreBuild, check_store_folder, read_store_stats,
+                                        record_stats)
 from shammie.mixing.store_writer import DEFAULT_SHARD_TOKENS
 from shammie.mixing.tokenizer import DEFAULT_SAMPLE_BYTES
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import DocumentStage, InputFile, Task
+from shammie.pipeline.runner import RunOptions, StageContext, run_phases
+from shammie.pipeline.stage import SELF_PUBLISHED, DocumentStage, InputFile, Phase, Results, Task
 
 GROUP_BY_HELP = ("domain of each document: edu (edu_int_score bucket), language, site (registered domain of "
                  "the URL, top-K + 'other'), or any other metadata column (default: edu when the input has edu "
@@ -75,7 +85,13 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
     name = "shard"
     output = jobdir.STORE
     Options = ShardOptions
-    manages_output = True
+    publishing = SELF_PUBLISHED
+
+    def __init__(self, job: str, options: ShardOptions | None = None, *, task_bytes: int = TASK_BYTES,
+                 min_tasks: int = MIN_TASKS):
+        super().__init__(job, options)
+        # how input files are grouped into tokenize tasks (tests make many small ones)
+        self.task_bytes, self.min_tasks = task_bytes, min_tasks
 
     def output_url(self) -> str:
         return self.options.store or storage.join(self.job, jobdir.STORE)
@@ -87,9 +103,6 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
 
     def resolve_inputs(self) -> list[InputFile]:
         import pyarrow.parquet as pq
-
-        from shammie.mixing import domains as dom
-        from shammie.mixing.store_build import check_store_folder
 
         check_store_folder(self.output_url())  # before the runner writes its record into it
         files = super().resolve_inputs()
@@ -137,35 +150,29 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
         return values
 
     def plan(self, inputs: list[InputFile], out: str) -> list[Task]:
-        # One task for the runner: build_store runs its own phases of tasks (it is not run on Ray).
+        # What the build reads (its phases plan their own tasks from it): no task writes a runner-checked output.
         return [Task("store", {"files": [i.url for i in inputs], "fingerprints": [i.fingerprint for i in inputs]})]
 
-    def execute(self, ctx) -> dict[str, dict]:
-        from shammie.mixing.store_build import build_store
-
-        o, run = self.options, ctx.run
-        stats = build_store(
+    def phases(self, ctx) -> Iterator[Phase]:
+        o, run, payload = self.options, ctx.run, ctx.tasks[0].payload
+        build = StoreBuild(
             self.job, self.output_url(), group_by=self.group_by(), tokenizer=o.tokenizer,
             train_tokenizer=o.train_tokenizer, tokenizer_type=o.tokenizer_type, seq_len=o.seq_len, top_k=o.top_k,
-            input_stage=self.input_stage(), workers=run.workers, ray_address=run.ray_address,
-            progress=run.progress, shard_tokens=o.shard_tokens,
-            tokenizer_sample_bytes=int(o.tokenizer_sample_mb * 1e6), keep_builds=o.keep_builds,
-            input_files=ctx.tasks[0].payload["files"], input_fingerprints=ctx.tasks[0].payload["fingerprints"],
-            overwrite=run.overwrite, rehydrate=o.rehydrate)
-        return {"store": stats}
+            input_stage=payload.get("input_stage") or self.input_stage(), files=payload["files"],
+            fingerprints=payload["fingerprints"], workers=run.workers, ray_address=run.ray_address,
+            progress=run.progress, shard_tokens=o.shard_tokens, tokenizer_sample_bytes=int(o.tokenizer_sample_mb * 1e6),
+            keep_builds=o.keep_builds, overwrite=run.overwrite, task_bytes=self.task_bytes, min_tasks=self.min_tasks,
+            rehydrate=o.rehydrate)
+        return build.phases(ctx)
 
     def read_section(self) -> dict[str, Any] | None:
-        from shammie.mixing.store_build import read_store_stats
-
         return read_store_stats(self.output_url())
 
     def record_section(self, section: dict[str, Any]) -> None:
-        from shammie.mixing.store_build import record_stats
-
         record_stats(self.job, self.output_url(), section)
 
-    def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
-        return dict(results["store"])
+    def summarize(self, results: Results) -> dict[str, Any]:
+        return dict(results.phases["publish"])
 
     @classmethod
     def funnel(cls, section: dict, *, previous: int | None = None, folder: str | None = None) -> list[tuple[str, int]]:
@@ -186,3 +193,36 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
             lines.append(f"  {name:<{width}}  {d['documents']:>10}  {d['tokens']:>13}")
         lines.append(f"{section['seconds']:.1f} s, {section['tokens_per_s'] / 1e6:.2f}M tokens/s")
         return "\n".join(lines)
+
+
+def build_store(job: str, store: str | None = None, *, group_by: str = "edu", tokenizer: str | None = None,
+                train_tokenizer: int | None = None, tokenizer_type: str = "bpe", seq_len: int = fmt.DEFAULT_SEQ_LEN,
+                top_k: int | None = None, input_stage: str | None = None, workers: int | None = None,
+                ray_address: str | None = None, progress: bool = True, shard_tokens: int = DEFAULT_SHARD_TOKENS,
+                tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES, keep_builds: int = fmt.DEFAULT_KEEP_BUILDS,
+                input_files: list[str] | None = None, input_fingerprints: list[dict] | None = None,
+                overwrite: bool = False, task_bytes: int = TASK_BYTES, min_tasks: int = MIN_TASKS,
+                rehydrate: bool = False) -> dict[str, Any]:
+    """Build (or rebuild) the shard store of `job` at `store` (default `<job>/store`); return the stats.
+
+    The shard stage's phases, run without the job's record and lock. `keep_builds`: how many published
+    builds keep their files (this one included), so that readers pinned to an older build keep working
+    through `keep_builds - 1` rebuilds. `overwrite`: build afresh even when the published build was made
+    from the same inputs and settings. `input_files`/`input_fingerprints`: the inputs (default: the input
+    stage's `_SUCCESS`). `rehydrate`: each document repeated by its `minhash_cluster_size` as FineWeb-2
+    does (the tokenize tasks repeat rows: nothing per document reaches the driver)."""
+    options = ShardOptions(job=job, store=store, group_by=group_by, top_k=top_k, tokenizer=tokenizer,
+                           train_tokenizer=train_tokenizer, tokenizer_type=tokenizer_type,
+                           tokenizer_sample_mb=tokenizer_sample_bytes / 1e6, seq_len=seq_len,
+                           shard_tokens=shard_tokens, keep_builds=keep_builds, input_stage=input_stage,
+                           rehydrate=rehydrate)
+    stage = ShardStage(job, options, task_bytes=task_bytes, min_tasks=min_tasks)
+    source = jobdir.resolve_input_stage(job, input_stage)
+    task = Task("store", {"files": input_files, "fingerprints": input_fingerprints, "input_stage": source})
+    run = RunOptions(workers=workers, ray_address=ray_address, progress=progress, overwrite=overwrite)
+    out = stage.output_url()
+    # A library call: where its store lives is the caller's business (the shard command checks it).
+    ctx = StageContext(stage, run, out, [task], {}, books=out, check_location=False)
+    stats = stage.summarize(run_phases(stage, ctx))
+    record_stats(job, out, stats, in_store=not stats.get("up_to_date"))   # an up-to-date store stays untouched
+    return stats

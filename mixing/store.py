@@ -725,7 +725,7 @@ def build_store(job: str, store: str | None = None, *, group_by: str = "edu", to
                 ray_address: str | None = None, progress: bool = True, **options: Any) -> dict[str, Any]:
     """Build the store from `job`'s documents; see `shammie.mixing.store_build` (options: shard_tokens,
     tokenizer_sample_bytes). `top_k=None` means 100 for `site` and no folding otherwise."""
-    from shammie.mixing.store_build import build_store as _build
+    from shammie.mixing.shard_stage import build_store as _build
 
     return _build(job, store, group_by=group_by, tokenizer=tokenizer, train_tokenizer=train_tokenizer,
                   tokenizer_type=tokenizer_type, seq_len=seq_len, top_k=top_k, input_stage=input_stage,

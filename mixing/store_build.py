@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Iterator, Sequence
 
 import pyarrow.parquet as pq
 
@@ -47,8 +47,8 @@ from shammie.mixing import store_pieces as pieces
 from shammie.mixing.store_format import StoreError
 from shammie.mixing.store_writer import DEFAULT_SHARD_TOKENS, new_manifest, publish_build, write_tokenizer
 from shammie.mixing.tokenizer import DEFAULT_SAMPLE_BYTES, Tokenizer, sample_texts, train_tokenizer
-from shammie.pipeline import jobdir, parallel, storage
-from shammie.pipeline.stage import parquet_outputs_of
+from shammie.pipeline import jobdir, storage
+from shammie.pipeline.stage import Phase, Task, parquet_outputs_of
 
 DEFAULT_VOCAB = 32000
 # Tokenize tasks: one per input file up to MIN_TASKS files; beyond, contiguous groups of
@@ -199,202 +199,173 @@ def _chunks(items: Sequence, sizes: Sequence[int]) -> list[list]:
     return out
 
 
-class _Phases:
-    """Runs a build's phases: all on Ray, or all in this process when the build has one tokenize task.
+class StoreBuild:
+    """One build of a store, declared as phases the stage runner runs (`ShardStage.phases`,
+    `mixing/shard_stage.py`): count and reduce (the fold), tokenize, merge, publish.
 
-    One tokenize task gives Ray nothing to parallelise (and starting it costs ~15 s): the
-    driver then is the build's only worker (sentencepiece's threads use the cores), holding
-    what that one task holds. A build of several tasks runs every phase on Ray, so the
-    driver holds no documents (its count and merge tasks included). With --ray-address
-    everything goes to the cluster."""
+    Created by the driver when the stage starts work: it checks the options, reads the input's schema,
+    picks the tokenizer (training one on a sample when asked) and names the build. When the published
+    build was made from the same inputs and settings (and no `overwrite`), `up_to_date` holds its stats
+    and only the publish phase runs, which changes nothing. A build of one tokenize task runs its phases
+    in the driver (`on_driver`): one task gives Ray nothing to parallelise and starting it costs ~15 s;
+    a build of several runs every phase on Ray, so the driver holds no documents. Task markers live
+    under `STORE/_staging/` (the runner's bookkeeping folder of a store is the store itself)."""
 
-    def __init__(self, staging: str, *, in_process: bool, workers: int | None, ray_address: str | None,
-                 progress: bool):
-        self.staging, self.workers, self.ray_address, self.progress = staging, workers, ray_address, progress
-        self.in_process = in_process and not ray_address
-        self.seconds: dict[str, float] = {}
+    def __init__(self, job: str, store: str, *, group_by: str, tokenizer: str | None, train_tokenizer: int | None,
+                 tokenizer_type: str, seq_len: int, top_k: int | None, input_stage: str, files: list[str],
+                 fingerprints: list[dict], workers: int | None, ray_address: str | None, progress: bool,
+                 shard_tokens: int, tokenizer_sample_bytes: int, keep_builds: int, overwrite: bool,
+                 task_bytes: int = TASK_BYTES, min_tasks: int = MIN_TASKS, rehydrate: bool = False):
+        self.started = time.monotonic()
+        _check_options(job, store, seq_len=seq_len, top_k=top_k, shard_tokens=shard_tokens, keep_builds=keep_builds)
+        check_store_folder(store)
+        files, fingerprints = _inputs(job, input_stage, files, fingerprints)
+        fs, first = storage.get_fs(files[0])
+        with fs.open(first, "rb") as f:
+            schema = pq.read_schema(f)
+        if "text" not in schema.names:
+            raise StoreError(f"{files[0]} has no `text` column")
+        dom.check_group_by(group_by, schema.names)
+        self.job, self.store, self.group_by, self.seq_len, self.input_stage = job, store, group_by, seq_len, input_stage
+        self.files, self.schema, self.shard_tokens, self.keep_builds = files, schema, shard_tokens, keep_builds
+        self.progress, self.rehydrate = progress, rehydrate
+        self.top_k = top_k if top_k is not None else dom.default_top_k(group_by)
+        # What identifies each input's content (size and checksum or ETag), as the runner records it.
+        # Inputs inside the job by their job-relative path, so a moved or copied job's store stays up to date;
+        # `absolute` is what an older Shammie recorded (a store built by it is still recognised as up to date).
+        content = [{k: v for k, v in fp.items() if k != "rows"} for fp in fingerprints]
+        self.inputs = [[storage.relative_to(url, job) or url, fp] for url, fp in zip(files, content)]
+        absolute = [[url, fp] for url, fp in zip(files, content)]
+        self.sizes = [int(fp.get("size") or 1) for fp in fingerprints]
+        self.tok = _resolve_tokenizer(store, files, self.inputs, absolute, tokenizer=tokenizer,
+                                      train_vocab=train_tokenizer, tokenizer_type=tokenizer_type,
+                                      sample_bytes=tokenizer_sample_bytes, workers=workers, progress=progress)
+        groups = task_groups(self.sizes, task_bytes, min_tasks)
+        recipe = {"inputs": self.inputs, "tokenizer": self.tok.sha256, "group_by": group_by, "top_k": self.top_k,
+                  "seq_len": seq_len, "shard_tokens": shard_tokens, "groups": groups,
+                  "keep_fraction": KEEP_FRACTION, "format": fmt.FORMAT_VERSION, "layout": "pieces",
+                  **({"rehydrate": "fineweb-2"} if rehydrate else {})}
+        self.recipe_id = _digest(recipe)
+        existing, _ = published_manifest(store)   # a damaged one is simply replaced
+        same = bool(existing) and existing.get("recipe") in (self.recipe_id, _digest({**recipe, "inputs": absolute}))
+        self.up_to_date: dict[str, Any] | None = None
+        if same and not overwrite:
+            # Same inputs, tokenizer and options as the published store: nothing to do, and
+            # rewriting would touch files the current manifest points at.
+            if progress:
+                print(f"shard: {store} is up to date (build {existing['build_id']})")
+            self.up_to_date = {**(read_store_stats(store) or _stats(existing, store=store, stage=input_stage,
+                                                                     seconds=0.0, phases={})), "up_to_date": True}
+        # A fresh build of unchanged settings (overwrite) gets an id of its own: the published
+        # build keeps its files for pinned readers, and an interrupted overwrite resumes here.
+        self.build_id = _digest([self.recipe_id, existing["build_id"]]) if same else self.recipe_id
+        self.staging = storage.join(store, fmt.STAGING)
+        self.file_groups = _chunks(files, groups)
+        self.on_driver = len(self.file_groups) == 1 and not ray_address
+        self.threads = workers or os.cpu_count() or 1
 
-    def run(self, phase: str, tasks: list[tuple[str, dict]], fn: Callable[[dict], dict], *,
-            desc: str | None = None, count_key: str | None = "documents") -> list[dict]:
-        """Every task's result, in task order; finished tasks (markers under `_staging/<phase>`) are skipped."""
-        start = time.monotonic()
-        folder = storage.join(self.staging, phase)
-        try:
-            if not tasks:
-                return []
-            if self.in_process:
-                return [self._run_here(folder, name, payload, fn) for name, payload in tasks]
-            by_name = parallel.run_tasks(folder, "", tasks, fn, desc=desc or f"shard: {phase.split('/')[-1]}",
-                                         count_key=count_key, max_in_flight=self.workers, progress=self.progress,
-                                         markers=folder, ray_address=self.ray_address)
-            return [by_name[name] for name, _ in tasks]
-        finally:
-            key = phase.split("/")[-1].split("-")[0]
-            self.seconds[key] = self.seconds.get(key, 0.0) + time.monotonic() - start
+    def phases(self, ctx) -> Iterator[Phase]:
+        if self.up_to_date is None:
+            write_tokenizer(self.store, self.tok)
+            yield from self._fold_phases(ctx)
+            yield self._tokenize_phase(ctx)
+            yield self._merge_phase(ctx)
+        yield Phase("publish", plan=lambda done: [], on_driver=True, summary=lambda results: self._publish(ctx))
 
-    @staticmethod
-    def _run_here(folder: str, name: str, payload: dict, fn: Callable[[dict], dict]) -> dict:
-        marker = storage.join(folder, jobdir.TASKS, f"{name}.json")
-        try:
-            done = storage.read_json(marker)
-        except ValueError:
-            done = None
-        if isinstance(done, dict):
-            return parallel.strip_marker(done)
-        result = dict(fn(payload) or {})
-        # The format run_tasks writes (no output files recorded), so either can resume the other.
-        storage.write_json_atomic(marker, {**result, parallel.OUTPUTS_KEY: {}})
-        return result
+    def _fold_phases(self, ctx) -> Iterator[Phase]:
+        """The fold of the whole input, counted and reduced in tasks (none when domains are the raw keys:
+        edu_int_score buckets, a handful of keys, checked after tokenizing). Its summary: the fold."""
+        if self.group_by == "edu" and self.top_k is None:
+            return
+        count_id = _digest({"inputs": self.inputs, "group_by": self.group_by, "partitions": counts.PARTITIONS})
+        folder = f"{fmt.STAGING}/counts-{count_id}"
+        groups = _chunks(self.files, task_groups(self.sizes, COUNT_TASK_BYTES, 1))
+        out_dir = storage.join(self.store, folder, "files")
+        yield Phase("count", plan=lambda done: [
+            Task(f"{i:06d}", {"inputs": group, "group_by": self.group_by,
+                              "output": storage.join(out_dir, f"{i:06d}.parquet")})
+            for i, group in enumerate(groups)], task=counts.count_task, markers=f"{folder}/count",
+            desc="shard: count keys", count_key="rows", on_driver=self.on_driver)
+        reducers = counts.reducer_count(sum(int(r["distinct"]) for r in ctx.done["count"].values()))
+        yield Phase("reduce", plan=lambda done: [
+            Task(f"{r:04d}", {"dir": out_dir, "count_files": len(groups),
+                              "partitions": counts.reducer_partitions(r, reducers), "top_k": self.top_k})
+            for r in range(reducers)], task=counts.reduce_task, markers=f"{folder}/reduce-{self.top_k}-{reducers}",
+            desc="shard: reduce keys", count_key=None, on_driver=self.on_driver, summary=self._fold)
 
+    def _fold(self, results: dict[str, dict]) -> dom.DomainFolder:
+        reduced = [results[name] for name in sorted(results)]
+        fold = counts.fold_domains(reduced, self.group_by, self.top_k)
+        if self.progress:
+            kept = (f"the {len(fold.names())} largest kept, the rest -> {dom.OTHER!r}" if self.top_k is not None
+                    else "no folding")
+            print(f"shard: {sum(int(r['distinct']) for r in reduced)} distinct {self.group_by} values ({kept})")
+        return fold
 
-# ---------------------------------------------------------------- the build
+    def _tokenize_phase(self, ctx) -> Phase:
+        """Tokenize tasks write every domain's pieces into the store; the summary is the plan of what to merge."""
+        folder = ctx.done.get("reduce")
+        fold_url = None
+        if folder is not None:
+            fold_url = storage.join(self.staging, self.build_id, "fold.json")
+            storage.write_bytes_atomic(fold_url, pieces.fold_file_payload(folder))
+        common = {"store": self.store, "build_id": self.build_id, "group_by": self.group_by, "fold": fold_url,
+                  "tokenizer": storage.join(self.store, fmt.tokenizer_name(self.tok.sha256)),
+                  "tokenizer_sha256": self.tok.sha256,
+                  "schema": pieces.encode_schema(pieces.text_schema(self.schema)), "shard_tokens": self.shard_tokens,
+                  "keep_tokens": max(1, self.shard_tokens // KEEP_FRACTION), "rehydrate": self.rehydrate,
+                  "threads": self.threads if self.on_driver else 1}   # the driver as the only worker
 
+        def plan_merges(results: dict[str, dict]) -> pieces.MergePlan:
+            plan = pieces.plan_merges([results[name] for name in sorted(results)], self.shard_tokens,
+                                      None if folder is None else pieces.fold_domain_list(folder))
+            if folder is None and len(plan.names) > dom.MAX_DOMAINS_WITHOUT_TOP_K:
+                dom.DomainFolder({}, self.group_by, None, distinct=len(plan.names))  # raises the refusal
+            return plan
 
-def _fold(phases: _Phases, files: list[str], sizes: list[int], inputs: list, *, group_by: str,
-          top_k: int | None, progress: bool) -> dom.DomainFolder | None:
-    """The fold of the whole input, counted and reduced in tasks; None when domains are the raw keys."""
-    if group_by == "edu" and top_k is None:
-        return None  # edu_int_score buckets: a handful of keys, folded by nothing (checked after tokenizing)
-    count_id = _digest({"inputs": inputs, "group_by": group_by, "partitions": counts.PARTITIONS})
-    folder = f"counts-{count_id}"
-    groups = _chunks(files, task_groups(sizes, COUNT_TASK_BYTES, 1))
-    out_dir = storage.join(phases.staging, folder, "files")
-    counted = phases.run(f"{folder}/count", [
-        (f"{i:06d}", {"inputs": group, "group_by": group_by, "output": storage.join(out_dir, f"{i:06d}.parquet")})
-        for i, group in enumerate(groups)], counts.count_task, desc="shard: count keys", count_key="rows")
-    reducers = counts.reducer_count(sum(int(r["distinct"]) for r in counted))
-    reduced = phases.run(f"{folder}/reduce-{top_k}-{reducers}", [
-        (f"{r:04d}", {"dir": out_dir, "count_files": len(groups), "partitions": counts.reducer_partitions(r, reducers),
-                      "top_k": top_k}) for r in range(reducers)],
-        counts.reduce_task, desc="shard: reduce keys", count_key=None)
-    fold = counts.fold_domains(reduced, group_by, top_k)
-    if progress:
-        kept = f"the {len(fold.names())} largest kept, the rest -> {dom.OTHER!r}" if top_k is not None else "no folding"
-        print(f"shard: {sum(int(r['distinct']) for r in reduced)} distinct {group_by} values ({kept})")
-    return fold
+        return Phase("tokenize", plan=lambda done: [
+            Task(f"{i:06d}", {**common, "task": i, "inputs": group}) for i, group in enumerate(self.file_groups)],
+            task=pieces.tokenize_task, markers=f"{fmt.STAGING}/{self.build_id}/tokenize", desc="shard: tokenize",
+            on_driver=self.on_driver, summary=plan_merges)
 
+    def _merge_phase(self, ctx) -> Phase:
+        """Merge tasks join each group of small pieces into one shard; the summary is every domain's shards
+        in order."""
+        plan: pieces.MergePlan = ctx.done["tokenize"]
+        text_schema = pieces.encode_schema(pieces.text_schema(self.schema))
+        tasks = []
+        for g in plan.groups:
+            group_pieces = plan.pieces(g)
+            first = (int(group_pieces[0][0]), int(group_pieces[0][1]))
+            tasks.append(Task(f"{g['domain']}--{first[0]:06d}-{first[1]:04d}",
+                              {"store": self.store, "domain": g["domain"], "build_id": self.build_id,
+                               "pieces": group_pieces, "first": first, "dtype": self.tok.dtype.str,
+                               "schema": text_schema}))
 
-def build_store(job: str, store: str | None = None, *, group_by: str = "edu", tokenizer: str | None = None,
-                train_tokenizer: int | None = None, tokenizer_type: str = "bpe", seq_len: int = fmt.DEFAULT_SEQ_LEN,
-                top_k: int | None = None, input_stage: str | None = None, workers: int | None = None,
-                ray_address: str | None = None, progress: bool = True,
-                shard_tokens: int = DEFAULT_SHARD_TOKENS,
-                tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES,
-                keep_builds: int = fmt.DEFAULT_KEEP_BUILDS, input_files: list[str] | None = None,
-                input_fingerprints: list[dict] | None = None, overwrite: bool = False,
-                task_bytes: int = TASK_BYTES, min_tasks: int = MIN_TASKS, rehydrate: bool = False) -> dict[str, Any]:
-    """Build (or rebuild) the shard store of `job` at `store` (default `<job>/store`); return the stats.
+        def shards(results: dict[str, dict]) -> dict[str, list[dict]]:
+            return plan.shards({(t.payload["domain"], *t.payload["first"]): results[t.name]["entry"] for t in tasks})
 
-    `keep_builds`: how many published builds keep their files (this one included), so that
-    readers pinned to an older build keep working through `keep_builds - 1` rebuilds.
-    `overwrite`: build afresh even when the published build was made from the same inputs
-    and settings. `input_files`/`input_fingerprints`: the inputs as the stage runner
-    resolved them (default: the input stage's `_SUCCESS`). `rehydrate`: each document repeated by
-    its `minhash_cluster_size` as FineWeb-2 does (the tokenize tasks repeat rows: nothing per
-    document reaches the driver)."""
-    t0 = time.monotonic()
-    store = store or storage.join(job, jobdir.STORE)
-    _check_options(job, store, seq_len=seq_len, top_k=top_k, shard_tokens=shard_tokens, keep_builds=keep_builds)
-    check_store_folder(store)
-    stage = jobdir.resolve_input_stage(job, input_stage)
-    files, fingerprints = _inputs(job, stage, input_files, input_fingerprints)
-    fs, first = storage.get_fs(files[0])
-    with fs.open(first, "rb") as f:
-        schema = pq.read_schema(f)
-    if "text" not in schema.names:
-        raise StoreError(f"{files[0]} has no `text` column")
-    dom.check_group_by(group_by, schema.names)
-    effective_top_k = top_k if top_k is not None else dom.default_top_k(group_by)
-    # What identifies each input's content (size and checksum or ETag), as the runner records it.
-    # Inputs inside the job by their job-relative path, so a moved or copied job's store stays up to date;
-    # `absolute` is what an older Shammie recorded (a store built by it is still recognised as up to date).
-    content = [{k: v for k, v in fp.items() if k != "rows"} for fp in fingerprints]
-    inputs = [[storage.relative_to(url, job) or url, fp] for url, fp in zip(files, content)]
-    absolute = [[url, fp] for url, fp in zip(files, content)]
-    sizes = [int(fp.get("size") or 1) for fp in fingerprints]
+        return Phase("merge", plan=lambda done: tasks, task=pieces.merge_task,
+                     markers=f"{fmt.STAGING}/{self.build_id}/merge", desc="shard: merge small pieces",
+                     on_driver=self.on_driver, summary=shards)
 
-    tok = _resolve_tokenizer(store, files, inputs, absolute, tokenizer=tokenizer, train_vocab=train_tokenizer,
-                             tokenizer_type=tokenizer_type, sample_bytes=tokenizer_sample_bytes,
-                             workers=workers, progress=progress)
-    groups = task_groups(sizes, task_bytes, min_tasks)
-    recipe = {"inputs": inputs, "tokenizer": tok.sha256, "group_by": group_by, "top_k": effective_top_k,
-              "seq_len": seq_len, "shard_tokens": shard_tokens, "groups": groups,
-              "keep_fraction": KEEP_FRACTION, "format": fmt.FORMAT_VERSION, "layout": "pieces",
-              **({"rehydrate": "fineweb-2"} if rehydrate else {})}
-    recipe_id = _digest(recipe)
-    existing, _ = published_manifest(store)   # a damaged one is simply replaced
-    same = bool(existing) and existing.get("recipe") in (recipe_id, _digest({**recipe, "inputs": absolute}))
-    if same and not overwrite:
-        # Same inputs, tokenizer and options as the published store: nothing to do, and
-        # rewriting would touch files the current manifest points at.
-        if progress:
-            print(f"shard: {store} is up to date (build {existing['build_id']})")
-        stats = {**(read_store_stats(store) or _stats(existing, store=store, stage=stage, seconds=0.0, phases={})),
-                 "up_to_date": True}
-        record_stats(job, store, stats, in_store=False)   # the store itself stays untouched
+    def _publish(self, ctx) -> dict[str, Any]:
+        """The manifest (O(shards)), then the build record, `_SUCCESS` with this build's stats, older builds'
+        files deleted (`publish_build`), then `_staging/`. Returns the stats."""
+        if self.up_to_date is not None:
+            return self.up_to_date
+        plan: pieces.MergePlan = ctx.done["tokenize"]
+        manifest = new_manifest(self.tok, build_id=self.build_id, seq_len=self.seq_len, domains=ctx.done["merge"],
+                                info={"group_by": self.group_by, "top_k": self.top_k, "recipe": self.recipe_id,
+                                      "input": {"job": self.job, "stage": self.input_stage, "files": len(self.files)}})
+        stats = _stats(manifest, store=self.store, stage=self.input_stage, seconds=time.monotonic() - self.started,
+                       phases={name: t["seconds"] for name, t in ctx.timings.items()})
+        stats["pieces"] = {"tasks": len(self.file_groups),
+                           "merged": sum(g["rows"][1] - g["rows"][0] for g in plan.groups),
+                           "merge_tasks": len(plan.groups)}
+        publish_build(self.store, manifest, self.tok, keep_builds=self.keep_builds, success={"stats": stats})
+        storage.remove(self.staging)
         return stats
-    # A fresh build of unchanged settings (overwrite) gets an id of its own: the published
-    # build keeps its files for pinned readers, and an interrupted overwrite resumes here.
-    build_id = _digest([recipe_id, existing["build_id"]]) if same else recipe_id
-    staging = storage.join(store, fmt.STAGING)
-    file_groups = _chunks(files, groups)
-    phases = _Phases(staging, in_process=len(file_groups) == 1, workers=workers, ray_address=ray_address,
-                     progress=progress)
-    write_tokenizer(store, tok)
-    folder = _fold(phases, files, sizes, inputs, group_by=group_by, top_k=effective_top_k, progress=progress)
-    plan = _tokenize(phases, file_groups, store=store, build_id=build_id, tok=tok, folder=folder,
-                     group_by=group_by, schema=schema, shard_tokens=shard_tokens, threads=workers or os.cpu_count() or 1,
-                     rehydrate=rehydrate)
-    domains = _merge(phases, plan, store=store, build_id=build_id, tok=tok, schema=schema)
-    manifest = new_manifest(tok, build_id=build_id, seq_len=seq_len, domains=domains, info={
-        "group_by": group_by, "top_k": effective_top_k, "recipe": recipe_id,
-        "input": {"job": job, "stage": stage, "files": len(files)}})
-    stats = _stats(manifest, store=store, stage=stage, seconds=time.monotonic() - t0, phases=phases.seconds)
-    stats["pieces"] = {"tasks": len(file_groups), "merged": sum(g["rows"][1] - g["rows"][0] for g in plan.groups),
-                       "merge_tasks": len(plan.groups)}
-    publish_build(store, manifest, tok, keep_builds=keep_builds, success={"stats": stats})
-    storage.remove(staging)
-    record_stats(job, store, stats)
-    return stats
-
-
-def _tokenize(phases: _Phases, file_groups: list[list[str]], *, store: str, build_id: str, tok: Tokenizer,
-              folder: dom.DomainFolder | None, group_by: str, schema, shard_tokens: int,
-              threads: int, rehydrate: bool = False) -> pieces.MergePlan:
-    """Tokenize tasks write every domain's pieces into the store; returns the plan of what to merge."""
-    fold_url = None
-    if folder is not None:
-        fold_url = storage.join(phases.staging, build_id, "fold.json")
-        storage.write_bytes_atomic(fold_url, pieces.fold_file_payload(folder))
-    common = {"store": store, "build_id": build_id, "group_by": group_by, "fold": fold_url,
-              "tokenizer": storage.join(store, fmt.tokenizer_name(tok.sha256)), "tokenizer_sha256": tok.sha256,
-              "schema": pieces.encode_schema(pieces.text_schema(schema)), "shard_tokens": shard_tokens,
-              "keep_tokens": max(1, shard_tokens // KEEP_FRACTION), "rehydrate": rehydrate}
-    tasks = [(f"{i:06d}", {**common, "task": i, "inputs": group,
-                           "threads": threads if phases.in_process else 1})   # the driver as the only worker
-             for i, group in enumerate(file_groups)]
-    results = phases.run(f"{build_id}/tokenize", tasks, pieces.tokenize_task, desc="shard: tokenize")
-    del tasks
-    plan = pieces.plan_merges(results, shard_tokens, None if folder is None else pieces.fold_domain_list(folder))
-    if folder is None and len(plan.names) > dom.MAX_DOMAINS_WITHOUT_TOP_K:
-        dom.DomainFolder({}, group_by, None, distinct=len(plan.names))  # raises the refusal
-    return plan
-
-
-def _merge(phases: _Phases, plan: pieces.MergePlan, *, store: str, build_id: str, tok: Tokenizer,
-           schema) -> dict[str, list[dict]]:
-    """Merge tasks join each group of small pieces into one shard; returns every domain's shards in order."""
-    text_schema = pieces.encode_schema(pieces.text_schema(schema))
-    tasks = []
-    for g in plan.groups:
-        group_pieces = plan.pieces(g)
-        first = (int(group_pieces[0][0]), int(group_pieces[0][1]))
-        tasks.append((f"{g['domain']}--{first[0]:06d}-{first[1]:04d}",
-                      {"store": store, "domain": g["domain"], "build_id": build_id, "pieces": group_pieces,
-                       "first": first, "dtype": tok.dtype.str, "schema": text_schema}))
-    results = phases.run(f"{build_id}/merge", tasks, pieces.merge_task, desc="shard: merge small pieces")
-    merged = {(t[1]["domain"], *t[1]["first"]): r["entry"] for t, r in zip(tasks, results)}
-    return plan.shards(merged)
 
 
 def _inputs(job: str, stage: str, files: list[str] | None,

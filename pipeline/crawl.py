@@ -14,15 +14,17 @@ holds for every file and for the job.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 
 from shammie.filters.fineweb import (DEFAULT_LANGUAGE_THRESHOLD, DEFAULT_LANGUAGES, FineWebConfig, build_steps,
                                      make_pii_formatter, resolve_lid_model)
+from shammie.filters.url_blocklist import prepare_domain_index
 from shammie.filters.words import warm_word_splitters
 from shammie.pipeline import jobdir, parallel, storage
 from shammie.pipeline.documents import DOCUMENT_SCHEMA, write_table
@@ -32,7 +34,7 @@ from shammie.pipeline.inputs import input_fingerprint, output_name, resolve_inpu
 from shammie.pipeline.options import OptionsError, option, validate
 from shammie.pipeline.runner import RunOptions, run_stage
 from shammie.pipeline.short_pages import SHORT_PAGE, SHORT_TEXT, PageCheck, ShortCuts, ShortTextStep
-from shammie.pipeline.stage import InputFile, Stage, Task
+from shammie.pipeline.stage import InputFile, Phase, Stage, Task
 from shammie.pipeline.warc import dump_from_name, iter_outcomes
 
 STAGE = jobdir.DOCUMENTS
@@ -158,16 +160,12 @@ class CrawlStage(Stage):
             after = [name for name, _ in self.steps.text_filters].index("language") + 1
             self.steps.text_filters.insert(after, (SHORT_TEXT, ShortTextStep(lambda: self.short_cuts)))
 
-    def execute(self, ctx) -> dict[str, dict]:
+    def phases(self, ctx) -> Iterator[Phase]:
         # The URL filter's domain index is built once per machine (~10-20 s, first crawl only);
         # the driver builds it while Ray starts, and workers on this machine wait for it (a file
         # lock) instead of each building their own. Nodes without it build it in their set-up.
-        import threading
-
-        from shammie.filters.url_blocklist import prepare_domain_index
-
         threading.Thread(target=prepare_domain_index, name="url-index", daemon=True).start()
-        return ctx.run_tasks(ctx.tasks)
+        yield from super().phases(ctx)
 
     def run_task(self, payload: dict, out: str) -> dict:
         return process_warc(payload, out, self)

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Sequence
 from shammie.pipeline import jobdir, lineage, parallel, ray_runtime, storage
 from shammie.pipeline.errors import InputError, OutputError, StageRefused, as_output_error
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import InputFile, Stage, Task
+from shammie.pipeline.stage import FOLDER_SWAPPED, SELF_PUBLISHED, InputFile, Phase, Results, Stage, Task
 
 STAGE_RECORD = jobdir.STAGE_RECORD
 # _SUCCESS key: name -> mtime_ns of each local output, beside "outputs" (which holds only what
@@ -76,6 +76,10 @@ class RunOptions:
     shared_filesystem: bool = option(False, help="the local job directory is on a filesystem every node of the Ray "
                                      "cluster mounts at the same path (also: SHAMMIE_SHARED_FS=1); without it a "
                                      "local job directory is refused on a cluster that spans several hosts")
+
+
+# The run options about re-runs, which a command that runs in one process (export) still takes.
+RERUN_FLAGS = ("overwrite", "wait")
 
 
 @dataclass
@@ -397,38 +401,45 @@ def describe_change(stage: Stage, old: dict, settings: dict, inputs: dict) -> st
 
 
 class StageContext:
-    """What `Stage.execute` gets: the planned tasks and a way to run them (or other phases) on Ray.
+    """What a stage's `phases` get: the planned tasks, where they write, and the earlier phases' results.
 
     `out` is the data folder being written, `books` its bookkeeping folder (task markers, work
     files, what the stage keeps besides its data). A task output is named relative to `out`,
-    or by a full URL (`ctx.book(...)` for one in `books`)."""
+    or by a full URL (`ctx.book(...)` for one in `books`). `done` maps each finished phase's name
+    to its summary (or its task results)."""
 
     def __init__(self, stage: Stage, run: RunOptions, out: str, tasks: list[Task], settings: dict,
-                 books: str | None = None):
+                 books: str | None = None, check_location: bool = True):
         self.stage, self.run, self.out, self.tasks = stage, run, out, tasks
+        # refuse a local marker folder on a cluster of several hosts (unless --shared-filesystem)
+        self.check_location = check_location
         self.books = books or out
+        self.done: dict[str, Any] = {}
+        # per timed phase so far: wall seconds, CPU seconds, tasks (`run_phases` keeps it up to date)
+        self.timings: dict[str, dict] = {}
         # url -> fingerprint of each planned output a phase's task wrote (or proved on resume), as
         # the worker recorded it: the output manifest is built from these, without reading any file
         self.output_records = _PlannedRecords({output_url(out, o) for t in tasks for o in t.outputs})
         self.worker_key = json.dumps([type(stage).__module__, type(stage).__qualname__, stage.job, settings],
                                      sort_keys=True, default=str)
 
-    def run_tasks(self, tasks: Sequence[Task], fn: Callable[[Any], dict] | None = None, *,
-                  folder: str | None = None, desc: str | None = None) -> dict[str, dict]:
-        """Run tasks whose markers are missing or stale; return every task's stats by name.
-
-        Without `fn` a task runs `stage.run_task(payload, out)` on a worker that ran
-        `stage.setup()` once. `folder` (inside the output) keeps a phase's markers apart."""
-        call = fn if fn is not None else _StageCall(self.stage, self.out, self.worker_key)
-        marker_root = storage.join(self.books, folder) if folder else self.books
+    def run_phase(self, phase: Phase, tasks: Sequence[Task]) -> dict[str, dict]:
+        """Run the phase's tasks whose markers are missing or stale; return every task's stats by name
+        (with the runner's CPU measurement, `TASK_CPU`). Markers go under `phase.markers` of the
+        bookkeeping folder (the stage's own `_tasks/` when None)."""
+        call = _TaskCall(self.stage, self.out, self.worker_key, phase.task)
+        marker_root = storage.join(self.books, phase.markers) if phase.markers else self.books
+        if phase.on_driver:
+            return {t.name: _run_on_driver(call, t, marker_root if phase.markers else None) for t in tasks}
         return parallel.run_tasks(
             self.stage.job, self.stage.name,
             [(t.name, t.payload, [output_url(self.out, o) for o in t.outputs]) for t in tasks],
-            call, desc=desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
-            count_key=self.stage.progress_count_key, max_in_flight=self.run.workers,
+            call, desc=phase.desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
+            count_key=self.stage.progress_count_key if phase.count_key == "" else phase.count_key,
+            max_in_flight=self.run.workers,
             num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root,
             ray_address=self.run.ray_address, verify=self.run.verify, records=self.output_records,
-            shared_filesystem=self.run.shared_filesystem)
+            shared_filesystem=self.run.shared_filesystem if self.check_location else None)
 
     def book(self, *parts: str) -> str:
         """A URL in the bookkeeping folder (work files, the dedup index, a removal list)."""
@@ -445,7 +456,7 @@ def output_url(out: str, name: str) -> str:
 def books_of(stage: Stage, target: str) -> str:
     """The bookkeeping folder of `target`: the stage's, or, for an --overwrite's fresh folder
     JOB/.<folder>.new-<id>, JOB/_meta/.<folder>.new-<id> (swapped in with it)."""
-    if target == stage.output_url() or stage.manages_output:
+    if target == stage.output_url():
         return stage.bookkeeping_url()
     return jobdir.meta_path(stage.job, storage.basename(target.rstrip("/")))
 
@@ -464,24 +475,102 @@ class _PlannedRecords(dict):
 
 
 _WORKER_STAGES: dict[str, Stage] = {}
+# What the runner adds to each task's result (and marker): the task's CPU seconds (process time of
+# the worker around the task, its set-up left out) and the set-up's (the stage's `setup()` the first
+# time a worker runs it, plus what the task reports itself under SETUP_CPU: word splitters loaded).
+TASK_CPU = "_cpu_seconds"
+TASK_SETUP_CPU = "_setup_cpu_seconds"
+SETUP_CPU = "setup_cpu_seconds"
 
 
-class _StageCall:
-    """Picklable task function: the worker's set-up copy of the stage runs the payload.
+class _TaskCall:
+    """Picklable task function: runs a phase's function, or the worker's set-up copy of the stage
+    (`run_task`), and measures the CPU it took, so every stage's cost is known without code of its own.
 
     `key` (the stage's class, job and settings, computed once by the driver) names the
     set-up copy a worker keeps across tasks; settings can cost I/O (model checksums)."""
 
-    def __init__(self, stage: Stage, out: str, key: str):
-        self.stage, self.out, self.key = stage, out, key
+    def __init__(self, stage: Stage, out: str, key: str, fn: Callable[[Any], dict] | None = None):
+        self.stage, self.out, self.key, self.fn = stage, out, key, fn
 
     def __call__(self, payload: Any) -> dict:
-        key = self.key
-        ready = _WORKER_STAGES.get(key)
-        if ready is None:
-            self.stage.setup()
-            ready = _WORKER_STAGES[key] = self.stage
-        return ready.run_task(payload, self.out)
+        start = time.process_time()
+        setup = 0.0
+        if self.fn is not None:
+            result = dict(self.fn(payload) or {})
+        else:
+            ready = _WORKER_STAGES.get(self.key)
+            if ready is None:
+                self.stage.setup()
+                ready = _WORKER_STAGES[self.key] = self.stage
+                setup = time.process_time() - start
+            result = dict(ready.run_task(payload, self.out) or {})
+        spent = time.process_time() - start
+        reported = result.get(SETUP_CPU)
+        if isinstance(reported, (int, float)):
+            setup += float(reported)
+        result[TASK_CPU] = round(max(spent - setup, 0.0), 4)
+        if setup:
+            result[TASK_SETUP_CPU] = round(setup, 4)
+        return result
+
+
+def _run_on_driver(call: "_TaskCall", task: Task, markers: str | None) -> dict:
+    """A task of an on-driver phase, in this process; with `markers`, a finished task (its marker, in the
+    format `parallel.run_tasks` writes, so either resumes the other) is not run again."""
+    marker = storage.join(markers, jobdir.TASKS, f"{task.name}.json") if markers else None
+    if marker is not None:
+        try:
+            done = storage.read_json(marker)
+        except ValueError:
+            done = None
+        if isinstance(done, dict):
+            return parallel.strip_marker(done)
+    result = call(task.payload)
+    if marker is not None:
+        storage.write_json_atomic(marker, {**result, parallel.OUTPUTS_KEY: {}})
+    return result
+
+
+def run_phases(stage: Stage, ctx: StageContext) -> Results:
+    """Run the stage's phases in order; return the last one's task results for `summarize`, with every
+    phase's summary (`Results.phases`) and timing (`Results.timings`: wall seconds without Ray's start-up,
+    CPU seconds the tasks took, set-up CPU apart, and the task count)."""
+    timings = ctx.timings
+    last: dict[str, dict] = {}
+    for phase in stage.phases(ctx):
+        began, ray_before = time.monotonic(), ray_runtime.start_seconds()
+        results = ctx.run_phase(phase, phase.plan(ctx.done))
+        cpu = setup = 0.0
+        for r in results.values():
+            cpu += float(r.pop(TASK_CPU, 0.0) or 0.0)
+            setup += float(r.pop(TASK_SETUP_CPU, 0.0) or 0.0)
+        ctx.done[phase.name] = phase.summary(results) if phase.summary is not None else results
+        wall = time.monotonic() - began - (ray_runtime.start_seconds() - ray_before)
+        timing = timings.setdefault(phase.stats_name, {"seconds": 0.0, "cpu_seconds": 0.0, "tasks": 0})
+        timing["seconds"] += wall
+        timing["cpu_seconds"] += cpu
+        timing["tasks"] += len(results)
+        if setup:
+            timing["setup_cpu_seconds"] = timing.get("setup_cpu_seconds", 0.0) + setup
+        last = results
+    if stage.work and not stage.keep_work():
+        storage.remove(ctx.book(stage.work))
+    rounded = {name: {k: round(v, 3) if isinstance(v, float) else v for k, v in t.items()}
+               for name, t in timings.items()}
+    return Results(last, ctx.done, rounded)
+
+
+def add_costs(section: dict[str, Any], timings: dict[str, dict], ray_start: float) -> None:
+    """The stats section's cost keys, one schema for every stage: `phases` (per phase: seconds, cpu_seconds,
+    tasks, setup_cpu_seconds when any), `cpu_seconds` (their sum, set-up left out), `setup_cpu_seconds`,
+    `ray_start_seconds` (within `seconds`, left out of the phases' seconds)."""
+    section["phases"] = timings
+    section["cpu_seconds"] = round(sum(t["cpu_seconds"] for t in timings.values()), 3)
+    setup = sum(t.get("setup_cpu_seconds", 0.0) for t in timings.values())
+    if setup:
+        section["setup_cpu_seconds"] = round(setup, 3)
+    section["ray_start_seconds"] = round(ray_start, 3)
 
 
 def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str], None] | None = None) -> StageResult:
@@ -510,49 +599,31 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
     settings = stage.settings()
     record_inputs = input_record(inputs, job)
 
+    publish = PUBLISHING[stage.publishing]
     with StageLock(job, folder, stage.name, wait=run.wait):
         books = stage.bookkeeping_url()
         old = _read_record(books)
         has_output = bool(_data_files(out, stage))
-        if old is None and has_output and not stage.manages_output:
-            # an output without its record: an older Shammie's layout, or an --overwrite stopped mid-swap
-            moved = jobdir.move_legacy_bookkeeping(job, folder)
-            if moved:
-                _warn(f"moved {', '.join(moved)} of {out} (an older Shammie's layout) to {books}")
-            else:
-                _finish_interrupted_swap(stage, books)
-            old = _read_record(books)
-        change = None
-        if old is not None:
-            change = describe_change(stage, old, settings, record_inputs)
-        elif not stage.manages_output and (has_output or storage.exists(storage.join(books, jobdir.SUCCESS))):
-            change = "it was written without a record of its inputs and settings (an older Shammie, or by hand)"
+        if old is None and has_output:
+            old = publish.adopt_unrecorded(stage, out, books)
+        change = describe_change(stage, old, settings, record_inputs) if old is not None \
+            else publish.unrecorded_change(has_output, books)
         if change and not run.overwrite:
             raise StageRefused(f"{out} was made from other input or settings: {change}. Pass --overwrite to "
                                f"recompute it into a fresh folder that replaces it once complete, or use another job")
-        if run.overwrite and not stage.manages_output and (old is not None or has_output):
-            # Named by what it is made from, so an interrupted --overwrite resumes in the same place.
-            digest = _digest({"settings": settings, "inputs": record_inputs})
-            target = storage.join(job, f".{folder}.new-{digest}")
+        existing = old is not None or has_output
+        target = publish.overwrite_target(stage, settings, record_inputs) if run.overwrite and existing else out
+        if run.overwrite and existing:
             status = "overwrote"
         else:
-            target = out
             status = "resumed" if old is not None else "ran"
             if old is not None and compare_inputs(old.get("inputs") or {}, record_inputs)[0]:
                 status = "grew"
-            if run.overwrite and stage.manages_output and (old is not None or has_output):
-                status = "overwrote"  # the stage replaces its own output atomically (the store: a new build)
 
         tasks = stage.plan(inputs, target)
-        if status == "resumed" and stage.manages_output and not change:
-            section = stage.read_section()
-            if storage.exists(storage.join(books, jobdir.SUCCESS)) and isinstance(section, dict):
-                say(f"{out} is already complete for these inputs and settings; nothing to do")
-                return StageResult(section, "complete")
-        elif status in ("resumed", "grew") and storage.exists(storage.join(books, jobdir.SUCCESS)) \
-                and _complete_and_valid(out, books, tasks, verify=run.verify):
-            section = stage.read_section()
-            if status == "resumed" and isinstance(section, dict):
+        if status == "resumed":
+            section = publish.complete_section(stage, out, books, tasks, verify=run.verify)
+            if section is not None:
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
                 return StageResult(section, "complete")
         try:
@@ -586,9 +657,8 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     job = stage.job
     storage.makedirs(target)
     books = books_of(stage, target)
-    if not stage.manages_output:
-        # No longer complete from here on: a reader sees either the old _SUCCESS or none.
-        storage.remove(storage.join(books, jobdir.SUCCESS))
+    publish = PUBLISHING[stage.publishing]
+    publish.start(books)
     storage.write_json_atomic(storage.join(books, STAGE_RECORD), {
         "version": RECORD_VERSION, "stage": stage.name, "settings": settings, "inputs": record_inputs,
         # the job folder read and its build id then: the output's lineage (pipeline/lineage.py)
@@ -597,17 +667,15 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     say(f"shammie {stage.name.replace('_', ' ')}: {len(inputs)} input file(s) -> {target}")
     ray_before = ray_runtime.start_seconds()
     ctx = StageContext(stage, run, target, tasks, settings, books=books)
-    results = stage.execute(ctx)
+    results = run_phases(stage, ctx)
     ray_start = ray_runtime.start_seconds() - ray_before
     planned = {o for t in tasks for o in t.outputs}
-    if not stage.manages_output:
-        _remove_unplanned(target, planned, stage)
+    publish.sweep(target, planned, stage)
     outputs, stamps = _output_manifest(target, planned, ctx.output_records)
     section = stage.summarize(results)
     section.setdefault("seconds", round(time.monotonic() - started, 3))
-    if ray_start > 0:
-        # within "seconds"; the throughput below leaves it out (a small stage measured Ray, not itself)
-        section["ray_start_seconds"] = round(ray_start, 3)
+    # ray_start_seconds is within "seconds"; the throughput below leaves it out (a small stage measured Ray, not itself)
+    add_costs(section, results.timings, ray_start)
     count = section.get(stage.progress_count_key)
     working = section["seconds"] - section.get("ray_start_seconds", 0)
     if isinstance(count, (int, float)) and working > 0:
@@ -616,15 +684,96 @@ def _execute(stage: Stage, run: RunOptions, target: str, tasks: list[Task], sett
     section["inputs"] = len(inputs)
     stage.record_section(section)
     success_url = storage.join(books, jobdir.SUCCESS)
-    previous = storage.read_json(success_url) if stage.manages_output else None
     storage.write_json_atomic(success_url, {
-        **(previous if isinstance(previous, dict) else {}),
+        **publish.kept_success(success_url),
         "stage": stage.name, "finished_at": _now(), "documents": section.get("documents"), "outputs": outputs,
-        # a stage that publishes itself (the store) has a build id of its own
-        "build_id": section.get("build_id") if stage.manages_output and section.get("build_id")
-        else lineage.build_id_of_outputs(outputs),
+        "build_id": publish.build_id(section, outputs),
         **({OUTPUT_STAMPS: stamps} if stamps else {})})
     return section
+
+
+class FolderSwapped:
+    """The runner publishes the output folder: its tasks write into it (or, for --overwrite, into a fresh
+    folder swapped in whole once complete), files no task planned are swept, `_SUCCESS` (in the bookkeeping
+    folder) is removed when work starts and written last with the output manifest."""
+
+    def adopt_unrecorded(self, stage: Stage, out: str, books: str) -> dict | None:
+        """An output without its record: an older Shammie's layout, or an --overwrite stopped mid-swap."""
+        moved = jobdir.move_legacy_bookkeeping(stage.job, stage.output_folder())
+        if moved:
+            _warn(f"moved {', '.join(moved)} of {out} (an older Shammie's layout) to {books}")
+        else:
+            _finish_interrupted_swap(stage, books)
+        return _read_record(books)
+
+    def unrecorded_change(self, has_output: bool, books: str) -> str | None:
+        if has_output or storage.exists(storage.join(books, jobdir.SUCCESS)):
+            return "it was written without a record of its inputs and settings (an older Shammie, or by hand)"
+        return None
+
+    def overwrite_target(self, stage: Stage, settings: dict, record_inputs: dict) -> str:
+        # Named by what it is made from, so an interrupted --overwrite resumes in the same place.
+        digest = _digest({"settings": settings, "inputs": record_inputs})
+        return storage.join(stage.job, f".{stage.output_folder()}.new-{digest}")
+
+    def complete_section(self, stage: Stage, out: str, books: str, tasks: list[Task], *,
+                         verify: bool) -> dict | None:
+        if storage.exists(storage.join(books, jobdir.SUCCESS)) and _complete_and_valid(out, books, tasks, verify):
+            section = stage.read_section()
+            return section if isinstance(section, dict) else None
+        return None
+
+    def start(self, books: str) -> None:
+        # No longer complete from here on: a reader sees either the old _SUCCESS or none.
+        storage.remove(storage.join(books, jobdir.SUCCESS))
+
+    def sweep(self, target: str, planned: set[str], stage: Stage) -> None:
+        _remove_unplanned(target, planned, stage)
+
+    def kept_success(self, success_url: str) -> dict:
+        return {}
+
+    def build_id(self, section: dict, outputs: dict) -> str:
+        return lineage.build_id_of_outputs(outputs)
+
+
+class SelfPublished:
+    """The stage publishes its output itself, atomically (the store: new shard names, manifest last;
+    the export: a folder renamed into place). The runner records inputs, settings and stats beside it,
+    never sweeps or removes its files, and --overwrite is the stage's own atomic replacement (a new build)."""
+
+    def adopt_unrecorded(self, stage: Stage, out: str, books: str) -> dict | None:
+        return None
+
+    def unrecorded_change(self, has_output: bool, books: str) -> str | None:
+        return None  # the stage checks what it finds (a store's manifest, an earlier export) itself
+
+    def overwrite_target(self, stage: Stage, settings: dict, record_inputs: dict) -> str:
+        return stage.output_url()
+
+    def complete_section(self, stage: Stage, out: str, books: str, tasks: list[Task], *,
+                         verify: bool) -> dict | None:
+        section = stage.read_section()
+        if storage.exists(storage.join(books, jobdir.SUCCESS)) and isinstance(section, dict):
+            return section
+        return None
+
+    def start(self, books: str) -> None:
+        pass
+
+    def sweep(self, target: str, planned: set[str], stage: Stage) -> None:
+        pass
+
+    def kept_success(self, success_url: str) -> dict:
+        previous = storage.read_json(success_url)  # the store keeps its own fields (its stats) in it
+        return previous if isinstance(previous, dict) else {}
+
+    def build_id(self, section: dict, outputs: dict) -> str:
+        return section.get("build_id") or lineage.build_id_of_outputs(outputs)  # the store's build has its own
+
+
+# Stage.publishing names one of these.
+PUBLISHING = {FOLDER_SWAPPED: FolderSwapped(), SELF_PUBLISHED: SelfPublished()}
 
 
 def _digest(obj: Any) -> str:

@@ -15,6 +15,12 @@ datatrove's `PipelineStep` and NeMo Curator's `ProcessingStage`:
         def run_task(self, payload, out) -> dict      # writes the task's outputs, returns its stats
         def summarize(self, results) -> dict  # the stats.json section
 
+A multi-pass stage (dedup: hash, reduce, signatures, buckets, clusters, filter) also declares
+`phases(ctx)`: `Phase` objects the runner runs one after the other, each planning its tasks
+from the earlier phases' results (`ctx.done`); the last phase writes the stage's outputs and
+its results go to `summarize`, with every phase's summary beside them (`results.phases`).
+No stage overrides how phases are run, timed or resumed.
+
 `pipeline.runner.run_stage` owns everything else, identically for every stage:
 input fingerprints, the re-run policy, the per-job lock, task markers checked
 against their outputs, `--overwrite` into a fresh folder, stats then `_SUCCESS`,
@@ -27,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.errors import InputError, StageRefused
@@ -57,6 +63,56 @@ class Task:
     outputs: tuple[str, ...] = ()
 
 
+FOLDER_SWAPPED = "folder swapped in whole"
+SELF_PUBLISHED = "publishes itself atomically"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One pass of a stage over its tasks, run by the runner after the phases before it.
+
+    `plan(done)` lists the phase's tasks from what the earlier phases gave (`done`: phase name ->
+    its summary, or its task results when it has no summary); `task(payload)` runs each on a Ray
+    worker (None: the stage's own `run_task`, on a worker that ran `setup()` once); `summary(results)`
+    runs in the driver once every task is done and returns what later phases and `summarize` see
+    under this phase's name (a work file written by the driver, the cluster statistics, ...).
+
+    `markers` is the folder (inside the stage's bookkeeping folder) of the phase's task markers:
+    None for the phase that writes the stage's outputs (the stage's own `_tasks/`). Phases with the
+    same `stats` name are timed together (dedup's connected-component rounds are one "clusters" phase).
+    `on_driver` runs the tasks in the driver process, without Ray (with markers when `markers` is
+    given): a task that writes where only the driver sees (the export folder), or a phase of one
+    task that is not worth starting Ray for (a small store build). `count_key`: the result key the
+    progress bar counts ("" for the stage's `progress_count_key`, None for none)."""
+
+    name: str
+    plan: Callable[[dict[str, Any]], list["Task"]]
+    task: Callable[[Any], dict] | None = None
+    summary: Callable[[dict[str, dict]], Any] | None = None
+    markers: str | None = None
+    desc: str | None = None
+    stats: str | None = None
+    on_driver: bool = False
+    count_key: str | None = ""
+
+    @property
+    def stats_name(self) -> str:
+        return self.stats or self.name
+
+
+class Results(dict):
+    """Task name -> stats of the stage's last phase, as `summarize` gets them, with `phases`: every
+    phase's name -> its summary (what `Phase.summary` returned) and `timings`: per timed phase
+    its wall seconds, CPU seconds and task count (the runner's, as in the stats section; a phase's
+    summary sees the timings of the phases before it as `ctx.timings`)."""
+
+    def __init__(self, results: dict[str, dict] | None = None, phases: dict[str, Any] | None = None,
+                 timings: dict[str, dict] | None = None):
+        super().__init__(results or {})
+        self.phases = dict(phases or {})
+        self.timings = dict(timings or {})
+
+
 class Stage:
     name: ClassVar[str] = ""
     output: ClassVar[str] = ""
@@ -70,10 +126,12 @@ class Stage:
     keep_files: ClassVar[tuple[str, ...]] = ()
     # The option that names the job directory (left out of the settings).
     job_field: ClassVar[str] = "job"
-    # A stage whose output publishes itself atomically (the shard store's manifest) keeps its
-    # own files: the runner then records inputs, settings and stats but sweeps nothing and
-    # writes no output manifest; --overwrite is the stage's own atomic replacement.
-    manages_output: ClassVar[bool] = False
+    # How the output becomes the complete one (pipeline/runner.py PUBLISHING): FOLDER_SWAPPED, the
+    # runner's (tasks write into the folder, --overwrite into a fresh one swapped in whole, stale files
+    # swept, _SUCCESS last), or SELF_PUBLISHED: the stage publishes atomically itself (the store's
+    # manifest, the export's rename); the runner then records inputs, settings and stats but sweeps
+    # nothing, and --overwrite is the stage's own atomic replacement.
+    publishing: ClassVar[str] = FOLDER_SWAPPED
 
     def __init__(self, job: str, options: Any = None):
         self.job = job
@@ -93,7 +151,7 @@ class Stage:
         """The folder of the runner's `_stage.json`, `_SUCCESS`, task markers and work files: JOB/_meta/<folder>/,
         so the output folder holds nothing but the stage's data files (loaders read it whole). A stage
         that publishes its own output (the store) keeps them in it."""
-        if self.manages_output:
+        if self.publishing == SELF_PUBLISHED:
             return self.output_url()
         return jobdir.meta_path(self.job, self.output_folder())
 
@@ -117,9 +175,18 @@ class Stage:
     def run_task(self, payload: Any, out: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def execute(self, ctx) -> dict[str, dict]:
-        """Run the plan. Multi-phase stages (dedup) override this and call `ctx.run_tasks` per phase."""
-        return ctx.run_tasks(ctx.tasks)
+    def phases(self, ctx) -> Iterable[Phase]:
+        """The passes of the stage, in order (the runner asks for the next one once the previous one is
+        done, so a generator may decide on later phases from `ctx.done`: dedup's component rounds).
+        By default one phase: `run_task` over the planned tasks (`ctx.tasks`)."""
+        yield Phase(self.name, plan=lambda done: ctx.tasks)
+
+    # A folder inside the bookkeeping folder holding the phases' work files (shuffle files,
+    # an index), removed by the runner once the last phase is done unless `keep_work()`.
+    work: ClassVar[str | None] = None
+
+    def keep_work(self) -> bool:
+        return False
 
     def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
         documents = sum(int(r.get("documents", 0) or 0) for r in results.values())

@@ -387,7 +387,7 @@ def test_export_is_a_step_of_a_job_config_with_its_stats(site_job, tmp_path, cap
     assert stats["format"] == "megatron" and stats["tokens"] > 0 and stats["settings"]["format"] == "megatron"
     assert (tmp_path / "mg" / "data_path.txt").exists()
     assert not [p.name for p in (tmp_path / "mg").iterdir() if p.name.startswith("_")]
-    assert (job / "_export" / "_SUCCESS").exists()
+    assert len(list((job / "_export").glob("mg-*/_SUCCESS"))) == 1
     from shammie.jobs.report import write_report
 
     _, plots = write_report(str(job))  # the export step is in the report's per-stage throughput
@@ -400,3 +400,52 @@ def test_export_is_a_step_of_a_job_config_with_its_stats(site_job, tmp_path, cap
     assert main(["run", str(config), "--no-progress"]) == 2
     assert main(["run", str(config), "--no-progress", "--overwrite"]) == 0
     assert json.loads((job / "stats.json").read_text())["export"]["format"] == "hf"
+
+
+def test_cli_export_runs_through_the_stage_runner_recorded_in_the_stores_job(site_job, tmp_path, capsys):
+    """`shammie export JOB/store` records the export in JOB (stats.json, JOB/_export/), finds the same export
+    complete on a re-run, exports the same store to a second folder, and refuses a rebuilt store for an
+    existing export unless --overwrite."""
+    import json
+    import shutil
+
+    from shammie.jobs.cli import main
+
+    job = tmp_path / "job"
+    shutil.copytree(site_job, job)
+    store = str(job / "store")
+    megatron = ["export", store, "--format", "megatron", "--output", str(tmp_path / "mg"), "--no-progress"]
+    assert main(megatron) == 0
+    section = json.loads((job / "stats.json").read_text())["export"]
+    assert section["format"] == "megatron" and section["tokens"] > 0 and "cpu_seconds" in section
+    assert section["settings"]["output"] == str(tmp_path / "mg")
+    assert not [p.name for p in (tmp_path / "mg").iterdir() if p.name.startswith(("_", "."))]
+    assert len(list((job / "_export").glob("mg-*/_SUCCESS"))) == 1
+    before = (tmp_path / "mg").stat().st_ino  # an export is a new folder renamed into place
+    capsys.readouterr()
+    assert main(megatron) == 0  # the same export again: complete, not redone
+    assert (tmp_path / "mg").stat().st_ino == before
+    assert capsys.readouterr().out.startswith("exported ")
+    # another folder is another export of the same store, not a changed setting
+    assert main(["export", store, "--format", "hf", "--output", str(tmp_path / "hf"), "--no-progress"]) == 0
+    assert json.loads((job / "stats.json").read_text())["export"]["format"] == "hf"
+    # the store rebuilt: the export made from the old one is refused, then replaced with --overwrite
+    manifest = job / "store" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"seq_len"', '"seq_len" ', 1))
+    capsys.readouterr()
+    assert main(megatron) == 2
+    err = capsys.readouterr().err
+    assert "changed" in err and "--overwrite" in err
+    assert main(megatron + ["--overwrite"]) == 0
+    assert (tmp_path / "mg").stat().st_ino != before
+
+
+def test_cli_export_of_a_store_outside_a_job_keeps_its_record_beside_the_output(token_store, tmp_path):
+    from shammie.jobs.cli import main
+
+    out = tmp_path / "out" / "mg"
+    assert main(["export", str(token_store), "--format", "megatron", "--output", str(out), "--no-progress"]) == 0
+    books = tmp_path / "out" / ".mg.shammie"
+    assert (books / "stats.json").exists() and list((books / "_export").glob("mg-*/_SUCCESS"))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("_", "."))) == []
+    assert not (token_store.parent / "stats.json").exists()

@@ -35,7 +35,7 @@ RANK = {"infrastructure": 0, "store format": 1, "stages": 2, "training": 2, "job
 
 # (importer, imported): why it is allowed for now
 ALLOWED = {
-    ("mixing.store", "mixing.store_build"):
+    ("mixing.store", "mixing.shard_stage"):
         "`shammie.mixing.store.build_store`, the documented Python entry point next to `open_store`, "
         "builds through the shard stage (imported when called); it belongs in the stage layer",
 }

@@ -655,7 +655,8 @@ class _ReverseOrderRay:
         from shammie.mixing.store_pieces import tokenize_task
 
         fn, args = self.calls.pop(ref)
-        if args[0] is tokenize_task:   # (task fn, payload, ...): a tokenize task's input files
+        # (task fn, payload, ...), the task fn wrapped by the runner (which measures its CPU)
+        if getattr(args[0], "fn", args[0]) is tokenize_task:   # a tokenize task's input files
             self.finished.append(args[1]["inputs"][0])
         return fn(*args)
 
