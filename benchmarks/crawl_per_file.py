@@ -25,7 +25,7 @@ import time
 
 
 def child(extractor: str, files: list[str]) -> None:
-    from shammie.pipeline.crawl import CrawlOptions, CrawlStage
+    from shammie.filters.crawl import CrawlOptions, CrawlStage
 
     job = tempfile.mkdtemp(prefix="shammie-per-file-")
     out = os.path.join(job, "documents")

@@ -17,7 +17,7 @@ import pstats
 import tempfile
 import time
 
-from shammie.pipeline.crawl import CrawlOptions, CrawlStage
+from shammie.filters.crawl import CrawlOptions, CrawlStage
 
 
 def main() -> None:

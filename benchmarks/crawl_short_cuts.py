@@ -1,4 +1,4 @@
-"""The crawl's short cuts (pipeline/short_pages.py) against the full path, file by file, in-process.
+"""The crawl's short cuts (filters/short_pages.py) against the full path, file by file, in-process.
 
     .venv/bin/python benchmarks/crawl_short_cuts.py FILE_OR_FOLDER... [--extractor trafilatura|resiliparse]
         [--languages en] [--json OUT]
@@ -25,8 +25,8 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
-from shammie.pipeline.crawl import CrawlOptions, CrawlStage
-from shammie.pipeline.short_pages import SHORT_PAGE, SHORT_TEXT, PageCheck, ShortCuts
+from shammie.filters.crawl import CrawlOptions, CrawlStage
+from shammie.filters.short_pages import SHORT_PAGE, SHORT_TEXT, PageCheck, ShortCuts
 
 
 def warc_files(inputs: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ article-extraction-benchmark): token F1 of each extractor's text against the gol
 milliseconds per page on one core (decoding included; `--repeat` passes over the pages,
 each with a fresh extractor as the crawl uses one per file; the median per page summed;
 F1 from the first pass). Both extractors run exactly as the crawl runs them
-(`shammie.pipeline.extract.make_extractor`).
+(`shammie.filters.extract.make_extractor`).
 
     .venv/bin/python benchmarks/extractor_quality.py [--repeat 3] [--json out.json]
 """
@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from shammie.pipeline.extract import EXTRACTORS, extractor_version, make_extractor
+from shammie.filters.extract import EXTRACTORS, extractor_version, make_extractor
 
 SHARED = Path(os.environ.get("SHAMMIE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BENCH = SHARED / "html" / "article-extraction-benchmark"

@@ -61,8 +61,8 @@ class Measure:
     def __init__(self):
         from shammie.filters.fineweb import install_word_tokenizer_memo, make_language_filter, resolve_lid_model
         from shammie.filters.language_settings import available_languages, settings_for
-        from shammie.pipeline.extract import make_extractor
-        from shammie.pipeline.short_pages import CleanedTexts
+        from shammie.filters.extract import make_extractor
+        from shammie.filters.short_pages import CleanedTexts
 
         install_word_tokenizer_memo()
         self._lid = make_language_filter(None, 0.0, resolve_lid_model(None))

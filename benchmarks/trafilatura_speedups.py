@@ -1,4 +1,4 @@
-"""trafilatura with and without pipeline/trafilatura_xpaths.py's install(), alternating in one process.
+"""trafilatura with and without filters/trafilatura_xpaths.py's install(), alternating in one process.
 
     .venv/bin/python benchmarks/trafilatura_speedups.py [--corpus benchmarks/_work/corpus-2000] [--rounds 6]
 
@@ -6,7 +6,7 @@ Pages: the distinct HTML responses of the corpus's WARC files (default: the 181 
 ../shared/data/html/article-extraction-benchmark). Each round extracts every page, with
 FineWeb's settings and a fresh dedup cache, in three modes:
   * original: trafilatura as installed;
-  * xpaths: the pruning expressions evaluated in Python (pipeline/xpath_subset.py), the others
+  * xpaths: the pruning expressions evaluated in Python (filters/xpath_subset.py), the others
     with guarded regex tests, and the stop-word tuple hashed once; lxml.html's Python element lookup;
   * xpaths+lookup: what the crawl runs (`install()`, with lxml's C element lookup).
 Reports the median CPU ms per page (process time) of each mode, the median time inside
@@ -53,7 +53,7 @@ def main() -> None:
     from trafilatura import core, external, htmlprocessing, main_extractor, utils
     from trafilatura.deduplication import LRU_SIZE, LRUCache
 
-    from shammie.pipeline import trafilatura_xpaths
+    from shammie.filters import trafilatura_xpaths
 
     pages = load_pages(args.corpus)
     if not pages:

@@ -34,7 +34,7 @@ from typing import Any, Iterable
 from shammie.pipeline.errors import InputError
 
 SETTINGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "languages")
-# The chain's per-language filters, in the order the crawl runs them (pipeline.crawl.FILTER_ORDER).
+# The chain's per-language filters, in the order the crawl runs them (filters.crawl.FILTER_ORDER).
 FILTER_SLOTS = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
 # Arguments a settings file may not set: the language comes from `word_tokenizer`, the C4
 # terminal-punctuation rule from FineWebConfig.c4_terminal_punct (one place for each).

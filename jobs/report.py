@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from shammie.pipeline import jobdir, registry, storage
-from shammie.pipeline.crawl import FILTER_LABELS
+from shammie.filters.crawl import FILTER_LABELS
 from shammie.pipeline.lineage import chain, stale
 
 REPORT_NAME = "report.html"

@@ -72,8 +72,8 @@ class Command:
 _SCORING = "shammie.filters.scoring"
 
 COMMANDS: list[Command] = [
-    Command("crawl", "shammie.pipeline.crawl_cli", "WARC files -> FineWeb-filtered text (documents/)",
-            (Step("crawl", "shammie.pipeline.crawl:CrawlStage", folder="documents",
+    Command("crawl", "shammie.filters.crawl_cli", "WARC files -> FineWeb-filtered text (documents/)",
+            (Step("crawl", "shammie.filters.crawl:CrawlStage", folder="documents",
                   fixed={"inputs": (), "output": ""}, from_job={"inputs": "input"}),),
             enabled=True, config_help="WARC -> documents/ (`shammie crawl`)"),
     Command("exact-dedup", "shammie.dedup.exact_cli", "exact-duplicate removal per snapshot (exact-deduped/)",

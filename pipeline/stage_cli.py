@@ -1,6 +1,6 @@
 """The command line of a stage, generated from its options dataclass and the shared run options.
 
-A stage's CLI module is then two lines (see `pipeline/crawl_cli.py`): the flags come
+A stage's CLI module is then two lines (see `filters/crawl_cli.py`): the flags come
 from `Stage.Options` and `RunOptions` (`pipeline/options.py`), the run from `run_stage`.
 """
 

@@ -15,7 +15,7 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from shammie.pipeline import jobdir
-from shammie.pipeline.crawl import crawl
+from shammie.filters.crawl import crawl
 from warc_fixtures import FixturePage, english_paragraphs, gzip_chunked_page, html_page, pages_for_each_filter, write_warc
 
 
@@ -275,7 +275,7 @@ def test_missing_input_is_a_clear_error_before_any_work(tmp_path, capsys):
 def test_the_largest_files_are_planned_first(tmp_path):
     """Ray runs tasks in the order they are submitted: a big file left for last would keep one
     worker busy while the others idle. Equal sizes keep the listing's order."""
-    from shammie.pipeline.crawl import CrawlOptions, CrawlStage
+    from shammie.filters.crawl import CrawlOptions, CrawlStage
 
     sizes = {"a.warc.gz": 10, "b.warc.gz": 3000, "c.warc.gz": 10, "d.warc.gz": 700}
     for name, size in sizes.items():

@@ -1,11 +1,11 @@
-"""Exact speed-ups of extraction around justext (pipeline/trafilatura_xpaths.py): the stop-word tuple hashed once,
+"""Exact speed-ups of extraction around justext (filters/trafilatura_xpaths.py): the stop-word tuple hashed once,
 whitespace normalised by two substitutions, paragraphs made without lxml.sax."""
 
 from __future__ import annotations
 
 import pytest
 
-from shammie.pipeline import trafilatura_xpaths as tx
+from shammie.filters import trafilatura_xpaths as tx
 
 
 class CountedHash(str):
@@ -32,7 +32,7 @@ def test_trafilatura_hands_justext_a_stop_word_tuple_hashed_once():
     from justext.utils import get_stoplist, get_stoplists
     from trafilatura import external
 
-    from shammie.pipeline.extract import make_extractor
+    from shammie.filters.extract import make_extractor
 
     make_extractor("trafilatura")
     stoplist = external.JT_STOPLIST

@@ -1,4 +1,4 @@
-"""The crawl's short cuts (pipeline/short_pages.py): pages too short for any kept language are dropped
+"""The crawl's short cuts (filters/short_pages.py): pages too short for any kept language are dropped
 before extraction (`short_page`) or right after it (`short_text`), and only pages the full path drops."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from conftest import SHARED_DATA
 from shammie.filters.fineweb import install_word_tokenizer_memo
 from shammie.filters.language_settings import LanguageSettings, settings_for
-from shammie.pipeline.crawl import CrawlOptions, CrawlStage, FILTER_ORDER, format_summary
-from shammie.pipeline.short_pages import SHORT_PAGE, SHORT_TEXT, PageCheck, ShortCuts
+from shammie.filters.crawl import CrawlOptions, CrawlStage, FILTER_ORDER, format_summary
+from shammie.filters.short_pages import SHORT_PAGE, SHORT_TEXT, PageCheck, ShortCuts
 from shammie.pipeline.warc import iter_outcomes
 
 SHARED_TOOLS = SHARED_DATA.parent / "tools"
@@ -64,7 +64,7 @@ def test_no_extracted_text_has_more_words_than_the_page_bound(shared_data, short
     """The bound `short_page` uses is at least the words of what trafilatura extracts, for every
     language whose splitter it bounds, on every real page at hand (and extracting from the tree the
     check parsed gives the same text as extracting from the HTML)."""
-    from shammie.pipeline.extract import make_extractor
+    from shammie.filters.extract import make_extractor
 
     install_word_tokenizer_memo()
     codes = _installed(BOUNDED)
@@ -237,7 +237,7 @@ def test_the_raw_html_look_skips_script_and_style_and_stops_early():
 def test_a_deleted_element_that_is_readabilitys_whole_article_is_not_a_short_page(body):
     """trafilatura's cleaning cannot delete the root of readability's article: a page whose one
     surviving <body> child is a <nav>, <footer>, <noscript>... gives that element's text."""
-    from shammie.pipeline.extract import make_extractor
+    from shammie.filters.extract import make_extractor
 
     install_word_tokenizer_memo()
     words = ("The river flooded the lower town after three days of rain, and the mayor asked families "
@@ -300,7 +300,7 @@ def test_a_job_with_dear_splitters_counts_after_language_id_in_the_pages_languag
     from datatrove.data import Document
 
     from shammie.filters.fineweb import FILTER_LANGUAGE
-    from shammie.pipeline.short_pages import ShortTextStep
+    from shammie.filters.short_pages import ShortTextStep
 
     install_word_tokenizer_memo()
     assert ShortCuts(settings_for(["en", "de", "ru"])).before_language

@@ -64,7 +64,7 @@ def test_a_zero_row_row_group_is_what_datasets_refuses(tmp_path):
 
 @pytest.mark.slow
 def test_crawl_of_a_warc_whose_pages_are_all_dropped_writes_a_loadable_empty_file(ray_session, tmp_path):
-    from shammie.pipeline.crawl import crawl
+    from shammie.filters.crawl import crawl
 
     warcs = tmp_path / "warcs"
     warcs.mkdir()

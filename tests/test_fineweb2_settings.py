@@ -95,7 +95,7 @@ def test_a_crawl_worker_loads_its_languages_word_splitters_in_set_up(tmp_path):
     pytest.importorskip("jieba")
     code = f"""
 import jieba
-from shammie.pipeline.crawl import CrawlOptions, CrawlStage
+from shammie.filters.crawl import CrawlOptions, CrawlStage
 stage = CrawlStage({str(tmp_path / "job")!r}, CrawlOptions(inputs=("x",), output={str(tmp_path / "job")!r},
                                                            languages=("en", "zh")))
 assert not jieba.dt.initialized

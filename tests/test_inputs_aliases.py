@@ -36,7 +36,7 @@ def test_the_same_file_through_a_symlink_and_a_hard_link_is_one_input_named_in_a
 @pytest.mark.slow
 def test_a_crawl_of_the_aliased_folder_writes_each_page_once(aliased, tmp_path, ray_session):
     from shammie.pipeline import documents, jobdir
-    from shammie.pipeline.crawl import crawl
+    from shammie.filters.crawl import crawl
 
     folder, kept = aliased
     section = crawl([str(folder)], str(tmp_path / "job"), progress=False)

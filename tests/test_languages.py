@@ -18,7 +18,7 @@ import pytest
 
 from shammie.filters import language_settings as ls
 from shammie.filters.fineweb import FILTER_LANGUAGE, FineWebConfig, build_steps
-from shammie.pipeline.crawl import CrawlOptions, CrawlStage, crawl
+from shammie.filters.crawl import CrawlOptions, CrawlStage, crawl
 from shammie.pipeline.errors import InputError, StageRefused
 from shammie.pipeline.options import validate
 

@@ -6,9 +6,9 @@ lowest first (docs/architecture.md has the picture):
 
 0. infrastructure: `shammie.pipeline` (stage, runner, options, storage, job directory, parallel,
    partitioned, ray_runtime, warc reading, lineage, the stage registry: it names the stages as
-   "module:Class" strings, imported when used), except the crawl stage's own modules;
+   "module:Class" strings, imported when used): all of `pipeline/`, so no package cycle exists;
 1. the store's format and reader: what the shard stage writes and the training library reads;
-2. the stages (`filters`, `dedup`, the crawl stage, the store-building and export modules of
+2. the stages (`filters` with the crawl stage, `dedup`, the store-building and export modules of
    `mixing`) and, beside them and separate from them, the training library (`MixtureDataset`,
    mixers, rules, callbacks);
 3. the command line and jobs (`shammie.jobs`).
@@ -26,8 +26,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "filters", "dedup", "mixing", "jobs")
-CRAWL_STAGE = {"pipeline.crawl", "pipeline.crawl_cli", "pipeline.extract", "pipeline.short_pages",
-               "pipeline.trafilatura_xpaths", "pipeline.xpath_subset"}
 STORE_FORMAT = {"mixing.store_format", "mixing.tokenizer", "mixing.errors", "mixing.store"}
 TRAINING = {"mixing." + m for m in ("dataset", "mixer", "rules", "losses", "budgets", "schedule", "distributed",
                                     "feedback", "hf", "lightning", "shm", "log", "state", "mix_cli")}
@@ -44,7 +42,7 @@ ALLOWED = {
 def layer(module: str) -> str:
     if module.startswith("jobs"):
         return "jobs"
-    if module.startswith("pipeline") and module not in CRAWL_STAGE:
+    if module.startswith("pipeline"):
         return "infrastructure"
     if module in STORE_FORMAT:
         return "store format"

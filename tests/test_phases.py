@@ -19,7 +19,7 @@ from shammie.pipeline.runner import RunOptions, run_stage
 from shammie.pipeline.stage import InputFile, Phase, Stage, Task
 from test_stage_runner import seed_documents, words
 
-STAGE_MODULES = ("shammie.pipeline.crawl", "shammie.dedup.exact", "shammie.dedup.minhash",
+STAGE_MODULES = ("shammie.filters.crawl", "shammie.dedup.exact", "shammie.dedup.minhash",
                  "shammie.filters.decontaminate", "shammie.filters.scoring", "shammie.mixing.shard_stage",
                  "shammie.mixing.export")
 COST_KEYS = {"seconds", "cpu_seconds", "tasks"}

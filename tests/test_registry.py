@@ -83,7 +83,7 @@ def test_shammie_help_imports_no_stage_module():
     code = ("import sys; from shammie.jobs.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print('LOADED', sorted(m for m in sys.modules if m.startswith(('shammie.dedup', 'shammie.filters', "
-            "'shammie.mixing', 'shammie.pipeline.crawl'))))")
+            "'shammie.mixing', 'shammie.filters.crawl'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "crawl" in out and "exact-dedup" in out  # the help lists the commands
     assert out.strip().endswith("LOADED []")

@@ -174,7 +174,7 @@ def test_crawl_cost_per_step_and_the_snapshot_projection_are_reported(tmp_path):
 def test_the_crawl_reports_cpu_per_step_and_projects_a_snapshot():
     from collections import Counter
 
-    from shammie.pipeline.crawl import crawl_cost
+    from shammie.filters.crawl import crawl_cost
 
     cost = crawl_cost(Counter({"extraction": 2.0, "language": 1.0}), 1000)
     assert cost["cpu_seconds_per_1000_pages"] == {"extraction": 2.0, "language": 1.0}

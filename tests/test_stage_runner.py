@@ -204,7 +204,7 @@ def test_crawl_input_set_changes_never_mix_old_and_new_outputs(tmp_path, ray_ses
 
 
 def test_a_truncated_output_is_redone_on_resume(tmp_path, ray_session, example_warcs):
-    from shammie.pipeline.crawl import crawl
+    from shammie.filters.crawl import crawl
 
     job = tmp_path / "job"
     first = crawl([str(example_warcs)], str(job), progress=False, workers=2)
@@ -234,7 +234,7 @@ class _NotFound(http.server.BaseHTTPRequestHandler):
 
 
 def test_unreadable_inputs_are_counted_and_the_rest_is_written(tmp_path, ray_session, example_warcs):
-    from shammie.pipeline.crawl import crawl
+    from shammie.filters.crawl import crawl
 
     folder = tmp_path / "warcs"
     folder.mkdir()
@@ -376,7 +376,7 @@ def test_edu_scores_round_the_same_way_in_the_store_and_the_score_column():
 def test_secrets_stay_out_of_ray_metadata_stats_markers_and_logs(tmp_path, ray_session, example_warcs, monkeypatch,
                                                                 capfd):
     from shammie.pipeline import parallel
-    from shammie.pipeline.crawl import crawl
+    from shammie.filters.crawl import crawl
 
     secrets = {"AWS_SECRET_ACCESS_KEY": "aws-s3cr3t-8d1f", "AWS_SESSION_TOKEN": "aws-t0ken-77aa",
                "SHAMMIE_LLM_API_KEY": "llm-k3y-93b2"}

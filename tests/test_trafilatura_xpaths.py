@@ -9,7 +9,7 @@ import random
 import pytest
 from lxml.etree import XPath
 
-from shammie.pipeline import trafilatura_xpaths as tx
+from shammie.filters import trafilatura_xpaths as tx
 
 NS = {"re": tx.REGEXP_NS}
 
@@ -67,9 +67,9 @@ def installed():
 def test_the_trafilatura_extractor_installs_the_guards(installed):
     import trafilatura.xpaths as xp
 
-    from shammie.pipeline.extract import make_extractor
+    from shammie.filters.extract import make_extractor
 
-    from shammie.pipeline.xpath_subset import CompiledXPath
+    from shammie.filters.xpath_subset import CompiledXPath
 
     make_extractor("trafilatura")
     assert len(installed) >= 10  # trafilatura 2.x: most boilerplate expressions use re:test
@@ -185,7 +185,7 @@ def test_extracted_text_of_real_pages_is_unchanged(shared_data):
     import trafilatura
     from trafilatura.deduplication import LRU_SIZE, LRUCache
 
-    def extract_all(pages):  # FineWeb's settings, as pipeline.extract calls them; a fresh cache per page
+    def extract_all(pages):  # FineWeb's settings, as filters.extract calls them; a fresh cache per page
         return [trafilatura.extract(p, favor_precision=True, include_comments=False,
                                     deduplicate=LRUCache(maxsize=LRU_SIZE)) for p in pages]
 

@@ -169,7 +169,7 @@ def test_a_corrupt_gzip_member_is_one_error_and_later_offsets_stay_true(tmp_path
 
 
 def test_the_crawl_counts_each_damaged_file_and_the_funnel_adds_up(ray_session, tmp_path):
-    from shammie.pipeline.crawl import crawl
+    from shammie.filters.crawl import crawl
 
     warcs = tmp_path / "warcs"
     warcs.mkdir()

@@ -1,11 +1,11 @@
-"""pipeline.xpath_subset: XPath 1.0 semantics kept exactly, and anything beyond the subset refused."""
+"""filters.xpath_subset: XPath 1.0 semantics kept exactly, and anything beyond the subset refused."""
 
 from __future__ import annotations
 
 import pytest
 from lxml import etree, html
 
-from shammie.pipeline.xpath_subset import EXSLT_REGEXP, CompiledXPath, Unsupported
+from shammie.filters.xpath_subset import EXSLT_REGEXP, CompiledXPath, Unsupported
 
 NS = {"re": EXSLT_REGEXP}
 

@@ -15,8 +15,8 @@ in a sandbox process. Two of those choices make output depend on load and order:
   Shammie passes a fresh cache per input file instead, so a file's output depends
   only on that file (the same as datatrove with one file per task).
 Extraction runs in-process: no sandbox process and no pickling per page, and trafilatura's
-pruning XPath expressions run in Python (pipeline.trafilatura_xpaths and
-pipeline.xpath_subset: the same matches and text, see docs/crawl.md "Speed" for the
+pruning XPath expressions run in Python (filters.trafilatura_xpaths and
+filters.xpath_subset: the same matches and text, see docs/crawl.md "Speed" for the
 speed-up; benchmarks/trafilatura_speedups.py).
 """
 
@@ -76,7 +76,7 @@ class Extractor:
         from trafilatura import extract
         from trafilatura.deduplication import LRU_SIZE, LRUCache
 
-        from shammie.pipeline.trafilatura_xpaths import install
+        from shammie.filters.trafilatura_xpaths import install
 
         install()  # the same output for less CPU (see that module)
         self._extract = extract

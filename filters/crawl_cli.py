@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shammie.pipeline.crawl import CrawlStage
+from shammie.filters.crawl import CrawlStage
 from shammie.pipeline.stage_cli import add_stage_arguments, run_stage_command
 
 DESCRIPTION = (

@@ -1,7 +1,7 @@
 """The crawl stage: WARC files -> FineWeb-filtered documents (`JOB/documents/`).
 
 One Ray task per input WARC file. A task reads its file record by record
-(pipeline.warc), extracts main text (pipeline.extract), runs the FineWeb chain
+(pipeline.warc), extracts main text (filters.extract), runs the FineWeb chain
 (filters.fineweb: datatrove's steps), and writes `documents/<name>.parquet`
 atomically, then its marker with the file's funnel. The driver sums the funnels
 into the "crawl" section of stats.json, where
@@ -29,11 +29,11 @@ from shammie.filters.words import warm_word_splitters
 from shammie.pipeline import jobdir, parallel, storage
 from shammie.pipeline.documents import DOCUMENT_SCHEMA, write_table
 from shammie.pipeline.errors import InputError
-from shammie.pipeline.extract import EXTRACTORS, ExtractionTimeout, extractor_version, make_extractor
+from shammie.filters.extract import EXTRACTORS, ExtractionTimeout, extractor_version, make_extractor
 from shammie.pipeline.inputs import input_fingerprint, output_name, resolve_inputs
 from shammie.pipeline.options import OptionsError, option, validate
 from shammie.pipeline.runner import RunOptions, run_stage
-from shammie.pipeline.short_pages import SHORT_PAGE, SHORT_TEXT, PageCheck, ShortCuts, ShortTextStep
+from shammie.filters.short_pages import SHORT_PAGE, SHORT_TEXT, PageCheck, ShortCuts, ShortTextStep
 from shammie.pipeline.stage import InputFile, Phase, Stage, Task
 from shammie.pipeline.warc import dump_from_name, iter_outcomes
 
@@ -317,7 +317,7 @@ def process_warc(task: dict, out: str, stage: CrawlStage) -> dict:
             drop("url_filter", page.id, page.url, page.offset, reason)
             continue
         if not page.is_text:
-            try:  # a page no extraction can give enough words is dropped unextracted (pipeline/short_pages.py)
+            try:  # a page no extraction can give enough words is dropped unextracted (filters/short_pages.py)
                 short, source = stage.page_check.examine(page.content)
             except Exception:  # only a short cut: the page takes the full path
                 short, source = False, page.content

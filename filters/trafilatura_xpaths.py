@@ -39,7 +39,7 @@ handler methods that read only the tag: `make_paragraphs` below sends the handle
 events (start, text, end, tail; comments and processing instructions give only their tails)
 from a plain walk (tests/test_crawl_extract_speed.py compares the paragraphs of real pages).
 
-The fourth, and the largest, is pipeline/xpath_subset.py: every expression within its XPath
+The fourth, and the largest, is filters/xpath_subset.py: every expression within its XPath
 subset (all of trafilatura's pruning lists and `BODY_XPATH`) is evaluated in Python instead
 of by libxml2, selecting the same elements at about a third of the CPU; only the expressions
 beyond the subset (the metadata paths from the document root) keep libxml2 and get the guards.
@@ -56,7 +56,7 @@ import re
 import sys
 import threading
 
-from shammie.pipeline.xpath_subset import Unsupported, compile_xpath
+from shammie.filters.xpath_subset import Unsupported, compile_xpath
 
 REGEXP_NS = "http://exslt.org/regular-expressions"
 _CALL = "re:test("
@@ -281,7 +281,7 @@ def _guarded_xpath(xpath):
 
 def _replacement(xpath):
     """What `install()` puts in place of one of trafilatura's expressions: its Python evaluation
-    when the expression is within pipeline.xpath_subset's subset, else its guarded copy, else None."""
+    when the expression is within filters.xpath_subset's subset, else its guarded copy, else None."""
     try:
         return compile_xpath(xpath, {"re": REGEXP_NS})
     except Unsupported:
