@@ -254,8 +254,10 @@ class StoreBuild:
             # rewriting would touch files the current manifest points at.
             if progress:
                 print(f"shard: {store} is up to date (build {existing['build_id']})")
-            self.up_to_date = {**(read_store_stats(store) or _stats(existing, store=store, stage=input_stage,
-                                                                     seconds=0.0, phases={})), "up_to_date": True}
+            recorded = jobdir.recorded_path(job, store)   # where it is now, for a moved job too
+            self.up_to_date = {**(read_store_stats(store) or _stats(existing, store=recorded, stage=input_stage,
+                                                                     seconds=0.0, phases={})),
+                               "store": recorded, "up_to_date": True}
         # A fresh build of unchanged settings (overwrite) gets an id of its own: the published
         # build keeps its files for pinned readers, and an interrupted overwrite resumes here.
         self.build_id = _digest([self.recipe_id, existing["build_id"]]) if same else self.recipe_id
@@ -358,7 +360,8 @@ class StoreBuild:
         manifest = new_manifest(self.tok, build_id=self.build_id, seq_len=self.seq_len, domains=ctx.done["merge"],
                                 info={"group_by": self.group_by, "top_k": self.top_k, "recipe": self.recipe_id,
                                       "input": {"job": self.job, "stage": self.input_stage, "files": len(self.files)}})
-        stats = _stats(manifest, store=self.store, stage=self.input_stage, seconds=time.monotonic() - self.started,
+        stats = _stats(manifest, store=jobdir.recorded_path(self.job, self.store), stage=self.input_stage,
+                       seconds=time.monotonic() - self.started,
                        phases={name: t["seconds"] for name, t in ctx.timings.items()})
         stats["pieces"] = {"tasks": len(self.file_groups),
                            "merged": sum(g["rows"][1] - g["rows"][0] for g in plan.groups),
@@ -384,6 +387,7 @@ def _inputs(job: str, stage: str, files: list[str] | None,
 
 def _stats(manifest: dict[str, Any], *, store: str, stage: str, seconds: float,
            phases: dict[str, float]) -> dict[str, Any]:
+    """`store` as stats.json records it (`jobdir.recorded_path`: relative to the job when inside it)."""
     return {
         "store": store,
         "input_stage": stage,
@@ -420,7 +424,8 @@ def owns_job_stats(job: str, store: str) -> bool:
     if _same_place(store, storage.join(job, jobdir.STORE)):
         return True
     section = jobdir.read_stats(job).get("shard")
-    return not isinstance(section, dict) or not section.get("store") or _same_place(str(section["store"]), store)
+    return (not isinstance(section, dict) or not section.get("store")
+            or _same_place(jobdir.recorded_place(job, str(section["store"])), store))
 
 
 def record_stats(job: str, store: str, stats: dict[str, Any], *, in_store: bool = True) -> None:
