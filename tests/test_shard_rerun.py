@@ -152,3 +152,17 @@ def test_a_moved_job_names_its_store_where_it_is_now(tmp_path, capsys):
     assert f"store {moved / 'store'}:" in out and str(job) + "/" not in out
     assert jobdir.read_stats(str(moved))["shard"]["store"] == "store"
     assert str(job) not in json.dumps(jobdir.read_stats(str(moved))["shard"])
+
+
+def test_the_trained_tokenizers_source_says_the_bytes_it_was_trained_on(tmp_path):
+    """The source names the bytes actually read (the whole of a small job), not the sample cap."""
+    import pyarrow.parquet as pq
+
+    job = _job(tmp_path)
+    text = sum(len(t.encode("utf-8")) for f in sorted((job / "scored").glob("*.parquet"))
+               for t in pq.read_table(f, columns=["text"]).column("text").to_pylist())
+    assert _shard(job, "--group-by", "site", "--train-tokenizer", 400) == 0   # cap: 1 MB (FAST)
+    source = _manifest(job / "store")["tokenizer"]["source"]
+    assert 0 < text < 1_000_000
+    assert source.startswith(f"trained bpe 400 on {text} bytes of the input"), source
+    assert jobdir.read_stats(str(job))["shard"]["tokenizer"]["source"] == source
