@@ -434,7 +434,7 @@ class StageContext:
         return parallel.run_tasks(
             self.stage.job, self.stage.name,
             [(t.name, t.payload, [output_url(self.out, o) for o in t.outputs]) for t in tasks],
-            call, desc=phase.desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
+            call, desc=phase.desc or self.stage.name.replace("_", " "), unit=phase.unit or self.stage.progress_unit,
             count_key=self.stage.progress_count_key if phase.count_key == "" else phase.count_key,
             max_in_flight=self.run.workers,
             num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root,
