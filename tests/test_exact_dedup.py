@@ -87,3 +87,18 @@ def test_progress_bars_number_every_phase_and_say_what_they_count(tmp_path, ray_
     err = capsys.readouterr().err
     for n, step in enumerate(["exact hash", "exact copies", "filter"], 1):
         assert f"exact dedup {n}/3 {step}" in err, err
+
+
+def test_a_complete_stage_says_its_summary_is_the_recorded_one(tmp_path, ray_session, capsys):
+    """A re-run that finds the output complete does nothing; the summary it prints (with the old timing)
+    is marked as the one recorded when the output was built, even with --no-progress."""
+    job = tmp_path / "job"
+    seed_documents(job, {"a.parquet": [("a1", words(7), "S1"), ("a2", words(7), "S1")]})
+    assert main(["exact-dedup", str(job), "--no-progress"]) == 0
+    first = capsys.readouterr().out
+    assert "already complete" not in first and "1 exact duplicates removed" in first
+    built = json.loads((job / "_meta" / "exact-deduped" / "_SUCCESS").read_text())["finished_at"]
+    assert main(["exact-dedup", str(job), "--no-progress"]) == 0
+    again = capsys.readouterr().out
+    assert again.startswith(f"already complete (built {built}), recorded summary: "), again
+    assert first.strip() in again   # the same summary, old timing and all, now said to be the recorded one
