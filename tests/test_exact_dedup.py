@@ -102,3 +102,18 @@ def test_a_complete_stage_says_its_summary_is_the_recorded_one(tmp_path, ray_ses
     again = capsys.readouterr().out
     assert again.startswith(f"already complete (built {built}), recorded summary: "), again
     assert first.strip() in again   # the same summary, old timing and all, now said to be the recorded one
+
+
+def test_the_line_counts_docs_job_directory_gives_for_the_exact_stage_are_true():
+    """docs/job-directory.md quotes the size of the exact-dedup stage as an example of a stage on the runner."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from shammie.dedup.exact import ExactDedupStage, ExactPass
+
+    doc = " ".join((Path(__file__).parents[1] / "docs" / "job-directory.md").read_text().split())
+    stage, shared = map(int, re.search(r"`ExactDedupStage` is (\d+) lines and `ExactPass`, the two phases it "
+                                       r"shares with `dedup`, (\d+);", doc).groups())
+    assert stage == len(inspect.getsourcelines(ExactDedupStage)[0])
+    assert shared == len(inspect.getsourcelines(ExactPass)[0])
