@@ -38,7 +38,7 @@ from shammie.filters.words import dedup_splitters, load_dedup_splitters
 from shammie.pipeline import documents, jobdir, partitioned, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
-from shammie.pipeline.stage import DocumentStage, InputFile, Phase, Task, read_documents
+from shammie.pipeline.stage import DocumentStage, InputFile, Phase, StepLabels, Task, read_documents
 
 # The hash of the words is not salted: the snapshot is its own field (0 across snapshots), so the
 # same hashes serve the dedup index that later jobs probe (dedup/history.py).
@@ -296,19 +296,22 @@ class ExactPass:
     def copy_masks(self, files: list[dict]) -> list[np.ndarray]:
         return copy_masks(self.copies_dir, self.ranges, files)
 
-    def phases(self, groups: list[list[Task]], across: bool, offsets_url: str, earlier: list | None = None,
-               index: str | None = None) -> Iterator[Phase]:
+    # the steps it adds to a run, for its `StepLabels`
+    STEPS = ("exact hash", "exact copies")
+
+    def phases(self, groups: list[list[Task]], across: bool, offsets_url: str, label: StepLabels,
+               earlier: list | None = None, index: str | None = None) -> Iterator[Phase]:
         """Hash every run of files, then reduce every range. The reduce phase's summary holds the
-        exact edges' count (`edges`); `earlier`: the earlier jobs to probe (dedup --against); `index`:
-        where this job's exact index shards go (dedup --keep-index). Task markers go under `folder`
-        of the stage's bookkeeping folder."""
+        exact edges' count (`edges`); `label`: the run's numbered progress labels (holding `STEPS`);
+        `earlier`: the earlier jobs to probe (dedup --against); `index`: where this job's exact index
+        shards go (dedup --keep-index). Task markers go under `folder` of the stage's bookkeeping folder."""
         hashes = storage.join(self.work, "exact", "hashes")
         yield Phase("exact_hash", plan=lambda done: [
             Task(f"g{g:05d}", {"files": group_payload(group), "across": across, "bits": self.bits,
                                "output": storage.join(hashes, f"g{g:05d}.prt")},
                  (storage.join(hashes, f"g{g:05d}.prt"),))
             for g, group in enumerate(groups)], task=hash_task, markers=f"{self.folder}/exact/hashes",
-            desc="exact duplicates: hash", summary=shuffle_summary)
+            desc=label("exact hash"), summary=shuffle_summary)
         yield Phase("exact_reduce", plan=lambda done: [
             Task(f"r{r:05d}", {"hashes": hashes, "groups": len(groups), "files": self.files, "range": r,
                                "offsets": offsets_url, "bits": self.bits, "earlier": earlier or [],
@@ -318,7 +321,7 @@ class ExactPass:
                  (storage.join(self.copies_dir, f"r{r:05d}.prt"), self.edge_urls()[r])
                  + ((storage.join(index, history.exact_shard_name(r)),) if index else ()))
             for r in range(self.ranges)], task=reduce_task, markers=f"{self.folder}/exact/reduce",
-            desc="exact duplicates: find copies", summary=shuffle_summary)
+            desc=label("exact copies"), summary=shuffle_summary)
 
 
 def shuffle_summary(results: dict[str, dict]) -> dict:
@@ -363,10 +366,11 @@ class ExactDedupStage(DocumentStage):
         start_work(work, {"bits": bits, "groups": [len(g) for g in groups], "files": len(tasks)})
         exact = ExactPass(work, self.work, bits, len(tasks))
         offsets_url = write_file_offsets(work, tasks)
-        yield from exact.phases(groups, self.options.across_snapshots, offsets_url)
+        label = StepLabels("exact dedup", (*ExactPass.STEPS, "filter"))
+        yield from exact.phases(groups, self.options.across_snapshots, offsets_url, label)
         yield Phase("filter", plan=lambda done: [
             Task(t.name, {**t.payload, "copies": exact.copies_dir, "ranges": exact.ranges}, t.outputs) for t in tasks],
-            task=filter_task, desc="exact dedup 3/3 filter")
+            task=filter_task, desc=label("filter"), unit="docs kept")
 
     def summarize(self, results: dict[str, dict]) -> dict:
         kept = sum(r["documents"] for r in results.values())

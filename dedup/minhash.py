@@ -55,7 +55,7 @@ from shammie.pipeline import documents, jobdir, partitioned, storage
 from shammie.pipeline.errors import InputError
 from shammie.pipeline.options import option
 from shammie.pipeline.runner import RunOptions, run_stage
-from shammie.pipeline.stage import DocumentStage, InputFile, Phase, Results, Task, read_documents
+from shammie.pipeline.stage import DocumentStage, InputFile, Phase, Results, StepLabels, Task, read_documents
 
 STAGE = jobdir.DEDUPED
 STATS_SECTION = "dedup"
@@ -444,6 +444,9 @@ class DedupPhases:
     signatures, buckets, clusters (one task, or distributed rounds), filter. Each plans its tasks from
     the work folder's layout and what the phases before it found (`ctx.done`)."""
 
+    # the steps of every run (after the exact passes of --exact), for the numbered progress labels
+    STEPS = ("signatures", "buckets", "clusters", "filter")
+
     def __init__(self, stage: DedupStage, ctx):
         self.stage, self.ctx, self.options = stage, ctx, stage.options
         self.tasks: list[Task] = ctx.tasks
@@ -467,10 +470,11 @@ class DedupPhases:
         start_work(self.work, {"bits": self.bits, "groups": [len(g) for g in groups], "files": self.files,
                                "max_cluster_docs": options.max_cluster_docs}, also=(index,))
         offsets_url = write_file_offsets(self.work, self.tasks)
+        self.label = label = StepLabels("dedup", (*(ExactPass.STEPS if options.exact else ()), *self.STEPS))
         exact = None
         if options.exact:
             exact = ExactPass(self.work, WORK, self.bits, self.files)
-            yield from exact.phases(groups, options.across_snapshots, offsets_url, earlier=earlier,
+            yield from exact.phases(groups, options.across_snapshots, offsets_url, label, earlier=earlier,
                                     index=index if options.keep_index else None)
 
         yield Phase("signatures", plan=lambda done: [
@@ -480,7 +484,7 @@ class DedupPhases:
                   "meta": [self.meta(t) for t in group]},
                  (self.url("signatures", f"g{g:05d}.prt"),) + tuple(self.meta(t) for t in group))
             for g, group in enumerate(groups)], task=signature_task, markers=f"{WORK}/signatures",
-            desc="dedup 1/4 signatures",
+            desc=label("signatures"),
             summary=lambda results: {"hash_cpu_seconds": sum(r.get("hash_cpu_seconds", 0.0) for r in results.values())})
 
         ranges = 1 << self.bits
@@ -493,7 +497,7 @@ class DedupPhases:
                  (self.url("buckets", f"b{b:02d}-r{r:05d}.npy"),)
                  + ((storage.join(index, history.shard_name(b, r)),) if options.keep_index else ()))
             for b in range(params.bands) for r in range(ranges)], task=bucket_task, markers=f"{WORK}/buckets",
-            desc="dedup 2/4 buckets", summary=shuffle_summary)
+            desc=label("buckets"), unit="band keys", summary=shuffle_summary)   # one per document and band
 
         edge_files = EdgeFiles(self.work, exact.ranges if exact else 0, params.bands, ranges)
         edges = self.ctx.done["buckets"]["edges"] + (self.ctx.done["exact_reduce"]["edges"] if exact else 0)
@@ -507,7 +511,7 @@ class DedupPhases:
             Task(t.name, {**t.payload, "meta": self.meta(t), "clusters": cluster_files, "earlier_jobs": len(earlier),
                           "index_file": index_file(t) if options.keep_index else None},
                  t.outputs + ((index_file(t),) if options.keep_index else ()))
-            for t in self.tasks], task=filter_task, desc="dedup 4/4 filter",
+            for t in self.tasks], task=filter_task, desc=label("filter"), count_key="documents_in",
             summary=lambda results: self._write_index_info(params, results, earlier))
 
     def cluster_phases(self, edge_files: EdgeFiles, edges: int, offsets_url: str,
@@ -524,7 +528,8 @@ class DedupPhases:
             out = self.url("clusters", "p00000.prt")
             yield Phase("clusters", plan=lambda done: [Task("clusters", {
                 **common, "edge_files": edge_files, "output": out, "earlier_copies": copies(0)},
-                (out,) + copies_out(0))], task=cluster_task, markers=f"{WORK}/clusters", desc="dedup 3/4 clusters",
+                (out,) + copies_out(0))], task=cluster_task, markers=f"{WORK}/clusters",
+                desc=self.label("clusters"), count_key="nodes", unit="docs in clusters",
                 summary=lambda results: {**results["clusters"], "mode": "one task", "files": [out]})
             return
         parts = 1
@@ -536,7 +541,8 @@ class DedupPhases:
             Task(f"p{q:05d}", {"edge_files": edge_files, "start": q * group, "stop": (q + 1) * group,
                                "partitions": parts, "output": storage.join(previous, f"p{q:05d}.prt")},
                  (storage.join(previous, f"p{q:05d}.prt"),)) for q in range(parts)],
-            task=clusters.scatter_task, markers=f"{WORK}/components/r000", desc="dedup 3/4 clusters: scatter edges")
+            task=clusters.scatter_task, markers=f"{WORK}/components/r000",
+            desc=self.label("clusters", "scatter edges"), count_key="edges", unit="edges")
         rounds = 0
         while True:
             rounds += 1
@@ -549,7 +555,8 @@ class DedupPhases:
                                    "large": n % 2 == 1, "output": storage.join(cur, f"p{q:05d}.prt")},
                      (storage.join(cur, f"p{q:05d}.prt"),)) for q in range(parts)],
                 task=clusters.star_round_task, markers=f"{WORK}/components/r{rounds:03d}",
-                desc=f"dedup 3/4 clusters: round {rounds} ({'large' if rounds % 2 else 'small'} star)",
+                desc=self.label("clusters", f"round {rounds} ({'large' if rounds % 2 else 'small'} star)"),
+                count_key="edges_in", unit="edges",
                 summary=lambda results: sum(r["unsettled"] for r in results.values()))
             previous = current
             if self.ctx.done[f"clusters_round_{rounds}"] == 0:
@@ -560,7 +567,8 @@ class DedupPhases:
             Task(f"p{q:05d}", {**common, "previous": previous, "files": parts, "partition": q, "output": outs[q],
                                "earlier_copies": copies(q)},
                  (outs[q],) + copies_out(q)) for q in range(parts)],
-            task=clusters.roots_task, markers=f"{WORK}/clusters/roots", desc="dedup 3/4 clusters: roots",
+            task=clusters.roots_task, markers=f"{WORK}/clusters/roots",
+            desc=self.label("clusters", "roots"), count_key="nodes", unit="docs in clusters",
             summary=lambda results: {**clusters.merge_cluster_stats(results.values()), "edges": edges, "mode": mode,
                                      "nodes": sum(r["nodes"] for r in results.values()), "files": outs})
 

@@ -56,9 +56,9 @@ class JobData:
         return value if isinstance(value, dict) else {}
 
     def store(self) -> str:
-        """The store the "shard" section describes. The section records its path as it was when built
-        (absolute), so in a job folder that was moved or copied it names the old place: the job's own
-        `store/` wins when it holds the build the section recorded."""
+        """The store the "shard" section describes. The section records it relative to the job when inside
+        it (`jobdir.recorded_path`); an older Shammie recorded it absolute, so in a job folder that was moved
+        or copied it names the old place: the job's own `store/` wins when it holds the build recorded."""
         shard = self.section("shard")
         own = storage.join(self.job, jobdir.STORE)
         recorded = shard.get("store")
@@ -66,7 +66,7 @@ class JobData:
             return own
         if shard.get("build_id") and _read_manifest(own).get("build_id") == shard.get("build_id"):
             return own
-        return recorded
+        return jobdir.recorded_place(self.job, recorded)
 
     def manifest(self) -> dict[str, Any]:
         return _read_manifest(self.store())

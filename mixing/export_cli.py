@@ -38,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     opts = options.from_namespace(ExportOptions, args)
     run_options = options.from_namespace(RunOptions, args, progress=opts.progress)
-    record = run_stage(ExportStage(export_job(opts.store, opts.output), opts), run_options).section
+    result = run_stage(ExportStage(export_job(opts.store, opts.output), opts), run_options)
+    record = result.section
     domains = len(record["domains"])
-    print(f"exported {record['documents']:,} documents, {record['tokens']:,} tokens in {domains} domains "
+    print(f"{result.headline()}exported {record['documents']:,} documents, {record['tokens']:,} tokens in {domains} domains "
           f"({opts.format}) to {opts.output} in {record['seconds']:.1f} s")
     if opts.format == "megatron":
         print(f"--data-path (also in {opts.output}/{DATA_PATH_FILE}):")

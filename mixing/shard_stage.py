@@ -184,7 +184,8 @@ when re-run, and --overwrite builds the store afresh. --store must be a new or e
         vocab = str(tokenizer["vocab_size"])
         if tokenizer.get("vocab_asked") and tokenizer["vocab_asked"] != tokenizer["vocab_size"]:
             vocab += f" of {tokenizer['vocab_asked']} asked"
-        lines = [f"store {section['store']}: {section['documents']} documents, {section['tokens']} tokens in "
+        store = jobdir.recorded_place(self.job, section["store"])   # recorded relative to the job: where it is now
+        lines = [f"store {store}: {section['documents']} documents, {section['tokens']} tokens in "
                  f"{len(section['domains'])} domains (group-by {section['group_by']}, input {section['input_stage']}, "
                  f"vocab {vocab}, {section['token_dtype']})"]
         width = max((len(d) for d in section["domains"]), default=6)

@@ -46,7 +46,8 @@ from shammie.mixing import store_format as fmt
 from shammie.mixing import store_pieces as pieces
 from shammie.mixing.store_format import StoreError
 from shammie.mixing.store_writer import DEFAULT_SHARD_TOKENS, new_manifest, publish_build, write_tokenizer
-from shammie.mixing.tokenizer import DEFAULT_SAMPLE_BYTES, Tokenizer, sample_texts, train_tokenizer
+from shammie.mixing.tokenizer import (DEFAULT_SAMPLE_BYTES, CountedTexts, Tokenizer, sample_texts,
+                                      train_tokenizer)
 from shammie.pipeline import jobdir, storage
 from shammie.pipeline.stage import Phase, Task, parquet_outputs_of
 
@@ -133,26 +134,38 @@ def _resolve_tokenizer(store: str, files: list[str], inputs: list, absolute: lis
     cached = storage.join(store, fmt.STAGING, f"tokenizer-train-{recipe_id}.model")
     existing, _ = published_manifest(store)
     legacy_id = _digest({**recipe, "inputs": absolute})  # an older Shammie's recipe: absolute input URLs
+    # How many bytes of the input the training read, kept beside the cached model for a resumed build
+    cached_info = storage.join(store, fmt.STAGING, f"tokenizer-train-{recipe_id}.json")
+    read: int | None = None
+    source: str | None = None
     if existing and existing["tokenizer"].get("train_recipe") in (recipe_id, legacy_id):
         # Already trained by the build that is published: reuse it, so re-runs stay up to date.
         tok = Tokenizer.load(storage.join(store, existing["tokenizer"]["path"]))
+        source = existing["tokenizer"].get("source")
     elif storage.exists(cached):
-        tok = Tokenizer(storage.read_bytes(cached), source=f"trained {tokenizer_type} {train_vocab}")
+        tok = Tokenizer(storage.read_bytes(cached))
+        read = (storage.read_json(cached_info, default={}) or {}).get("sample_bytes")
     else:
         if progress:
             print(f"shard: training a {tokenizer_type} tokenizer ({train_vocab} pieces) "
                   f"on up to {sample_bytes / 1e6:.0f} MB of the input")
-        tok = train_tokenizer(sample_texts(files, sample_bytes), train_vocab, tokenizer_type,
-                              num_threads=workers or os.cpu_count() or 1)
+        texts = CountedTexts(sample_texts(files, sample_bytes))
+        tok = train_tokenizer(texts, train_vocab, tokenizer_type, num_threads=workers or os.cpu_count() or 1)
+        read = texts.bytes
+        storage.write_json_atomic(cached_info, {"sample_bytes": read})   # before the model that it describes
         storage.write_bytes_atomic(cached, tok.model_proto)
-    tok.source = f"trained {tokenizer_type} {train_vocab} on {sample_bytes} bytes of the input"
+    if not source:
+        # the bytes actually read, not the cap (a small job holds far less than --tokenizer-sample-mb)
+        used = f"{read} bytes of the input" if read is not None else "a sample of the input"
+        source = f"trained {tokenizer_type} {train_vocab} on {used} (sample cap {sample_bytes} bytes)"
+    tok.source = source
     tok.train_recipe = recipe_id
     tok.vocab_asked = train_vocab
     if tok.vocab_size < train_vocab:
         # sentencepiece takes what a small sample supports (hard_vocab_limit=False) instead of failing:
         # say so, since every token id and the store's compression depend on it
         print(f"warning: shard: the trained tokenizer has {tok.vocab_size} pieces, not the {train_vocab} asked: "
-              f"its training sample ({sample_bytes / 1e6:g} MB at most of the input) holds too little distinct "
+              f"its training sample ({tok.source.split(' on ', 1)[-1]}) holds too little distinct "
               "text. Train on more input (--tokenizer-sample-mb, a larger job), ask for fewer pieces, or pass "
               "--tokenizer MODEL", file=sys.stderr, flush=True)
     return tok
@@ -254,8 +267,10 @@ class StoreBuild:
             # rewriting would touch files the current manifest points at.
             if progress:
                 print(f"shard: {store} is up to date (build {existing['build_id']})")
-            self.up_to_date = {**(read_store_stats(store) or _stats(existing, store=store, stage=input_stage,
-                                                                     seconds=0.0, phases={})), "up_to_date": True}
+            recorded = jobdir.recorded_path(job, store)   # where it is now, for a moved job too
+            self.up_to_date = {**(read_store_stats(store) or _stats(existing, store=recorded, stage=input_stage,
+                                                                     seconds=0.0, phases={})),
+                               "store": recorded, "up_to_date": True}
         # A fresh build of unchanged settings (overwrite) gets an id of its own: the published
         # build keeps its files for pinned readers, and an interrupted overwrite resumes here.
         self.build_id = _digest([self.recipe_id, existing["build_id"]]) if same else self.recipe_id
@@ -358,7 +373,8 @@ class StoreBuild:
         manifest = new_manifest(self.tok, build_id=self.build_id, seq_len=self.seq_len, domains=ctx.done["merge"],
                                 info={"group_by": self.group_by, "top_k": self.top_k, "recipe": self.recipe_id,
                                       "input": {"job": self.job, "stage": self.input_stage, "files": len(self.files)}})
-        stats = _stats(manifest, store=self.store, stage=self.input_stage, seconds=time.monotonic() - self.started,
+        stats = _stats(manifest, store=jobdir.recorded_path(self.job, self.store), stage=self.input_stage,
+                       seconds=time.monotonic() - self.started,
                        phases={name: t["seconds"] for name, t in ctx.timings.items()})
         stats["pieces"] = {"tasks": len(self.file_groups),
                            "merged": sum(g["rows"][1] - g["rows"][0] for g in plan.groups),
@@ -384,6 +400,7 @@ def _inputs(job: str, stage: str, files: list[str] | None,
 
 def _stats(manifest: dict[str, Any], *, store: str, stage: str, seconds: float,
            phases: dict[str, float]) -> dict[str, Any]:
+    """`store` as stats.json records it (`jobdir.recorded_path`: relative to the job when inside it)."""
     return {
         "store": store,
         "input_stage": stage,
@@ -420,7 +437,8 @@ def owns_job_stats(job: str, store: str) -> bool:
     if _same_place(store, storage.join(job, jobdir.STORE)):
         return True
     section = jobdir.read_stats(job).get("shard")
-    return not isinstance(section, dict) or not section.get("store") or _same_place(str(section["store"]), store)
+    return (not isinstance(section, dict) or not section.get("store")
+            or _same_place(jobdir.recorded_place(job, str(section["store"])), store))
 
 
 def record_stats(job: str, store: str, stats: dict[str, Any], *, in_store: bool = True) -> None:

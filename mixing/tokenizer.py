@@ -142,6 +142,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_type: str = "bp
     return Tokenizer(out.getvalue(), source=f"trained {model_type} {vocab_size}")
 
 
+class CountedTexts:
+    """Texts passed through as they are, counting their UTF-8 bytes: what a tokenizer was really trained
+    on (the sample budget is only a cap; a small job holds far less)."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.texts, self.bytes = texts, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self.texts:
+            self.bytes += len(text.encode("utf-8"))
+            yield text
+
+
 def sample_texts(files: Sequence[str], budget_bytes: int = DEFAULT_SAMPLE_BYTES, seed: int = 0) -> Iterator[str]:
     """A deterministic sample of documents spread over the input files, about `budget_bytes` of text."""
     from shammie.pipeline.documents import read_table

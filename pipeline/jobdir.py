@@ -180,6 +180,19 @@ def update_stats(job: str, section: str, data: dict[str, Any]) -> None:
     storage.write_json_atomic(storage.join(job, STATS), stats)
 
 
+def recorded_path(job: str, url: str) -> str:
+    """How stats.json records a place: relative to the job when inside it ("store"), so a job that is
+    moved or copied still names its own folders; a place outside the job as it is."""
+    return storage.relative_to(url, job) or url
+
+
+def recorded_place(job: str, recorded: str) -> str:
+    """The place a `recorded_path` names, in the job where it is now (older records are absolute)."""
+    if storage.is_remote(recorded) or os.path.isabs(storage.strip_file_scheme(recorded)):
+        return recorded
+    return storage.join(job, recorded)
+
+
 def ensure_job_dir(job: str) -> None:
     if not storage.is_remote(job):
         if os.path.exists(job) and not os.path.isdir(job):

@@ -313,7 +313,8 @@ def run_tasks(
             if counter is not None:
                 done = ray.get(counter.get.remote()) or finished_count
                 elapsed = max(time.monotonic() - start, 1e-9)
-                bar.set_postfix_str(f"{done} {unit}, {done / elapsed:.1f} {unit}/s", refresh=False)
+                if done or count_key:   # a phase that counts nothing shows no "0 docs"
+                    bar.set_postfix_str(f"{done} {unit}, {done / elapsed:.1f} {unit}/s", refresh=False)
                 bar.update(0)
     finally:
         bar.close()

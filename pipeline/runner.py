@@ -86,6 +86,15 @@ RERUN_FLAGS = ("overwrite", "wait")
 class StageResult:
     section: dict[str, Any]
     status: str  # "ran" | "complete" (nothing to do) | "resumed" | "grew" | "overwrote"
+    # when the output was finished (its _SUCCESS's `finished_at`); for "complete", the section is that run's
+    built_at: str | None = None
+
+    def headline(self) -> str:
+        """What precedes the summary on the command line: for an output found complete, that the summary
+        (with its timing) is the one recorded when it was built, not this run's."""
+        if self.status != "complete":
+            return ""
+        return f"already complete (built {self.built_at or 'earlier'}), recorded summary: "
 
 
 # ---------------------------------------------------------------- lock
@@ -434,7 +443,7 @@ class StageContext:
         return parallel.run_tasks(
             self.stage.job, self.stage.name,
             [(t.name, t.payload, [output_url(self.out, o) for o in t.outputs]) for t in tasks],
-            call, desc=phase.desc or self.stage.name.replace("_", " "), unit=self.stage.progress_unit,
+            call, desc=phase.desc or self.stage.name.replace("_", " "), unit=phase.unit or self.stage.progress_unit,
             count_key=self.stage.progress_count_key if phase.count_key == "" else phase.count_key,
             max_in_flight=self.run.workers,
             num_cpus=self.stage.num_cpus, progress=self.run.progress, markers=marker_root,
@@ -625,7 +634,7 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
             section = publish.complete_section(stage, out, books, tasks, verify=run.verify)
             if section is not None:
                 say(f"{out} is already complete for these inputs and settings; nothing to do")
-                return StageResult(section, "complete")
+                return StageResult(section, "complete", _finished_at(books))
         try:
             with output_errors():
                 section = _execute(stage, run, target, tasks, settings, record_inputs, inputs, started, say)
@@ -638,6 +647,15 @@ def run_stage(stage: Stage, run: RunOptions | None = None, *, log: Callable[[str
             with output_errors():
                 _swap_in(target, out, books_of(stage, target), books)
         return StageResult(section, status)
+
+
+def _finished_at(books: str) -> str | None:
+    """When the output recorded in `books` was finished (None for an older _SUCCESS without the time)."""
+    try:
+        success = storage.read_json(storage.join(books, jobdir.SUCCESS))
+    except ValueError:
+        return None
+    return success.get("finished_at") if isinstance(success, dict) else None
 
 
 @contextlib.contextmanager

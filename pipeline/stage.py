@@ -83,7 +83,8 @@ class Phase:
     `on_driver` runs the tasks in the driver process, without Ray (with markers when `markers` is
     given): a task that writes where only the driver sees (the export folder), or a phase of one
     task that is not worth starting Ray for (a small store build). `count_key`: the result key the
-    progress bar counts ("" for the stage's `progress_count_key`, None for none)."""
+    progress bar counts ("" for the stage's `progress_count_key`, None for none), `unit` what it counts
+    (None for the stage's `progress_unit`): a phase that counts band keys or edges says so."""
 
     name: str
     plan: Callable[[dict[str, Any]], list["Task"]]
@@ -94,10 +95,23 @@ class Phase:
     stats: str | None = None
     on_driver: bool = False
     count_key: str | None = ""
+    unit: str | None = None
 
     @property
     def stats_name(self) -> str:
         return self.stats or self.name
+
+
+class StepLabels:
+    """Progress-bar labels numbered over every step of one run ("dedup 3/6 signatures"), so a run whose
+    optional steps come first (dedup --exact's two exact passes) numbers all of them, not just the rest."""
+
+    def __init__(self, prefix: str, steps: Iterable[str]):
+        self.prefix, self.steps = prefix, list(steps)
+
+    def __call__(self, step: str, detail: str = "") -> str:
+        label = f"{self.prefix} {self.steps.index(step) + 1}/{len(self.steps)} {step}"
+        return f"{label}: {detail}" if detail else label
 
 
 class Results(dict):

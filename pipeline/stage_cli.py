@@ -30,7 +30,7 @@ def run_stage_command(stage_cls: type, args: argparse.Namespace) -> int:
     run = options.from_namespace(RunOptions, args)
     stage = stage_cls(getattr(opts, stage_cls.job_field), opts)
     result = run_stage(stage, run)
-    print(stage.describe(result.section))
+    print(result.headline() + stage.describe(result.section))
     return 0
 
 

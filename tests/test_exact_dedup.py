@@ -53,3 +53,67 @@ def test_dedup_removes_exact_copies_first_and_keeps_the_same_set_as_minhash_alon
     assert (without["exact_removed"], without["near_removed"]) == (0, 3)
     assert with_exact["cluster_sizes"] == without["cluster_sizes"] == {"2": 1, "3": 1}
     assert with_exact["per_snapshot"]["S1"]["exact_removed"] == 2
+
+
+def test_progress_bars_number_every_phase_and_say_what_they_count(tmp_path, ray_session, capsys):
+    """dedup (--exact by default) numbers all six phases, the exact passes included; the buckets bar counts
+    band keys (one per document and band, not documents), the clusters bar the documents in clusters (not
+    "0 docs"), the filter bar the documents read; exact-dedup numbers its three phases."""
+    import re
+
+    job = tmp_path / "job"
+    base = words(11)
+    seed_documents(job, {"a.parquet": [("a1", base, "S1"), ("a2", base.upper(), "S1"), ("a3", words(12), "S1")],
+                         "b.parquet": [("b1", base + ".", "S1"), ("b2", words(13), "S1"), ("b3", words(14), "S1")]})
+    assert main(["dedup", str(job)]) == 0
+    err = capsys.readouterr().err
+
+    def last(label: str) -> str:
+        lines = [line for line in re.split(r"[\r\n]", err) if line.startswith(label)]
+        assert lines, f"no progress bar {label!r} in:\n{err}"
+        return lines[-1]
+
+    for n, step in enumerate(["exact hash", "exact copies", "signatures", "buckets", "clusters", "filter"], 1):
+        last(f"dedup {n}/6 {step}")
+    bands = json.loads((job / "stats.json").read_text())["dedup"]["params"]["bands"]
+    assert re.search(r"\b(\d+) band keys", last("dedup 4/6 buckets")).group(1) == str(4 * bands)  # a2, b1: exact copies
+    assert " 0 docs" not in last("dedup 5/6 clusters") and "docs in clusters" in last("dedup 5/6 clusters")
+    assert "6 docs," in last("dedup 6/6 filter")   # the documents read (it drops the copies)
+    assert not re.search(r"dedup \d/4", err) and "exact duplicates:" not in err
+
+    job2 = tmp_path / "job2"
+    seed_documents(job2, {"a.parquet": [("a1", base, "S1"), ("a2", base, "S1")]})
+    assert main(["exact-dedup", str(job2)]) == 0
+    err = capsys.readouterr().err
+    for n, step in enumerate(["exact hash", "exact copies", "filter"], 1):
+        assert f"exact dedup {n}/3 {step}" in err, err
+
+
+def test_a_complete_stage_says_its_summary_is_the_recorded_one(tmp_path, ray_session, capsys):
+    """A re-run that finds the output complete does nothing; the summary it prints (with the old timing)
+    is marked as the one recorded when the output was built, even with --no-progress."""
+    job = tmp_path / "job"
+    seed_documents(job, {"a.parquet": [("a1", words(7), "S1"), ("a2", words(7), "S1")]})
+    assert main(["exact-dedup", str(job), "--no-progress"]) == 0
+    first = capsys.readouterr().out
+    assert "already complete" not in first and "1 exact duplicates removed" in first
+    built = json.loads((job / "_meta" / "exact-deduped" / "_SUCCESS").read_text())["finished_at"]
+    assert main(["exact-dedup", str(job), "--no-progress"]) == 0
+    again = capsys.readouterr().out
+    assert again.startswith(f"already complete (built {built}), recorded summary: "), again
+    assert first.strip() in again   # the same summary, old timing and all, now said to be the recorded one
+
+
+def test_the_line_counts_docs_job_directory_gives_for_the_exact_stage_are_true():
+    """docs/job-directory.md quotes the size of the exact-dedup stage as an example of a stage on the runner."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from shammie.dedup.exact import ExactDedupStage, ExactPass
+
+    doc = " ".join((Path(__file__).parents[1] / "docs" / "job-directory.md").read_text().split())
+    stage, shared = map(int, re.search(r"`ExactDedupStage` is (\d+) lines and `ExactPass`, the two phases it "
+                                       r"shares with `dedup`, (\d+);", doc).groups())
+    assert stage == len(inspect.getsourcelines(ExactDedupStage)[0])
+    assert shared == len(inspect.getsourcelines(ExactPass)[0])

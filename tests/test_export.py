@@ -425,7 +425,8 @@ def test_cli_export_runs_through_the_stage_runner_recorded_in_the_stores_job(sit
     capsys.readouterr()
     assert main(megatron) == 0  # the same export again: complete, not redone
     assert (tmp_path / "mg").stat().st_ino == before
-    assert capsys.readouterr().out.startswith("exported ")
+    # and it says so: the summary is the one recorded, not a second export
+    assert capsys.readouterr().out.startswith("already complete (built 20")
     # another folder is another export of the same store, not a changed setting
     assert main(["export", store, "--format", "hf", "--output", str(tmp_path / "hf"), "--no-progress"]) == 0
     assert json.loads((job / "stats.json").read_text())["export"]["format"] == "hf"

@@ -4,6 +4,7 @@ a store elsewhere (--store OTHER) and a --store folder that is not a store (issu
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,12 +80,12 @@ def test_store_elsewhere_keeps_its_own_stats_and_leaves_the_jobs_alone(tmp_path,
     other = tmp_path / "other"
     assert _shard(job, "--group-by", "site", "--train-tokenizer", 400) == 0
     own = jobdir.read_stats(str(job))["shard"]
-    assert own["store"] == str(job / "store") and own["group_by"] == "site"
+    assert own["store"] == "store" and own["group_by"] == "site"   # relative to the job: it may move
 
     assert _shard(job, "--store", other, "--group-by", "language", "--train-tokenizer", 400) == 0
     section = jobdir.read_stats(str(job))["shard"]
     # The job's stats.json still describes the job's own store.
-    assert section["store"] == str(job / "store") and section["group_by"] == "site"
+    assert section["store"] == "store" and section["group_by"] == "site"
     assert section["build_id"] == _manifest(job / "store")["build_id"]
     # The other store keeps its stats itself.
     theirs = json.loads((other / "_SUCCESS").read_text())["stats"]
@@ -136,3 +137,32 @@ def test_python_api_refuses_a_folder_that_is_not_a_store(tmp_path):
         build_store(str(job), str(docs), group_by="language", train_tokenizer=400, progress=False,
                     tokenizer_sample_bytes=500_000)
     assert sorted(p.name for p in docs.iterdir()) == ["notes.txt"]
+
+
+def test_a_moved_job_names_its_store_where_it_is_now(tmp_path, capsys):
+    """stats.json records the job's store relative to the job, so a moved or copied job's `shard` (here
+    found complete) prints the store's real path, not the old one."""
+    job = _job(tmp_path)
+    assert _shard(job, "--group-by", "site", "--train-tokenizer", 400) == 0
+    moved = tmp_path / "moved"
+    shutil.move(str(job), str(moved))
+    capsys.readouterr()
+    assert _shard(moved, "--group-by", "site", "--train-tokenizer", 400) == 0
+    out = capsys.readouterr().out
+    assert f"store {moved / 'store'}:" in out and str(job) + "/" not in out
+    assert jobdir.read_stats(str(moved))["shard"]["store"] == "store"
+    assert str(job) not in json.dumps(jobdir.read_stats(str(moved))["shard"])
+
+
+def test_the_trained_tokenizers_source_says_the_bytes_it_was_trained_on(tmp_path):
+    """The source names the bytes actually read (the whole of a small job), not the sample cap."""
+    import pyarrow.parquet as pq
+
+    job = _job(tmp_path)
+    text = sum(len(t.encode("utf-8")) for f in sorted((job / "scored").glob("*.parquet"))
+               for t in pq.read_table(f, columns=["text"]).column("text").to_pylist())
+    assert _shard(job, "--group-by", "site", "--train-tokenizer", 400) == 0   # cap: 1 MB (FAST)
+    source = _manifest(job / "store")["tokenizer"]["source"]
+    assert 0 < text < 1_000_000
+    assert source.startswith(f"trained bpe 400 on {text} bytes of the input"), source
+    assert jobdir.read_stats(str(job))["shard"]["tokenizer"]["source"] == source
