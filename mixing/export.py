@@ -185,11 +185,21 @@ def _fsync_dir(path: str) -> None:
 
 def _base_record(store, format: str) -> dict[str, Any]:
     manifest = store.manifest
-    return {"format": format, "store": store.url, "build_id": store.build_id,
+    return {"format": format, "store": _recorded_store(store.url), "build_id": store.build_id,
             "tokenizer": {k: manifest["tokenizer"].get(k) for k in ("path", "sha256", "model_type", "vocab_size",
                                                                      "eod_id")},
             "group_by": manifest.get("group_by"), "documents": int(manifest["documents"]),
             "tokens": int(manifest["tokens"]), "domains": {}, "skipped_empty_domains": []}
+
+
+def _recorded_store(url: str) -> str:
+    """The store as an export records it (export.json beside the card, stats.json's `export`): relative
+    to its job ("store") when it is a job's store, so the record names no local absolute path and stays
+    true when the job moves; a store outside any job as it is. Its build id says which build it was."""
+    parent = url.rstrip("/").rsplit("/", 1)[0] if "/" in url.rstrip("/") else None
+    if parent and storage.exists(storage.join(parent, jobdir.STATS)):
+        return jobdir.recorded_path(parent, url)
+    return url
 
 
 # ---------------------------------------------------------------- store internals

@@ -450,3 +450,12 @@ def test_cli_export_of_a_store_outside_a_job_keeps_its_record_beside_the_output(
     assert (books / "stats.json").exists() and list((books / "_export").glob("mg-*/_SUCCESS"))
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(("_", "."))) == []
     assert not (token_store.parent / "stats.json").exists()
+
+
+def test_an_export_of_a_jobs_store_records_no_local_absolute_path(site_job, tmp_path):
+    """export.json sits beside the dataset card and travels with it: the store is named relative to its job."""
+    out = tmp_path / "hf-shared"
+    record = export_store(str(site_job / "store"), str(out), "hf")
+    assert record["store"] == "store"
+    for name in ("export.json", "README.md"):
+        assert str(site_job) not in (out / name).read_text(), name
