@@ -607,7 +607,8 @@ def summarise(stats: dict) -> str:
     for name, s in sorted(stats["per_snapshot"].items()):
         lines.append(f"  {name}: {s['documents_in']} in, {s['clusters']} clusters, "
                      f"{s['removed']} removed, {s['kept']} kept")
-    for stage, s in stats["stages"].items():
+    # in the order they ran (`order`: a summary read back from stats.json has its keys sorted)
+    for stage, s in sorted(stats["stages"].items(), key=lambda kv: kv[1].get("order", len(stats["stages"]))):
         lines.append(f"  stage {stage}: {s['seconds']} s, {s.get('docs_per_s')} docs/s, {s['tasks']} tasks")
     return "\n".join(lines)
 

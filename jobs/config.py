@@ -424,7 +424,11 @@ class _Validator:
         if values["edu"]["enabled"] and not values["edu"].get("model"):
             # One message per mistake: this one replaces the section's own "edu.model: is required (...)".
             self.errors = [e for e in self.errors if not e.startswith("edu.model: is required (")]
-            self.errors.append(f"edu.model: is required when edu is enabled; {EDU_MODEL_HINT}")
+            said = [i for i, e in enumerate(self.errors) if e.startswith("edu.model:")]
+            if said:  # e.g. "'../models/edu.bin' does not exist": that message gets the hint
+                self.errors[said[0]] += f"; {EDU_MODEL_HINT}"
+            else:
+                self.errors.append(f"edu.model: is required when edu is enabled; {EDU_MODEL_HINT}")
         if not any(values[s]["enabled"] for s in stage_names()):
             self.errors.append("stages: every stage is disabled; nothing to run")
         shard = values["shard"]

@@ -415,6 +415,8 @@ def stage_cpu_rows(data: JobData) -> list[tuple[str, float | None, float | None,
         section = data.section(name)
         phases = {k: v for k, v in (section.get("phases") or {}).items() if isinstance(v, dict)} \
             if isinstance(section.get("phases"), dict) else {}
+        # in the order they ran (`order`; stats.json's keys are sorted)
+        phases = dict(sorted(phases.items(), key=lambda kv: kv[1].get("order", len(phases))))
         cpu = _seconds(section.get("cpu_seconds"))
         if cpu is None and not any(_seconds(p.get("cpu_seconds")) is not None for p in phases.values()):
             continue

@@ -573,7 +573,10 @@ def run_phases(stage: Stage, ctx: StageContext) -> Results:
 def add_costs(section: dict[str, Any], timings: dict[str, dict], ray_start: float) -> None:
     """The stats section's cost keys, one schema for every stage: `phases` (per phase: seconds, cpu_seconds,
     tasks, setup_cpu_seconds when any), `cpu_seconds` (their sum, set-up left out), `setup_cpu_seconds`,
-    `ray_start_seconds` (within `seconds`, left out of the phases' seconds)."""
+    `ray_start_seconds` (within `seconds`, left out of the phases' seconds). Each phase also gets
+    `order`, its place in the run: stats.json is written with sorted keys, which loses the dict's order."""
+    for place, timing in enumerate(timings.values()):
+        timing["order"] = place
     section["phases"] = timings
     section["cpu_seconds"] = round(sum(t["cpu_seconds"] for t in timings.values()), 3)
     setup = sum(t.get("setup_cpu_seconds", 0.0) for t in timings.values())

@@ -127,6 +127,7 @@ def test_edu_enabled_without_a_model_says_how_to_train_one(tmp_path, warc_dir):
 def test_shipped_fineweb_edu_config_fails_on_its_missing_model_with_the_training_hint():
     message = errors_of(REPO / "jobs" / "fineweb-edu.yaml")
     assert "edu.model:" in message and "does not exist" in message and "shammie edu train" in message
+    assert message.count("edu.model:") == 1, message  # not also "is required" when the path is the mistake
 
 
 def test_group_by_edu_needs_the_edu_stage(tmp_path, warc_dir):

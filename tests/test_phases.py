@@ -219,3 +219,20 @@ def test_the_store_build_is_phases_of_the_shard_stage_with_their_costs(tmp_path,
     assert not (job / "store" / "_staging").exists()
     assert main(args) == 0  # complete: nothing redone
     assert jobdir.read_stats(str(job))["shard"]["phases"] == section["phases"]
+
+
+def test_phases_keep_the_order_they_ran_in_through_stats_json():
+    """stats.json is written with sorted keys: each phase carries its place, and the report and dedup's
+    summary list phases as they ran (exact_hash before signatures, not alphabetically)."""
+    from shammie.dedup.minhash import summarise
+    from shammie.pipeline.runner import add_costs
+
+    timings = {name: {"seconds": 1.0, "cpu_seconds": 0.5, "tasks": 1}
+               for name in ("exact_hash", "exact_reduce", "signatures", "buckets", "clusters", "filter")}
+    section: dict = {}
+    add_costs(section, timings, 0.0)
+    stats = json.loads(json.dumps({"scope": "per snapshot", "documents_in": 1, "clusters": 0, "removed": 0,
+                                   "kept": 1, "seconds": 1.0, "per_snapshot": {}, "stages": section["phases"]},
+                                  sort_keys=True))
+    lines = [line.split()[1].rstrip(":") for line in summarise(stats).splitlines() if line.startswith("  stage ")]
+    assert lines == list(timings)
