@@ -80,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._module.run(args) or 0)
     except ShammieError as e:  # library errors written for the user (options, inputs, stores, mixers)
         message = " ".join(str(e).split("\n")) if not isinstance(e, UserError) else str(e)
-        print(f"shammie {args.command}: error: {message}", file=sys.stderr)
+        # named as typed (`shammie edu subset`), as argparse names its own errors for that command
+        print(f"{innermost.prog}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"shammie {args.command}: interrupted; re-run the same command to resume.", file=sys.stderr)
+        print(f"{innermost.prog}: interrupted; re-run the same command to resume.", file=sys.stderr)
         return 130
 
 

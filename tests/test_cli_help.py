@@ -117,3 +117,10 @@ def test_decontaminate_names_where_its_removal_list_really_is():
 
     text = PARSERS["decontaminate"].epilog
     assert f"JOB/_meta/decontaminated/{REMOVED}" in text and "_removed/" not in text
+
+
+def test_an_error_of_a_nested_command_names_the_command_as_typed(capsys):
+    """`shammie edu subset` failing says `shammie edu subset: error:` (main said `shammie edu: error:`)."""
+    assert main(["edu", "subset", "/nonexistent-job", "--threshold", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shammie edu subset: error: ") and "Traceback" not in err
