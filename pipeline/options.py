@@ -80,9 +80,11 @@ class OptionsError(ShammieError, ValueError):
 
 def closest(word: str, known: Iterable[str]) -> str | None:
     """The known name a mistyped `word` most likely meant, or None: the one "did you mean" of
-    Shammie, for config keys, choices and command-line flags alike."""
-    guess = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
-    return guess[0] if guess else None
+    Shammie, for config keys, choices and command-line flags alike. Flags are compared without their
+    leading dashes, which otherwise make any two short flags look alike (`--nope` and `--compare`)."""
+    bare = {str(k).lstrip("-") or str(k): str(k) for k in known}
+    guess = difflib.get_close_matches(str(word).lstrip("-") or str(word), list(bare), n=1)
+    return bare[guess[0]] if guess else None
 
 
 # ---------------------------------------------------------------- declaring

@@ -124,3 +124,11 @@ def test_an_error_of_a_nested_command_names_the_command_as_typed(capsys):
     assert main(["edu", "subset", "/nonexistent-job", "--threshold", "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("shammie edu subset: error: ") and "Traceback" not in err
+
+
+def test_did_you_mean_is_not_fooled_by_the_dashes():
+    from shammie.pipeline.options import closest
+
+    assert closest("--nope", ["--compare", "--output", "--steps"]) is None  # main said --compare
+    assert closest("--modle", ["--model", "--output"]) == "--model"
+    assert closest("grop_by", ["group_by", "top"]) == "group_by"
