@@ -425,8 +425,9 @@ def phase_details(results: Results, total: int) -> dict[str, dict]:
     dedup measures besides: documents per second, bytes its reducers read, the signature loop's own
     rate, the clustering's mode and peak memory."""
     stages = {}
-    for name, timing in results.timings.items():
+    for place, (name, timing) in enumerate(results.timings.items()):  # in run order
         s = {**timing, **{k: v for k, v in (results.phases.get(name) or {}).items() if k == "bytes_read"}}
+        s["order"] = place
         s["docs_per_s"] = round(total / s["seconds"], 1) if s["seconds"] > 0 else None
         stages[name] = s
     sig = stages["signatures"]
@@ -511,7 +512,7 @@ class DedupPhases:
             Task(t.name, {**t.payload, "meta": self.meta(t), "clusters": cluster_files, "earlier_jobs": len(earlier),
                           "index_file": index_file(t) if options.keep_index else None},
                  t.outputs + ((index_file(t),) if options.keep_index else ()))
-            for t in self.tasks], task=filter_task, desc=label("filter"), count_key="documents_in",
+            for t in self.tasks], task=filter_task, desc=label("filter"), count_key="documents_in", unit="docs read",
             summary=lambda results: self._write_index_info(params, results, earlier))
 
     def cluster_phases(self, edge_files: EdgeFiles, edges: int, offsets_url: str,

@@ -287,7 +287,8 @@ def run_tasks(
 
     import sys
 
-    bar = tqdm(total=len(tasks), initial=len(results), desc=desc, unit="file", disable=not progress,
+    # a task is a file for most phases, a band or an edge partition for others: the bar counts tasks
+    bar = tqdm(total=len(tasks), initial=len(results), desc=desc, unit="task", disable=not progress,
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     start = time.monotonic()
     finished_count = 0

@@ -78,7 +78,8 @@ def test_progress_bars_number_every_phase_and_say_what_they_count(tmp_path, ray_
     bands = json.loads((job / "stats.json").read_text())["dedup"]["params"]["bands"]
     assert re.search(r"\b(\d+) band keys", last("dedup 4/6 buckets")).group(1) == str(4 * bands)  # a2, b1: exact copies
     assert " 0 docs" not in last("dedup 5/6 clusters") and "docs in clusters" in last("dedup 5/6 clusters")
-    assert "6 docs," in last("dedup 6/6 filter")   # the documents read (it drops the copies)
+    assert "6 docs read," in last("dedup 6/6 filter")   # the documents read (it drops the copies)
+    assert "task/s" in last("dedup 4/6 buckets") and "file/s" not in last("dedup 4/6 buckets")  # bands, not files
     assert not re.search(r"dedup \d/4", err) and "exact duplicates:" not in err
 
     job2 = tmp_path / "job2"

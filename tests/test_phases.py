@@ -173,6 +173,11 @@ def test_dedup_and_exact_dedup_record_every_phase_with_one_cost_schema(tmp_path,
     # dedup's own per-phase detail is the runner's timing plus what dedup measures besides
     for name, timing in dedup["phases"].items():
         assert {k: dedup["stages"][name][k] for k in timing} == timing
+    # read back from stats.json (sorted keys), the summary lists the phases as they ran
+    from shammie.dedup.minhash import summarise
+
+    ran = [line.split()[1].rstrip(":") for line in summarise(dedup).splitlines() if line.startswith("  stage ")]
+    assert ran == ["exact_hash", "exact_reduce", "signatures", "buckets", "clusters", "filter"]
     assert dedup["stages"]["buckets"]["bytes_read"] > 0 and dedup["stages"]["clusters"]["nodes"] == 3
     assert not (job / jobdir.META / "deduped" / "_work").exists()
 
