@@ -552,6 +552,9 @@ class ExportStage(Stage):
 
     def summarize(self, results: dict[str, dict]) -> dict[str, Any]:
         record = dict(results["export"])
+        # export.json's `seconds` is the writing alone; the section's `seconds` is the whole run (the runner's,
+        # phases and Ray start-up within it, as for every stage)
+        record["write_seconds"] = record.pop("seconds", None)
         record.setdefault("documents", sum(int(d.get("documents", 0)) for d in (record.get("domains") or {}).values()
                                            if isinstance(d, dict)) or None)
         return record

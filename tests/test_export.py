@@ -385,6 +385,8 @@ def test_export_is_a_step_of_a_job_config_with_its_stats(site_job, tmp_path, cap
     assert main(["run", str(config), "--no-progress"]) == 0
     stats = json.loads((job / "stats.json").read_text())["export"]
     assert stats["format"] == "megatron" and stats["tokens"] > 0 and stats["settings"]["format"] == "megatron"
+    # the section's seconds are the whole run, its one phase within them (main had the writing alone there)
+    assert stats["seconds"] >= stats["phases"]["export"]["seconds"] and stats["write_seconds"] <= stats["seconds"]
     assert (tmp_path / "mg" / "data_path.txt").exists()
     assert not [p.name for p in (tmp_path / "mg").iterdir() if p.name.startswith("_")]
     assert len(list((job / "_export").glob("mg-*/_SUCCESS"))) == 1
