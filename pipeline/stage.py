@@ -321,9 +321,10 @@ class DocumentStage(Stage):
             return default
         if getattr(self, "_noted_input", None) != recorded:
             self._noted_input = recorded
+            # true with and without --overwrite (which rebuilds from the recorded folder too)
             print(f"note: {self.output_folder()}/ was built from {recorded}/, which is still complete; "
-                  f"{default}/ was written since. Keeping {self.output_folder()}/ as it is; pass --input-stage "
-                  f"{default} --overwrite to rebuild it from {default}/", file=sys.stderr, flush=True)
+                  f"{default}/ was written since. {self.output_folder()}/ keeps reading {recorded}/; pass "
+                  f"--input-stage {default} --overwrite to rebuild it from {default}/", file=sys.stderr, flush=True)
         return recorded
 
     def resolve_inputs(self) -> list[InputFile]:

@@ -76,6 +76,11 @@ def test_dedup_after_exact_dedup_keeps_the_output_built_from_documents(tmp_path,
     assert "already complete" in captured.out
     assert "--input-stage exact-deduped --overwrite" in captured.err
     assert ids_of(job / "deduped") == kept
+    # --overwrite alone rebuilds from the folder it was built from, as the note says (main said "Keeping deduped/ as it is")
+    assert main(["dedup", str(job), "--overwrite", "--no-progress"]) == 0
+    assert "keeps reading documents/" in capsys.readouterr().err
+    assert json.loads((job / "stats.json").read_text())["dedup"]["input_stage"] == "documents"
+    assert ids_of(job / "deduped") == kept
     # asking for the newer folder explicitly names the folders, not each file
     assert main(["dedup", str(job), "--input-stage", "exact-deduped", "--no-progress"]) == 2
     err = one_line_error(capsys)
