@@ -70,8 +70,15 @@ _lock = threading.Lock()
 _installed: list[tuple[object, str, object, object]] = []  # (container, key, original, guarded)
 _active = False
 _lookup_replaced = False  # trafilatura's parser had lxml.html's Python lookup, now the C one
-_stoplist_replaced: list[tuple[object, object]] = []  # (trafilatura.external, its original JT_STOPLIST)
-_whitespace_replaced: list[tuple[object, object]] = []  # (justext.paragraph, its normalize_whitespace)
+# (owner, attribute, what its __dict__ held): the stop-word tuple, justext's whitespace and paragraphs
+_patched: list[tuple[object, str, object]] = []
+
+
+def _patch(owner, name: str, new) -> None:
+    """Set `owner.name` to `new`, remembered for `uninstall()` (a class's own entry as stored,
+    so a classmethod comes back as a classmethod)."""
+    _patched.append((owner, name, vars(owner)[name]))
+    setattr(owner, name, new)
 
 
 class HashOnceTuple(tuple):
@@ -93,8 +100,7 @@ def _hash_justext_stoplist_once() -> None:
     original = external.JT_STOPLIST
     if isinstance(original, HashOnceTuple):
         return
-    external.JT_STOPLIST = HashOnceTuple(original or external.jt_stoplist_init())
-    _stoplist_replaced.append((external, original))
+    _patch(external, "JT_STOPLIST", HashOnceTuple(original or external.jt_stoplist_init()))
 
 
 _NEWLINE_RUN = re.compile(r"\s*[\n\r]\s*")
@@ -117,9 +123,12 @@ def make_paragraphs(root):
     from justext.core import ParagraphMaker
     from lxml import etree
 
-    if next(root.iter(etree.Entity), None) is not None:
-        return _ORIGINAL_MAKE_PARAGRAPHS[0](root)
     handler = ParagraphMaker()
+    if next(root.iter(etree.Entity), None) is not None:
+        import lxml.sax  # what justext's own make_paragraphs does
+
+        lxml.sax.saxify(root, handler)
+        return handler.paragraphs
     start, end, characters = handler.startElementNS, handler.endElementNS, handler.characters
     comment, pi = etree.Comment, etree.ProcessingInstruction
     preceding, sibling = [], root.getprevious()  # saxify sends the root's sibling PIs too
@@ -159,19 +168,14 @@ def make_paragraphs(root):
     return handler.paragraphs
 
 
-_ORIGINAL_MAKE_PARAGRAPHS: list = []
-
-
 def _speed_up_justext() -> None:
     from justext import paragraph
     from justext.core import ParagraphMaker
 
     if paragraph.normalize_whitespace is not normalize_whitespace:
-        _whitespace_replaced.append((paragraph, paragraph.normalize_whitespace))
-        paragraph.normalize_whitespace = normalize_whitespace
-    if not _ORIGINAL_MAKE_PARAGRAPHS:
-        _ORIGINAL_MAKE_PARAGRAPHS.append(ParagraphMaker.make_paragraphs)
-        ParagraphMaker.make_paragraphs = staticmethod(make_paragraphs)
+        _patch(paragraph, "normalize_whitespace", normalize_whitespace)
+    if vars(ParagraphMaker)["make_paragraphs"].__func__ is not make_paragraphs:
+        _patch(ParagraphMaker, "make_paragraphs", staticmethod(make_paragraphs))
 
 
 def element_class_lookup():
@@ -350,16 +354,9 @@ def uninstall() -> None:
 
             utils.HTML_PARSER.set_element_class_lookup(html.HtmlElementClassLookup())  # what lxml.html sets
             _lookup_replaced = False
-        for module, stoplist in _stoplist_replaced:
-            module.JT_STOPLIST = stoplist
-        _stoplist_replaced.clear()
-        for module, function in _whitespace_replaced:
-            module.normalize_whitespace = function
-        _whitespace_replaced.clear()
-        if _ORIGINAL_MAKE_PARAGRAPHS:
-            from justext.core import ParagraphMaker
-
-            ParagraphMaker.make_paragraphs = classmethod(_ORIGINAL_MAKE_PARAGRAPHS.pop().__func__)
+        for owner, name, original in reversed(_patched):
+            setattr(owner, name, original)
+        _patched.clear()
         for container, key, original, _ in reversed(_installed):
             if isinstance(container, list):
                 container[key] = original
