@@ -36,6 +36,10 @@ DEFAULT_CACHE_CHUNKS = 500_000  # ~100 MB of cached chunks and their words at mo
 _SEPARATOR = " \n\n "  # a whitespace token between learned chunks: no special case spans it
 _BREAKS_SPACY = "IS_ALPHA"  # datatrove removes it before splitting (spaCy's tokenizer raises on it)
 _WORDS, _MAY_END = itemgetter(0), itemgetter(3)  # fields of a cache entry (see __init__)
+# A chunk's effect on the sentence count (`_sentence_steps`): (new sentences, period seen after it)
+# when it follows no sentence-final character, then the same when it follows one. A chunk that is one
+# token, neither punctuation nor sentence-final (a plain word or number), starts a sentence after one.
+_ONE_PLAIN_TOKEN = (0, False, 1, False)
 
 
 class ChunkCachedWordTokenizer:
@@ -48,7 +52,8 @@ class ChunkCachedWordTokenizer:
         self._inner = inner
         self._max = max_chunks
         # chunk -> [its words, its first and last few tokens before special cases (None until needed),
-        #           whether it may end / start a special case that straddles a space (by its string)]
+        #           whether it may end / start a special case that straddles a space (by its string),
+        #           its effect on a sentence count (None until needed)]
         self._cache: OrderedDict[str, list] = OrderedDict()
         spacy_tokenizer = inner.tokenizer.tokenizer
         # Copies of spaCy's tokenizer over a vocabulary without lexical attribute getters: a
@@ -180,10 +185,10 @@ class ChunkCachedWordTokenizer:
             may_end = c[-1] in last_chars and c.endswith(ends)
             may_start = c[0] in first_chars and (c.startswith(starts) or c in beginnings)
             if c.isascii() and (c.isalpha() or c.isdigit()) and c not in rules:
-                cache[c] = [(c,), (c,), (c,), may_end, may_start]
+                cache[c] = [(c,), (c,), (c,), may_end, may_start, _ONE_PLAIN_TOKEN]
             else:
                 hard.append(c)
-                cache[c] = [None, None, None, may_end, may_start]
+                cache[c] = [None, None, None, may_end, may_start, None]
         if not hard:
             return
         for c, w in zip(hard, self._tokens_per_chunk(hard, self._with_rules, strip=True)):
@@ -235,9 +240,85 @@ class ChunkCachedWordTokenizer:
         sentencizer = self._sentencizer()
         if sentencizer is None or _BREAKS_SPACY in text:
             return None
+        pieces = text.split(" ")
+        chunks = list(filter(None, pieces))
+        if not chunks:
+            return self._count_sentences_of_tokens(text)
+        cache = self._cache
+        unseen = [c for c in dict.fromkeys(chunks) if c not in cache]
+        if unseen:
+            self._learn(unseen)
+        entries = list(map(cache.__getitem__, chunks))
+        while len(cache) > self._max:
+            cache.popitem(last=False)
+        if self._straddled_boundaries(chunks, entries):  # a special case may span a space: spaCy splits it
+            return self._count_sentences_of_tokens(text)
+        return self._count_sentences_of_chunks(pieces, entries)
+
+    def _count_sentences_of_chunks(self, pieces: list[str], entries: list[list]) -> int:
+        """The sentencizer's count from each chunk's own tokens (cached per chunk).
+
+        The rule is a two-state machine (has a sentence-final character been seen since the
+        last sentence start?), so a chunk acts on the count through a step for each state,
+        kept with the chunk. Between chunks, spaCy makes a whitespace token of every run of
+        two or more spaces (at the start and the end of the text too); a whitespace token is
+        neither sentence-final nor punctuation, so it starts a sentence after a period, as a
+        word would, and runs of such tokens act as one. Whitespace inside a chunk (tabs,
+        no-break spaces) is in the chunk's own tokens."""
+        seen = False  # a sentence-final character since the last sentence start
+        sentences = 1
+        spaces = 0  # empty pieces since the last chunk: text.split(" ") gives one per extra space
+        entries_in_order = iter(entries)
+        for piece in pieces:
+            if not piece:
+                spaces += 1
+                continue
+            if spaces and seen:  # a whitespace token after a period (the text's start has no period)
+                sentences += 1
+                seen = False
+            spaces = 0
+            entry = next(entries_in_order)
+            step = entry[5]
+            if step is None:
+                step = entry[5] = self._sentence_steps(piece)
+            if seen:
+                sentences += step[2]
+                seen = step[3]
+            else:
+                sentences += step[0]
+                seen = step[1]
+        if spaces >= 2 and seen:  # two or more spaces at the end are a whitespace token
+            sentences += 1
+        return sentences
+
+    def _sentence_steps(self, chunk: str) -> tuple[int, bool, int, bool]:
+        """What the chunk's tokens (spaCy, alone) do to the count, from either state (see _ONE_PLAIN_TOKEN)."""
         from spacy.attrs import IDX, LENGTH
 
-        punct_chars, is_punct = sentencizer
+        punct_chars, is_punct = self._sentencizer()
+        with self._vocab.memory_zone():
+            spans = self._with_rules(chunk).to_array([IDX, LENGTH]).tolist()
+        kinds = []  # "." sentence-final, "p" other punctuation, "w" anything else
+        for begin, size in spans:
+            token = chunk[begin:begin + size]
+            kinds.append("." if token in punct_chars else ("p" if is_punct(token) else "w"))
+        steps = []
+        for seen in (False, True):
+            new = 0
+            for kind in kinds:
+                if kind == ".":
+                    seen = True
+                elif seen and kind == "w":
+                    new += 1
+                    seen = False
+            steps += [new, seen]
+        return tuple(steps)  # type: ignore[return-value]
+
+    def _count_sentences_of_tokens(self, text: str) -> int:
+        """The sentencizer's rule over spaCy's tokens of the whole text."""
+        from spacy.attrs import IDX, LENGTH
+
+        punct_chars, is_punct = self._sentencizer()
         with self._vocab.memory_zone():
             spans = self._with_rules(text).to_array([IDX, LENGTH]).tolist()
         if not spans:

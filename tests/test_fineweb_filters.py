@@ -176,3 +176,35 @@ def test_fast_gopher_repetition_gives_datatroves_verdicts(shared_data):
     reasons = {r[1] for r, _ in want if r is not True}
     assert len(reasons) >= 4 and sum(r is True for r, _ in want) > 100, reasons
     assert _outcomes(FastGopherRepetition(), texts) == want
+
+
+def _pii_texts(shared) -> list[str]:
+    """Texts with and without addresses: built ones at the edges of both regexes, then real ones."""
+    texts = ["no address here", "mail me at jane.doe@example.org today", "server 8.8.8.8 and 10.0.0.1",
+             "version 1.2.3.4.5 build", "1.2.3", "a@b", "@", "x@[192.168.0.1] y", "ip 256.1.1.1 and 1.1.1.1",
+             "dotted 12.34.56 and 123.45.67.89.", "ｆｕｌｌ ８.８.８.８ digits", "٨.٨.٨.٨", "", "user@host and 9.9.9.9"]
+    texts += [f"contact{i}@example.com from 93.184.216.{i}" for i in range(8)]  # the rotation advances
+    if shared is not None:
+        labels = shared / "labels"
+        texts += [json.loads(line)["text"] for line in open(labels / "dclm-human-quality-agreement.jsonl")]
+        texts += [t for t in pq.read_table(labels / "fineweb-llm-scored-legal-1.parquet").column("text").to_pylist()
+                  if t]
+    return texts
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_pii_formatter_gives_datatroves_text(real, request):
+    """Skipping a regex on a text that cannot match leaves the text and the replacement rotation as datatrove's."""
+    from datatrove.pipeline.formatters import PIIFormatter
+
+    from shammie.filters.fineweb import make_pii_formatter
+
+    shared = request.getfixturevalue("shared_data") if real else None
+    texts = _pii_texts(shared)
+    ours, theirs = make_pii_formatter(), PIIFormatter()
+    got = [ours.format(t) for t in texts]   # one formatter over the whole sequence, as over a file
+    want = [theirs.format(t) for t in texts]
+    assert got == want
+    changed = sum(a != b for a, b in zip(texts, want))
+    assert changed >= (20 if real else 10), changed
+    assert got[1] == "mail me at email@example.com today" and "10.0.0.1" in got[2] and "8.8.8.8" not in got[2]

@@ -182,6 +182,10 @@ SENTENCE_CASES = [
     "Wait... what?! Yes.", 'He said: "Go." Then he left.', "x。y！z？w", ":) fine. ok :-)", "  lead. trail  ",
     "No punctuation here at all", "Ends with a period.", "(Parenthetical.) Next one.", "Numbers 1.5 and 2. Then",
     "a  .  b", "Dr. Smith met Mrs. Jones at 5 p.m. yesterday.", "...", "!", "Hi.\u00a0There", "end .\" ( next",
+    # runs of spaces (a whitespace token from two spaces on) between, before and after chunks,
+    # whitespace inside chunks, a chunk that is only whitespace
+    "Hi.  ", "Hi. ", "Hi.   .", "  . x", "   ", "a. \t. b", "x.\u00a0.", "x. \u00a0.", "x. \t .", "x.\t", "x . ) y",
+    "ok.\u3000next", "(a.) b.  (c.)  d", "\"Yes.\"  \"No.\"", ":-)  . :)", "U.S.  . A.",
 ]
 
 
