@@ -25,8 +25,7 @@ own cache still builds a Doc and a Python object per token for every text).
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
-from itertools import chain, compress
+from itertools import chain, islice
 from operator import itemgetter
 from typing import Any
 
@@ -35,7 +34,8 @@ from shammie.filters.language_settings import available_languages, load_language
 DEFAULT_CACHE_CHUNKS = 500_000  # ~100 MB of cached chunks and their words at most
 _SEPARATOR = " \n\n "  # a whitespace token between learned chunks: no special case spans it
 _BREAKS_SPACY = "IS_ALPHA"  # datatrove removes it before splitting (spaCy's tokenizer raises on it)
-_WORDS, _MAY_END = itemgetter(0), itemgetter(3)  # fields of a cache entry (see __init__)
+_WORDS = itemgetter(0)  # a cache entry's words (see __init__)
+_SPACE = 32
 # A chunk's effect on the sentence count (`_sentence_steps`): (new sentences, period seen after it)
 # when it follows no sentence-final character, then the same when it follows one. A chunk that is one
 # token, neither punctuation nor sentence-final (a plain word or number), starts a sentence after one.
@@ -52,9 +52,9 @@ class ChunkCachedWordTokenizer:
         self._inner = inner
         self._max = max_chunks
         # chunk -> [its words, its first and last few tokens before special cases (None until needed),
-        #           whether it may end / start a special case that straddles a space (by its string),
-        #           its effect on a sentence count (None until needed)]
-        self._cache: OrderedDict[str, list] = OrderedDict()
+        #           its effect on a sentence count (None until needed)]; oldest first. A plain dict:
+        #           a set of chunks is compared with it in C (`set.difference` needs an exact dict).
+        self._cache: dict[str, list] = {}
         spacy_tokenizer = inner.tokenizer.tokenizer
         # Copies of spaCy's tokenizer over a vocabulary without lexical attribute getters: a
         # tokenizer makes a lexeme for every new string, and computing its attributes (shape,
@@ -73,13 +73,7 @@ class ChunkCachedWordTokenizer:
         # the most tokens a straddling candidate covers (first part + second part)
         self._reach = max((len(k) + len(v) for k, seconds in self._straddles.items() for v in seconds), default=1)
         self._last_tokens = {k[-1] for k in self._straddles}
-        # the same, as strings, for a first check of a boundary without tokens
-        self._left_strings = tuple({"".join(k) for k in self._straddles})
-        seconds = {"".join(s) for v in self._straddles.values() for s in v}
-        self._right_strings = tuple(seconds)
-        self._right_beginnings = {s[:n] for s in seconds for n in range(1, len(s) + 1)}
-        self._left_last_chars = {k[-1] for k in self._left_strings}
-        self._right_first_chars = {k[0] for k in seconds}
+        self._bridges = _bridge_table(self._straddles)
         self.hits = self.misses = self.whole_texts = self.straddled_texts = 0
         self._sentence_rule = None  # (punct_chars, is_punct) once read from the pipeline; False if none
 
@@ -91,32 +85,38 @@ class ChunkCachedWordTokenizer:
         if _BREAKS_SPACY in text:  # datatrove's call rewrites such a text before splitting it
             self.whole_texts += 1
             return self._inner.word_tokenize(text)
-        # the loops over a text's chunks are C-level (filter, map, compress, chain): with most
+        # the loops over a text's chunks are C-level (filter, set, map, chain, numpy): with most
         # chunks cached, this bookkeeping is what a split costs
         pieces = text.split(" ")
         chunks = list(filter(None, pieces))
-        cache = self._cache
-        unseen = [c for c in dict.fromkeys(chunks) if c not in cache]
-        if unseen:
-            self._learn(unseen)
-        self.misses += len(unseen)
-        self.hits += len(chunks) - len(unseen)
-        entries = list(map(cache.__getitem__, chunks))
-        while len(cache) > self._max:
-            cache.popitem(last=False)
-        boundaries = self._straddled_boundaries(chunks, entries)
+        entries = self._entries(chunks)
+        boundaries = self._straddled_boundaries(text, chunks, entries)
         if boundaries:
             self.straddled_texts += 1
             return self._words_around(text, pieces, entries, boundaries)
         return list(chain.from_iterable(map(_WORDS, entries)))
 
-    def _straddled_boundaries(self, chunks: list[str], entries: list[list]) -> list[int]:
+    def _entries(self, chunks: list[str]) -> list[list]:
+        """The cache entries of the chunks, learning the unseen ones (the set operations run in C)."""
+        cache = self._cache
+        unseen = set(chunks).difference(cache)
+        if unseen:
+            self._learn(sorted(unseen))   # sorted: the cache's order (its eviction) is the same every run
+        self.misses += len(unseen)
+        self.hits += len(chunks) - len(unseen)
+        entries = list(map(cache.__getitem__, chunks))
+        if len(cache) > self._max:  # drop the oldest quarter at once (a dict pops its first keys slowly)
+            self._cache = dict(islice(cache.items(), len(cache) - self._max * 3 // 4, None))
+        return entries
+
+    def _straddled_boundaries(self, text: str, chunks: list[str], entries: list[list]) -> list[int]:
         """The spaces (i: between chunks i and i + 1) that a special case could straddle. First
-        by strings (flags kept with each chunk): the left chunk must end with a first part and
-        the right one start with a second part (or be the start of one), which rules out all
-        but a few boundaries; then by the two chunks' bare tokens."""
-        may_end = compress(range(len(entries) - 1), map(_MAY_END, entries))
-        suspects = [i for i in may_end if entries[i + 1][4]]
+        by characters, for all boundaries at once: a candidate's first part ends the left chunk
+        and its second part starts the right one (or the right chunk starts it), so the last
+        character before the spaces and the first one after must be a pair some candidate has
+        there (`_bridge_table`); that leaves about two boundaries of a page's 700. Then by the
+        two chunks' bare tokens."""
+        suspects = self._bridges.boundaries(text) if len(chunks) > 1 else []
         if not suspects:
             return []
         missing = {chunks[j]: entries[j] for i in suspects for j in (i, i + 1) if entries[j][1] is None}
@@ -178,17 +178,13 @@ class ChunkCachedWordTokenizer:
         (no prefix, suffix or infix rule can apply to it) and needs no spaCy call: those are
         most of the unseen chunks of real text. The others go to spaCy in one call."""
         rules, cache = self._rules, self._cache
-        ends, starts, beginnings = self._left_strings, self._right_strings, self._right_beginnings
-        last_chars, first_chars = self._left_last_chars, self._right_first_chars
         hard = []
         for c in chunks:
-            may_end = c[-1] in last_chars and c.endswith(ends)
-            may_start = c[0] in first_chars and (c.startswith(starts) or c in beginnings)
             if c.isascii() and (c.isalpha() or c.isdigit()) and c not in rules:
-                cache[c] = [(c,), (c,), (c,), may_end, may_start, _ONE_PLAIN_TOKEN]
+                cache[c] = [(c,), (c,), (c,), _ONE_PLAIN_TOKEN]
             else:
                 hard.append(c)
-                cache[c] = [None, None, None, may_end, may_start, None]
+                cache[c] = [None, None, None, None]
         if not hard:
             return
         for c, w in zip(hard, self._tokens_per_chunk(hard, self._with_rules, strip=True)):
@@ -244,14 +240,8 @@ class ChunkCachedWordTokenizer:
         chunks = list(filter(None, pieces))
         if not chunks:
             return self._count_sentences_of_tokens(text)
-        cache = self._cache
-        unseen = [c for c in dict.fromkeys(chunks) if c not in cache]
-        if unseen:
-            self._learn(unseen)
-        entries = list(map(cache.__getitem__, chunks))
-        while len(cache) > self._max:
-            cache.popitem(last=False)
-        if self._straddled_boundaries(chunks, entries):  # a special case may span a space: spaCy splits it
+        entries = self._entries(chunks)
+        if self._straddled_boundaries(text, chunks, entries):  # a special case may span a space: spaCy splits it
             return self._count_sentences_of_tokens(text)
         return self._count_sentences_of_chunks(pieces, entries)
 
@@ -278,9 +268,9 @@ class ChunkCachedWordTokenizer:
                 seen = False
             spaces = 0
             entry = next(entries_in_order)
-            step = entry[5]
+            step = entry[3]
             if step is None:
-                step = entry[5] = self._sentence_steps(piece)
+                step = entry[3] = self._sentence_steps(piece)
             if seen:
                 sentences += step[2]
                 seen = step[3]
@@ -373,6 +363,43 @@ def _straddling_pairs(spacy_tokenizer, bare) -> dict[tuple[str, ...], list[tuple
         for j in range(1, len(tokens)):
             pairs.setdefault(tokens[:j], []).append(tokens[j:])
     return pairs
+
+
+class _BridgeTable:
+    """Which (last character of a chunk, first character of the next chunk) pairs some straddling
+    candidate can have at a space: its first part's last character and its second part's first.
+    `boundaries(text)` finds the boundaries between consecutive chunks (runs of non-spaces) that
+    have such a pair, with numpy over the text's code points instead of a Python step per chunk."""
+
+    def __init__(self, pairs: set[tuple[str, str]]):
+        import numpy as np
+
+        lefts, rights = sorted({a for a, _ in pairs}), sorted({b for _, b in pairs})
+        # class 0: a character no candidate has there; code points past the table share the last slot
+        self._size = 1 + max((ord(c) for c in lefts + rights), default=0)
+        self._left = np.zeros(self._size + 1, dtype=np.int16)
+        self._right = np.zeros(self._size + 1, dtype=np.int16)
+        self._left[[ord(c) for c in lefts]] = np.arange(1, len(lefts) + 1)
+        self._right[[ord(c) for c in rights]] = np.arange(1, len(rights) + 1)
+        self._pairs = np.zeros((len(lefts) + 1, len(rights) + 1), dtype=bool)
+        for a, b in pairs:
+            self._pairs[self._left[ord(a)], self._right[ord(b)]] = True
+
+    def boundaries(self, text: str) -> list[int]:
+        import numpy as np
+
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        change = np.diff((codes != _SPACE).view(np.int8), prepend=np.int8(0), append=np.int8(0))
+        starts = np.flatnonzero(change == 1)      # first character of each chunk
+        ends = np.flatnonzero(change == -1) - 1   # last character of each chunk
+        left = self._left[np.minimum(codes[ends[:-1]], self._size)]
+        right = self._right[np.minimum(codes[starts[1:]], self._size)]
+        return np.flatnonzero(self._pairs[left, right]).tolist()
+
+
+def _bridge_table(straddles: dict[tuple[str, ...], list[tuple[str, ...]]]) -> _BridgeTable:
+    pairs = {("".join(first)[-1], "".join(second)[0]) for first, seconds in straddles.items() for second in seconds}
+    return _BridgeTable(pairs)
 
 
 # Languages whose datatrove word tokenizer is a plain spaCy pipeline that cuts at spaces; the

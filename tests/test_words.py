@@ -169,6 +169,23 @@ def test_special_cases_spread_over_three_chunks_equal_spacys():
     assert not differing, f"{len(differing)} texts differ, e.g. {differing[:3]!r}"
 
 
+def test_a_small_cache_that_drops_chunks_mid_text_keeps_spacys_words():
+    """The cache drops its oldest chunks once full, also while a text's own chunks are in it."""
+    import random
+
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    rng = random.Random(3)
+    vocabulary = ["the", "cat", "sat", "on", "mat.", "U.S.", "it's", "(see", "below)", ":)", "don't", "e.g.",
+                  "10km", "co-op", "'s", "Mr.", "x"] + [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 200))) for _ in range(200)]
+    reference, fast = SpaCyTokenizer("en"), ChunkCachedWordTokenizer(SpaCyTokenizer("en"), max_chunks=40)
+    for text in texts + texts[::-1]:
+        assert fast.word_tokenize(text) == reference.word_tokenize(text), text
+        assert fast.count_sentences(text) == len(reference.span_tokenize(text)), text
+    assert len(fast._cache) <= 40 + 200 and fast.misses > 2 * len(set(vocabulary))  # chunks were dropped and relearnt
+
+
 def test_a_text_that_breaks_spacy_gets_datatroves_words():
     from datatrove.utils.word_tokenizers import SpaCyTokenizer
 
