@@ -186,6 +186,26 @@ def test_a_small_cache_that_drops_chunks_mid_text_keeps_spacys_words():
     assert len(fast._cache) <= 40 + 200 and fast.misses > 2 * len(set(vocabulary))  # chunks were dropped and relearnt
 
 
+def test_boundary_pairs_are_found_alike_in_python_and_numpy(monkeypatch):
+    """Short texts take the Python loop, long ones numpy over code points: both name the same boundaries."""
+    import random
+
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    bridges = ChunkCachedWordTokenizer(SpaCyTokenizer("en"))._bridges
+    rng = random.Random(5)
+    pieces = ["a", "e.", ":", ")", "(", "'s", "’", "D", "o", ".O", "w", "/o", "8", "-", "𝔘", "\u00a0", "x\ty", "ಠ_ಠ", "°", "C."]
+    texts = [" ".join(rng.choice(pieces) for _ in range(rng.randint(1, 60))) for _ in range(300)]
+    texts += ["  lead :)", "trail :  ", ":  )", "e .", "e\u00a0.", "", " ", "𝔘 .", "\ud800 ."]
+    found = []
+    for numpy_from in (10**9, 0):
+        monkeypatch.setattr(type(bridges), "NUMPY_FROM_CHUNKS", numpy_from)
+        found.append([bridges.boundaries(t, [c for c in t.split(" ") if c]) for t in texts])
+    assert found[0] == found[1]
+    assert sum(map(len, found[0])) > 300 and found[0][texts.index("e .")] == [0]
+    assert found[0][texts.index(":  )")] == [0]  # chunks next to each other, however many spaces between
+
+
 def test_a_text_that_breaks_spacy_gets_datatroves_words():
     from datatrove.utils.word_tokenizers import SpaCyTokenizer
 
