@@ -169,18 +169,18 @@ class _Parser:
         return Step(tags, predicates, None)
 
     def or_(self) -> str:
-        parts = [self.and_()]
-        while self.peek("or", "name"):
-            self.take("or")
-            parts.append(self.and_())
-        return "(" + " or ".join(parts) + ")"
+        return self._joined("or", self.and_)
 
     def and_(self) -> str:
-        parts = [self.comparison()]
-        while self.peek("and", "name"):
-            self.take("and")
-            parts.append(self.comparison())
-        return "(" + " and ".join(parts) + ")"
+        return self._joined("and", self.comparison)
+
+    def _joined(self, word: str, part) -> str:
+        """`part ('word' part)*`, as one parenthesised Python expression."""
+        parts = [part()]
+        while self.peek(word, "name"):
+            self.take(word)
+            parts.append(part())
+        return "(" + f" {word} ".join(parts) + ")"
 
     def comparison(self) -> str:
         if self.peek(kind="attribute"):
