@@ -44,6 +44,19 @@ subset (all of trafilatura's pruning lists and `BODY_XPATH`) is evaluated in Pyt
 of by libxml2, selecting the same elements at about a third of the CPU; only the expressions
 beyond the subset (the metadata paths from the document root) keep libxml2 and get the guards.
 
+The fifth is two copies trafilatura makes and FineWeb's settings never need:
+- `_extract_and_compare` hands readability a copy of the raw tree. Under precision focus
+  nothing reads the raw tree afterwards (`trafilatura_sequence`'s baseline and recall
+  retries run only under other focuses, and `bare_extraction` is done with it), so
+  `extract_and_compare` below hands it the tree itself: about 0.7 ms per article page.
+  That reading holds for the releases in `READ_RAW_TREE_ONCE`; on any other release the
+  copy stays.
+- justext's `Paragraph.text` joins, strips and normalises the paragraph's text nodes at
+  every read, and `classify_paragraphs` reads it about seven times per paragraph;
+  `paragraph_text` keeps the result until a text node is appended.
+tests/test_crawl_extract_speed.py checks both, and tests/test_trafilatura_xpaths.py compares
+the extracted text of real pages with and without `install()`.
+
 `install()` swaps the Python evaluations and guarded expressions into trafilatura's modules in place (the lists
 that trafilatura's functions hold are mutated, single expressions are replaced wherever a
 trafilatura module refers to them), sets the parser's lookup and the stop-word tuple;
@@ -55,6 +68,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+from copy import copy
 
 from shammie.filters.xpath_subset import Unsupported, compile_xpath
 
@@ -111,25 +125,61 @@ def normalize_whitespace(text: str) -> str:
     r"""justext.utils.normalize_whitespace: each maximal run of whitespace becomes "\n" when it
     holds a "\n" or "\r", else " ". The first pattern matches exactly the maximal runs holding
     one (its `\s*` start at the run's first character and end at its last); what is left are
-    runs without them."""
+    runs without them. Most texts have no whitespace but single spaces, which the
+    substitutions leave as they are: every other whitespace character is not printable."""
+    if text.isprintable() and "  " not in text:
+        return text
     return _OTHER_RUN.sub(" ", _NEWLINE_RUN.sub("\n", text))
 
 
+class _ParagraphPath:
+    """What justext's `Paragraph.__init__` reads of a `PathInfo`: the two strings of one path."""
+
+    __slots__ = ("dom", "xpath")
+
+    def __init__(self, cell):
+        steps = []
+        while cell is not None:  # (name, order, parent cell): the path from its last element up
+            steps.append(cell)
+            cell = cell[2]
+        steps.reverse()
+        self.dom = ".".join(step[0] for step in steps)
+        self.xpath = "/" + "/".join("%s[%d]" % step[:2] for step in steps)
+
+
+def _paragraph(cell, nodes: list[str], link_characters: int, tags: int):
+    from justext.paragraph import Paragraph
+
+    paragraph = Paragraph(_ParagraphPath(cell))
+    paragraph.text_nodes = nodes
+    paragraph.chars_count_in_links = link_characters
+    paragraph.tags_count = tags
+    return paragraph
+
+
 def make_paragraphs(root):
-    """`justext.core.ParagraphMaker.make_paragraphs(root)` without lxml.sax: the handler gets
-    the events `lxml.sax.saxify` would send it (ParagraphMaker ignores attributes, qualified
-    names and namespace mappings, and has no processing-instruction handler). A tree holding
-    an entity node goes to the original, which is what decides how that fails."""
-    from justext.core import ParagraphMaker
+    """`justext.core.ParagraphMaker.make_paragraphs(root)`: the same paragraphs, made in one walk.
+
+    justext's version sends lxml.sax's events (which build each element's namespace map,
+    attribute objects and qualified name) to a handler that creates a `Paragraph` at every
+    start and end of a block element, and each `Paragraph` joins the whole element path into
+    two strings at once. Most of them never get text and are dropped (three in four on the
+    article benchmark's pages): six of seven milliseconds per page went there. This walk does
+    what the handler does (below, line by line) and keeps where a paragraph started as one
+    cell of a linked path, so only paragraphs that get text have their path strings made.
+
+    A tree holding an entity node goes to the original, which is what decides how that fails.
+    tests/test_crawl_extract_speed.py compares the paragraphs with justext's on built trees
+    and real pages."""
+    from justext.core import PARAGRAPH_TAGS, ParagraphMaker
     from lxml import etree
 
-    handler = ParagraphMaker()
     if next(root.iter(etree.Entity), None) is not None:
         import lxml.sax  # what justext's own make_paragraphs does
 
+        handler = ParagraphMaker()
         lxml.sax.saxify(root, handler)
         return handler.paragraphs
-    start, end, characters = handler.startElementNS, handler.endElementNS, handler.characters
     comment, pi = etree.Comment, etree.ProcessingInstruction
     preceding, sibling = [], root.getprevious()  # saxify sends the root's sibling PIs too
     while getattr(sibling, "tag", None) is pi:
@@ -139,33 +189,80 @@ def make_paragraphs(root):
     while getattr(sibling, "tag", None) is pi:
         following.append(sibling)
         sibling = sibling.getnext()
+
+    paragraphs = []
+    # PathInfo: the open elements as linked (name, order, parent) cells, and the count of each
+    # name among the children of each open element (a top-level element is always number 1).
+    path, children = None, []
+    # ParagraphMaker's state: the paragraph being filled (where it started, its text nodes,
+    # characters inside links, tag count; kept only once it has text), inside <a>, after <br>.
+    started, nodes, link_characters, tags, has_text = None, [], 0, 0, False
+    link = br = False
     # an explicit stack: saxify is compiled (no Python recursion limit), so a deep tree must not fail here
     stack: list = [*following[::-1], root, *preceding]
     while stack:
         item = stack.pop()
-        if item.__class__ is tuple:  # the end of an element: ("end", element, name)
-            end(item[2], None)
-            tail = item[1].tail
-            if tail:
-                characters(tail)
-            continue
-        tag = item.tag
-        if tag is comment or tag is pi:
-            tail = item.tail
-            if tail:
-                characters(tail)
-            continue
-        name = (tag[1:].split("}", 1)[0], tag.split("}", 1)[1]) if tag[:1] == "{" else (None, tag)
-        start(name, None, None)
-        text = item.text
-        if text:
-            characters(text)
-        stack.append(("end", item, name))
-        children = list(item)
-        children.reverse()
-        stack.extend(children)
-    handler.endDocument()
-    return handler.paragraphs
+        if item.__class__ is tuple:  # endElementNS, then the element's tail: ("end", element, name)
+            name = item[2]
+            path = path[2]
+            children.pop()
+            if name in PARAGRAPH_TAGS:
+                if has_text:
+                    paragraphs.append(_paragraph(started, nodes, link_characters, tags))
+                started, nodes, link_characters, tags, has_text = path, [], 0, 0, False
+            if name == "a":
+                link = False
+            text = item[1].tail
+        else:
+            tag = item.tag
+            if tag is comment or tag is pi:  # no handler: only the tail
+                text = item.tail
+            else:  # startElementNS, then the element's text
+                name = tag.split("}", 1)[1] if tag[:1] == "{" else tag
+                siblings = children[-1] if children else {}
+                order = siblings.get(name, 0) + 1
+                siblings[name] = order
+                path = (name, order, path)
+                children.append({})
+                if name in PARAGRAPH_TAGS or (name == "br" and br):
+                    if name == "br":  # <br><br> separates paragraphs: not a tag of either
+                        tags -= 1
+                    if has_text:
+                        paragraphs.append(_paragraph(started, nodes, link_characters, tags))
+                    started, nodes, link_characters, tags, has_text = path, [], 0, 0, False
+                else:
+                    br = name == "br"
+                    if br:
+                        nodes.append(" ")  # append_text(" ")
+                    elif name == "a":
+                        link = True
+                    tags += 1
+                stack.append(("end", item, name))
+                stack.extend(reversed(item))
+                text = item.text
+        if text and not text.isspace():  # characters(): blank text changes nothing
+            text = normalize_whitespace(text)
+            nodes.append(text)
+            has_text = True
+            if link:
+                link_characters += len(text)
+            br = False
+    if has_text:  # endDocument
+        paragraphs.append(_paragraph(started, nodes, link_characters, tags))
+    return paragraphs
+
+
+def paragraph_text(paragraph) -> str:
+    """justext's `Paragraph.text` (its text nodes joined, stripped and whitespace-normalised),
+    kept until the node list changes. justext only ever appends to `text_nodes` (in
+    `append_text`), so the list and its length tell whether the kept text is still the text."""
+    nodes = paragraph.text_nodes
+    kept = paragraph.__dict__.get("_shammie_text")
+    if kept is not None and kept[0] is nodes and kept[1] == len(nodes):
+        return kept[2]
+    text = normalize_whitespace("".join(nodes).strip())
+    paragraph._shammie_text = (nodes, len(nodes), text)
+    return text
 
 
 def _speed_up_justext() -> None:
@@ -176,6 +273,34 @@ def _speed_up_justext() -> None:
         _patch(paragraph, "normalize_whitespace", normalize_whitespace)
     if vars(ParagraphMaker)["make_paragraphs"].__func__ is not make_paragraphs:
         _patch(ParagraphMaker, "make_paragraphs", staticmethod(make_paragraphs))
+    if vars(paragraph.Paragraph)["text"].fget is not paragraph_text:
+        _patch(paragraph.Paragraph, "text", property(paragraph_text))
+
+
+# trafilatura releases whose `trafilatura_sequence` and `bare_extraction` were read to check that,
+# under precision focus, nothing reads the raw tree after `_extract_and_compare` (the module's
+# docstring); a release not listed here keeps trafilatura's own copy.
+READ_RAW_TREE_ONCE = frozenset({"2.3.1"})
+
+
+def extract_and_compare(cleaned_tree, cleaned_tree_backup, tree, options):
+    """`trafilatura.core._extract_and_compare`, handing readability the raw tree itself under
+    precision focus (its last reader) and a copy under any other focus, as trafilatura does."""
+    from trafilatura import core
+
+    postbody, temp_text = core.extract_content(cleaned_tree, options)
+    if not options.fast:
+        raw_tree = tree if options.focus == "precision" else copy(tree)
+        postbody, temp_text = core.compare_extraction(cleaned_tree_backup, raw_tree, postbody, temp_text, options)
+    return postbody, temp_text
+
+
+def _skip_the_raw_tree_copy() -> None:
+    import trafilatura
+    from trafilatura import core
+
+    if trafilatura.__version__ in READ_RAW_TREE_ONCE and core._extract_and_compare is not extract_and_compare:
+        _patch(core, "_extract_and_compare", extract_and_compare)
 
 
 def element_class_lookup():
@@ -317,6 +442,7 @@ def install() -> int:
             _lookup_replaced = True
         _hash_justext_stoplist_once()
         _speed_up_justext()
+        _skip_the_raw_tree_copy()
         replacements: dict[int, object] = {}
 
         def guarded_for(xpath):

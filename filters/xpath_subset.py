@@ -267,6 +267,9 @@ class _Parser:
         return f"_first(el, {names!r})"
 
 
+_FIRST_CALL = re.compile(r"_first\(el, \([^()]*\)\)")  # the parser's only other use of `el` with attributes
+_READS_ELEMENT = re.compile(r"\bel\b")  # a test on the tag, descendants...
+
 _REMEMBERED = 65_536  # answers kept per regular expression (then forgotten all at once)
 
 
@@ -307,7 +310,7 @@ class CompiledXPath:
         self.original = original
         self.path = source
         namespace = {"_first": _first, **parser.constants}
-        reads = "".join(f"    {var} = el.get({name!r})\n" for name, var in parser.attributes_read.items())
+        reads = parser.attributes_read
         if all(step.position is None for step in steps):
             # One pass over the descendants, each kept once; C filters the names when every
             # step names its elements (`.//name`, or a first predicate of only `self::` tests).
@@ -323,13 +326,23 @@ class CompiledXPath:
         return tuple(sorted(set().union(*(step.tags for step in steps))))
 
     @staticmethod
-    def _function(steps: list[Step], reads: str, namespace: dict, source: str):
+    def _function(steps: list[Step], reads: dict[str, str], namespace: dict, source: str):
         alternatives = []
         for step in steps:
             named = [f"el.tag in {frozenset(step.tags)!r}"] if step.tags is not None and len(steps) > 1 else []
             alternatives.append("(" + " and ".join(named + step.predicates or ["True"]) + ")")
-        code = f"def test(el):\n{reads}    return {' or '.join(alternatives)}\n"
-        exec(compile(code, f"<xpath {source.strip()[:40]!r}>", "exec"), namespace)
+        test = " or ".join(alternatives)
+        lines = "".join(f"    {var} = el.get({name!r})\n" for name, var in reads.items())
+        name = f"<xpath {source.strip()[:40]!r}>"
+        if reads and not _READS_ELEMENT.search(_FIRST_CALL.sub("", test)):
+            # The test reads nothing of the element but these attributes, and most elements have
+            # none of them: its value then is one constant, the test's value on an element without
+            # attributes (an `_first(el, ...)` of absent attributes is '' on any element).
+            exec(compile(f"def test(el):\n{lines}    return {test}\n", name, "exec"), namespace)
+            without_any = bool(namespace.pop("test")(etree.Element("none")))
+            lines += f"    if {' and '.join(f'{var} is None' for var in reads.values())}:\n"
+            lines += f"        return {without_any}\n"
+        exec(compile(f"def test(el):\n{lines}    return {test}\n", name, "exec"), namespace)
         return namespace.pop("test")
 
     def __call__(self, node, **variables):

@@ -65,6 +65,19 @@ def test_justexts_whitespace_normalisation_is_the_same_string():
         assert tx.normalize_whitespace(text) == justexts(text), repr(text)
 
 
+def test_the_single_space_short_cut_is_exact():
+    """Texts without other whitespace than single spaces are returned as they are: that holds
+    because no whitespace character but the space is printable, in all of Unicode."""
+    import re
+
+    from justext.utils import normalize_whitespace as justexts
+
+    whitespace = re.compile(r"\s")
+    assert [c for c in map(chr, range(0x110000)) if c != " " and c.isprintable() and whitespace.match(c)] == []
+    for text in ["one two three", " lead and trail ", "ünï cödé 漢字 words", "a  b", "a\u00a0b", "x\ty", "é\u2003"]:
+        assert tx.normalize_whitespace(text) == justexts(text), repr(text)
+
+
 def test_justext_uses_the_fast_whitespace_normalisation_while_installed():
     from justext import paragraph
 
@@ -78,7 +91,8 @@ def test_justext_uses_the_fast_whitespace_normalisation_while_installed():
 
 
 def _paragraphs(make, tree) -> list[dict]:
-    return [dict(vars(p)) for p in make(tree)]
+    # without the text paragraph_text keeps once it is read (justext reads it to drop empty paragraphs)
+    return [{k: v for k, v in vars(p).items() if k != "_shammie_text"} for p in make(tree)]
 
 
 def _original_make_paragraphs():
@@ -133,3 +147,96 @@ def test_paragraphs_without_sax_are_justexts_on_real_pages(shared_data):
         assert _paragraphs(tx.make_paragraphs, tree) == expected
         compared += len(expected)
     assert compared > 5000
+
+
+def test_a_paragraphs_text_is_kept_until_a_text_node_is_appended():
+    from justext.core import PathInfo
+    from justext.paragraph import Paragraph
+    from justext.utils import normalize_whitespace as justexts
+
+    tx.install()
+    assert isinstance(vars(Paragraph)["text"], property) and vars(Paragraph)["text"].fget is tx.paragraph_text
+    paragraph = Paragraph(PathInfo().append("p"))
+    for node in ["  Lead\n text", " ", "\u00a0more\u3000words\t", "", "\r\nend  "]:
+        paragraph.append_text(node)
+        expected = justexts("".join(paragraph.text_nodes).strip())
+        assert paragraph.text == expected and paragraph.text == expected  # the second read is the kept one
+        assert len(paragraph) == len(expected) and paragraph.words_count == len(expected.split())
+    # a new list is a new text, even of the same length
+    paragraph.text_nodes = ["replaced  list"] + [""] * (len(paragraph.text_nodes) - 1)
+    assert paragraph.text == "replaced list"
+    tx.uninstall()
+    try:
+        assert vars(Paragraph)["text"].fget is not tx.paragraph_text
+        assert Paragraph(PathInfo()).text == ""
+    finally:
+        tx.install()
+
+
+class _Options:
+    def __init__(self, focus: str, fast: bool = False):
+        self.focus, self.fast = focus, fast
+
+
+def _raw_trees_handed_to_readability(monkeypatch, focus: str, fast: bool = False) -> tuple[object, list]:
+    from lxml import html
+    from trafilatura import core
+
+    handed = []
+    monkeypatch.setattr(core, "extract_content", lambda tree, options: (tree, "text"))
+    monkeypatch.setattr(core, "compare_extraction",
+                        lambda backup, raw, body, text, options: handed.append(raw) or (body, text))
+    tree = html.fromstring("<html><body><p>raw</p></body></html>")
+    tx.extract_and_compare(html.fromstring("<p>c</p>"), html.fromstring("<p>b</p>"), tree, _Options(focus, fast))
+    return tree, handed
+
+
+def test_readability_gets_the_raw_tree_itself_only_under_precision_focus(monkeypatch):
+    tree, handed = _raw_trees_handed_to_readability(monkeypatch, "precision")
+    assert handed == [tree] and handed[0] is tree
+    for focus in ("balanced", "recall"):  # trafilatura_sequence reads the raw tree again under these
+        tree, handed = _raw_trees_handed_to_readability(monkeypatch, focus)
+        assert len(handed) == 1 and handed[0] is not tree
+        assert [e.text for e in handed[0].iter("p")] == ["raw"]
+    assert _raw_trees_handed_to_readability(monkeypatch, "precision", fast=True)[1] == []
+
+
+def test_the_raw_tree_copy_is_skipped_only_on_a_release_read_for_it():
+    import trafilatura
+    from trafilatura import core
+
+    tx.install()
+    if trafilatura.__version__ not in tx.READ_RAW_TREE_ONCE:
+        assert core._extract_and_compare is not tx.extract_and_compare
+        pytest.skip(f"trafilatura {trafilatura.__version__} is not in READ_RAW_TREE_ONCE: its own copy is kept")
+    assert core._extract_and_compare is tx.extract_and_compare
+    tx.uninstall()
+    try:
+        assert core._extract_and_compare is not tx.extract_and_compare
+    finally:
+        tx.install()
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("focus", [{}, {"favor_recall": True}])
+def test_extracted_text_under_other_focuses_is_unchanged(shared_data, focus):
+    """Under balanced and recall focus trafilatura reads the raw tree after readability: the copy
+    must stay there (FineWeb's precision focus is compared in test_trafilatura_xpaths.py)."""
+    import trafilatura
+
+    from tests.test_trafilatura_xpaths import _real_pages
+
+    pages = _real_pages(shared_data)[:120]
+
+    def extract_all():
+        return [trafilatura.extract(p, include_comments=False, **focus) for p in pages]
+
+    tx.install()
+    installed = extract_all()
+    tx.uninstall()
+    try:
+        original = extract_all()
+    finally:
+        tx.install()
+    assert sum(t is not None for t in original) >= 80
+    assert installed == original

@@ -47,6 +47,12 @@ PAGE = """<div name="root" class="reply-x">
     "(.//*[self::p or self::div][@class])[1]",          # the first of all, in document order
     "(.//li)[1]|(.//p)[1]|(.//div)[1]",                 # a union of firsts, in document order
     "(.//nothing)[1]|.//cite",
+    # true on elements without the attributes read: the constant the test gives then
+    ".//*[not(@class) and not(starts-with(@id|@style, 'x'))]",
+    ".//*[not(contains(@class, 'zzz'))]",
+    ".//*[not(starts-with(@id|@class|@style, 'reply'))]",
+    ".//*[not(@class) and not(self::p)]",               # reads the tag: no constant
+    ".//*[not(@id) and not(.//quote)]",                 # reads descendants: no constant
 ])
 def test_the_same_elements_as_libxml2(source):
     expected, got = both(source, PAGE)
