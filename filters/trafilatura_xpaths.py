@@ -44,7 +44,7 @@ subset (all of trafilatura's pruning lists and `BODY_XPATH`) is evaluated in Pyt
 of by libxml2, selecting the same elements at about a third of the CPU; only the expressions
 beyond the subset (the metadata paths from the document root) keep libxml2 and get the guards.
 
-The fifth is two copies trafilatura makes and FineWeb's settings never need:
+The fifth is work done for nothing under FineWeb's settings:
 - `_extract_and_compare` hands readability a copy of the raw tree. Under precision focus
   nothing reads the raw tree afterwards (`trafilatura_sequence`'s baseline and recall
   retries run only under other focuses, and `bare_extraction` is done with it), so
@@ -52,8 +52,9 @@ The fifth is two copies trafilatura makes and FineWeb's settings never need:
   That reading holds for the releases in `READ_RAW_TREE_ONCE`; on any other release the
   copy stays.
 - justext's `Paragraph.text` joins, strips and normalises the paragraph's text nodes at
-  every read, and `classify_paragraphs` reads it about seven times per paragraph;
-  `paragraph_text` keeps the result until a text node is appended.
+  every read, and justext reads it about eight times per paragraph (`bool(paragraph)` is
+  one: `Paragraph` has a `__len__`); `paragraph_text` keeps the result until the text nodes
+  change.
 tests/test_crawl_extract_speed.py checks both, and tests/test_trafilatura_xpaths.py compares
 the extracted text of real pages with and without `install()`.
 
@@ -163,10 +164,11 @@ def make_paragraphs(root):
     justext's version sends lxml.sax's events (which build each element's namespace map,
     attribute objects and qualified name) to a handler that creates a `Paragraph` at every
     start and end of a block element, and each `Paragraph` joins the whole element path into
-    two strings at once. Most of them never get text and are dropped (three in four on the
-    article benchmark's pages): six of seven milliseconds per page went there. This walk does
-    what the handler does (below, line by line) and keeps where a paragraph started as one
-    cell of a linked path, so only paragraphs that get text have their path strings made.
+    two strings at once. Most of them never get text and are dropped (about three in four on
+    the crawl benchmark's article pages). This walk does what the handler does (below, line
+    by line) and keeps where a paragraph started as one cell of a linked path, so only
+    paragraphs that get text have their path strings made. With `paragraph_text`, justext's
+    part of a page went from 8.80 to 2.84 CPU ms (benchmarks/justext_paragraphs.py).
 
     A tree holding an entity node goes to the original, which is what decides how that fails.
     tests/test_crawl_extract_speed.py compares the paragraphs with justext's on built trees

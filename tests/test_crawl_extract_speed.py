@@ -1,11 +1,24 @@
 """Exact speed-ups of extraction around justext (filters/trafilatura_xpaths.py): the stop-word tuple hashed once,
-whitespace normalised by two substitutions, paragraphs made without lxml.sax."""
+whitespace normalised by two substitutions, paragraphs made in one walk without lxml.sax, each paragraph's text
+kept once read; and readability handed the raw tree itself under precision focus."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import pytest
 
 from shammie.filters import trafilatura_xpaths as tx
+
+
+@contextmanager
+def uninstalled():
+    """trafilatura and justext as installed for the block, the speed-ups back after it."""
+    tx.uninstall()
+    try:
+        yield
+    finally:
+        tx.install()
 
 
 class CountedHash(str):
@@ -40,11 +53,8 @@ def test_trafilatura_hands_justext_a_stop_word_tuple_hashed_once():
     # the same words trafilatura's own jt_stoplist_init gives: every justext stop-word list
     assert set(stoplist) == {w for language in get_stoplists() for w in get_stoplist(language)}
     assert len(stoplist) > 100_000
-    tx.uninstall()
-    try:
+    with uninstalled():
         assert not isinstance(external.JT_STOPLIST, tx.HashOnceTuple)
-    finally:
-        tx.install()
     assert isinstance(external.JT_STOPLIST, tx.HashOnceTuple)
 
 
@@ -83,11 +93,8 @@ def test_justext_uses_the_fast_whitespace_normalisation_while_installed():
 
     tx.install()
     assert paragraph.normalize_whitespace is tx.normalize_whitespace
-    tx.uninstall()
-    try:
+    with uninstalled():
         assert paragraph.normalize_whitespace is not tx.normalize_whitespace
-    finally:
-        tx.install()
 
 
 def _paragraphs(make, tree) -> list[dict]:
@@ -165,12 +172,9 @@ def test_a_paragraphs_text_is_kept_until_a_text_node_is_appended():
     # a new list is a new text, even of the same length
     paragraph.text_nodes = ["replaced  list"] + [""] * (len(paragraph.text_nodes) - 1)
     assert paragraph.text == "replaced list"
-    tx.uninstall()
-    try:
+    with uninstalled():
         assert vars(Paragraph)["text"].fget is not tx.paragraph_text
         assert Paragraph(PathInfo()).text == ""
-    finally:
-        tx.install()
 
 
 class _Options:
@@ -210,11 +214,8 @@ def test_the_raw_tree_copy_is_skipped_only_on_a_release_read_for_it():
         assert core._extract_and_compare is not tx.extract_and_compare
         pytest.skip(f"trafilatura {trafilatura.__version__} is not in READ_RAW_TREE_ONCE: its own copy is kept")
     assert core._extract_and_compare is tx.extract_and_compare
-    tx.uninstall()
-    try:
+    with uninstalled():
         assert core._extract_and_compare is not tx.extract_and_compare
-    finally:
-        tx.install()
 
 
 @pytest.mark.shared_data
@@ -233,10 +234,7 @@ def test_extracted_text_under_other_focuses_is_unchanged(shared_data, focus):
 
     tx.install()
     installed = extract_all()
-    tx.uninstall()
-    try:
+    with uninstalled():
         original = extract_all()
-    finally:
-        tx.install()
     assert sum(t is not None for t in original) >= 80
     assert installed == original
