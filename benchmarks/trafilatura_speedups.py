@@ -42,11 +42,20 @@ def load_pages(corpus: str | None) -> list[str]:
     return list(pages)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def pages_and_rounds(description: str, rounds: int) -> tuple[list[str], int]:
+    """The pages and the number of rounds a page benchmark's command line asks for."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", help="a folder of .warc.gz files (default: the article benchmark's pages)")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=rounds)
     args = ap.parse_args()
+    pages = load_pages(args.corpus)
+    if not pages:
+        ap.error(f"no pages found in {args.corpus or BENCH}")  # one line, exit 2
+    return pages, args.rounds
+
+
+def main() -> None:
+    pages, rounds = pages_and_rounds(__doc__, 6)
 
     import trafilatura
     from lxml import html
@@ -55,9 +64,6 @@ def main() -> None:
 
     from shammie.filters import trafilatura_xpaths
 
-    pages = load_pages(args.corpus)
-    if not pages:
-        raise SystemExit("no pages found")
     prune_seconds = [0.0]
     prune = htmlprocessing.prune_unwanted_nodes
 
@@ -89,14 +95,14 @@ def main() -> None:
     totals = {m: [] for m in modes}
     prunes = {m: [] for m in modes}
     texts = {}
-    for r in range(args.rounds):
+    for r in range(rounds):
         for mode in modes[r % 3:] + modes[:r % 3]:  # rotate the order each round
             set_mode(mode)
             total, pruned, texts[mode] = run()
             totals[mode].append(total)
             prunes[mode].append(pruned)
     trafilatura_xpaths.install()
-    print(f"{len(pages)} pages, {args.rounds} rounds, load {os.getloadavg()[0]:.2f}")
+    print(f"{len(pages)} pages, {rounds} rounds, load {os.getloadavg()[0]:.2f}")
     print("| mode | CPU ms/page (median, range) | prune_unwanted_nodes ms/page | vs original |")
     print("|---|---|---|---|")
     base = statistics.median(totals["original"])

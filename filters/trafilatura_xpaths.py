@@ -35,9 +35,9 @@ of whitespace; `normalize_whitespace` below gives the same string with two C-lev
 substitutions (tests/test_crawl_extract_speed.py compares them on every whitespace class).
 And justext's `ParagraphMaker.make_paragraphs` walks the tree through `lxml.sax.saxify`,
 which builds each element's namespace map, attribute objects and qualified name for
-handler methods that read only the tag: `make_paragraphs` below sends the handler the same
-events (start, text, end, tail; comments and processing instructions give only their tails)
-from a plain walk (tests/test_crawl_extract_speed.py compares the paragraphs of real pages).
+handler methods that read only the tag, and the handler makes a paragraph object at every
+block boundary: `make_paragraphs` below does the handler's work in one plain walk
+(tests/test_crawl_extract_speed.py compares the paragraphs of built trees and real pages).
 
 The fourth, and the largest, is filters/xpath_subset.py: every expression within its XPath
 subset (all of trafilatura's pruning lists and `BODY_XPATH`) is evaluated in Python instead
@@ -48,7 +48,7 @@ The fifth is work done for nothing under FineWeb's settings:
 - `_extract_and_compare` hands readability a copy of the raw tree. Under precision focus
   nothing reads the raw tree afterwards (`trafilatura_sequence`'s baseline and recall
   retries run only under other focuses, and `bare_extraction` is done with it), so
-  `extract_and_compare` below hands it the tree itself: about 0.7 ms per article page.
+  `extract_and_compare` below hands it the tree itself: one whole-page copy less per page.
   That reading holds for the releases in `READ_RAW_TREE_ONCE`; on any other release the
   copy stays.
 - justext's `Paragraph.text` joins, strips and normalises the paragraph's text nodes at
@@ -148,10 +148,8 @@ class _ParagraphPath:
         self.xpath = "/" + "/".join("%s[%d]" % step[:2] for step in steps)
 
 
-def _paragraph(cell, nodes: list[str], link_characters: int, tags: int):
-    from justext.paragraph import Paragraph
-
-    paragraph = Paragraph(_ParagraphPath(cell))
+def _paragraph(paragraph_class, cell, nodes: list[str], link_characters: int, tags: int):
+    paragraph = paragraph_class(_ParagraphPath(cell))
     paragraph.text_nodes = nodes
     paragraph.chars_count_in_links = link_characters
     paragraph.tags_count = tags
@@ -164,16 +162,15 @@ def make_paragraphs(root):
     justext's version sends lxml.sax's events (which build each element's namespace map,
     attribute objects and qualified name) to a handler that creates a `Paragraph` at every
     start and end of a block element, and each `Paragraph` joins the whole element path into
-    two strings at once. Most of them never get text and are dropped (about three in four on
-    the crawl benchmark's article pages). This walk does what the handler does (below, line
-    by line) and keeps where a paragraph started as one cell of a linked path, so only
+    two strings at once. Most of them never get text and are dropped. This walk does what the
+    handler does (below, line by line) and keeps where a paragraph started as one cell of a linked path, so only
     paragraphs that get text have their path strings made. With `paragraph_text`, justext's
     part of a page went from 8.80 to 2.84 CPU ms (benchmarks/justext_paragraphs.py).
 
     A tree holding an entity node goes to the original, which is what decides how that fails.
     tests/test_crawl_extract_speed.py compares the paragraphs with justext's on built trees
     and real pages."""
-    from justext.core import PARAGRAPH_TAGS, ParagraphMaker
+    from justext.core import PARAGRAPH_TAGS, Paragraph, ParagraphMaker
     from lxml import etree
 
     if next(root.iter(etree.Entity), None) is not None:
@@ -208,17 +205,14 @@ def make_paragraphs(root):
             name = item[2]
             path = path[2]
             children.pop()
-            if name in PARAGRAPH_TAGS:
-                if has_text:
-                    paragraphs.append(_paragraph(started, nodes, link_characters, tags))
-                started, nodes, link_characters, tags, has_text = path, [], 0, 0, False
+            boundary = name in PARAGRAPH_TAGS
             if name == "a":
                 link = False
             text = item[1].tail
         else:
             tag = item.tag
             if tag is comment or tag is pi:  # no handler: only the tail
-                text = item.tail
+                boundary, text = False, item.tail
             else:  # startElementNS, then the element's text
                 name = tag.split("}", 1)[1] if tag[:1] == "{" else tag
                 siblings = children[-1] if children else {}
@@ -226,12 +220,10 @@ def make_paragraphs(root):
                 siblings[name] = order
                 path = (name, order, path)
                 children.append({})
-                if name in PARAGRAPH_TAGS or (name == "br" and br):
+                boundary = name in PARAGRAPH_TAGS or (name == "br" and br)
+                if boundary:
                     if name == "br":  # <br><br> separates paragraphs: not a tag of either
                         tags -= 1
-                    if has_text:
-                        paragraphs.append(_paragraph(started, nodes, link_characters, tags))
-                    started, nodes, link_characters, tags, has_text = path, [], 0, 0, False
                 else:
                     br = name == "br"
                     if br:
@@ -242,6 +234,10 @@ def make_paragraphs(root):
                 stack.append(("end", item, name))
                 stack.extend(reversed(item))
                 text = item.text
+        if boundary:  # _start_new_pragraph(), before the text or tail that follows
+            if has_text:
+                paragraphs.append(_paragraph(Paragraph, started, nodes, link_characters, tags))
+            started, nodes, link_characters, tags, has_text = path, [], 0, 0, False
         if text and not text.isspace():  # characters(): blank text changes nothing
             text = normalize_whitespace(text)
             nodes.append(text)
@@ -250,7 +246,7 @@ def make_paragraphs(root):
                 link_characters += len(text)
             br = False
     if has_text:  # endDocument
-        paragraphs.append(_paragraph(started, nodes, link_characters, tags))
+        paragraphs.append(_paragraph(Paragraph, started, nodes, link_characters, tags))
     return paragraphs
 
 
